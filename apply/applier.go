@@ -1,0 +1,493 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// Applier replays one source's stream into one target database.
+type Applier struct {
+	cfg   Config
+	log   zerolog.Logger
+	stats Stats
+}
+
+// Stats are an Applier's live counters; safe for concurrent reads.
+type Stats struct {
+	Txns       atomic.Int64
+	Changes    atomic.Int64
+	Commits    atomic.Int64
+	Conflicts  atomic.Int64
+	AppliedLSN atomic.Uint64
+	StreamSeq  atomic.Uint64
+	// SourceTime is the source time (UnixNano) of the newest applied
+	// transaction or heartbeat: now minus it is the lag.
+	SourceTime atomic.Int64
+}
+
+// Lag is how far the target trails the source in time.
+func (s *Stats) Lag() time.Duration {
+	t := s.SourceTime.Load()
+	if t == 0 {
+		return 0
+	}
+	return max(time.Since(time.Unix(0, t)), 0)
+}
+
+// New returns an Applier for cfg, which must have passed Validate. It does
+// no I/O.
+func New(cfg Config, log zerolog.Logger) *Applier {
+	return &Applier{cfg: cfg, log: log.With().Str("component", "apply").Str("source", cfg.Name).Str("region", cfg.Region).Logger()}
+}
+
+// Stats returns the Applier's live counters.
+func (a *Applier) Stats() *Stats { return &a.stats }
+
+// Run applies until ctx ends, reconnecting with backoff after errors that
+// waiting can cure. It returns nil after a clean shutdown (complete
+// transactions received so far committed and acknowledged), or the error
+// that stopped it.
+func (a *Applier) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		started := time.Now()
+		err := a.session(ctx)
+		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+			return nil
+		}
+		if err == nil {
+			continue
+		}
+		if !retryable(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		a.log.Warn().Err(err).Dur("retry_in", backoff).Msg("apply interrupted, retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, a.cfg.RetryMax)
+	}
+}
+
+var errNATS = errors.New("nats")
+
+type natsError struct{ err error }
+
+func (e natsError) Error() string   { return e.err.Error() }
+func (e natsError) Unwrap() []error { return []error{e.err, errNATS} }
+
+func retryable(err error) bool {
+	if schema.IsFatal(err) {
+		return false
+	}
+	return errors.Is(err, errNATS) || schema.IsRetryable(err)
+}
+
+// position is where the target stands in the source's stream.
+type position struct {
+	commit, end stream.LSN
+	seq         uint64
+	time        time.Time
+}
+
+// session is one connection lifetime of an Applier.
+type session struct {
+	a      *Applier
+	conn   *pgx.Conn
+	pg     *pgconn.PgConn
+	pos    position // committed on the target
+	plans  map[string]*plan
+	tables map[string]*target
+	stmtN  int
+	posStmt string
+
+	lastSeq uint64
+
+	// open target transaction
+	open      bool
+	batch     *pgconn.Batch
+	batchInfo []stmtInfo
+	batchLen  int
+	batchSize int
+	groupTxns int
+	groupSize int
+	groupAt   time.Time
+	groupPos  position
+	groupMsg  jetstream.Msg // newest message whose ack covers the group
+	multi     bool          // the group is one multi-chunk transaction
+	conflicts int64
+
+	// the source transaction being read (multi-chunk)
+	cur      bool
+	skipping bool // cur is a transaction applied before
+	curLSN   stream.LSN
+	curNext uint32
+	lsnText []byte
+	args    [][]byte
+}
+
+type stmtInfo struct {
+	seq   uint64
+	lsn   stream.LSN
+	table string
+	op    stream.Op
+}
+
+func (a *Applier) session(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, a.cfg.DB)
+	if err != nil {
+		return schema.ClassifyConnect(a.cfg.DB, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}}
+	if err := s.setup(ctx); err != nil {
+		return err
+	}
+
+	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.log)
+	if err != nil {
+		return natsError{err}
+	}
+	defer nc.Close()
+	js, err := stream.NewJetStream(nc, a.cfg.Domain)
+	if err != nil {
+		return natsError{err}
+	}
+	cons, err := s.consumer(ctx, js)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(a.cfg.Name), err)}
+	}
+	defer it.Stop()
+
+	msgs := make(chan jetstream.Msg, 64)
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					fetchErr <- err
+				}
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).
+		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).Msg("apply started")
+
+	err = s.loop(ctx, msgs, fetchErr)
+	// Shutdown: commit what is complete, roll back a partial transaction.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if s.open {
+		if err == nil && !s.cur {
+			if cerr := s.commit(fctx); cerr != nil {
+				err = cerr
+			}
+		} else {
+			s.rollback(fctx)
+		}
+	}
+	if err == nil {
+		a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).Msg("apply stopped, position flushed")
+	}
+	return err
+}
+
+const setupSQL = `
+CREATE SCHEMA IF NOT EXISTS pgjet;
+CREATE TABLE IF NOT EXISTS pgjet.applied (
+	source      text PRIMARY KEY,
+	commit_lsn  pg_lsn NOT NULL,
+	end_lsn     pg_lsn NOT NULL,
+	stream_seq  bigint NOT NULL,
+	commit_time timestamptz,
+	applied_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS pgjet.conflicts (
+	id          bigserial PRIMARY KEY,
+	at          timestamptz NOT NULL DEFAULT now(),
+	source      text NOT NULL,
+	kind        text NOT NULL,
+	table_name  text NOT NULL,
+	commit_lsn  pg_lsn NOT NULL,
+	key         jsonb,
+	local_row   jsonb,
+	remote_row  jsonb,
+	decision    text NOT NULL
+);`
+
+func (s *session) setup(ctx context.Context) error {
+	a := s.a
+	if _, err := s.conn.Exec(ctx, setupSQL); err != nil {
+		if schema.PgCode(err) == schema.CodeInsufficientPriv {
+			return schema.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it, or create schema pgjet owned by it", schema.Redact(a.cfg.DB))
+		}
+		if schema.PgCode(err) != "23505" { // concurrent creation by another applier
+			return fmt.Errorf("create pgjet schema: %w", err)
+		}
+	}
+	if a.cfg.SessionReplicationRole {
+		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser): triggers and foreign keys fire for replicated rows")
+		}
+	}
+	var commit, end string
+	var seq int64
+	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read applied position: %w", err)
+	default:
+		s.pos.commit, _ = stream.ParseLSN(commit)
+		s.pos.end, _ = stream.ParseLSN(end)
+		s.pos.seq = uint64(seq)
+	}
+	s.lastSeq = s.pos.seq
+	a.stats.AppliedLSN.Store(uint64(s.pos.commit))
+	a.stats.StreamSeq.Store(s.pos.seq)
+
+	s.stmtN++
+	s.posStmt = "pgjet_pos"
+	_, err = s.pg.Prepare(ctx, s.posStmt, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at)
+		VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4::bigint, $5::timestamptz, now())
+		ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, end_lsn = EXCLUDED.end_lsn,
+			stream_seq = EXCLUDED.stream_seq, commit_time = EXCLUDED.commit_time, applied_at = EXCLUDED.applied_at`, nil)
+	if err != nil {
+		return fmt.Errorf("prepare position update: %w", err)
+	}
+	return nil
+}
+
+// consumer (re)creates the region's durable consumer to start right after
+// the position committed in the target: the target, not the consumer's
+// ack state, is the truth about what was applied.
+func (s *session) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	a := s.a
+	name := stream.StreamName(a.cfg.Name)
+	var st jetstream.Stream
+	var err error
+	if a.cfg.UpstreamDomain != "" {
+		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain)
+		if err != nil {
+			return nil, natsError{err}
+		}
+	} else {
+		st, err = js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, natsError{fmt.Errorf("stream %s not found in this domain (has pgjet-capture --name %s started? is --upstream-domain needed?)", name, a.cfg.Name)}
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return nil, schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js", a.cfg.NATS)
+		}
+		if err != nil {
+			return nil, natsError{fmt.Errorf("look up stream %s: %w", name, err)}
+		}
+	}
+	cname := ConsumerName(a.cfg.Region)
+	if err := st.DeleteConsumer(ctx, cname); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, natsError{fmt.Errorf("reset consumer %s: %w", cname, err)}
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       cname,
+		Description:   "pgjet-apply of source " + a.cfg.Name + " into region " + a.cfg.Region,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       5 * time.Minute,
+		MaxAckPending: 1 << 20,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if s.pos.seq > 0 {
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = s.pos.seq + 1
+	}
+	c, err := st.CreateOrUpdateConsumer(ctx, cc)
+	if err != nil {
+		return nil, natsError{fmt.Errorf("create consumer %s: %w", cname, err)}
+	}
+	return c, nil
+}
+
+func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
+	for {
+		var m jetstream.Msg
+		var ok bool
+		select {
+		case m, ok = <-msgs:
+		default:
+			// Nothing waiting: commit the open group now rather than hold
+			// rows back. Under load groups fill up instead.
+			if s.open && !s.cur {
+				if err := s.commit(ctx); err != nil {
+					return err
+				}
+			}
+			var timeout <-chan time.Time
+			if s.open {
+				timeout = time.After(s.a.cfg.GroupDelay)
+			}
+			select {
+			case m, ok = <-msgs:
+			case <-timeout:
+				continue
+			case err := <-fetchErr:
+				return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(s.a.cfg.Name), err)}
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if !ok {
+			select {
+			case err := <-fetchErr:
+				return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(s.a.cfg.Name), err)}
+			default:
+				return nil
+			}
+		}
+		if err := s.handle(ctx, m); err != nil {
+			return err
+		}
+		if s.open && !s.cur && (s.groupTxns >= s.a.cfg.GroupTxns || s.groupSize >= s.a.cfg.GroupBytes ||
+			time.Since(s.groupAt) >= s.a.cfg.GroupDelay || s.multi) {
+			if err := s.commit(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
+	a := s.a
+	md, err := m.Metadata()
+	if err != nil {
+		return natsError{fmt.Errorf("read message metadata: %w", err)}
+	}
+	seq := md.Sequence.Stream
+	if seq <= s.lastSeq {
+		return nil // redelivered: already seen in this session
+	}
+	if s.lastSeq != 0 && seq != s.lastSeq+1 {
+		return schema.Fatalf(nil, "stream %s jumps from sequence %d to %d: messages this region needs are gone (retention expired or purged); rebuild this target from a newer snapshot",
+			stream.StreamName(a.cfg.Name), s.lastSeq, seq)
+	}
+	s.lastSeq = seq
+	env, err := stream.Decode(m.Data())
+	if err != nil {
+		return schema.Fatalf(err, "message at stream %s sequence %d (subject %s) cannot be decoded; inspect it with `pgjet tail`, then remove it or rebuild this target",
+			stream.StreamName(a.cfg.Name), seq, m.Subject())
+	}
+	if env.Source != a.cfg.Name {
+		return schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
+			stream.StreamName(a.cfg.Name), seq, env.Source, a.cfg.Name)
+	}
+	if env.Kind == stream.KindHeartbeat {
+		if !s.cur {
+			a.stats.SourceTime.Store(env.CommitTime.UnixNano())
+			if s.open {
+				s.groupMsg = m
+			} else if err := m.Ack(); err != nil {
+				a.log.Debug().Err(err).Msg("ack heartbeat")
+			}
+		}
+		return nil
+	}
+
+	if env.First() {
+		if s.cur {
+			// The capture re-sent this transaction from its start after a
+			// crash: what was applied of it so far is discarded.
+			a.log.Warn().Str("lsn", s.curLSN.String()).Uint64("stream_seq", seq).Msg("transaction restarted from its first chunk")
+			s.rollback(ctx)
+			s.cur = false
+		}
+		if env.CommitLSN <= s.pos.commit || (s.open && env.CommitLSN <= s.groupPos.commit) {
+			// Applied before (a duplicate after a capture restart).
+			if env.Last() {
+				if s.open {
+					s.groupMsg = m
+				} else {
+					_ = m.Ack()
+				}
+				return nil
+			}
+			s.cur, s.curLSN, s.curNext = true, env.CommitLSN, 1
+			s.skipping = true
+			return nil
+		}
+		s.skipping = false
+		if !env.Last() {
+			// A multi-chunk transaction gets a target transaction of its
+			// own, so a restart of it never discards other transactions.
+			if s.open {
+				if err := s.commit(ctx); err != nil {
+					return err
+				}
+			}
+			s.multi = true
+			s.cur, s.curLSN, s.curNext = true, env.CommitLSN, 1
+		}
+	} else {
+		if !s.cur || env.CommitLSN != s.curLSN || env.Chunk != s.curNext {
+			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s without the chunks before it; the stream is damaged: rebuild this target from a snapshot",
+				stream.StreamName(a.cfg.Name), seq, env.Chunk, env.CommitLSN)
+		}
+		s.curNext++
+		if s.skipping {
+			if env.Last() {
+				s.cur, s.skipping = false, false
+				if s.open {
+					s.groupMsg = m
+				} else {
+					_ = m.Ack()
+				}
+			}
+			return nil
+		}
+	}
+
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	if err := s.changes(ctx, env, seq); err != nil {
+		return err
+	}
+	s.groupSize += len(m.Data())
+	if env.Last() {
+		s.cur = false
+		s.groupTxns++
+		s.groupPos = position{commit: env.CommitLSN, end: env.EndLSN, seq: seq, time: env.CommitTime}
+		s.groupMsg = m
+	} else if s.batchLen > 0 {
+		// Bounded memory: a large transaction's rows go to the target as
+		// they arrive, not when it ends.
+		return s.flush(ctx)
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+// Package apply replays a source's change stream into a region's Postgres:
+// each source transaction atomically and in commit order, with the applied
+// position stored in the same target transaction as the rows, so nothing is
+// lost and nothing applied twice across crashes.
+//
+// Rows are found by the source's replica identity (primary key, identity
+// index, or the full old row). Statements are pipelined and consecutive
+// small source transactions grouped into one target transaction; JetStream
+// is acknowledged only after the target commit.
+//
+// See https://docs.nats.io/nats-concepts/jetstream/consumers and
+// https://www.postgresql.org/docs/15/logical-replication-conflicts.html
+package apply
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// Config configures an Applier.
+type Config struct {
+	// DB is the target database URL.
+	DB string
+	// NATS is the URL of the region's NATS server.
+	NATS string
+	// Name is the source name to apply.
+	Name string
+	// Region names this applier's region; it names the durable consumer.
+	Region string
+	// Domain is the JetStream domain to consume in ("" = the domain of
+	// the server NATS points at).
+	Domain string
+	// UpstreamDomain, when set, is the source stream's home domain: the
+	// applier keeps a mirror of it in Domain and consumes the mirror, so
+	// the region reads locally and keeps its copy while cut off.
+	UpstreamDomain string
+	// GroupTxns bounds how many source transactions share one target
+	// transaction.
+	GroupTxns int
+	// GroupBytes bounds the bytes of changes in one target transaction
+	// (a larger source transaction still applies whole, alone).
+	GroupBytes int
+	// GroupDelay bounds how long a target transaction stays open waiting
+	// for more source transactions.
+	GroupDelay time.Duration
+	// PipelineStatements is the most statements sent in one round trip.
+	PipelineStatements int
+	// SessionReplicationRole sets session_replication_role = replica on
+	// the target (triggers and foreign keys do not fire for replicated
+	// rows, as in native logical replication). Needs superuser.
+	SessionReplicationRole bool
+	// RetryMax caps the backoff between reconnection attempts.
+	RetryMax time.Duration
+}
+
+// DefaultConfig returns a Config with every tunable set to its default.
+func DefaultConfig() Config {
+	return Config{
+		GroupTxns:              1000,
+		GroupBytes:             16 << 20,
+		GroupDelay:             200 * time.Millisecond,
+		PipelineStatements:     1000,
+		SessionReplicationRole: true,
+		RetryMax:               30 * time.Second,
+	}
+}
+
+// Validate checks cfg.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DB == "" {
+		errs = append(errs, errors.New("--db is required (postgres://user:pass@host:5432/db)"))
+	}
+	if c.NATS == "" {
+		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
+	}
+	if err := stream.ValidateSource(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("--name: %w", err))
+	}
+	if err := stream.ValidateSource(c.Region); err != nil {
+		errs = append(errs, fmt.Errorf("--region: %w", err))
+	}
+	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
+		errs = append(errs, errors.New("group and pipeline limits must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// ConsumerName is the durable consumer of region for a source's stream.
+func ConsumerName(region string) string { return "pgjet_apply_" + region }

@@ -1,0 +1,257 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// begin opens a target transaction when none is open. BEGIN travels in
+// the first pipelined batch: no round trip of its own.
+func (s *session) begin(ctx context.Context) error {
+	if s.open {
+		return nil
+	}
+	s.open = true
+	s.groupAt = time.Now()
+	s.groupTxns, s.groupSize, s.conflicts = 0, 0, 0
+	s.groupPos = s.pos
+	s.groupMsg = nil
+	s.batch = &pgconn.Batch{}
+	s.batch.ExecParams("BEGIN", nil, nil, nil, nil)
+	s.batchInfo = append(s.batchInfo[:0], stmtInfo{})
+	s.batchLen = 1
+	return nil
+}
+
+// changes queues the statements of one envelope's changes.
+func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64) error {
+	a := s.a
+	plans := make([]*plan, len(env.Relations))
+	byID := make(map[uint32]int, len(env.Relations))
+	for i := range env.Relations {
+		byID[env.Relations[i].ID] = i
+	}
+	s.lsnText = append(s.lsnText[:0], env.CommitLSN.String()...)
+	lsn := append([]byte(nil), s.lsnText...)
+	for ci := range env.Changes {
+		ch := &env.Changes[ci]
+		if ch.Op == stream.OpTruncate {
+			if err := s.truncate(ctx, env, ch, byID, seq); err != nil {
+				return err
+			}
+			continue
+		}
+		ri := byID[ch.Relation]
+		p := plans[ri]
+		if p == nil {
+			var err error
+			if p, err = s.plan(ctx, &env.Relations[ri], env, seq); err != nil {
+				return err
+			}
+			plans[ri] = p
+		}
+		if ch.Op == stream.OpUpdate || ch.Op == stream.OpDelete {
+			if p.rel.Identity == stream.IdentityNothing || (len(p.keys) == 0 && !p.fullMatch) {
+				return schema.Fatalf(nil, "%s of %s.%s at LSN %s (stream seq %d) has no replica identity to find the row by; give the source table a primary key or REPLICA IDENTITY FULL",
+					opName(ch.Op), p.rel.Schema, p.rel.Name, env.CommitLSN, seq)
+			}
+		}
+		name, err := p.prepare(ctx, s.pg, a.cfg.Name, ch, &s.stmtN)
+		if err != nil {
+			return s.stmtError(err, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op})
+		}
+		args := p.args(ch, lsn, nil)
+		s.batch.ExecPrepared(name, args, nil, nil)
+		s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op})
+		s.batchLen++
+		for _, v := range args {
+			s.batchSize += len(v)
+		}
+		a.stats.Changes.Add(1)
+		if s.batchLen >= a.cfg.PipelineStatements || s.batchSize >= 8<<20 {
+			if err := s.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream.Change, byID map[uint32]int, seq uint64) error {
+	var names []string
+	for _, id := range ch.Truncated {
+		ri, ok := byID[id]
+		if !ok {
+			return schema.Fatalf(nil, "truncate at LSN %s (stream seq %d) names relation %d the message does not describe; the stream is damaged", env.CommitLSN, seq, id)
+		}
+		r := &env.Relations[ri]
+		if _, err := s.plan(ctx, r, env, seq); err != nil {
+			return err
+		}
+		names = append(names, pgx.Identifier{r.Schema, r.Name}.Sanitize())
+	}
+	sql := "TRUNCATE " + strings.Join(names, ", ")
+	if ch.TruncateOpts&stream.TruncateRestartIdentity != 0 {
+		sql += " RESTART IDENTITY"
+	}
+	if ch.TruncateOpts&stream.TruncateCascade != 0 {
+		sql += " CASCADE"
+	}
+	s.batch.ExecParams(sql, nil, nil, nil, nil)
+	s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: strings.Join(names, ", "), op: stream.OpTruncate})
+	s.batchLen++
+	return nil
+}
+
+// plan finds or builds the plan of a relation as env describes it.
+func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Envelope, seq uint64) (*plan, error) {
+	key := relationKey(r)
+	if p, ok := s.plans[key]; ok {
+		return p, nil
+	}
+	tkey := r.Schema + "." + r.Name
+	t, ok := s.tables[tkey]
+	if !ok {
+		// Catalog reads must not run inside the pipelined transaction's
+		// pending batch: send what is queued first.
+		if err := s.flush(ctx); err != nil {
+			return nil, err
+		}
+		var err error
+		if t, err = loadTarget(ctx, s.conn, r.Schema, r.Name); err != nil {
+			return nil, err
+		}
+		if t == nil {
+			return nil, schema.Fatalf(nil, "table %s is missing on the target (source %s, LSN %s, stream seq %d); create it there (e.g. pg_dump --schema-only -t %s SOURCE_URL | psql TARGET_URL) and restart pgjet-apply",
+				pgx.Identifier{r.Schema, r.Name}.Sanitize(), s.a.cfg.Name, env.CommitLSN, seq, pgx.Identifier{r.Schema, r.Name}.Sanitize())
+		}
+		s.tables[tkey] = t
+	}
+	p, err := newPlan(t, r)
+	if err != nil {
+		return nil, err
+	}
+	s.plans[key] = p
+	return p, nil
+}
+
+// flush sends the queued statements in one round trip.
+func (s *session) flush(ctx context.Context) error {
+	if s.batch == nil || s.batchLen == 0 {
+		return nil
+	}
+	b, info := s.batch, s.batchInfo
+	s.batch = &pgconn.Batch{}
+	s.batchLen, s.batchSize = 0, 0
+	results, err := s.pg.ExecBatch(ctx, b).ReadAll()
+	for i, r := range results {
+		if r.Err != nil {
+			s.batchInfo = s.batchInfo[:0]
+			var in stmtInfo
+			if i < len(info) {
+				in = info[i]
+			}
+			return s.stmtError(r.Err, in)
+		}
+		if i < len(info) && r.CommandTag.String() == "INSERT 0 1" && info[i].op != stream.OpInsert {
+			s.conflicts++
+		}
+	}
+	s.batchInfo = s.batchInfo[:0]
+	if err != nil {
+		return fmt.Errorf("apply batch: %w", err)
+	}
+	return nil
+}
+
+// stmtError says which change failed, where, and how to proceed.
+func (s *session) stmtError(err error, in stmtInfo) error {
+	if schema.IsRetryable(err) {
+		return fmt.Errorf("apply %s of %s at LSN %s (stream seq %d): %w", opName(in.op), in.table, in.lsn, in.seq, err)
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case schema.CodeUndefinedTable, schema.CodeUndefinedColumn:
+			return schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d): the target's schema differs from the source; make the table match and restart pgjet-apply",
+				opName(in.op), in.table, in.lsn, in.seq)
+		}
+	}
+	return schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied)",
+		opName(in.op), in.table, in.lsn, in.seq)
+}
+
+// commit records the group's position and commits; only then is JetStream
+// acknowledged (AckAll: the newest message covers the whole group).
+func (s *session) commit(ctx context.Context) error {
+	if !s.open {
+		return nil
+	}
+	p := s.groupPos
+	if p.seq != s.pos.seq {
+		var ts []byte
+		if !p.time.IsZero() {
+			ts = []byte(p.time.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
+		}
+		s.batch.ExecPrepared(s.posStmt, [][]byte{[]byte(s.a.cfg.Name), []byte(p.commit.String()), []byte(p.end.String()),
+			[]byte(strconv.FormatUint(p.seq, 10)), ts}, nil, nil)
+		s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "pgjet.applied"})
+		s.batchLen++
+	}
+	s.batch.ExecParams("COMMIT", nil, nil, nil, nil)
+	s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "(commit)"})
+	s.batchLen++
+	if err := s.flush(ctx); err != nil {
+		s.rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	s.open, s.multi = false, false
+	txns := s.groupTxns
+	s.pos = p
+	st := &s.a.stats
+	st.Txns.Add(int64(txns))
+	st.Commits.Add(1)
+	st.AppliedLSN.Store(uint64(p.commit))
+	st.StreamSeq.Store(p.seq)
+	if !p.time.IsZero() {
+		if prev := st.SourceTime.Load(); p.time.UnixNano() > prev {
+			st.SourceTime.Store(p.time.UnixNano())
+		}
+	}
+	if s.groupMsg != nil {
+		if err := s.groupMsg.Ack(); err != nil {
+			// The target holds the position: a lost ack only means the
+			// messages come again and are skipped.
+			s.a.log.Debug().Err(err).Msg("ack after commit")
+		}
+		s.groupMsg = nil
+	}
+	if s.a.log.Debug().Enabled() {
+		s.a.log.Debug().Str("lsn", p.commit.String()).Uint64("stream_seq", p.seq).Int("txns", txns).Msg("group committed")
+	}
+	return nil
+}
+
+// rollback abandons the open target transaction.
+func (s *session) rollback(ctx context.Context) {
+	if !s.open {
+		return
+	}
+	s.open, s.multi = false, false
+	s.batch, s.batchLen, s.batchSize = nil, 0, 0
+	s.batchInfo = s.batchInfo[:0]
+	s.groupMsg = nil
+	if _, err := s.pg.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+		s.a.log.Debug().Err(err).Msg("rollback")
+	}
+}

@@ -1,0 +1,425 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// target is a table on the target database.
+type target struct {
+	schema, name string
+	qname        string // quoted, schema-qualified
+	cols         map[string]targetCol
+	uniques      [][]string // column sets of the primary key and unique indexes
+	pk           []string
+}
+
+type targetCol struct {
+	typ       uint32
+	generated bool
+}
+
+// plan binds a source relation (as one envelope describes it) to a target
+// table: which target column each source column fills and how rows are
+// found. Plans are cached by the relation's description.
+type plan struct {
+	t      *target
+	rel    stream.Relation
+	oids   []uint32 // target type of each source column
+	keys   []int    // source columns that find a row; nil with fullMatch
+	upsert bool     // keys are covered by a unique index on the target
+	// fullMatch finds rows by every old column (identity FULL without a
+	// usable key on the target).
+	fullMatch bool
+	stmts     map[string]string // shape → prepared statement name
+}
+
+func relationKey(r *stream.Relation) string {
+	var b strings.Builder
+	b.WriteString(r.Schema)
+	b.WriteByte(0)
+	b.WriteString(r.Name)
+	b.WriteByte(0)
+	b.WriteByte(r.Identity)
+	for _, c := range r.Columns {
+		b.WriteByte(0)
+		b.WriteString(c.Name)
+		if c.Key {
+			b.WriteByte(1)
+		}
+	}
+	return b.String()
+}
+
+// loadTarget reads a table's columns and unique keys from the target catalog.
+func loadTarget(ctx context.Context, conn *pgx.Conn, schemaName, name string) (*target, error) {
+	t := &target{schema: schemaName, name: name, qname: pgx.Identifier{schemaName, name}.Sanitize(), cols: map[string]targetCol{}}
+	rows, err := conn.Query(ctx, `
+		SELECT a.attname, a.atttypid, a.attgenerated <> ''
+		FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, schemaName, name)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", t.qname, err)
+	}
+	for rows.Next() {
+		var col string
+		var c targetCol
+		if err := rows.Scan(&col, &c.typ, &c.generated); err != nil {
+			return nil, err
+		}
+		t.cols[col] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", t.qname, err)
+	}
+	if len(t.cols) == 0 {
+		return nil, nil
+	}
+	rows, err = conn.Query(ctx, `
+		SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ord)
+		FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indimmediate
+		GROUP BY i.indexrelid, i.indisprimary`, schemaName, name)
+	if err != nil {
+		return nil, fmt.Errorf("read unique indexes of %s: %w", t.qname, err)
+	}
+	for rows.Next() {
+		var primary bool
+		var cols []string
+		if err := rows.Scan(&primary, &cols); err != nil {
+			return nil, err
+		}
+		t.uniques = append(t.uniques, cols)
+		if primary {
+			t.pk = cols
+		}
+	}
+	return t, rows.Err()
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, x := range a {
+		seen[x] = true
+	}
+	for _, x := range b {
+		if !seen[x] {
+			return false
+		}
+	}
+	return true
+}
+
+// newPlan checks that the target can hold what the source sends and
+// decides how rows are found.
+func newPlan(t *target, rel *stream.Relation) (*plan, error) {
+	p := &plan{t: t, rel: *rel, stmts: map[string]string{}}
+	p.rel.Columns = append([]stream.Column(nil), rel.Columns...)
+	p.oids = make([]uint32, len(rel.Columns))
+	idx := map[string]int{}
+	for i, c := range rel.Columns {
+		tc, ok := t.cols[c.Name]
+		if !ok {
+			return nil, schema.Fatalf(nil, "column %q of table %s.%s is missing on the target: add it (ALTER TABLE %s ADD COLUMN %s %s) and restart pgjet-apply",
+				c.Name, rel.Schema, rel.Name, t.qname, pgx.Identifier{c.Name}.Sanitize(), c.Type)
+		}
+		if tc.generated {
+			return nil, schema.Fatalf(nil, "column %q of table %s.%s is generated on the target but not on the source: make the schemas match", c.Name, rel.Schema, rel.Name)
+		}
+		p.oids[i] = tc.typ
+		idx[c.Name] = i
+	}
+	var keyNames []string
+	for i, c := range rel.Columns {
+		if c.Key {
+			p.keys = append(p.keys, i)
+			keyNames = append(keyNames, c.Name)
+		}
+	}
+	if rel.Identity == stream.IdentityFull {
+		// Every column is flagged as key under FULL: prefer the target's
+		// primary key when the source sends all of its columns.
+		p.keys, keyNames = nil, nil
+		for _, col := range t.pk {
+			i, ok := idx[col]
+			if !ok {
+				p.keys, keyNames = nil, nil
+				break
+			}
+			p.keys = append(p.keys, i)
+			keyNames = append(keyNames, col)
+		}
+		p.fullMatch = len(p.keys) == 0
+	}
+	for _, u := range t.uniques {
+		if len(keyNames) > 0 && sameSet(u, keyNames) {
+			p.upsert = true
+		}
+	}
+	return p, nil
+}
+
+// shape is the cache key of one statement form: the operation and which
+// values are unchanged TOAST (they are left out of the statement).
+func shape(op stream.Op, ch *stream.Change) string {
+	var b []byte
+	b = append(b, byte(op))
+	for _, v := range ch.New {
+		b = append(b, v.Kind)
+	}
+	b = append(b, '|')
+	if op == stream.OpUpdate && ch.Old != nil {
+		b = append(b, 'o')
+	}
+	if op != stream.OpInsert {
+		for _, v := range ch.Old {
+			b = append(b, v.Kind)
+		}
+	}
+	return string(b)
+}
+
+func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// sqlBuilder numbers parameters and records their types.
+type sqlBuilder struct {
+	oids []uint32
+}
+
+func (s *sqlBuilder) param(oid uint32) string {
+	s.oids = append(s.oids, oid)
+	return "$" + strconv.Itoa(len(s.oids))
+}
+
+// jsonObject renders jsonb_build_object over name/expression pairs,
+// split in groups because a function takes at most 100 arguments.
+func jsonObject(names, exprs []string) string {
+	if len(names) == 0 {
+		return "NULL::jsonb"
+	}
+	var parts []string
+	for start := 0; start < len(names); start += 50 {
+		end := min(start+50, len(names))
+		var args []string
+		for i := start; i < end; i++ {
+			args = append(args, lit(names[i]), exprs[i])
+		}
+		parts = append(parts, "jsonb_build_object("+strings.Join(args, ", ")+")")
+	}
+	return strings.Join(parts, " || ")
+}
+
+// statement builds the SQL of a change of this plan's shape. The
+// parameter order matches args().
+func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
+	var sb sqlBuilder
+	q := p.t.qname
+	cols := p.rel.Columns
+	conflict := func(kind, keyJSON, local, remote, decision, where string, lsnParam string) string {
+		return fmt.Sprintf(`INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision) SELECT %s, %s, %s, %s::pg_lsn, %s, %s, %s, %s %s`,
+			lit(source), lit(kind), lit(p.rel.Schema+"."+p.rel.Name), lsnParam, keyJSON, local, remote, decision, where)
+	}
+	switch ch.Op {
+	case stream.OpInsert:
+		names := make([]string, len(cols))
+		vals := make([]string, len(cols))
+		for i, c := range cols {
+			names[i] = pgx.Identifier{c.Name}.Sanitize()
+			vals[i] = sb.param(p.oids[i])
+		}
+		ins := "INSERT INTO " + q + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ")"
+		if !p.upsert {
+			return ins, sb.oids
+		}
+		var keyCols, keyCond, keyNames, keyVals, sets []string
+		for _, k := range p.keys {
+			keyCols = append(keyCols, names[k])
+			keyCond = append(keyCond, "t."+names[k]+" = "+vals[k])
+			keyNames = append(keyNames, cols[k].Name)
+			keyVals = append(keyVals, vals[k])
+		}
+		for i := range cols {
+			if !cols[i].Key || p.rel.Identity == stream.IdentityFull {
+				sets = append(sets, names[i]+" = EXCLUDED."+names[i])
+			}
+		}
+		action := "DO NOTHING"
+		if len(sets) > 0 {
+			action = "DO UPDATE SET " + strings.Join(sets, ", ")
+		}
+		colNames := make([]string, len(cols))
+		for i, c := range cols {
+			colNames[i] = c.Name
+		}
+		lsn := sb.param(0)
+		return "WITH pgjet_old AS (SELECT to_jsonb(t) AS j FROM " + q + " t WHERE " + strings.Join(keyCond, " AND ") + "), " +
+			"pgjet_ins AS (" + ins + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") " + action + " RETURNING 1) " +
+			conflict("insert_exists", jsonObject(keyNames, keyVals), "pgjet_old.j", jsonObject(colNames, vals), "'apply_remote'", "FROM pgjet_old", lsn), sb.oids
+
+	case stream.OpUpdate, stream.OpDelete:
+		// New values first (update), then what finds the row.
+		var sets, newNames, newVals []string
+		full := ch.Op == stream.OpUpdate
+		if ch.Op == stream.OpUpdate {
+			for i, c := range cols {
+				if ch.New[i].Kind == stream.ValueUnchanged {
+					full = false
+					continue
+				}
+				v := sb.param(p.oids[i])
+				n := pgx.Identifier{c.Name}.Sanitize()
+				sets = append(sets, n+" = "+v)
+				newNames = append(newNames, c.Name)
+				newVals = append(newVals, v)
+			}
+		}
+		find := ch.Old
+		if find == nil {
+			find = ch.New
+		}
+		var cond, keyNames, keyVals []string
+		if p.fullMatch {
+			for i, c := range cols {
+				if find[i].Kind == stream.ValueUnchanged {
+					continue
+				}
+				v := sb.param(p.oids[i])
+				n := pgx.Identifier{c.Name}.Sanitize()
+				// Compare text renderings: works for types without an
+				// equality operator (json, point, xml).
+				cond = append(cond, "(t2."+n+")::text IS NOT DISTINCT FROM ("+v+")::text")
+				keyNames = append(keyNames, c.Name)
+				keyVals = append(keyVals, v)
+			}
+		} else {
+			for _, k := range p.keys {
+				v := sb.param(p.oids[k])
+				cond = append(cond, "t2."+pgx.Identifier{cols[k].Name}.Sanitize()+" = "+v)
+				keyNames = append(keyNames, cols[k].Name)
+				keyVals = append(keyVals, v)
+			}
+		}
+		if len(cond) == 0 {
+			cond = []string{"false"}
+		}
+		where := "t.ctid = (SELECT t2.ctid FROM " + q + " t2 WHERE " + strings.Join(cond, " AND ") + " LIMIT 1)"
+		lsn := sb.param(0)
+		if ch.Op == stream.OpDelete {
+			return "WITH pgjet_del AS (DELETE FROM " + q + " t WHERE " + where + " RETURNING 1) " +
+				conflict("delete_missing", jsonObject(keyNames, keyVals), "NULL", "NULL", "'skip'", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_del)", lsn), sb.oids
+		}
+		if len(sets) == 0 {
+			sets = []string{pgx.Identifier{cols[0].Name}.Sanitize() + " = t." + pgx.Identifier{cols[0].Name}.Sanitize()}
+		}
+		s := "WITH pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + where + " RETURNING 1)"
+		decision := "'skip'"
+		if full && !p.fullMatch {
+			// The source wins: a row missing here is inserted whole.
+			var names []string
+			for _, c := range cols {
+				names = append(names, pgx.Identifier{c.Name}.Sanitize())
+			}
+			s += ", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(names, ", ") + ") SELECT " + strings.Join(newVals, ", ") +
+				" WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd) ON CONFLICT DO NOTHING RETURNING 1)"
+			decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins) THEN 'apply_remote' ELSE 'skip' END"
+		}
+		return s + " " + conflict("update_missing", jsonObject(keyNames, keyVals), "NULL", jsonObject(newNames, newVals), decision, "WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd)", lsn), sb.oids
+	}
+	return "", nil
+}
+
+// args returns the parameter values of a change in statement order;
+// nil is NULL. lsn is the source commit LSN, for conflict records.
+func (p *plan) args(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
+	val := func(v stream.Value) []byte {
+		if v.Kind == stream.ValueNull {
+			return nil
+		}
+		if v.Data == nil {
+			return []byte{}
+		}
+		return v.Data
+	}
+	switch ch.Op {
+	case stream.OpInsert:
+		for _, v := range ch.New {
+			dst = append(dst, val(v))
+		}
+		if p.upsert {
+			dst = append(dst, lsn)
+		}
+	case stream.OpUpdate, stream.OpDelete:
+		if ch.Op == stream.OpUpdate {
+			for _, v := range ch.New {
+				if v.Kind != stream.ValueUnchanged {
+					dst = append(dst, val(v))
+				}
+			}
+		}
+		find := ch.Old
+		if find == nil {
+			find = ch.New
+		}
+		if p.fullMatch {
+			for _, v := range find {
+				if v.Kind != stream.ValueUnchanged {
+					dst = append(dst, val(v))
+				}
+			}
+		} else {
+			for _, k := range p.keys {
+				dst = append(dst, val(find[k]))
+			}
+		}
+		dst = append(dst, lsn)
+	}
+	return dst
+}
+
+// prepare returns the name of the prepared statement for ch's shape,
+// preparing it on conn when new.
+func (p *plan) prepare(ctx context.Context, conn *pgconn.PgConn, source string, ch *stream.Change, seq *int) (string, error) {
+	k := shape(ch.Op, ch)
+	if name, ok := p.stmts[k]; ok {
+		return name, nil
+	}
+	sql, oids := p.statement(source, ch)
+	*seq++
+	name := "pgjet_" + strconv.Itoa(*seq)
+	if _, err := conn.Prepare(ctx, name, sql, oids); err != nil {
+		return "", fmt.Errorf("prepare %s of %s: %w", opName(ch.Op), p.t.qname, err)
+	}
+	p.stmts[k] = name
+	return name, nil
+}
+
+func opName(op stream.Op) string {
+	switch op {
+	case stream.OpInsert:
+		return "insert"
+	case stream.OpUpdate:
+		return "update"
+	case stream.OpDelete:
+		return "delete"
+	case stream.OpTruncate:
+		return "truncate"
+	}
+	return "change"
+}

@@ -1,0 +1,374 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// HeartbeatPrefix is the logical message prefix of pgjet heartbeats.
+const HeartbeatPrefix = "pgjet.heartbeat"
+
+// Capture streams one source database into its JetStream stream.
+type Capture struct {
+	cfg Config
+	log zerolog.Logger
+
+	stats Stats
+}
+
+// Stats are counters a Capture keeps while it runs; safe for concurrent reads.
+type Stats struct {
+	Txns      atomic.Int64
+	Changes   atomic.Int64
+	Messages  atomic.Int64
+	Bytes     atomic.Int64
+	Confirmed atomic.Uint64 // slot position reported to Postgres
+}
+
+// New returns a Capture for cfg, which must have passed Validate. It does
+// no I/O.
+func New(cfg Config, log zerolog.Logger) *Capture {
+	return &Capture{cfg: cfg, log: log.With().Str("component", "capture").Str("source", cfg.Name).Logger()}
+}
+
+// Stats returns the Capture's live counters.
+func (c *Capture) Stats() *Stats { return &c.stats }
+
+// Run captures until ctx ends, reconnecting with backoff after errors that
+// waiting can cure. It returns nil after a clean shutdown on ctx's end
+// (in-flight messages acknowledged and the slot position flushed), or the
+// FatalError that stopped it.
+func (c *Capture) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		started := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			continue
+		}
+		if schema.IsFatal(err) || !schema.IsRetryable(err) && !isNATSRetryable(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("capture interrupted, retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, c.cfg.RetryMax)
+	}
+}
+
+func isNATSRetryable(err error) bool {
+	return errors.Is(err, errNATS)
+}
+
+var errNATS = errors.New("nats")
+
+type natsError struct{ err error }
+
+func (e natsError) Error() string        { return e.err.Error() }
+func (e natsError) Unwrap() []error      { return []error{e.err, errNATS} }
+func wrapNATS(err error) error           { return natsError{err} }
+func (c *Capture) where() string         { return schema.Redact(c.cfg.DB) }
+func quoteLiteral(s string) string       { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+func quoteIdent(s string) string         { return pgx.Identifier{s}.Sanitize() }
+func qualified(schemaName, name string) string {
+	return pgx.Identifier{schemaName, name}.Sanitize()
+}
+
+// session runs one connection lifetime: checks, slot, stream, replication.
+func (c *Capture) session(ctx context.Context) error {
+	pool, err := c.connectPool(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := c.preflight(ctx, pool); err != nil {
+		return err
+	}
+
+	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.log)
+	if err != nil {
+		return wrapNATS(err)
+	}
+	defer nc.Close()
+	js, err := stream.NewJetStream(nc, "", jetstream.WithPublishAsyncMaxPending(c.cfg.Window+16),
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return wrapNATS(err)
+	}
+	st, err := stream.EnsureStream(ctx, js, c.cfg.Name, c.cfg.Stream)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js (or jetstream {} in its config)", nc.ConnectedUrlRedacted())
+		}
+		return wrapNATS(err)
+	}
+	tail, err := streamTail(ctx, st)
+	if err != nil {
+		return wrapNATS(err)
+	}
+
+	repl, err := pgconn.Connect(ctx, replicationURL(c.cfg.DB))
+	if err != nil {
+		return schema.ClassifyConnect(c.cfg.DB, err)
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+
+	start, err := c.ensureSlot(ctx, pool, repl)
+	if err != nil {
+		return err
+	}
+
+	pub := stream.NewPublisher(js, stream.PublisherOptions{
+		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, Start: start,
+	})
+	c.log.Info().Str("slot", c.cfg.Slot).Str("publication", c.cfg.Publication).
+		Str("lsn", start.String()).Str("stream", stream.StreamName(c.cfg.Name)).
+		Str("resume_after", tail.skipBelow.String()).Msg("capture started")
+
+	err = pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(c.cfg.Publication), "messages 'true'"},
+	})
+	if err != nil {
+		if schema.PgCode(err) == schema.CodeObjectInUse {
+			return fmt.Errorf("slot %q is in use by another process (another pgjet-capture?): %w", c.cfg.Slot, err)
+		}
+		return fmt.Errorf("start replication on slot %q: %w", c.cfg.Slot, err)
+	}
+
+	// The publisher's ack loop outlives the read loop so that, on
+	// shutdown, in-flight messages are acknowledged and the final
+	// position flushed before the connection closes.
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPub()
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- pub.Run(pubCtx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}}
+	g.Go(func() error { return r.run(gctx) })
+	if c.cfg.HeartbeatInterval > 0 {
+		g.Go(func() error { return c.heartbeats(gctx, pool) })
+	}
+	g.Go(func() error {
+		select {
+		case err := <-pubDone:
+			if err == nil || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return wrapNATS(err)
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	err = g.Wait()
+
+	// Final flush: wait for acks, then report the position.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if derr := pub.Drain(flushCtx); derr != nil && err == nil && ctx.Err() == nil {
+		err = wrapNATS(derr)
+	}
+	acked := pub.Acked()
+	if serr := r.sendStatus(flushCtx, false); serr == nil {
+		c.log.Info().Str("lsn", acked.String()).Msg("confirmed position flushed")
+	}
+	stopPub()
+	return err
+}
+
+func replicationURL(db string) string {
+	if strings.Contains(db, "://") {
+		if strings.Contains(db, "?") {
+			return db + "&replication=database"
+		}
+		return db + "?replication=database"
+	}
+	return db + " replication=database"
+}
+
+func (c *Capture) connectPool(ctx context.Context) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(c.cfg.DB)
+	if err != nil {
+		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+	}
+	pcfg.MaxConns = 3
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "pgjet-capture"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+	}
+	return pool, nil
+}
+
+// preflight checks what the user must fix before replication can work,
+// and creates the publication when missing.
+func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
+	var walLevel string
+	if err := pool.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return schema.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, c.where())
+	}
+	var role string
+	var canReplicate bool
+	if err := pool.QueryRow(ctx, "SELECT current_user, rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&role, &canReplicate); err != nil {
+		return fmt.Errorf("read role attributes: %w", err)
+	}
+	if !canReplicate {
+		return schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, c.where(), quoteIdent(role))
+	}
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", c.cfg.Publication).Scan(&exists); err != nil {
+		return fmt.Errorf("look up publication: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	target := "FOR ALL TABLES"
+	if len(c.cfg.Tables) > 0 {
+		names := make([]string, len(c.cfg.Tables))
+		for i, t := range c.cfg.Tables {
+			s, n, _ := strings.Cut(t, ".")
+			names[i] = qualified(s, n)
+		}
+		target = "FOR TABLE " + strings.Join(names, ", ")
+	}
+	sql := "CREATE PUBLICATION " + quoteIdent(c.cfg.Publication) + " " + target
+	if _, err := pool.Exec(ctx, sql); err != nil {
+		switch schema.PgCode(err) {
+		case schema.CodeInsufficientPriv:
+			return schema.Fatalf(err, "role %q may not create publication %q on %s; run as a superuser: %s", role, c.cfg.Publication, c.where(), sql)
+		case schema.CodeUndefinedTable:
+			return schema.Fatalf(err, "a table in --tables does not exist on %s; fix --tables", c.where())
+		case schema.CodeDuplicateObject:
+			return nil // created concurrently
+		}
+		return fmt.Errorf("create publication %q: %w", c.cfg.Publication, err)
+	}
+	c.log.Info().Str("publication", c.cfg.Publication).Str("tables", target).Msg("publication created")
+	return nil
+}
+
+// ensureSlot creates the slot when missing and returns the position
+// streaming resumes from (the slot's confirmed flush LSN).
+func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgconn.PgConn) (stream.LSN, error) {
+	var plugin, db string
+	var confirmed *string
+	err := pool.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&plugin, &db, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			return 0, fmt.Errorf("create replication slot %q: %w", c.cfg.Slot, err)
+		}
+		lsn, err := stream.ParseLSN(res.ConsistentPoint)
+		if err != nil {
+			return 0, err
+		}
+		c.log.Info().Str("slot", c.cfg.Slot).Str("lsn", lsn.String()).Msg("replication slot created")
+		return lsn, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up slot %q: %w", c.cfg.Slot, err)
+	}
+	if plugin != "pgoutput" {
+		return 0, schema.Fatalf(nil, "slot %q uses plugin %s, not pgoutput; drop it or choose another --slot", c.cfg.Slot, plugin)
+	}
+	var current string
+	if err := pool.QueryRow(ctx, "SELECT current_database()").Scan(&current); err != nil {
+		return 0, err
+	}
+	if db != current {
+		return 0, schema.Fatalf(nil, "slot %q belongs to database %s, not %s; choose another --slot", c.cfg.Slot, db, current)
+	}
+	if confirmed == nil {
+		return 0, schema.Fatalf(nil, "slot %q has no confirmed position (invalidated?); drop it and restart capture", c.cfg.Slot)
+	}
+	return stream.ParseLSN(*confirmed)
+}
+
+type tailInfo struct {
+	lastID    string
+	skipBelow stream.LSN // transactions committed below this are in the stream
+}
+
+// streamTail reads the stream's last message: what capture published
+// before it stopped. Transactions at or before it are not re-published
+// even when the dedup window has passed.
+func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return tailInfo{}, fmt.Errorf("read stream info: %w", err)
+	}
+	if info.State.Msgs == 0 || info.State.LastSeq == 0 {
+		return tailInfo{}, nil
+	}
+	m, err := st.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		return tailInfo{}, fmt.Errorf("read stream tail (seq %d): %w", info.State.LastSeq, err)
+	}
+	t := tailInfo{lastID: m.Header.Get(jetstream.MsgIDHeader)}
+	env, err := stream.Decode(m.Data)
+	if err != nil {
+		return tailInfo{}, schema.Fatalf(err, "the last message of stream %s (seq %d) is not a pgjet envelope; the stream holds foreign data: use another --name", info.Config.Name, info.State.LastSeq)
+	}
+	switch {
+	case env.Kind == stream.KindHeartbeat || env.Last():
+		t.skipBelow = env.CommitLSN + 1
+	default:
+		// A transaction cut short: re-send it whole; consumers restart it
+		// when its first chunk comes again.
+		t.skipBelow = env.CommitLSN
+	}
+	return t, nil
+}
+
+// heartbeats writes a non-transactional logical message into the WAL
+// periodically: it flows through the slot even when no published table
+// changes, so the slot advances (no WAL pile-up) and appliers see lag.
+func (c *Capture) heartbeats(ctx context.Context, pool *pgxpool.Pool) error {
+	t := time.NewTicker(c.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := pool.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", HeartbeatPrefix, c.cfg.Name); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn().Err(err).Msg("emit heartbeat")
+		}
+	}
+}

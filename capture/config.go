@@ -1,0 +1,104 @@
+// Package capture reads a logical replication slot (pgoutput) of one source
+// database and publishes each committed transaction, in commit order and in
+// bounded chunks, to the source's JetStream stream.
+//
+// The slot's confirmed flush position advances only to transactions whose
+// every message JetStream acknowledged, so a crash anywhere loses nothing:
+// Postgres re-sends from the confirmed position and JetStream's message-id
+// dedup plus the capture's own stream-tail check drop what is already there.
+//
+// See https://www.postgresql.org/docs/15/protocol-logical-replication.html
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// Config configures a Capture.
+type Config struct {
+	// DB is the source database URL; the role needs REPLICATION (or
+	// superuser) and SELECT on published tables.
+	DB string
+	// NATS is the URL of the NATS server of the source's home region.
+	NATS string
+	// Name is the source name: it names the stream (PGJET_<name>) and
+	// subjects (pgjet.<name>.>).
+	Name string
+	// Tables restricts the publication to these schema.table names; empty
+	// publishes all tables.
+	Tables []string
+	// Slot is the logical replication slot; default pgjet_<name>.
+	Slot string
+	// Publication is the publication; default pgjet_<name>.
+	Publication string
+	// ChunkBytes is the target size of one message; transactions larger
+	// than this are split.
+	ChunkBytes int
+	// Window is the most messages in flight awaiting JetStream acks.
+	Window int
+	// WindowBytes is the most bytes in flight awaiting JetStream acks.
+	WindowBytes int64
+	// StatusInterval is how often the confirmed position is reported to
+	// Postgres.
+	StatusInterval time.Duration
+	// HeartbeatInterval is how often a heartbeat is written into the WAL;
+	// 0 disables heartbeats.
+	HeartbeatInterval time.Duration
+	// Stream shapes the stream when capture creates it.
+	Stream stream.StreamOptions
+	// RetryMax caps the backoff between reconnection attempts.
+	RetryMax time.Duration
+}
+
+// DefaultConfig returns a Config with every tunable set to its default.
+func DefaultConfig() Config {
+	return Config{
+		ChunkBytes:        256 << 10,
+		Window:            4096,
+		WindowBytes:       64 << 20,
+		StatusInterval:    time.Second,
+		HeartbeatInterval: 10 * time.Second,
+		Stream:            stream.StreamOptions{MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute},
+		RetryMax:          30 * time.Second,
+	}
+}
+
+// Validate checks cfg and fills the names derived from Name.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DB == "" {
+		errs = append(errs, errors.New("--db is required (postgres://user:pass@host:5432/db)"))
+	}
+	if c.NATS == "" {
+		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
+	}
+	if err := stream.ValidateSource(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("--name: %w", err))
+	}
+	if c.Slot == "" {
+		c.Slot = "pgjet_" + strings.ToLower(strings.ReplaceAll(c.Name, "-", "_"))
+	}
+	if c.Publication == "" {
+		c.Publication = c.Slot
+	}
+	for _, t := range c.Tables {
+		if !strings.Contains(t, ".") {
+			errs = append(errs, fmt.Errorf("--tables: %q must be schema.table", t))
+		}
+	}
+	if c.ChunkBytes < 1024 {
+		errs = append(errs, errors.New("chunk bytes must be at least 1024"))
+	}
+	if c.Window < 1 || c.WindowBytes < int64(c.ChunkBytes) {
+		errs = append(errs, errors.New("window must allow at least one chunk"))
+	}
+	if c.StatusInterval <= 0 {
+		errs = append(errs, errors.New("status interval must be positive"))
+	}
+	return errors.Join(errs...)
+}

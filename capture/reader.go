@@ -1,0 +1,342 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// reader owns the replication connection: it turns pgoutput messages into
+// envelope chunks and reports the acknowledged position back to Postgres.
+type reader struct {
+	c         *Capture
+	pool      *pgxpool.Pool
+	repl      *pgconn.PgConn
+	pub       *stream.Publisher
+	skipBelow stream.LSN
+
+	rels     map[uint32]*stream.Relation
+	types    map[typeKey]string
+	nextStat time.Time
+
+	// the transaction being read
+	inTxn    bool
+	skip     bool
+	env      stream.Envelope
+	inChunk  map[uint32]bool
+	size     int
+	buf      []byte
+	txnCount int
+}
+
+type typeKey struct {
+	oid uint32
+	mod int32
+}
+
+func (r *reader) run(ctx context.Context) error {
+	r.nextStat = time.Now().Add(r.c.cfg.StatusInterval)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !time.Now().Before(r.nextStat) {
+			if err := r.sendStatus(ctx, false); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, r.nextStat)
+		msg, err := r.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive from slot %q: %w", r.c.cfg.Slot, err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := r.copyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream of slot %q: %w", r.c.cfg.Slot, pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return fmt.Errorf("replication stream of slot %q ended by the server", r.c.cfg.Slot)
+		}
+	}
+}
+
+// sendStatus reports the acknowledged position as written, flushed and
+// applied. It is never zero: the publisher starts at the slot's confirmed
+// position, and pglogrepl would otherwise copy the write position over it.
+func (r *reader) sendStatus(ctx context.Context, reply bool) error {
+	acked := r.pub.Acked()
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(acked),
+		WALFlushPosition: pglogrepl.LSN(acked),
+		WALApplyPosition: pglogrepl.LSN(acked),
+		ReplyRequested:   reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status to slot %q: %w", r.c.cfg.Slot, err)
+	}
+	if prev := r.c.stats.Confirmed.Swap(uint64(acked)); prev != uint64(acked) {
+		r.c.log.Debug().Str("lsn", acked.String()).Msg("slot position confirmed")
+	}
+	r.nextStat = time.Now().Add(r.c.cfg.StatusInterval)
+	return nil
+}
+
+func (r *reader) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		if ka.ReplyRequested {
+			return r.sendStatus(ctx, false)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse xlog data: %w", err)
+		}
+		m, err := pglogrepl.Parse(xld.WALData)
+		if err != nil {
+			return fmt.Errorf("decode pgoutput message at %s: %w", stream.LSN(xld.WALStart), err)
+		}
+		return r.message(ctx, stream.LSN(xld.WALStart), m)
+	}
+	return nil
+}
+
+func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message) error {
+	switch m := m.(type) {
+	case *pglogrepl.BeginMessage:
+		r.inTxn = true
+		r.skip = stream.LSN(m.FinalLSN) < r.skipBelow
+		r.env = stream.Envelope{
+			Kind: stream.KindTxn, Source: r.c.cfg.Name, Xid: m.Xid,
+			CommitLSN: stream.LSN(m.FinalLSN), CommitTime: m.CommitTime, Flags: stream.FlagFirst,
+		}
+		r.resetChunk()
+	case *pglogrepl.OriginMessage:
+		r.env.Origin = m.Name
+	case *pglogrepl.RelationMessage:
+		return r.relation(ctx, m)
+	case *pglogrepl.TypeMessage:
+		// Type names are resolved from the catalog with typmods; nothing to do.
+	case *pglogrepl.InsertMessage:
+		return r.change(ctx, stream.Change{Op: stream.OpInsert, Relation: m.RelationID, New: values(m.Tuple)})
+	case *pglogrepl.UpdateMessage:
+		ch := stream.Change{Op: stream.OpUpdate, Relation: m.RelationID, New: values(m.NewTuple)}
+		if m.OldTuple != nil {
+			ch.Old = values(m.OldTuple)
+		}
+		return r.change(ctx, ch)
+	case *pglogrepl.DeleteMessage:
+		return r.change(ctx, stream.Change{Op: stream.OpDelete, Relation: m.RelationID, Old: values(m.OldTuple)})
+	case *pglogrepl.TruncateMessage:
+		return r.change(ctx, stream.Change{Op: stream.OpTruncate, Truncated: m.RelationIDs, TruncateOpts: m.Option})
+	case *pglogrepl.CommitMessage:
+		return r.commit(ctx, m)
+	case *pglogrepl.LogicalDecodingMessage:
+		if !m.Transactional && m.Prefix == HeartbeatPrefix {
+			return r.heartbeat(ctx, stream.LSN(m.LSN))
+		}
+	}
+	return nil
+}
+
+func values(t *pglogrepl.TupleData) []stream.Value {
+	if t == nil {
+		return nil
+	}
+	vs := make([]stream.Value, len(t.Columns))
+	for i, c := range t.Columns {
+		vs[i] = stream.Value{Kind: c.DataType, Data: c.Data}
+	}
+	return vs
+}
+
+func (r *reader) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rel := &stream.Relation{ID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, Identity: m.ReplicaIdentity}
+	rel.Columns = make([]stream.Column, len(m.Columns))
+	for i, col := range m.Columns {
+		name, err := r.typeName(ctx, col.DataType, col.TypeModifier)
+		if err != nil {
+			return err
+		}
+		rel.Columns[i] = stream.Column{Name: col.Name, Key: col.Flags&1 != 0, TypeOID: col.DataType, TypeMod: col.TypeModifier, Type: name}
+	}
+	r.rels[m.RelationID] = rel
+	// A relation that changed mid-chunk must be described anew.
+	delete(r.inChunk, m.RelationID)
+	return nil
+}
+
+func (r *reader) typeName(ctx context.Context, oid uint32, mod int32) (string, error) {
+	if r.types == nil {
+		r.types = map[typeKey]string{}
+	}
+	k := typeKey{oid, mod}
+	if n, ok := r.types[k]; ok {
+		return n, nil
+	}
+	var n string
+	if err := r.pool.QueryRow(ctx, "SELECT format_type($1, $2)", oid, mod).Scan(&n); err != nil {
+		return "", fmt.Errorf("look up type %d: %w", oid, err)
+	}
+	r.types[k] = n
+	return n, nil
+}
+
+func (r *reader) resetChunk() {
+	r.env.Relations = r.env.Relations[:0]
+	r.env.Changes = r.env.Changes[:0]
+	clear(r.inChunk)
+	if r.inChunk == nil {
+		r.inChunk = map[uint32]bool{}
+	}
+	r.size = 64
+}
+
+func (r *reader) include(id uint32) error {
+	if r.inChunk[id] {
+		return nil
+	}
+	rel, ok := r.rels[id]
+	if !ok {
+		return fmt.Errorf("change to relation %d without its relation message in txn %d", id, r.env.Xid)
+	}
+	// A relation message mid-chunk replaces an earlier description: close
+	// the chunk first so each chunk has one description per relation.
+	for _, have := range r.env.Relations {
+		if have.ID == id {
+			return errRelationChanged
+		}
+	}
+	r.env.Relations = append(r.env.Relations, *rel)
+	r.inChunk[id] = true
+	r.size += 32 + len(rel.Schema) + len(rel.Name)
+	for _, c := range rel.Columns {
+		r.size += 16 + len(c.Name) + len(c.Type)
+	}
+	return nil
+}
+
+var errRelationChanged = errors.New("relation changed within chunk")
+
+func (r *reader) change(ctx context.Context, ch stream.Change) error {
+	if !r.inTxn {
+		return fmt.Errorf("pgoutput sent a change outside a transaction")
+	}
+	if r.skip {
+		return nil
+	}
+	ids := ch.Truncated
+	if ch.Op != stream.OpTruncate {
+		ids = []uint32{ch.Relation}
+	}
+	for _, id := range ids {
+		if err := r.include(id); errors.Is(err, errRelationChanged) {
+			if err := r.flush(ctx, false); err != nil {
+				return err
+			}
+			if err := r.include(id); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	r.env.Changes = append(r.env.Changes, ch)
+	r.size += 8 + tupleSize(ch.Old) + tupleSize(ch.New) + 4*len(ch.Truncated)
+	r.c.stats.Changes.Add(1)
+	if r.size >= r.c.cfg.ChunkBytes {
+		return r.flush(ctx, false)
+	}
+	return nil
+}
+
+func tupleSize(vs []stream.Value) int {
+	n := 2
+	for _, v := range vs {
+		n += 2 + len(v.Data)
+	}
+	return n
+}
+
+func (r *reader) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
+	if !r.inTxn {
+		return fmt.Errorf("pgoutput sent a commit outside a transaction")
+	}
+	r.inTxn = false
+	end := stream.LSN(m.TransactionEndLSN)
+	if r.skip {
+		return r.pub.Confirm(ctx, end)
+	}
+	r.c.stats.Txns.Add(1)
+	if r.env.Chunk == 0 && len(r.env.Changes) == 0 {
+		// Nothing published (no published table changed): only the
+		// position moves, once everything before it is acknowledged.
+		return r.pub.Confirm(ctx, end)
+	}
+	r.env.EndLSN = end
+	return r.flush(ctx, true)
+}
+
+// flush publishes the current chunk; last marks the end of the transaction.
+func (r *reader) flush(ctx context.Context, last bool) error {
+	if last {
+		r.env.Flags |= stream.FlagLast
+	}
+	data := stream.AppendEnvelope(make([]byte, 0, r.size+256), &r.env)
+	confirm := stream.LSN(0)
+	if last {
+		confirm = r.env.EndLSN
+	}
+	id := stream.MsgID(r.c.cfg.Name, r.env.CommitLSN, r.env.Chunk)
+	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, confirm); err != nil {
+		return wrapNATS(err)
+	}
+	r.c.stats.Messages.Add(1)
+	r.c.stats.Bytes.Add(int64(len(data)))
+	if r.c.log.Trace().Enabled() {
+		r.c.log.Trace().Str("lsn", r.env.CommitLSN.String()).Uint32("xid", r.env.Xid).Uint32("chunk", r.env.Chunk).
+			Int("changes", len(r.env.Changes)).Int("bytes", len(data)).Bool("last", last).Msg("chunk published")
+	}
+	r.env.Chunk++
+	r.env.Flags = 0
+	r.resetChunk()
+	return nil
+}
+
+func (r *reader) heartbeat(ctx context.Context, at stream.LSN) error {
+	if at < r.skipBelow {
+		return r.pub.Confirm(ctx, at)
+	}
+	env := stream.Envelope{Kind: stream.KindHeartbeat, Source: r.c.cfg.Name, CommitLSN: at, EndLSN: at, CommitTime: time.Now(), Flags: stream.FlagFirst | stream.FlagLast}
+	data := stream.Encode(&env)
+	id := r.c.cfg.Name + ":hb:" + fmt.Sprintf("%016X", uint64(at))
+	if err := r.pub.Publish(ctx, stream.HeartbeatSubject(r.c.cfg.Name), data, id, at); err != nil {
+		return wrapNATS(err)
+	}
+	return nil
+}

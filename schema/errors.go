@@ -1,0 +1,138 @@
+// Package schema knows what pgjet needs of Postgres catalogs: relations and
+// their columns, type names, identity keys, table digests, and how to tell
+// a Postgres error a user must fix from one that retrying will cure.
+//
+// See https://www.postgresql.org/docs/15/errcodes-appendix.html
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// FatalError is an error that retrying cannot cure: the user must change
+// a setting, a privilege or the data. Its message names cause and fix.
+type FatalError struct {
+	Msg string
+	Err error
+}
+
+func (e *FatalError) Error() string {
+	if e.Err == nil {
+		return e.Msg
+	}
+	return e.Msg + " (" + e.Err.Error() + ")"
+}
+
+func (e *FatalError) Unwrap() error { return e.Err }
+
+// Fatalf returns a FatalError whose message is formatted; err (may be nil)
+// is kept as the cause.
+func Fatalf(err error, format string, args ...any) error {
+	return &FatalError{Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// IsFatal reports whether err, or an error it wraps, is a FatalError.
+func IsFatal(err error) bool {
+	var f *FatalError
+	return errors.As(err, &f)
+}
+
+// SQLSTATE codes pgjet classifies.
+const (
+	CodeInvalidPassword      = "28P01"
+	CodeInvalidAuthorization = "28000"
+	CodeInvalidCatalogName   = "3D000"
+	CodeInsufficientPriv     = "42501"
+	CodeUndefinedTable       = "42P01"
+	CodeUndefinedColumn      = "42703"
+	CodeObjectInUse          = "55006"
+	CodeDuplicateObject      = "42710"
+)
+
+// PgCode returns the SQLSTATE of err, or "".
+func PgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// ClassifyConnect turns an error from connecting to Postgres at url into
+// a FatalError when the user must fix something (password, database name,
+// role), and leaves it retryable otherwise (server down, network).
+func ClassifyConnect(url string, err error) error {
+	if err == nil {
+		return nil
+	}
+	where := Redact(url)
+	switch PgCode(err) {
+	case CodeInvalidPassword:
+		return Fatalf(err, "postgres rejected the password for %s: fix the password in the URL or PGPASSWORD", where)
+	case CodeInvalidAuthorization:
+		return Fatalf(err, "postgres refused the connection to %s (pg_hba.conf or role): allow this host/role in pg_hba.conf or use another role", where)
+	case CodeInvalidCatalogName:
+		return Fatalf(err, "database in %s does not exist: create it or fix the URL", where)
+	}
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return Fatalf(err, "connection URL %s is malformed: use postgres://user:password@host:port/dbname", where)
+	}
+	return fmt.Errorf("connect to postgres %s: %w", where, err)
+}
+
+// IsRetryable reports whether err is likely cured by waiting: a network
+// error, a server shutting down or starting, a connection lost.
+func IsRetryable(err error) bool {
+	if err == nil || IsFatal(err) {
+		return false
+	}
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	code := PgCode(err)
+	switch {
+	case code == "":
+		return true // connection-level failures carry no SQLSTATE
+	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "57"), strings.HasPrefix(code, "53"):
+		return true // connection exception, operator intervention, resources
+	case code == CodeObjectInUse, code == "40001", code == "40P01":
+		return true
+	}
+	return false
+}
+
+// Redact returns a Postgres URL or DSN with its password replaced, fit
+// for logs and error messages.
+func Redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	// key=value DSN
+	fields := strings.Fields(dsn)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}

@@ -1,0 +1,161 @@
+// Package stream owns everything pgjet does with NATS JetStream: the
+// message envelope that carries source transactions, stream and mirror
+// topology, subject names, publishing and consuming.
+//
+// The envelope is documented in ENVELOPE.md beside this file. It is a
+// compact, versioned binary format: JSON would triple the bytes on the hot
+// path and lose the distinction between NULL, unchanged-TOAST and text.
+//
+// See https://docs.nats.io/nats-concepts/jetstream and
+// https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
+package stream
+
+import (
+	"fmt"
+	"time"
+)
+
+// Version is the envelope version this package writes. Decoders refuse
+// messages of a newer version rather than guess at their meaning.
+const Version = 1
+
+// Kind says what an envelope carries.
+type Kind uint8
+
+const (
+	// KindTxn is one chunk of a committed source transaction.
+	KindTxn Kind = 1
+	// KindHeartbeat marks a point in the source WAL with the source's
+	// clock; appliers use it to measure lag on an idle source.
+	KindHeartbeat Kind = 2
+)
+
+// Chunk flags.
+const (
+	// FlagFirst marks the first chunk of a transaction.
+	FlagFirst uint8 = 1 << 0
+	// FlagLast marks the last chunk of a transaction: EndLSN is set and
+	// the transaction may be committed once this chunk is applied.
+	FlagLast uint8 = 1 << 1
+)
+
+// LSN is a Postgres log sequence number.
+type LSN uint64
+
+// String renders the LSN as Postgres does (0/16B3748).
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }
+
+// ParseLSN parses the X/X text form of an LSN.
+func ParseLSN(s string) (LSN, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("parse lsn %q: %w", s, err)
+	}
+	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+}
+
+// Envelope is one JetStream message: a chunk of a transaction or a
+// heartbeat. Chunks of one transaction are contiguous on the stream.
+type Envelope struct {
+	Kind   Kind
+	Source string // source name given to pgjet-capture
+	// Origin is the replication origin the source transaction was written
+	// under ("" for local writes).
+	Origin string
+	Xid    uint32
+	// CommitLSN is the LSN of the source commit record; it identifies the
+	// transaction. For a heartbeat it is the LSN of the heartbeat message.
+	CommitLSN LSN
+	// EndLSN is the end of the commit record, set on the last chunk only:
+	// the position the slot may confirm once the transaction is durable.
+	EndLSN     LSN
+	CommitTime time.Time // source commit time (heartbeat: source clock)
+	Chunk      uint32    // 0-based chunk number within the transaction
+	Flags      uint8
+	// Relations describes every relation a change in this chunk refers
+	// to, so a consumer needs nothing but this message to apply it.
+	Relations []Relation
+	Changes   []Change
+}
+
+// First reports whether this is the first chunk of its transaction.
+func (e *Envelope) First() bool { return e.Flags&FlagFirst != 0 }
+
+// Last reports whether this is the last chunk of its transaction.
+func (e *Envelope) Last() bool { return e.Flags&FlagLast != 0 }
+
+// MsgID is the deterministic Nats-Msg-Id of a chunk: a re-published chunk
+// after a capture restart carries the same id and JetStream drops it.
+func MsgID(source string, commit LSN, chunk uint32) string {
+	return fmt.Sprintf("%s:%016X:%d", source, uint64(commit), chunk)
+}
+
+// Replica identity settings, as pgoutput sends them (relreplident).
+const (
+	IdentityDefault = 'd'
+	IdentityNothing = 'n'
+	IdentityFull    = 'f'
+	IdentityIndex   = 'i'
+)
+
+// Relation is a source table as of this change.
+type Relation struct {
+	ID       uint32 // source relation OID; scoped to this message
+	Schema   string
+	Name     string
+	Identity uint8 // replica identity: IdentityDefault etc.
+	Columns  []Column
+}
+
+// Column is a column of a Relation.
+type Column struct {
+	Name    string
+	Key     bool   // part of the replica identity key
+	TypeOID uint32 // source type OID (stable for built-in types only)
+	TypeMod int32
+	Type    string // format_type(oid, typmod) on the source, e.g. "numeric(10,2)"
+}
+
+// Op is the kind of a change.
+type Op uint8
+
+const (
+	OpInsert   Op = 'I'
+	OpUpdate   Op = 'U'
+	OpDelete   Op = 'D'
+	OpTruncate Op = 'T'
+)
+
+// Truncate options, as pgoutput sends them.
+const (
+	TruncateCascade         uint8 = 1
+	TruncateRestartIdentity uint8 = 2
+)
+
+// Change is one row change (or one TRUNCATE) of a transaction.
+type Change struct {
+	Op       Op
+	Relation uint32 // Relation.ID; unused for OpTruncate
+	// Old is the old key (identity default/index, only when the key
+	// changed) or the whole old row (identity FULL) of an update or delete.
+	// Nil when pgoutput sent none.
+	Old []Value
+	// New is the new row of an insert or update.
+	New []Value
+	// Truncated lists the relations of a TRUNCATE, TruncateOpts its options.
+	Truncated    []uint32
+	TruncateOpts uint8
+}
+
+// Value kinds, as pgoutput's TupleData sends them.
+const (
+	ValueNull      = 'n'
+	ValueUnchanged = 'u' // unchanged TOASTed value: never overwrite it
+	ValueText      = 't' // Data holds Postgres' text output of the value
+)
+
+// Value is one column value.
+type Value struct {
+	Kind uint8
+	Data []byte
+}

@@ -1,0 +1,202 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
+)
+
+// Publisher publishes envelopes asynchronously with a bounded window and
+// tracks which source position JetStream has durably acknowledged.
+//
+// Every message states the id of the message before it
+// (Nats-Expected-Last-Msg-Id), so a message lost in flight makes the next
+// one fail instead of leaving a hole: the stream never holds a gap or a
+// reordering, whatever the network does. Acks are consumed strictly in
+// publish order, so Acked only ever covers a prefix of what was published.
+type Publisher struct {
+	js      jetstream.JetStream
+	bytes   *semaphore.Weighted
+	maxMsg  int64
+	queue   chan pending
+	lastID  string
+	acked   atomic.Uint64
+	sent    atomic.Uint64
+	errMu   sync.Mutex
+	err     error
+	failed  chan struct{}
+	pending atomic.Int64
+}
+
+type pending struct {
+	fut     jetstream.PubAckFuture
+	size    int64
+	confirm LSN // 0: not the end of a transaction
+	done    chan struct{}
+}
+
+// PublisherOptions bound a Publisher's window.
+type PublisherOptions struct {
+	// Window is the most messages awaiting an ack.
+	Window int
+	// WindowBytes is the most bytes awaiting an ack.
+	WindowBytes int64
+	// LastMsgID is the Nats-Msg-Id of the stream's last message ("" when
+	// the stream is empty); the chain of expectations starts there.
+	LastMsgID string
+	// Start is the position already durable (the slot's confirmed LSN).
+	Start LSN
+}
+
+// NewPublisher returns a Publisher; it does no I/O. Run must be running
+// for acks to be processed.
+func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
+	p := &Publisher{
+		js:     js,
+		bytes:  semaphore.NewWeighted(o.WindowBytes),
+		maxMsg: o.WindowBytes,
+		queue:  make(chan pending, o.Window),
+		lastID: o.LastMsgID,
+		failed: make(chan struct{}),
+	}
+	p.acked.Store(uint64(o.Start))
+	p.sent.Store(uint64(o.Start))
+	return p
+}
+
+// Publish sends data to subject with the given Nats-Msg-Id. confirm, when
+// non-zero, is the source position that becomes durable once this and all
+// earlier messages are acknowledged. It blocks while the window is full
+// and returns the first asynchronous publish error, after which the
+// Publisher is unusable. It must not be called concurrently.
+func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, msgID string, confirm LSN) error {
+	if err := p.Err(); err != nil {
+		return err
+	}
+	size := min(int64(len(data)), p.maxMsg)
+	if err := p.bytes.Acquire(ctx, size); err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
+	if p.lastID != "" {
+		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
+	}
+	fut, err := p.js.PublishMsgAsync(m, opts...)
+	if err != nil {
+		p.bytes.Release(size)
+		return fmt.Errorf("publish %s: %w", msgID, err)
+	}
+	p.lastID = msgID
+	if confirm != 0 {
+		p.sent.Store(uint64(confirm))
+	}
+	return p.enqueue(ctx, pending{fut: fut, size: size, confirm: confirm})
+}
+
+// Confirm records that the source position confirm is durable once every
+// message published so far is: a transaction that publishes nothing (it
+// touched no published table, or it is skipped) still moves the slot.
+func (p *Publisher) Confirm(ctx context.Context, confirm LSN) error {
+	p.sent.Store(uint64(confirm))
+	return p.enqueue(ctx, pending{confirm: confirm})
+}
+
+func (p *Publisher) enqueue(ctx context.Context, e pending) error {
+	p.pending.Add(1)
+	select {
+	case p.queue <- e:
+		return nil
+	case <-p.failed:
+		p.pending.Add(-1)
+		return p.Err()
+	case <-ctx.Done():
+		p.pending.Add(-1)
+		return ctx.Err()
+	}
+}
+
+// Acked is the highest source position whose messages, and all before
+// them, JetStream has acknowledged.
+func (p *Publisher) Acked() LSN { return LSN(p.acked.Load()) }
+
+// Sent is the highest source position handed to Publish or Confirm.
+func (p *Publisher) Sent() LSN { return LSN(p.sent.Load()) }
+
+// Pending is the number of messages and marks awaiting acknowledgement.
+func (p *Publisher) Pending() int64 { return p.pending.Load() }
+
+// Err returns the error that stopped the Publisher, if any.
+func (p *Publisher) Err() error {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.err
+}
+
+func (p *Publisher) fail(err error) {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if p.err == nil {
+		p.err = err
+		close(p.failed)
+	}
+}
+
+// ErrPublisherStopped is returned by Publish after Run returned.
+var ErrPublisherStopped = errors.New("publisher stopped")
+
+// Run consumes acknowledgements in publish order until ctx ends or a
+// publish fails. It returns ctx.Err() or the publish error.
+func (p *Publisher) Run(ctx context.Context) error {
+	for {
+		var e pending
+		select {
+		case <-ctx.Done():
+			p.fail(ErrPublisherStopped)
+			return ctx.Err()
+		case e = <-p.queue:
+		}
+		if e.fut != nil {
+			select {
+			case <-ctx.Done():
+				p.fail(ErrPublisherStopped)
+				return ctx.Err()
+			case <-e.fut.Ok():
+			case err := <-e.fut.Err():
+				err = fmt.Errorf("publish %s: %w", e.fut.Msg().Header.Get(jetstream.MsgIDHeader), err)
+				p.fail(err)
+				return err
+			}
+			p.bytes.Release(e.size)
+		}
+		if e.confirm != 0 {
+			p.acked.Store(uint64(e.confirm))
+		}
+		p.pending.Add(-1)
+	}
+}
+
+// Drain waits until everything handed to Publish and Confirm so far is
+// acknowledged, the Publisher fails, or ctx ends.
+func (p *Publisher) Drain(ctx context.Context) error {
+	for p.pending.Load() > 0 {
+		if err := p.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.failed:
+			return p.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+var sourceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateSource checks a source name: it becomes part of subjects, stream
+// and consumer names, so it is restricted to letters, digits, '_' and '-'.
+func ValidateSource(name string) error {
+	if !sourceNameRE.MatchString(name) {
+		return fmt.Errorf("source name %q is invalid: use 1-64 letters, digits, '_' or '-'", name)
+	}
+	return nil
+}
+
+// StreamName is the JetStream stream of a source, in its home domain and,
+// as a mirror, in every region.
+func StreamName(source string) string { return "PGJET_" + source }
+
+// TxnSubject carries the transaction chunks of a source.
+func TxnSubject(source string) string { return "pgjet." + source + ".tx" }
+
+// HeartbeatSubject carries the heartbeats of a source.
+func HeartbeatSubject(source string) string { return "pgjet." + source + ".hb" }
+
+// StreamOptions shape a source's stream.
+type StreamOptions struct {
+	// MaxAge bounds how long changes are kept; 0 keeps them until MaxBytes.
+	// It must outlast the longest partition a region may suffer.
+	MaxAge time.Duration
+	// MaxBytes bounds the stream's size; 0 is unlimited.
+	MaxBytes int64
+	// Replicas is the stream's replication factor inside its cluster.
+	Replicas int
+	// Duplicates is the Nats-Msg-Id dedup window.
+	Duplicates time.Duration
+}
+
+// EnsureStream creates the source's stream, or updates its limits when it
+// exists. It is idempotent.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o StreamOptions) (jetstream.Stream, error) {
+	cfg := jetstream.StreamConfig{
+		Name:        StreamName(source),
+		Description: "pgjet change stream of source " + source,
+		Subjects:    []string{"pgjet." + source + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      o.MaxAge,
+		MaxBytes:    o.MaxBytes,
+		Replicas:    max(o.Replicas, 1),
+		Duplicates:  o.Duplicates,
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// EnsureMirror creates, in the JetStream domain js talks to, a mirror of
+// the source's stream that lives in upstreamDomain. Mirrors keep the
+// origin's sequence numbers, so positions are comparable across regions.
+// It is idempotent.
+func EnsureMirror(ctx context.Context, js jetstream.JetStream, source, upstreamDomain string) (jetstream.Stream, error) {
+	name := StreamName(source)
+	s, err := js.Stream(ctx, name)
+	if err == nil {
+		info := s.CachedInfo()
+		if info.Config.Mirror == nil {
+			return nil, fmt.Errorf("stream %s exists in this domain and is not a mirror: point --upstream-domain at another domain or drop the flag", name)
+		}
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("look up mirror %s: %w", name, err)
+	}
+	s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "pgjet mirror of source " + source + " from domain " + upstreamDomain,
+		Storage:     jetstream.FileStorage,
+		Mirror:      &jetstream.StreamSource{Name: name, Domain: upstreamDomain},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create mirror %s of domain %s: %w", name, upstreamDomain, err)
+	}
+	return s, nil
+}
+
+// Connect dials NATS with settings suited to a long-running daemon: it
+// retries forever on connection loss and reports state changes to log.
+func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("nats disconnected, reconnecting")
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+		}),
+	}
+	nc, err := nats.Connect(url, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// NewJetStream returns a JetStream context for domain ("" = the domain of
+// the server nc is connected to).
+func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	if domain == "" {
+		return jetstream.New(nc, opts...)
+	}
+	return jetstream.NewWithDomain(nc, domain, opts...)
+}
