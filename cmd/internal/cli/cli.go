@@ -1,0 +1,109 @@
+// Package cli holds what the pgjet mains share: flags with PGJET_*
+// environment equivalents, the logger, and the exit path.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/schema"
+)
+
+// EnvName is the environment variable that sets flag name: --nats-url
+// is PGJET_NATS_URL.
+func EnvName(flag string) string {
+	return "PGJET_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Parse parses args into fs, then fills every flag not given on the
+// command line from its PGJET_* variable. Flags win over the environment.
+// It prints usage and exits 0 on --help, and exits 2 on a bad flag.
+func Parse(fs *pflag.FlagSet, args []string) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" {
+			f.Usage += " [" + EnvName(f.Name) + "]"
+		}
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", fs.Name(), err)
+		os.Exit(2)
+	}
+	var bad []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				bad = append(bad, fmt.Sprintf("%s=%q: %v", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	if len(bad) > 0 {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", fs.Name(), strings.Join(bad, "; "))
+		os.Exit(2)
+	}
+}
+
+// LogFlags are the logging flags every daemon takes.
+type LogFlags struct {
+	Level  string
+	Format string
+}
+
+// Register adds --log-level and --log-format to fs.
+func (l *LogFlags) Register(fs *pflag.FlagSet) {
+	fs.StringVar(&l.Level, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.StringVar(&l.Format, "log-format", "json", "log format: json (one event a line) or console")
+}
+
+// Logger builds the process logger.
+func (l *LogFlags) Logger(component string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(l.Level)
+	if err != nil {
+		return zerolog.Nop(), fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", l.Level)
+	}
+	var w io.Writer = os.Stderr
+	switch l.Format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: use json or console", l.Format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("cmd", component).Logger(), nil
+}
+
+// SignalContext is canceled on SIGINT or SIGTERM.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// Exit ends the process: 0 for a nil error, otherwise one line naming
+// the cause (logged, and printed to stderr when the log is JSON so a
+// person running the command sees it) and exit status 1.
+func Exit(name string, log zerolog.Logger, err error) {
+	if err == nil {
+		os.Exit(0)
+	}
+	msg := err.Error()
+	if !schema.IsFatal(err) {
+		msg = strings.TrimSpace(msg)
+	}
+	log.Error().Msg(msg)
+	fmt.Fprintf(os.Stderr, "%s: %s\n", name, msg)
+	os.Exit(1)
+}

@@ -1,0 +1,48 @@
+// Command pgjet-apply replays a source's JetStream change stream into a
+// region's Postgres database.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/apply"
+	"github.com/pgjet/pgjet/cmd/internal/cli"
+)
+
+func main() {
+	cfg := apply.DefaultConfig()
+	var logf cli.LogFlags
+	fs := pflag.NewFlagSet("pgjet-apply", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet-apply replays a source's change stream into a region's Postgres.\n\nUsage:\n  pgjet-apply --db URL --nats URL --name SOURCE --region REGION [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	fs.StringVar(&cfg.DB, "db", "", "target database URL, e.g. postgres://pgjet:secret@replica:5432/app")
+	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of this region, e.g. nats://localhost:4222")
+	fs.StringVar(&cfg.Name, "name", "", "source name given to pgjet-capture")
+	fs.StringVar(&cfg.Region, "region", "", "this region's name (names the durable consumer)")
+	fs.StringVar(&cfg.Domain, "domain", "", "JetStream domain to consume in (default: the connected server's)")
+	fs.StringVar(&cfg.UpstreamDomain, "upstream-domain", "", "the stream's home domain: keep a local mirror of it and consume that")
+	fs.IntVar(&cfg.GroupTxns, "group-txns", cfg.GroupTxns, "most source transactions in one target transaction")
+	fs.IntVar(&cfg.GroupBytes, "group-bytes", cfg.GroupBytes, "most bytes of changes in one target transaction")
+	fs.DurationVar(&cfg.GroupDelay, "group-delay", cfg.GroupDelay, "longest a target transaction waits for more source transactions")
+	fs.IntVar(&cfg.PipelineStatements, "pipeline", cfg.PipelineStatements, "most statements sent in one round trip")
+	fs.BoolVar(&cfg.SessionReplicationRole, "replica-role", cfg.SessionReplicationRole, "apply with session_replication_role = replica (triggers and FKs off; needs superuser)")
+	logf.Register(fs)
+	cli.Parse(fs, os.Args[1:])
+
+	log, err := logf.Logger("pgjet-apply")
+	if err != nil {
+		cli.Exit("pgjet-apply", log, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet-apply: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	err = apply.New(cfg, log).Run(ctx)
+	cli.Exit("pgjet-apply", log, err)
+}

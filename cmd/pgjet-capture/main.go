@@ -1,0 +1,51 @@
+// Command pgjet-capture streams a Postgres database's committed
+// transactions from a logical replication slot into NATS JetStream.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/capture"
+	"github.com/pgjet/pgjet/cmd/internal/cli"
+)
+
+func main() {
+	cfg := capture.DefaultConfig()
+	var logf cli.LogFlags
+	fs := pflag.NewFlagSet("pgjet-capture", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet-capture streams a Postgres database into NATS JetStream.\n\nUsage:\n  pgjet-capture --db URL --nats URL --name SOURCE [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	fs.StringVar(&cfg.DB, "db", "", "source database URL (role with REPLICATION), e.g. postgres://pgjet:secret@db:5432/app")
+	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of the source's home region, e.g. nats://localhost:4222")
+	fs.StringVar(&cfg.Name, "name", "", "source name: the stream is PGJET_<name>")
+	fs.StringSliceVar(&cfg.Tables, "tables", nil, "publish only these tables (schema.table,...); default all tables")
+	fs.StringVar(&cfg.Slot, "slot", "", "replication slot (default pgjet_<name>)")
+	fs.StringVar(&cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
+	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "target size of one message; larger transactions are split")
+	fs.IntVar(&cfg.Window, "window", cfg.Window, "most messages awaiting JetStream acks")
+	fs.Int64Var(&cfg.WindowBytes, "window-bytes", cfg.WindowBytes, "most bytes awaiting JetStream acks")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval (0 disables)")
+	fs.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "how often the confirmed position is reported to Postgres")
+	fs.DurationVar(&cfg.Stream.MaxAge, "stream-max-age", cfg.Stream.MaxAge, "stream retention when capture creates it: must outlast the longest region outage")
+	fs.Int64Var(&cfg.Stream.MaxBytes, "stream-max-bytes", 0, "stream size limit when capture creates it (0 = unlimited)")
+	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 1, "stream replicas in a NATS cluster")
+	logf.Register(fs)
+	cli.Parse(fs, os.Args[1:])
+
+	log, err := logf.Logger("pgjet-capture")
+	if err != nil {
+		cli.Exit("pgjet-capture", log, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet-capture: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	err = capture.New(cfg, log).Run(ctx)
+	cli.Exit("pgjet-capture", log, err)
+}

@@ -1,0 +1,4 @@
+// Command pgjet is the operator tool: demo, tail.
+package main
+
+func main() {}
