@@ -108,13 +108,13 @@ type position struct {
 
 // session is one connection lifetime of an Applier.
 type session struct {
-	a      *Applier
-	conn   *pgx.Conn
-	pg     *pgconn.PgConn
-	pos    position // committed on the target
-	plans  map[string]*plan
-	tables map[string]*target
-	stmtN  int
+	a       *Applier
+	conn    *pgx.Conn
+	pg      *pgconn.PgConn
+	pos     position // committed on the target
+	plans   map[string]*plan
+	tables  map[string]*target
+	stmtN   int
 	posStmt string
 
 	lastSeq uint64
@@ -137,9 +137,9 @@ type session struct {
 	cur      bool
 	skipping bool // cur is a transaction applied before
 	curLSN   stream.LSN
-	curNext uint32
-	lsnText []byte
-	args    [][]byte
+	curNext  uint32
+	lsnText  []byte
+	args     [][]byte
 }
 
 type stmtInfo struct {

@@ -88,12 +88,12 @@ var errNATS = errors.New("nats")
 
 type natsError struct{ err error }
 
-func (e natsError) Error() string        { return e.err.Error() }
-func (e natsError) Unwrap() []error      { return []error{e.err, errNATS} }
-func wrapNATS(err error) error           { return natsError{err} }
-func (c *Capture) where() string         { return schema.Redact(c.cfg.DB) }
-func quoteLiteral(s string) string       { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-func quoteIdent(s string) string         { return pgx.Identifier{s}.Sanitize() }
+func (e natsError) Error() string   { return e.err.Error() }
+func (e natsError) Unwrap() []error { return []error{e.err, errNATS} }
+func wrapNATS(err error) error      { return natsError{err} }
+func (c *Capture) where() string    { return schema.Redact(c.cfg.DB) }
+func quoteLiteral(s string) string  { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+func quoteIdent(s string) string    { return pgx.Identifier{s}.Sanitize() }
 func qualified(schemaName, name string) string {
 	return pgx.Identifier{schemaName, name}.Sanitize()
 }

@@ -1,4 +1,46 @@
-// Command pgjet is the operator tool: demo, tail.
+// Command pgjet is the operator tool of pgjet: it runs the demo, tails a
+// change stream and benchmarks the pipeline against native logical
+// replication.
 package main
 
-func main() {}
+import (
+	"fmt"
+	"os"
+)
+
+type command struct {
+	name, summary string
+	run           func(args []string) int
+}
+
+var commands = []command{
+	{"demo", "run a whole multi-region pipeline on this machine", runDemo},
+	{"tail", "print a source's stream as JSON lines", runTail},
+	{"bench", "drain a pgbench backlog through native logical replication and through pgjet", runBench},
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "pgjet is the operator tool of the pgjet replication pipeline.\n\nUsage:\n  pgjet <command> [flags]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(os.Stderr, "\nRun 'pgjet <command> --help' for a command's flags.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	for _, c := range commands {
+		if c.name == os.Args[1] {
+			os.Exit(c.run(os.Args[2:]))
+		}
+	}
+	fmt.Fprintf(os.Stderr, "pgjet: unknown command %q\n\n", os.Args[1])
+	usage()
+	os.Exit(2)
+}
