@@ -173,7 +173,8 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	// Bounded memory: the client buffers at most this many bytes.
+	it, err := cons.Messages(jetstream.PullMaxBytes(32 << 20))
 	if err != nil {
 		return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(a.cfg.Name), err)}
 	}

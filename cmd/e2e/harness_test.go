@@ -261,3 +261,5 @@ func (p *proc) waitLog(t *testing.T, msg string) {
 		return strings.Contains(p.Output(), `"message":"`+msg+`"`), "not yet"
 	})
 }
+
+var localCopySchema = local.CopySchema

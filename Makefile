@@ -1,0 +1,43 @@
+# pgjet — see README.md.
+GO      ?= go
+BIN     ?= bin
+PKGS    := ./...
+
+.PHONY: all build test demo bench soak fuzz vet deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/pgjet-capture ./cmd/pgjet-apply ./cmd/pgjet
+
+# deps checks (and on Debian installs) what the tests need besides Go
+# modules: the Postgres 15 server binaries and its client tools.
+deps:
+	@./.ci/deps
+
+vet:
+	$(GO) vet $(PKGS)
+
+# test runs every test, including the fuzz corpora of the decoders and the
+# end-to-end tests against real Postgres and NATS.
+test: deps vet
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# demo runs the whole multi-region pipeline on this machine for a minute.
+demo: build
+	$(BIN)/pgjet demo --duration 60s
+
+# bench drains the same pgbench backlog through native logical replication
+# and through pgjet, and prints both times and the ratio.
+bench: deps build
+	$(BIN)/pgjet bench
+
+# soak runs the long crash and partition tests.
+soak: deps
+	PGJET_SOAK=1 $(GO) test -count=1 -timeout 60m -run 'Soak' ./cmd/e2e/
+
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./stream/
+
+clean:
+	rm -rf $(BIN)
