@@ -1,3 +1,250 @@
 package main
 
-func runTail(args []string) int { return 2 }
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// tailFlags are the flags of `pgjet tail`.
+type tailFlags struct {
+	nats    string
+	name    string
+	domain  string
+	fromSeq uint64
+	last    uint64
+	follow  bool
+	// set when --last was given (--last 0 means "only new messages").
+	lastSet bool
+}
+
+// tailIdle is how long tail waits for a message before it checks whether
+// a --follow=false run has reached its end.
+const tailIdle = time.Second
+
+func runTail(args []string) int {
+	var f tailFlags
+	fs := pflag.NewFlagSet("pgjet tail", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet tail prints a source's change stream as JSON lines, one per message,\n"+
+			"through an ordered consumer that leaves no state on the server.\n\n"+
+			"Usage:\n  pgjet tail --nats URL --name SOURCE [--domain D] [--from-seq N | --last N] [--follow=false]\n\n"+
+			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	fs.StringVar(&f.nats, "nats", "", "NATS URL, e.g. nats://localhost:4222")
+	fs.StringVar(&f.name, "name", "", "source name given to pgjet-capture: the stream is PGJET_<name>")
+	fs.StringVar(&f.domain, "domain", "", "JetStream domain to read in, e.g. a region's to read its mirror (default: the connected server's)")
+	fs.Uint64Var(&f.fromSeq, "from-seq", 0, "start at this stream sequence (default: the first message)")
+	fs.Uint64Var(&f.last, "last", 0, "start with the last N messages (0: only messages published from now on)")
+	fs.BoolVar(&f.follow, "follow", true, "keep printing new messages until interrupted; false stops at the stream's last message as of start")
+	cli.Parse(fs, args)
+	f.lastSet = fs.Changed("last") // also when set from PGJET_LAST
+
+	if f.nats == "" {
+		fmt.Fprintln(os.Stderr, "pgjet tail: --nats is required (nats://host:4222)")
+		return 2
+	}
+	if err := stream.ValidateSource(f.name); err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet tail: --name: %v\n", err)
+		return 2
+	}
+	if f.lastSet && f.fromSeq > 0 {
+		fmt.Fprintln(os.Stderr, "pgjet tail: --from-seq and --last exclude each other; give one")
+		return 2
+	}
+
+	// Only reconnect warnings reach this logger; the output is the JSON.
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).
+		Level(zerolog.WarnLevel).With().Timestamp().Str("cmd", "pgjet tail").Logger()
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	out := bufio.NewWriterSize(os.Stdout, 64<<10)
+	err := tail(ctx, f, out, log)
+	if ferr := out.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("write output: %w", ferr)
+	}
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "pgjet tail: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// tail prints the stream until ctx ends or, without --follow, until the
+// last message as of start has been printed.
+func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logger) error {
+	nc, err := stream.Connect(f.nats, "pgjet tail "+f.name, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := stream.NewJetStream(nc, f.domain)
+	if err != nil {
+		return fmt.Errorf("open JetStream: %w", err)
+	}
+	name := stream.StreamName(f.name)
+	where := "the JetStream domain of " + f.nats
+	if f.domain != "" {
+		where = "JetStream domain " + strconv.Quote(f.domain)
+	}
+
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(lctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s not found in %s: has pgjet-capture --name %s run against it? (a region holds a mirror: pass --domain REGION)", name, where, f.name)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("JetStream is not enabled on %s", f.nats)
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("look up stream %s: nothing answers for %s (JetStream disabled, or a wrong --domain?): %w", name, where, err)
+	case err != nil:
+		return fmt.Errorf("look up stream %s in %s: %w", name, where, err)
+	}
+	state := st.CachedInfo().State
+
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case f.fromSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.fromSeq
+	case f.lastSet && f.last == 0:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	case f.lastSet && state.LastSeq > 0:
+		start := uint64(1)
+		if state.LastSeq >= f.last {
+			start = state.LastSeq - f.last + 1
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, max(start, state.FirstSeq)
+	}
+
+	// end is the last sequence to print without --follow.
+	end := state.LastSeq
+	if !f.follow {
+		if state.Msgs == 0 || cfg.DeliverPolicy == jetstream.DeliverNewPolicy ||
+			(cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && cfg.OptStartSeq > end) {
+			return nil
+		}
+	}
+
+	cons, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("create ordered consumer on %s: %w", name, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", name, err)
+	}
+	defer it.Stop()
+
+	var printed uint64 // stream sequence of the last message printed
+	for {
+		// Following, Next blocks until a message or the end: its own
+		// heartbeat check lets the ordered consumer recover from a lost
+		// server-side consumer. Otherwise it wakes up to see whether the
+		// rest of the range was deleted meanwhile.
+		nctx, ncancel := ctx, context.CancelFunc(func() {})
+		if !f.follow {
+			nctx, ncancel = context.WithTimeout(ctx, tailIdle)
+		}
+		m, err := it.Next(jetstream.NextContext(nctx))
+		ncancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if f.follow || !errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("consume %s: %w", name, err)
+			}
+			// Idle: done when the server has nothing more for us (the
+			// rest up to end was deleted) and nothing is buffered here.
+			done, err := drained(ctx, cons, printed)
+			if err != nil || done {
+				return err
+			}
+			continue
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("read metadata of a message on %s: %w", name, err)
+		}
+		seq := md.Sequence.Stream
+		if !f.follow && seq > end {
+			return nil
+		}
+		if err := writeTailLine(out, seq, m.Subject(), m.Data()); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		printed = seq
+		if !f.follow && (seq >= end || md.NumPending == 0) {
+			return nil
+		}
+		if md.NumPending == 0 {
+			// Caught up: show what we have before waiting for more.
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("write output: %w", err)
+			}
+		}
+	}
+}
+
+// drained reports whether the ordered consumer has delivered everything the
+// stream holds and tail has printed all of it.
+func drained(ctx context.Context, cons jetstream.Consumer, printed uint64) (bool, error) {
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil // being (re)created: look again later
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return true, nil
+		}
+		return false, fmt.Errorf("read consumer info: %w", err)
+	}
+	return info.NumPending == 0 && info.Delivered.Stream <= printed, nil
+}
+
+// tailError is the line printed for a message tail cannot render.
+type tailError struct {
+	StreamSeq uint64 `json:"stream_seq"`
+	Error     string `json:"error"`
+	Subject   string `json:"subject"`
+}
+
+// writeTailLine writes one JSON line for the message at seq: the
+// envelope as stream.EnvelopeJSON renders it with "stream_seq" first, or
+// an error object when the message cannot be decoded or rendered.
+func writeTailLine(w io.Writer, seq uint64, subject string, data []byte) error {
+	var line []byte
+	env, err := stream.Decode(data)
+	if err == nil {
+		var js []byte
+		if js, err = stream.EnvelopeJSON(env); err == nil {
+			// EnvelopeJSON always renders an object with keys.
+			line = strconv.AppendUint([]byte(`{"stream_seq":`), seq, 10)
+			line = append(line, ',')
+			line = append(line, js[1:]...)
+		}
+	}
+	if err != nil {
+		line, _ = json.Marshal(tailError{StreamSeq: seq, Error: err.Error(), Subject: subject})
+	}
+	line = append(line, '\n')
+	_, err = w.Write(line)
+	return err
+}
