@@ -59,6 +59,11 @@ func (a *Applier) Stats() *Stats { return &a.stats }
 // transactions received so far committed and acknowledged), or the error
 // that stopped it.
 func (a *Applier) Run(ctx context.Context) error {
+	if a.cfg.ProgressInterval > 0 {
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go a.progress(pctx)
+	}
 	backoff := 500 * time.Millisecond
 	for {
 		started := time.Now()
@@ -147,6 +152,7 @@ type stmtInfo struct {
 	lsn   stream.LSN
 	table string
 	op    stream.Op
+	logs  bool // the statement records conflicts in pgjet.conflicts
 }
 
 func (a *Applier) session(ctx context.Context) error {
@@ -253,6 +259,9 @@ func (s *session) setup(ctx context.Context) error {
 		if schema.PgCode(err) != "23505" { // concurrent creation by another applier
 			return fmt.Errorf("create pgjet schema: %w", err)
 		}
+	}
+	if _, err := s.conn.Exec(ctx, "SELECT set_config('synchronous_commit', $1, false)", a.cfg.SynchronousCommit); err != nil {
+		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
 	if a.cfg.SessionReplicationRole {
 		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
@@ -491,4 +500,24 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		return s.flush(ctx)
 	}
 	return nil
+}
+
+// progress logs what was applied since the last report.
+func (a *Applier) progress(ctx context.Context) {
+	t := time.NewTicker(a.cfg.ProgressInterval)
+	defer t.Stop()
+	var txns, changes int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		nt, nc := a.stats.Txns.Load(), a.stats.Changes.Load()
+		secs := a.cfg.ProgressInterval.Seconds()
+		a.log.Info().Str("lsn", stream.LSN(a.stats.AppliedLSN.Load()).String()).Uint64("stream_seq", a.stats.StreamSeq.Load()).
+			Float64("lag_seconds", a.stats.Lag().Seconds()).Float64("txns_per_sec", float64(nt-txns)/secs).
+			Float64("changes_per_sec", float64(nc-changes)/secs).Int64("conflicts", a.stats.Conflicts.Load()).Msg("progress")
+		txns, changes = nt, nc
+	}
 }

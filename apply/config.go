@@ -52,6 +52,13 @@ type Config struct {
 	// the target (triggers and foreign keys do not fire for replicated
 	// rows, as in native logical replication). Needs superuser.
 	SessionReplicationRole bool
+	// SynchronousCommit is the target session's synchronous_commit. "off"
+	// is safe: the applied position commits with the rows, so a target
+	// crash that loses its last commits also loses their position, and
+	// those transactions are consumed again from the stream.
+	SynchronousCommit string
+	// ProgressInterval is how often progress is logged; 0 disables.
+	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
 }
@@ -64,6 +71,8 @@ func DefaultConfig() Config {
 		GroupDelay:             200 * time.Millisecond,
 		PipelineStatements:     1000,
 		SessionReplicationRole: true,
+		SynchronousCommit:      "off",
+		ProgressInterval:       10 * time.Second,
 		RetryMax:               30 * time.Second,
 	}
 }
@@ -82,6 +91,11 @@ func (c *Config) Validate() error {
 	}
 	if err := stream.ValidateSource(c.Region); err != nil {
 		errs = append(errs, fmt.Errorf("--region: %w", err))
+	}
+	switch c.SynchronousCommit {
+	case "on", "off", "local", "remote_write", "remote_apply":
+	default:
+		errs = append(errs, fmt.Errorf("--synchronous-commit %q: use on, off, local, remote_write or remote_apply", c.SynchronousCommit))
 	}
 	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
 		errs = append(errs, errors.New("group and pipeline limits must be positive"))

@@ -72,7 +72,8 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 		}
 		args := p.args(ch, lsn, nil)
 		s.batch.ExecPrepared(name, args, nil, nil)
-		s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op})
+		s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op,
+			logs: ch.Op != stream.OpInsert || p.upsert})
 		s.batchLen++
 		for _, v := range args {
 			s.batchSize += len(v)
@@ -163,8 +164,9 @@ func (s *session) flush(ctx context.Context) error {
 			}
 			return s.stmtError(r.Err, in)
 		}
-		if i < len(info) && r.CommandTag.String() == "INSERT 0 1" && info[i].op != stream.OpInsert {
-			s.conflicts++
+		if i < len(info) && info[i].logs {
+			// The statement's outer INSERT writes conflict records only.
+			s.conflicts += r.CommandTag.RowsAffected()
 		}
 	}
 	s.batchInfo = s.batchInfo[:0]
@@ -221,6 +223,7 @@ func (s *session) commit(ctx context.Context) error {
 	st := &s.a.stats
 	st.Txns.Add(int64(txns))
 	st.Commits.Add(1)
+	st.Conflicts.Add(s.conflicts)
 	st.AppliedLSN.Store(uint64(p.commit))
 	st.StreamSeq.Store(p.seq)
 	if !p.time.IsZero() {

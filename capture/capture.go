@@ -54,6 +54,11 @@ func (c *Capture) Stats() *Stats { return &c.stats }
 // (in-flight messages acknowledged and the slot position flushed), or the
 // FatalError that stopped it.
 func (c *Capture) Run(ctx context.Context) error {
+	if c.cfg.ProgressInterval > 0 {
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go c.progress(pctx)
+	}
 	backoff := 500 * time.Millisecond
 	for {
 		started := time.Now()
@@ -168,7 +173,7 @@ func (c *Capture) session(ctx context.Context) error {
 	go func() { pubDone <- pub.Run(pubCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}}
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload())}
 	g.Go(func() error { return r.run(gctx) })
 	if c.cfg.HeartbeatInterval > 0 {
 		g.Go(func() error { return c.heartbeats(gctx, pool) })
@@ -370,5 +375,25 @@ func (c *Capture) heartbeats(ctx context.Context, pool *pgxpool.Pool) error {
 			}
 			c.log.Warn().Err(err).Msg("emit heartbeat")
 		}
+	}
+}
+
+// progress logs what was published since the last report.
+func (c *Capture) progress(ctx context.Context) {
+	t := time.NewTicker(c.cfg.ProgressInterval)
+	defer t.Stop()
+	var txns, changes, bytes int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		nt, nc, nb := c.stats.Txns.Load(), c.stats.Changes.Load(), c.stats.Bytes.Load()
+		secs := c.cfg.ProgressInterval.Seconds()
+		c.log.Info().Str("lsn", stream.LSN(c.stats.Confirmed.Load()).String()).
+			Float64("txns_per_sec", float64(nt-txns)/secs).Float64("changes_per_sec", float64(nc-changes)/secs).
+			Float64("mb_per_sec", float64(nb-bytes)/secs/1e6).Msg("progress")
+		txns, changes, bytes = nt, nc, nb
 	}
 }

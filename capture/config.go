@@ -51,6 +51,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Stream shapes the stream when capture creates it.
 	Stream stream.StreamOptions
+	// ProgressInterval is how often progress is logged; 0 disables.
+	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
 }
@@ -64,6 +66,7 @@ func DefaultConfig() Config {
 		StatusInterval:    time.Second,
 		HeartbeatInterval: 10 * time.Second,
 		Stream:            stream.StreamOptions{MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute},
+		ProgressInterval:  10 * time.Second,
 		RetryMax:          30 * time.Second,
 	}
 }

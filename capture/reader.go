@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -22,6 +23,8 @@ type reader struct {
 	repl      *pgconn.PgConn
 	pub       *stream.Publisher
 	skipBelow stream.LSN
+	// maxPayload is the NATS server's max_payload: no message may exceed it.
+	maxPayload int
 
 	rels     map[uint32]*stream.Relation
 	types    map[typeKey]string
@@ -308,6 +311,10 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 		r.env.Flags |= stream.FlagLast
 	}
 	data := stream.AppendEnvelope(make([]byte, 0, r.size+256), &r.env)
+	if r.maxPayload > 0 && len(data) > r.maxPayload {
+		return schema.Fatalf(nil, "transaction %d at LSN %s has a row of about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
+			r.env.Xid, r.env.CommitLSN, len(data), r.maxPayload)
+	}
 	confirm := stream.LSN(0)
 	if last {
 		confirm = r.env.EndLSN

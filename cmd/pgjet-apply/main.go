@@ -29,6 +29,7 @@ func main() {
 	fs.IntVar(&cfg.GroupBytes, "group-bytes", cfg.GroupBytes, "most bytes of changes in one target transaction")
 	fs.DurationVar(&cfg.GroupDelay, "group-delay", cfg.GroupDelay, "longest a target transaction waits for more source transactions")
 	fs.IntVar(&cfg.PipelineStatements, "pipeline", cfg.PipelineStatements, "most statements sent in one round trip")
+	fs.StringVar(&cfg.SynchronousCommit, "synchronous-commit", cfg.SynchronousCommit, "synchronous_commit of the apply session (off is safe: the position commits with the rows)")
 	fs.BoolVar(&cfg.SessionReplicationRole, "replica-role", cfg.SessionReplicationRole, "apply with session_replication_role = replica (triggers and FKs off; needs superuser)")
 	logf.Register(fs)
 	cli.Parse(fs, os.Args[1:])
