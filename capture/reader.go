@@ -253,6 +253,14 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 	if r.skip {
 		return nil
 	}
+	csize := 8 + tupleSize(ch.Old) + tupleSize(ch.New) + 4*len(ch.Truncated)
+	if len(r.env.Changes) > 0 && r.size+csize > r.c.cfg.ChunkBytes {
+		// Close the chunk before it would outgrow the target size: only a
+		// single change larger than ChunkBytes makes a larger message.
+		if err := r.flush(ctx, false); err != nil {
+			return err
+		}
+	}
 	ids := ch.Truncated
 	if ch.Op != stream.OpTruncate {
 		ids = []uint32{ch.Relation}
@@ -270,7 +278,7 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 		}
 	}
 	r.env.Changes = append(r.env.Changes, ch)
-	r.size += 8 + tupleSize(ch.Old) + tupleSize(ch.New) + 4*len(ch.Truncated)
+	r.size += csize
 	r.c.stats.Changes.Add(1)
 	if r.size >= r.c.cfg.ChunkBytes {
 		return r.flush(ctx, false)

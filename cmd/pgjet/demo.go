@@ -576,7 +576,7 @@ func (d *demo) verify(ctx context.Context) bool {
 	}
 
 	all := len(prim) > 0
-	d.printf("result (replica table rows: primary vs replica):\n")
+	d.printf("result (rows on the primary; each replica compared by digest):\n")
 	for i, r := range d.f.regions {
 		byTable := make(map[string]local.TableDigest, len(reps[i]))
 		for _, t := range reps[i] {
