@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -38,4 +40,27 @@ func TestPipeline_Changes(t *testing.T) {
 
 	cap.Stop(t)
 	app.Stop(t)
+}
+
+// TestCapture_HeartbeatAdvancesIdleSlot: WAL written elsewhere (another
+// database) is not decoded into changes for this slot, yet the slot must
+// not hold it back: heartbeats move the confirmed position.
+func TestCapture_HeartbeatAdvancesIdleSlot(t *testing.T) {
+	c := newCluster(t, "CREATE TABLE idle (id int PRIMARY KEY)")
+	if err := c.primary.CreateDatabase(context.Background(), "other"); err != nil {
+		t.Fatal(err)
+	}
+	capt := c.capture(t)
+	exec1(t, c.primary.URL("other"), "CREATE TABLE filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g")
+	retained := func() int64 {
+		return queryInt(t, c.src, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'pgjet_src'")
+	}
+	if r := retained(); r < 5<<20 {
+		t.Fatalf("slot retains only %d bytes right after 10 MB of WAL; the test needs the WAL to be behind", r)
+	}
+	waitFor(t, 30*time.Second, "heartbeats to advance the idle slot", func() (bool, string) {
+		r := retained()
+		return r < 64<<10, fmt.Sprintf("%d bytes retained", r)
+	})
+	capt.Stop(t)
 }

@@ -91,8 +91,7 @@ func runDemo(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet demo: %v\n", err)
 		return 1
 	}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).
-		Level(lvl).With().Timestamp().Str("cmd", "pgjet demo").Logger()
+	log := zerolog.New(consoleWriter()).Level(lvl).With().Timestamp().Str("cmd", "pgjet demo").Logger()
 	d := &demo{f: f, log: log, pgbench: pgbench, out: os.Stdout, fail: make(chan error, len(f.regions)+1)}
 	return d.run()
 }

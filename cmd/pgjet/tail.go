@@ -68,8 +68,7 @@ func runTail(args []string) int {
 	}
 
 	// Only reconnect warnings reach this logger; the output is the JSON.
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).
-		Level(zerolog.WarnLevel).With().Timestamp().Str("cmd", "pgjet tail").Logger()
+	log := zerolog.New(consoleWriter()).Level(zerolog.WarnLevel).With().Timestamp().Str("cmd", "pgjet tail").Logger()
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	out := bufio.NewWriterSize(os.Stdout, 64<<10)
