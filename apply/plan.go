@@ -294,6 +294,11 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 		if find == nil {
 			find = ch.New
 		}
+		// alias is the table alias the row-finding condition refers to.
+		alias := "t."
+		if p.fullMatch {
+			alias = "t2."
+		}
 		var cond, keyNames, keyVals []string
 		if p.fullMatch {
 			for i, c := range cols {
@@ -304,14 +309,14 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 				n := pgx.Identifier{c.Name}.Sanitize()
 				// Compare text renderings: works for types without an
 				// equality operator (json, point, xml).
-				cond = append(cond, "(t2."+n+")::text IS NOT DISTINCT FROM ("+v+")::text")
+				cond = append(cond, "("+alias+n+")::text IS NOT DISTINCT FROM ("+v+")::text")
 				keyNames = append(keyNames, c.Name)
 				keyVals = append(keyVals, v)
 			}
 		} else {
 			for _, k := range p.keys {
 				v := sb.param(p.oids[k])
-				cond = append(cond, "t2."+pgx.Identifier{cols[k].Name}.Sanitize()+" = "+v)
+				cond = append(cond, alias+pgx.Identifier{cols[k].Name}.Sanitize()+" = "+v)
 				keyNames = append(keyNames, cols[k].Name)
 				keyVals = append(keyVals, v)
 			}
@@ -319,7 +324,12 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 		if len(cond) == 0 {
 			cond = []string{"false"}
 		}
-		where := "t.ctid = (SELECT t2.ctid FROM " + q + " t2 WHERE " + strings.Join(cond, " AND ") + " LIMIT 1)"
+		where := strings.Join(cond, " AND ")
+		if p.fullMatch {
+			// Without a key, duplicates are indistinguishable: change
+			// exactly one of them, as the source did.
+			where = "t.ctid = (SELECT t2.ctid FROM " + q + " t2 WHERE " + strings.Join(cond, " AND ") + " LIMIT 1)"
+		}
 		lsn := sb.param(0)
 		if ch.Op == stream.OpDelete {
 			return "WITH pgjet_del AS (DELETE FROM " + q + " t WHERE " + where + " RETURNING 1) " +

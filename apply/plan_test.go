@@ -90,7 +90,7 @@ func TestStatementArgs(t *testing.T) {
 		{"update leaves unchanged toast alone", keyed, stream.Change{Op: stream.OpUpdate, New: []stream.Value{text("1"), text("v2"), toast}}, 4,
 			[]string{"1", "v2", "1", "0/1"}, []string{`"v" = $2`, "'update_missing'"}, []string{`"w" =`, "pgjet_ins"}},
 		{"update of a changed key finds the old key", keyed, stream.Change{Op: stream.OpUpdate, Old: []stream.Value{text("1"), null, null}, New: []stream.Value{text("2"), text("v"), text("w")}}, 5,
-			[]string{"2", "v", "w", "1", "0/1"}, []string{"pgjet_ins", `t2."id" = $4`}, nil},
+			[]string{"2", "v", "w", "1", "0/1"}, []string{"pgjet_ins", `t."id" = $4`}, nil},
 		{"delete by key", keyed, stream.Change{Op: stream.OpDelete, Old: []stream.Value{text("7"), null, null}}, 2,
 			[]string{"7", "0/1"}, []string{"DELETE FROM", "'delete_missing'"}, nil},
 		{"delete by full row", full, stream.Change{Op: stream.OpDelete, Old: []stream.Value{text("1"), null}}, 3,
