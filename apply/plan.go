@@ -25,6 +25,9 @@ type target struct {
 type targetCol struct {
 	typ       uint32
 	generated bool
+	// always is an identity column GENERATED ALWAYS: inserts need
+	// OVERRIDING SYSTEM VALUE and updates may not set it.
+	always bool
 }
 
 // plan binds a source relation (as one envelope describes it) to a target
@@ -39,7 +42,11 @@ type plan struct {
 	// fullMatch finds rows by every old column (identity FULL without a
 	// usable key on the target).
 	fullMatch bool
-	stmts     map[string]string // shape → prepared statement name
+	// overriding is set when the target has a GENERATED ALWAYS identity
+	// column: the source's values are kept, as native replication does.
+	overriding bool
+	always     []bool // per source column: GENERATED ALWAYS identity on the target
+	stmts      map[string]string // shape → prepared statement name
 }
 
 func relationKey(r *stream.Relation) string {
@@ -63,7 +70,7 @@ func relationKey(r *stream.Relation) string {
 func loadTarget(ctx context.Context, conn *pgx.Conn, schemaName, name string) (*target, error) {
 	t := &target{schema: schemaName, name: name, qname: pgx.Identifier{schemaName, name}.Sanitize(), cols: map[string]targetCol{}}
 	rows, err := conn.Query(ctx, `
-		SELECT a.attname, a.atttypid, a.attgenerated <> ''
+		SELECT a.attname, a.atttypid, a.attgenerated <> '', a.attidentity = 'a'
 		FROM pg_attribute a
 		JOIN pg_class c ON c.oid = a.attrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -74,7 +81,7 @@ func loadTarget(ctx context.Context, conn *pgx.Conn, schemaName, name string) (*
 	for rows.Next() {
 		var col string
 		var c targetCol
-		if err := rows.Scan(&col, &c.typ, &c.generated); err != nil {
+		if err := rows.Scan(&col, &c.typ, &c.generated, &c.always); err != nil {
 			return nil, err
 		}
 		t.cols[col] = c
@@ -145,6 +152,13 @@ func newPlan(t *target, rel *stream.Relation) (*plan, error) {
 		}
 		p.oids[i] = tc.typ
 		idx[c.Name] = i
+		if tc.always {
+			p.overriding = true
+		}
+	}
+	p.always = make([]bool, len(rel.Columns))
+	for i, c := range rel.Columns {
+		p.always[i] = t.cols[c.Name].always
 	}
 	var keyNames []string
 	for i, c := range rel.Columns {
@@ -244,7 +258,7 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 			names[i] = pgx.Identifier{c.Name}.Sanitize()
 			vals[i] = sb.param(p.oids[i])
 		}
-		ins := "INSERT INTO " + q + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ")"
+		ins := "INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " VALUES (" + strings.Join(vals, ", ") + ")"
 		if !p.upsert {
 			return ins, sb.oids
 		}
@@ -256,7 +270,7 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 			keyVals = append(keyVals, vals[k])
 		}
 		for i := range cols {
-			if !cols[i].Key || p.rel.Identity == stream.IdentityFull {
+			if (!cols[i].Key || p.rel.Identity == stream.IdentityFull) && !p.always[i] {
 				sets = append(sets, names[i]+" = EXCLUDED."+names[i])
 			}
 		}
@@ -285,7 +299,9 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 				}
 				v := sb.param(p.oids[i])
 				n := pgx.Identifier{c.Name}.Sanitize()
-				sets = append(sets, n+" = "+v)
+				if !p.always[i] {
+					sets = append(sets, n+" = "+v)
+				}
 				newNames = append(newNames, c.Name)
 				newVals = append(newVals, v)
 			}
@@ -346,13 +362,20 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 			for _, c := range cols {
 				names = append(names, pgx.Identifier{c.Name}.Sanitize())
 			}
-			s += ", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(names, ", ") + ") SELECT " + strings.Join(newVals, ", ") +
+			s += ", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " SELECT " + strings.Join(newVals, ", ") +
 				" WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd) ON CONFLICT DO NOTHING RETURNING 1)"
 			decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins) THEN 'apply_remote' ELSE 'skip' END"
 		}
 		return s + " " + conflict("update_missing", jsonObject(keyNames, keyVals), "NULL", jsonObject(newNames, newVals), decision, "WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd)", lsn), sb.oids
 	}
 	return "", nil
+}
+
+func (p *plan) overridingClause() string {
+	if p.overriding {
+		return " OVERRIDING SYSTEM VALUE"
+	}
+	return ""
 }
 
 // args returns the parameter values of a change in statement order;

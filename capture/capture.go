@@ -256,6 +256,14 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("look up publication: %w", err)
 	}
 	if exists {
+		var viaRoot bool
+		if err := pool.QueryRow(ctx, "SELECT pubviaroot FROM pg_publication WHERE pubname = $1", c.cfg.Publication).Scan(&viaRoot); err != nil {
+			return fmt.Errorf("read publication %q: %w", c.cfg.Publication, err)
+		}
+		if viaRoot != (c.cfg.Partitions == "root") {
+			c.log.Warn().Str("publication", c.cfg.Publication).Bool("publish_via_partition_root", viaRoot).
+				Msg("existing publication disagrees with --partitions; it is used as it is (ALTER PUBLICATION ... SET (publish_via_partition_root = ...) to change it)")
+		}
 		return nil
 	}
 	target := "FOR ALL TABLES"
@@ -268,6 +276,9 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 		target = "FOR TABLE " + strings.Join(names, ", ")
 	}
 	sql := "CREATE PUBLICATION " + quoteIdent(c.cfg.Publication) + " " + target
+	if c.cfg.Partitions == "root" {
+		sql += " WITH (publish_via_partition_root = true)"
+	}
 	if _, err := pool.Exec(ctx, sql); err != nil {
 		switch schema.PgCode(err) {
 		case schema.CodeInsufficientPriv:

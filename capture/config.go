@@ -32,6 +32,12 @@ type Config struct {
 	// Tables restricts the publication to these schema.table names; empty
 	// publishes all tables.
 	Tables []string
+	// Partitions says how changes to partitions are published: "leaf"
+	// (as changes of the partition itself, mirroring the primary) or
+	// "root" (as changes of the partitioned table, for replicas
+	// partitioned differently or not at all). It applies when capture
+	// creates the publication.
+	Partitions string
 	// Slot is the logical replication slot; default pgjet_<name>.
 	Slot string
 	// Publication is the publication; default pgjet_<name>.
@@ -60,6 +66,7 @@ type Config struct {
 // DefaultConfig returns a Config with every tunable set to its default.
 func DefaultConfig() Config {
 	return Config{
+		Partitions:        "leaf",
 		ChunkBytes:        256 << 10,
 		Window:            4096,
 		WindowBytes:       64 << 20,
@@ -93,6 +100,9 @@ func (c *Config) Validate() error {
 		if !strings.Contains(t, ".") {
 			errs = append(errs, fmt.Errorf("--tables: %q must be schema.table", t))
 		}
+	}
+	if c.Partitions != "leaf" && c.Partitions != "root" {
+		errs = append(errs, fmt.Errorf("--partitions %q: use leaf or root", c.Partitions))
 	}
 	if c.ChunkBytes < 1024 {
 		errs = append(errs, errors.New("chunk bytes must be at least 1024"))

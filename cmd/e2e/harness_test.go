@@ -49,6 +49,8 @@ type proc struct {
 	out  bytes.Buffer
 	done chan struct{}
 	err  error
+	// expectExit is set once the test stops or kills the process itself.
+	expectExit bool
 }
 
 func (p *proc) Write(b []byte) (int, error) {
@@ -77,7 +79,9 @@ func start(t *testing.T, name, bin string, args ...string) *proc {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	daemons.Store(p, t.Name())
 	t.Cleanup(func() {
+		daemons.Delete(p)
 		p.Kill()
 		if t.Failed() {
 			t.Logf("--- %s output (last 4KB) ---\n%s", name, tail(p.Output(), 4096))
@@ -95,6 +99,7 @@ func tail(s string, n int) string {
 
 // Kill sends SIGKILL and waits for the process to end.
 func (p *proc) Kill() {
+	p.expectExit = true
 	select {
 	case <-p.done:
 		return
@@ -107,6 +112,7 @@ func (p *proc) Kill() {
 // Stop sends SIGTERM and waits for a clean exit.
 func (p *proc) Stop(t *testing.T) {
 	t.Helper()
+	p.expectExit = true
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.Wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("%s exited %d after SIGTERM, want 0:\n%s", p.name, code, tail(p.Output(), 4096))
@@ -116,6 +122,7 @@ func (p *proc) Stop(t *testing.T) {
 // Wait waits for the process to exit and returns its exit code.
 func (p *proc) Wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
+	p.expectExit = true
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
@@ -156,12 +163,28 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
+// daemons are the running pgjet processes, by test name: waiting for a
+// replica fails at once when one of them died instead of timing out.
+var daemons sync.Map
+
+func checkDaemons(t *testing.T) {
+	t.Helper()
+	daemons.Range(func(k, v any) bool {
+		p := k.(*proc)
+		if v.(string) == t.Name() && p.Exited() && !p.expectExit {
+			t.Fatalf("%s exited unexpectedly:\n%s", p.name, tail(p.Output(), 4096))
+		}
+		return true
+	})
+}
+
 // waitSame waits until every table of the primary has the same digest on
 // the replica.
 func waitSame(t *testing.T, timeout time.Duration, primary, replica string, tables ...string) {
 	t.Helper()
 	ctx := context.Background()
 	waitFor(t, timeout, "replica to match primary", func() (bool, string) {
+		checkDaemons(t)
 		a, err := local.Digest(ctx, primary, tables...)
 		if err != nil {
 			return false, err.Error()

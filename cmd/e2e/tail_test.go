@@ -159,7 +159,8 @@ func TestTail(t *testing.T) {
 		if code := p.Wait(t, 15*time.Second); code != 0 {
 			t.Fatalf("exit code %d after SIGINT, want 0:\n%s", code, p.Output())
 		}
-		// An ordered consumer leaves nothing behind.
+		// An ordered consumer leaves nothing behind: tail deletes its
+		// ephemeral consumer on the way out.
 		st, err := js.Stream(ctx, stream.StreamName("src"))
 		if err != nil {
 			t.Fatal(err)
@@ -167,15 +168,13 @@ func TestTail(t *testing.T) {
 		var names []string
 		lister := st.ListConsumers(ctx)
 		for ci := range lister.Info() {
-			if ci.Config.Durable != "" {
-				names = append(names, ci.Name)
-			}
+			names = append(names, ci.Name)
 		}
 		if err := lister.Err(); err != nil {
 			t.Fatal(err)
 		}
 		if len(names) > 0 {
-			t.Errorf("durable consumers left behind: %v", names)
+			t.Errorf("consumers left behind: %v", names)
 		}
 	})
 

@@ -23,6 +23,7 @@ func main() {
 	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of the source's home region, e.g. nats://localhost:4222")
 	fs.StringVar(&cfg.Name, "name", "", "source name: the stream is PGJET_<name>")
 	fs.StringSliceVar(&cfg.Tables, "tables", nil, "publish only these tables (schema.table,...); default all tables")
+	fs.StringVar(&cfg.Partitions, "partitions", cfg.Partitions, "publish partition changes as the partition (leaf) or as the partitioned table (root)")
 	fs.StringVar(&cfg.Slot, "slot", "", "replication slot (default pgjet_<name>)")
 	fs.StringVar(&cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
 	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "target size of one message; larger transactions are split")

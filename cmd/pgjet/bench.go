@@ -106,7 +106,7 @@ func runBench(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet bench: %v\n", err)
 		return 1
 	}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).
+	log := zerolog.New(consoleWriter()).
 		Level(lvl).With().Timestamp().Str("cmd", "pgjet bench").Logger()
 	var out io.Writer = os.Stdout
 	if f.json {
@@ -146,6 +146,10 @@ type bench struct {
 	capture, applier *benchComponent
 	// fail receives the error of a component that stopped by itself.
 	fail chan error
+
+	// backlogStart and backlogEnd are the primary's WAL positions before
+	// the backlog and after the marker.
+	backlogStart, backlogEnd stream.LSN
 
 	started time.Time
 	res     benchResult
@@ -309,9 +313,12 @@ func (b *bench) createSlots(ctx context.Context) error {
 		return fmt.Errorf("create native subscription: %w", err)
 	}
 	b.subCreated = true
-	if err := b.primary.Exec(ctx, benchDatabase, fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES; SELECT pg_create_logical_replication_slot('%s', 'pgoutput')",
-		ccfg.Publication, ccfg.Slot)); err != nil {
-		return fmt.Errorf("create pgjet publication and slot: %w", err)
+	// Two statements: a slot cannot be created in a transaction that wrote.
+	if err := b.primary.Exec(ctx, benchDatabase, "CREATE PUBLICATION "+ccfg.Publication+" FOR ALL TABLES"); err != nil {
+		return fmt.Errorf("create pgjet publication: %w", err)
+	}
+	if err := b.primary.Exec(ctx, benchDatabase, "SELECT pg_create_logical_replication_slot('"+ccfg.Slot+"', 'pgoutput')"); err != nil {
+		return fmt.Errorf("create pgjet slot: %w", err)
 	}
 	// The stream exists before the drain so that the applier, started with
 	// capture, finds it at once instead of retrying with backoff.
@@ -345,13 +352,16 @@ func (b *bench) captureConfig() capture.Config {
 // backlog writes the pgbench -N transactions and the marker.
 func (b *bench) backlog(ctx context.Context) error {
 	primaryURL := b.primary.URL(benchDatabase)
-	conn, err := connect(ctx, primaryURL)
+	conn, err := benchConnect(ctx, primaryURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var before string
 	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&before); err != nil {
+		return fmt.Errorf("read the primary's WAL position: %w", err)
+	}
+	if b.backlogStart, err = stream.ParseLSN(before); err != nil {
 		return fmt.Errorf("read the primary's WAL position: %w", err)
 	}
 	per := b.f.txns / benchClients
@@ -365,8 +375,12 @@ func (b *bench) backlog(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "INSERT INTO bench_marker VALUES (1)"); err != nil {
 		return fmt.Errorf("insert the marker: %w", err)
 	}
-	if err := conn.QueryRow(ctx, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint, (SELECT count(*) FROM pgbench_history)",
-		before).Scan(&b.res.WALBytes, &b.res.Txns); err != nil {
+	var after string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint, (SELECT count(*) FROM pgbench_history)",
+		before).Scan(&after, &b.res.WALBytes, &b.res.Txns); err != nil {
+		return fmt.Errorf("measure the backlog: %w", err)
+	}
+	if b.backlogEnd, err = stream.ParseLSN(after); err != nil {
 		return fmt.Errorf("measure the backlog: %w", err)
 	}
 	b.step("backlog written in %.1f s (%s): %d transactions, %s of WAL", time.Since(t0).Seconds(), pgbenchTPS(out),
@@ -436,8 +450,8 @@ func (b *bench) report() {
 		r.Ratio = r.NativeSeconds / r.PgjetSeconds
 	}
 	b.printf("\nbacklog: %d txns, %s WAL (scale %d, order %s, fsync on, %d CPUs)\n", r.Txns, benchMB(r.WALBytes), r.Scale, r.Order, r.CPUs)
-	b.printf("native logical replication: %.1f s (%.0f txn/s)\n", r.NativeSeconds, r.NativeTxnsPerSec)
-	b.printf("pgjet:                      %.1f s (%.0f txn/s)\n", r.PgjetSeconds, r.PgjetTxnsPerSec)
+	b.printf("native logical replication: %s (%.0f txn/s)\n", benchSeconds(r.NativeSeconds), r.NativeTxnsPerSec)
+	b.printf("pgjet:                      %s (%.0f txn/s)\n", benchSeconds(r.PgjetSeconds), r.PgjetTxnsPerSec)
 	b.printf("ratio native/pgjet: %.2f (≥ 1.0 means pgjet drains faster)\n", r.Ratio)
 	if b.f.json {
 		enc, _ := json.Marshal(r)
@@ -495,7 +509,18 @@ func (b *bench) stopPgjet() {
 
 // benchMB renders bytes in decimal megabytes, as in "187 MB".
 func benchMB(n int64) string {
+	if mb := float64(n) / 1e6; mb < 10 {
+		return fmt.Sprintf("%.1f MB", mb)
+	}
 	return fmt.Sprintf("%.0f MB", float64(n)/1e6)
+}
+
+// benchSeconds renders a duration in seconds, with more digits when short.
+func benchSeconds(s float64) string {
+	if s < 10 {
+		return fmt.Sprintf("%.2f s", s)
+	}
+	return fmt.Sprintf("%.1f s", s)
 }
 
 // pgbenchTPS picks pgbench's reported throughput from its output.

@@ -147,7 +147,16 @@ func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logge
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", name, err)
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		// The server would drop the ephemeral consumer after its inactive
+		// threshold anyway; deleting it now leaves the stream as it was.
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = st.DeleteConsumer(dctx, ci.Name)
+		}
+	}()
 
 	var printed uint64 // stream sequence of the last message printed
 	for {
