@@ -30,6 +30,11 @@ type Stats struct {
 	Commits    atomic.Int64
 	Conflicts  atomic.Int64
 	AppliedLSN atomic.Uint64
+	// SourceLSN is the source WAL position the target has caught up to:
+	// the end of the newest applied transaction, or a newer heartbeat
+	// when nothing was pending. Source WAL position minus it is the lag
+	// in bytes.
+	SourceLSN atomic.Uint64
 	StreamSeq  atomic.Uint64
 	// SourceTime is the source time (UnixNano) of the newest applied
 	// transaction or heartbeat: now minus it is the lag.
@@ -282,6 +287,7 @@ func (s *session) setup(ctx context.Context) error {
 	}
 	s.lastSeq = s.pos.seq
 	a.stats.AppliedLSN.Store(uint64(s.pos.commit))
+	a.stats.SourceLSN.Store(uint64(s.pos.end))
 	a.stats.StreamSeq.Store(s.pos.seq)
 
 	s.stmtN++
@@ -420,6 +426,9 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 	if env.Kind == stream.KindHeartbeat {
 		if !s.cur {
 			a.stats.SourceTime.Store(env.CommitTime.UnixNano())
+			if !s.open {
+				a.stats.SourceLSN.Store(uint64(env.EndLSN))
+			}
 			if s.open {
 				s.groupMsg = m
 			} else if err := m.Ack(); err != nil {

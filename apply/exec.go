@@ -225,6 +225,9 @@ func (s *session) commit(ctx context.Context) error {
 	st.Commits.Add(1)
 	st.Conflicts.Add(s.conflicts)
 	st.AppliedLSN.Store(uint64(p.commit))
+	if uint64(p.end) > st.SourceLSN.Load() {
+		st.SourceLSN.Store(uint64(p.end))
+	}
 	st.StreamSeq.Store(p.seq)
 	if !p.time.IsZero() {
 		if prev := st.SourceTime.Load(); p.time.UnixNano() > prev {

@@ -45,7 +45,7 @@ type plan struct {
 	// overriding is set when the target has a GENERATED ALWAYS identity
 	// column: the source's values are kept, as native replication does.
 	overriding bool
-	always     []bool // per source column: GENERATED ALWAYS identity on the target
+	always     []bool            // per source column: GENERATED ALWAYS identity on the target
 	stmts      map[string]string // shape → prepared statement name
 }
 

@@ -462,10 +462,10 @@ func (d *demo) status(ctx context.Context, mon *pgx.Conn, elapsed time.Duration)
 	}
 	for i, r := range d.f.regions {
 		st := d.appliers[i].stats
-		applied := stream.LSN(st.AppliedLSN.Load())
+		applied := stream.LSN(st.SourceLSN.Load())
 		lagBytes, lagTime := "-", "-"
 		if applied > 0 && cur > 0 {
-			lagBytes = humanBytes(int64(cur) - int64(applied))
+			lagBytes = humanBytes(max(int64(cur)-int64(applied), 0))
 		}
 		if st.SourceTime.Load() != 0 {
 			lagTime = fmt.Sprintf("%.1fs", st.Lag().Seconds())

@@ -307,6 +307,9 @@ func (p *Postgres) initdb(ctx context.Context, initdb string) error {
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		err = fmt.Errorf("initdb %s with locale %s: %w\n%s", p.DataDir(), locale, err, strings.TrimSpace(string(out)))
 		if firstErr == nil {
 			firstErr = err
