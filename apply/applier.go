@@ -35,7 +35,7 @@ type Stats struct {
 	// when nothing was pending. Source WAL position minus it is the lag
 	// in bytes.
 	SourceLSN atomic.Uint64
-	StreamSeq  atomic.Uint64
+	StreamSeq atomic.Uint64
 	// SourceTime is the source time (UnixNano) of the newest applied
 	// transaction or heartbeat: now minus it is the lag.
 	SourceTime atomic.Int64

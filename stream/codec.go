@@ -114,6 +114,15 @@ func AppendEnvelope(dst []byte, e *Envelope) []byte {
 			for _, id := range c.Truncated {
 				dst = binary.AppendUvarint(dst, uint64(id))
 			}
+		case OpMessage:
+			var flags byte
+			if c.Transactional {
+				flags = 1
+			}
+			dst = append(dst, flags)
+			dst = appendString(dst, c.Prefix)
+			dst = binary.AppendUvarint(dst, uint64(len(c.Content)))
+			dst = append(dst, c.Content...)
 		}
 	}
 	return dst
@@ -386,7 +395,7 @@ func (d *decoder) preamble(e *Envelope) error {
 		return d.errorf(2, "version %d is newer than this decoder's %d; upgrade pgjet", v, Version)
 	}
 	switch k := Kind(d.b[3]); k {
-	case KindTxn, KindHeartbeat:
+	case KindTxn, KindHeartbeat, KindMessage:
 		e.Kind = k
 	default:
 		return d.errorf(3, "unknown kind %d", k)
@@ -593,6 +602,8 @@ func (d *decoder) change(e *Envelope, c *Change, left int) error {
 	case OpInsert, OpUpdate, OpDelete:
 	case OpTruncate:
 		return d.truncate(c)
+	case OpMessage:
+		return d.message(c)
 	default:
 		return d.errorf(off, "unknown change op %#02x", op)
 	}
@@ -629,6 +640,31 @@ func (d *decoder) change(e *Envelope, c *Change, left int) error {
 		c.Old, err = d.tuple(rel, width, left)
 	}
 	return err
+}
+
+func (d *decoder) message(c *Change) error {
+	off := d.off
+	flags, err := d.byte1("message flags")
+	if err != nil {
+		return err
+	}
+	if flags&^1 != 0 {
+		return d.errorf(off, "unknown message flags %#02x", flags&^1)
+	}
+	c.Transactional = flags&1 != 0
+	// Changes lie beyond the header's shared string: copy the prefix.
+	prefix, err := d.bytes("message prefix")
+	if err != nil {
+		return err
+	}
+	c.Prefix = string(prefix)
+	if c.Content, err = d.bytes("message content"); err != nil {
+		return err
+	}
+	if c.Content == nil {
+		c.Content = []byte{}
+	}
+	return nil
 }
 
 func (d *decoder) truncate(c *Change) error {

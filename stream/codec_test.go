@@ -57,6 +57,13 @@ func roundTripCases() []struct {
 	}{
 		{"heartbeat", &Envelope{Kind: KindHeartbeat, Source: "prod-eu", CommitLSN: 0x16B3748, CommitTime: commitTime}},
 		{"empty heartbeat", &Envelope{Kind: KindHeartbeat}},
+		{"transactional message", &Envelope{Kind: KindTxn, Source: "s", CommitLSN: 9, Flags: FlagFirst | FlagLast, Changes: []Change{
+			{Op: OpMessage, Transactional: true, Prefix: PrefixDDL, Content: []byte(`{"sql":"ALTER TABLE t ADD c int"}`)},
+			{Op: OpMessage, Transactional: true, Prefix: "app", Content: []byte{}},
+		}}},
+		{"non-transactional message", &Envelope{Kind: KindMessage, Source: "s", CommitLSN: 10, Changes: []Change{
+			{Op: OpMessage, Prefix: "app.audit", Content: []byte("\x00binary\xff")},
+		}}},
 		{"insert with every kind of value", txn([]Relation{usersRel},
 			Change{Op: OpInsert, Relation: 16384, New: []Value{text("1"), null, text(""), unchanged}},
 			Change{Op: OpInsert, Relation: 16384, New: []Value{text("2"), text("Zoë 日本語 🐘"), text("-0.50"), text("a\x00b\x00\xff")}},
@@ -248,7 +255,7 @@ func TestDecode_Malformed(t *testing.T) {
 		{"version 0", withByte(2, 0), 2, "invalid version 0"},
 		{"version 2", withByte(2, 2), 2, "version 2 is newer"},
 		{"kind 0", withByte(3, 0), 3, "unknown kind 0"},
-		{"kind 3", withByte(3, 3), 3, "unknown kind 3"},
+		{"kind 4", withByte(3, 4), 3, "unknown kind 4"},
 		{"trailing byte", append(bytes.Clone(valid), 0), len(valid), "1 trailing bytes"},
 		{"unknown flags", builder("PJ").raw(Version, byte(KindTxn)).str("").str("").uv(0).lsn(0).lsn(0).sv(0).uv(0).raw(4), 25, "unknown flags 0x04"},
 		{"xid out of range", builder("PJ").raw(Version, byte(KindTxn)).str("").str("").uv(1 << 32), 6, "xid 4294967296 out of range"},

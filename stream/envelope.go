@@ -28,6 +28,9 @@ const (
 	// KindHeartbeat marks a point in the source WAL with the source's
 	// clock; appliers use it to measure lag on an idle source.
 	KindHeartbeat Kind = 2
+	// KindMessage carries one non-transactional logical decoding message
+	// (pg_logical_emit_message(false, ...)) as a single OpMessage change.
+	KindMessage Kind = 3
 )
 
 // Chunk flags.
@@ -124,6 +127,20 @@ const (
 	OpUpdate   Op = 'U'
 	OpDelete   Op = 'D'
 	OpTruncate Op = 'T'
+	// OpMessage is a logical decoding message: pgjet's own (DDL,
+	// sequences) or an application's, passed through for other consumers.
+	OpMessage Op = 'M'
+)
+
+// Prefixes of the logical messages pgjet itself writes into the source WAL.
+const (
+	// PrefixHeartbeat marks heartbeats (non-transactional).
+	PrefixHeartbeat = "pgjet.heartbeat"
+	// PrefixDDL carries a schema change captured by pgjet's event trigger
+	// (transactional, in commit order with the rows around it).
+	PrefixDDL = "pgjet.ddl"
+	// PrefixSequences carries the source's sequence values.
+	PrefixSequences = "pgjet.sequences"
 )
 
 // Truncate options, as pgoutput sends them.
@@ -145,6 +162,11 @@ type Change struct {
 	// Truncated lists the relations of a TRUNCATE, TruncateOpts its options.
 	Truncated    []uint32
 	TruncateOpts uint8
+	// Prefix and Content are those of an OpMessage; Transactional is
+	// false only in a KindMessage envelope.
+	Prefix        string
+	Content       []byte
+	Transactional bool
 }
 
 // Value kinds, as pgoutput's TupleData sends them.

@@ -40,6 +40,8 @@ func EnvelopeJSON(e *Envelope) ([]byte, error) {
 		kind = "txn"
 	case KindHeartbeat:
 		kind = "heartbeat"
+	case KindMessage:
+		kind = "message"
 	default:
 		return nil, fmt.Errorf("render envelope: unknown kind %d", e.Kind)
 	}
@@ -121,6 +123,8 @@ func opName(op Op) string {
 		return "delete"
 	case OpTruncate:
 		return "truncate"
+	case OpMessage:
+		return "message"
 	}
 	return ""
 }
@@ -148,6 +152,16 @@ func (w *jsonWriter) change(e *Envelope, c *Change) error {
 	}
 	w.raw(`{"op":`)
 	w.str(name)
+	if c.Op == OpMessage {
+		w.raw(`,"prefix":`)
+		w.str(c.Prefix)
+		w.raw(`,"transactional":`)
+		w.bool(c.Transactional)
+		w.raw(`,"content":`)
+		w.str(string(c.Content))
+		w.raw("}")
+		return nil
+	}
 	if c.Op == OpTruncate {
 		w.raw(`,"tables":[`)
 		for i, id := range c.Truncated {

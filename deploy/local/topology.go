@@ -20,6 +20,11 @@ type TopologyOptions struct {
 	// BaseDir holds one JetStream store directory per server, named after it;
 	// "" creates a temporary directory that Shutdown removes.
 	BaseDir string
+	// Proxied routes each region's leafnode connection to the hub through a
+	// TCP Proxy of its own (Topology.Proxies), so that a test can cut one
+	// region off and heal it. The hub does not advertise its leafnode URLs,
+	// so a cut region cannot reconnect around its proxy.
+	Proxied bool
 }
 
 // Topology is a hub nats-server with one leafnode server per region, all
@@ -32,6 +37,9 @@ type Topology struct {
 	Regions map[string]*NATS
 	// Names lists the region names in the order given.
 	Names []string
+	// Proxies maps a region name to the proxy its leafnode connection runs
+	// through; empty unless TopologyOptions.Proxied.
+	Proxies map[string]*Proxy
 
 	baseDir string // removed on Shutdown when ownBase
 	ownBase bool
@@ -55,7 +63,11 @@ func StartTopology(opts TopologyOptions, log zerolog.Logger) (*Topology, error) 
 		}
 		seen[r] = true
 	}
-	t := &Topology{Regions: make(map[string]*NATS, len(opts.Regions)), baseDir: opts.BaseDir}
+	t := &Topology{
+		Regions: make(map[string]*NATS, len(opts.Regions)),
+		Proxies: map[string]*Proxy{},
+		baseDir: opts.BaseDir,
+	}
 	if t.baseDir == "" {
 		d, err := os.MkdirTemp("", "pgjet-topology-*")
 		if err != nil {
@@ -80,11 +92,20 @@ func StartTopology(opts TopologyOptions, log zerolog.Logger) (*Topology, error) 
 	}
 	t.Hub = hub
 	for _, r := range opts.Regions {
+		remote := hub.LeafURL()
+		if opts.Proxied {
+			px, err := StartProxy(0, fmt.Sprintf("127.0.0.1:%d", hub.Options().LeafListenPort))
+			if err != nil {
+				return nil, fmt.Errorf("start topology region %s: %w", r, err)
+			}
+			t.Proxies[r] = px
+			remote = "nats-leaf://" + px.Addr()
+		}
 		n, err := StartNATS(NATSOptions{
 			Name:        r,
 			Domain:      r,
 			StoreDir:    filepath.Join(t.baseDir, safeName(r)),
-			LeafRemotes: []string{hub.LeafURL()},
+			LeafRemotes: []string{remote},
 		}, log)
 		if err != nil {
 			return nil, fmt.Errorf("start topology region %s: %w", r, err)
@@ -112,6 +133,9 @@ func (t *Topology) Shutdown() {
 		// the hub.
 		for i := len(t.Names) - 1; i >= 0; i-- {
 			t.Regions[t.Names[i]].Shutdown()
+		}
+		for _, px := range t.Proxies {
+			px.Close()
 		}
 		if t.Hub != nil {
 			t.Hub.Shutdown()
