@@ -141,6 +141,10 @@ type session struct {
 	groupPos  position
 	groupMsg  jetstream.Msg // newest message whose ack covers the group
 	multi     bool          // the group is one multi-chunk transaction
+	// ddl is set when a source transaction of the group changed the
+	// schema: the group commits after it, so later transactions see the
+	// change committed (e.g. enum values added by ALTER TYPE).
+	ddl bool
 	conflicts int64
 
 	// the source transaction being read (multi-chunk)
@@ -391,7 +395,7 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 			return err
 		}
 		if s.open && !s.cur && (s.groupTxns >= s.a.cfg.GroupTxns || s.groupSize >= s.a.cfg.GroupBytes ||
-			time.Since(s.groupAt) >= s.a.cfg.GroupDelay || s.multi) {
+			time.Since(s.groupAt) >= s.a.cfg.GroupDelay || s.multi || s.ddl) {
 			if err := s.commit(ctx); err != nil {
 				return err
 			}
@@ -423,7 +427,7 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		return schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
 			stream.StreamName(a.cfg.Name), seq, env.Source, a.cfg.Name)
 	}
-	if env.Kind == stream.KindHeartbeat {
+	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
 		if !s.cur {
 			a.stats.SourceTime.Store(env.CommitTime.UnixNano())
 			if !s.open {

@@ -51,6 +51,16 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 			}
 			continue
 		}
+		if ch.Op == stream.OpMessage {
+			// Messages may change the schema: what is queued goes first.
+			if err := s.flush(ctx); err != nil {
+				return err
+			}
+			if err := s.message(ctx, env, ch, seq); err != nil {
+				return err
+			}
+			continue
+		}
 		ri := byID[ch.Relation]
 		p := plans[ri]
 		if p == nil {
@@ -217,7 +227,7 @@ func (s *session) commit(ctx context.Context) error {
 		s.rollback(context.WithoutCancel(ctx))
 		return err
 	}
-	s.open, s.multi = false, false
+	s.open, s.multi, s.ddl = false, false, false
 	txns := s.groupTxns
 	s.pos = p
 	st := &s.a.stats
@@ -253,7 +263,7 @@ func (s *session) rollback(ctx context.Context) {
 	if !s.open {
 		return
 	}
-	s.open, s.multi = false, false
+	s.open, s.multi, s.ddl = false, false, false
 	s.batch, s.batchLen, s.batchSize = nil, 0, 0
 	s.batchInfo = s.batchInfo[:0]
 	s.groupMsg = nil
