@@ -144,7 +144,7 @@ type session struct {
 	// ddl is set when a source transaction of the group changed the
 	// schema: the group commits after it, so later transactions see the
 	// change committed (e.g. enum values added by ALTER TYPE).
-	ddl bool
+	ddl       bool
 	conflicts int64
 
 	// the source transaction being read (multi-chunk)
@@ -154,6 +154,16 @@ type session struct {
 	curNext  uint32
 	lsnText  []byte
 	args     [][]byte
+
+	// open runs (see batch.go)
+	runs        map[*target]*run
+	runOrder    []*run
+	pendingRows int
+	keyBuf      []byte
+	// reorder is set when the session runs with session_replication_role
+	// = replica: foreign keys do not fire, so runs of different tables
+	// may be applied out of their interleaved order within a group.
+	reorder bool
 }
 
 type stmtInfo struct {
@@ -162,6 +172,9 @@ type stmtInfo struct {
 	table string
 	op    stream.Op
 	logs  bool // the statement records conflicts in pgjet.conflicts
+	// rows and lastLSN describe a run statement (several source rows).
+	rows    int
+	lastLSN stream.LSN
 }
 
 func (a *Applier) session(ctx context.Context) error {
@@ -170,7 +183,7 @@ func (a *Applier) session(ctx context.Context) error {
 		return schema.ClassifyConnect(a.cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}}
+	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{}}
 	if err := s.setup(ctx); err != nil {
 		return err
 	}
@@ -273,7 +286,9 @@ func (s *session) setup(ctx context.Context) error {
 		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
 	if a.cfg.SessionReplicationRole {
-		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err == nil {
+			s.reorder = true
+		} else {
 			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser): triggers and foreign keys fire for replicated rows")
 		}
 	}

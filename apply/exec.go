@@ -76,20 +76,12 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 					opName(ch.Op), p.rel.Schema, p.rel.Name, env.CommitLSN, seq)
 			}
 		}
-		name, err := p.prepare(ctx, s.pg, a.cfg.Name, ch, &s.stmtN)
-		if err != nil {
-			return s.stmtError(err, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op})
-		}
-		args := p.args(ch, lsn, nil)
-		s.batch.ExecPrepared(name, args, nil, nil)
-		s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op,
-			logs: ch.Op != stream.OpInsert || p.upsert})
-		s.batchLen++
-		for _, v := range args {
-			s.batchSize += len(v)
+		info := stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op}
+		if err := s.add(ctx, p, ch, lsn, info); err != nil {
+			return err
 		}
 		a.stats.Changes.Add(1)
-		if s.batchLen >= a.cfg.PipelineStatements || s.batchSize >= 8<<20 {
+		if s.batchLen+s.pendingRows/maxRunRows >= a.cfg.PipelineStatements || s.batchSize >= 8<<20 {
 			if err := s.flush(ctx); err != nil {
 				return err
 			}
@@ -98,7 +90,25 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 	return nil
 }
 
+// single queues a change as a single-row statement.
+func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn []byte, info stmtInfo) error {
+	name, err := p.prepare(ctx, s.pg, s.a.cfg.Name, ch, &s.stmtN)
+	if err != nil {
+		return s.stmtError(err, info)
+	}
+	args := p.args(ch, lsn, nil)
+	s.batch.ExecPrepared(name, args, nil, nil)
+	info.logs = ch.Op != stream.OpInsert || p.upsert
+	s.batchInfo = append(s.batchInfo, info)
+	s.batchLen++
+	for _, v := range args {
+		s.batchSize += len(v)
+	}
+	return nil
+}
+
 func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream.Change, byID map[uint32]int, seq uint64) error {
+	s.emitRuns() // a barrier: rows before it go first
 	var names []string
 	for _, id := range ch.Truncated {
 		ri, ok := byID[id]
@@ -158,6 +168,9 @@ func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Enve
 
 // flush sends the queued statements in one round trip.
 func (s *session) flush(ctx context.Context) error {
+	if s.batch != nil {
+		s.emitRuns()
+	}
 	if s.batch == nil || s.batchLen == 0 {
 		return nil
 	}
@@ -188,6 +201,9 @@ func (s *session) flush(ctx context.Context) error {
 
 // stmtError says which change failed, where, and how to proceed.
 func (s *session) stmtError(err error, in stmtInfo) error {
+	if in.rows > 1 {
+		in.table = fmt.Sprintf("%d rows of %s (through LSN %s)", in.rows, in.table, in.lastLSN)
+	}
 	if schema.IsRetryable(err) {
 		return fmt.Errorf("apply %s of %s at LSN %s (stream seq %d): %w", opName(in.op), in.table, in.lsn, in.seq, err)
 	}
@@ -209,6 +225,7 @@ func (s *session) commit(ctx context.Context) error {
 	if !s.open {
 		return nil
 	}
+	s.emitRuns() // the group's rows go before its position and COMMIT
 	p := s.groupPos
 	if p.seq != s.pos.seq {
 		var ts []byte
@@ -266,6 +283,8 @@ func (s *session) rollback(ctx context.Context) {
 	s.open, s.multi, s.ddl = false, false, false
 	s.batch, s.batchLen, s.batchSize = nil, 0, 0
 	s.batchInfo = s.batchInfo[:0]
+	clear(s.runs)
+	s.runOrder, s.pendingRows = s.runOrder[:0], 0
 	s.groupMsg = nil
 	if _, err := s.pg.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
 		s.a.log.Debug().Err(err).Msg("rollback")

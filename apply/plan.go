@@ -47,6 +47,7 @@ type plan struct {
 	overriding bool
 	always     []bool            // per source column: GENERATED ALWAYS identity on the target
 	stmts      map[string]string // shape → prepared statement name
+	runs       map[string]runSQL // shape and row count → run statement
 }
 
 func relationKey(r *stream.Relation) string {

@@ -173,7 +173,8 @@ func (c *Capture) session(ctx context.Context) error {
 	go func() { pubDone <- pub.Run(pubCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload())}
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
+		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	if c.cfg.HeartbeatInterval > 0 {
 		g.Go(func() error { return c.heartbeats(gctx, pool) })
@@ -250,6 +251,11 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	if !canReplicate {
 		return schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, c.where(), quoteIdent(role))
+	}
+	// Event triggers come before the publication so that no schema change
+	// made after capture started is missed.
+	if err := c.ensureDDLCapture(ctx, pool); err != nil {
+		return err
 	}
 	var exists bool
 	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", c.cfg.Publication).Scan(&exists); err != nil {
@@ -358,7 +364,7 @@ func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 		return tailInfo{}, schema.Fatalf(err, "the last message of stream %s (seq %d) is not a pgjet envelope; the stream holds foreign data: use another --name", info.Config.Name, info.State.LastSeq)
 	}
 	switch {
-	case env.Kind == stream.KindHeartbeat || env.Last():
+	case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
 		t.skipBelow = env.CommitLSN + 1
 	default:
 		// A transaction cut short: re-send it whole; consumers restart it
@@ -371,9 +377,11 @@ func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 // heartbeats writes a non-transactional logical message into the WAL
 // periodically: it flows through the slot even when no published table
 // changes, so the slot advances (no WAL pile-up) and appliers see lag.
+// Sequence values are published at the same pace (see sequences).
 func (c *Capture) heartbeats(ctx context.Context, pool *pgxpool.Pool) error {
 	t := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer t.Stop()
+	var seqs seqState
 	for {
 		select {
 		case <-ctx.Done():
@@ -385,6 +393,14 @@ func (c *Capture) heartbeats(ctx context.Context, pool *pgxpool.Pool) error {
 				return nil
 			}
 			c.log.Warn().Err(err).Msg("emit heartbeat")
+		}
+		if c.cfg.Sequences {
+			if err := c.sequences(ctx, pool, &seqs); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				c.log.Warn().Err(err).Msg("publish sequence values")
+			}
 		}
 	}
 }

@@ -61,7 +61,30 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
+
+	// DDL installs pgjet's event triggers on the source (superuser only;
+	// otherwise a warning) and publishes the schema changes they capture.
+	// When false, captured schema changes are dropped.
+	DDL bool
+	// Sequences publishes the source's sequence values at heartbeats when
+	// they changed (and every SequenceEvery heartbeats regardless), so
+	// replicas never hand out ids their rows already use.
+	Sequences bool
+	// IncludeTables, when set, captures only tables matching one of these
+	// schema.table glob patterns (path.Match: public.orders_*).
+	IncludeTables []string
+	// ExcludeTables drops the changes and schema changes of tables
+	// matching one of these patterns; it wins over IncludeTables.
+	ExcludeTables []string
+	// ExcludeColumns removes columns matching these schema.table.column
+	// patterns from every relation and row published (e.g. *.*.ssn). A
+	// replica-identity key column cannot be excluded.
+	ExcludeColumns []string
 }
+
+// SequenceEvery is how many heartbeats may pass before sequence values are
+// published again even when none changed.
+const SequenceEvery = 10
 
 // DefaultConfig returns a Config with every tunable set to its default.
 func DefaultConfig() Config {
@@ -75,6 +98,8 @@ func DefaultConfig() Config {
 		Stream:            stream.StreamOptions{MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute},
 		ProgressInterval:  10 * time.Second,
 		RetryMax:          30 * time.Second,
+		DDL:               true,
+		Sequences:         true,
 	}
 }
 
@@ -101,6 +126,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--tables: %q must be schema.table", t))
 		}
 	}
+	errs = append(errs, validatePatterns("--include-tables", c.IncludeTables, 2),
+		validatePatterns("--exclude-tables", c.ExcludeTables, 2),
+		validatePatterns("--exclude-columns", c.ExcludeColumns, 3))
 	if c.Partitions != "leaf" && c.Partitions != "root" {
 		errs = append(errs, fmt.Errorf("--partitions %q: use leaf or root", c.Partitions))
 	}

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,13 @@ type reader struct {
 	rels     map[uint32]*stream.Relation
 	types    map[typeKey]string
 	nextStat time.Time
+
+	filter *filter
+	// dropped marks relations whose changes the table filter drops;
+	// masks holds, per relation, the indexes of the columns published
+	// when --exclude-columns removes some.
+	dropped map[uint32]bool
+	masks   map[uint32][]int
 
 	// the transaction being read
 	inTxn    bool
@@ -146,36 +154,128 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 	case *pglogrepl.TypeMessage:
 		// Type names are resolved from the catalog with typmods; nothing to do.
 	case *pglogrepl.InsertMessage:
-		return r.change(ctx, stream.Change{Op: stream.OpInsert, Relation: m.RelationID, New: values(m.Tuple)})
+		if r.dropped[m.RelationID] {
+			return nil
+		}
+		return r.change(ctx, stream.Change{Op: stream.OpInsert, Relation: m.RelationID, New: r.values(m.RelationID, m.Tuple)})
 	case *pglogrepl.UpdateMessage:
-		ch := stream.Change{Op: stream.OpUpdate, Relation: m.RelationID, New: values(m.NewTuple)}
+		if r.dropped[m.RelationID] {
+			return nil
+		}
+		ch := stream.Change{Op: stream.OpUpdate, Relation: m.RelationID, New: r.values(m.RelationID, m.NewTuple)}
 		if m.OldTuple != nil {
-			ch.Old = values(m.OldTuple)
+			ch.Old = r.values(m.RelationID, m.OldTuple)
 		}
 		return r.change(ctx, ch)
 	case *pglogrepl.DeleteMessage:
-		return r.change(ctx, stream.Change{Op: stream.OpDelete, Relation: m.RelationID, Old: values(m.OldTuple)})
+		if r.dropped[m.RelationID] {
+			return nil
+		}
+		return r.change(ctx, stream.Change{Op: stream.OpDelete, Relation: m.RelationID, Old: r.values(m.RelationID, m.OldTuple)})
 	case *pglogrepl.TruncateMessage:
-		return r.change(ctx, stream.Change{Op: stream.OpTruncate, Truncated: m.RelationIDs, TruncateOpts: m.Option})
+		ids := m.RelationIDs
+		if len(r.dropped) > 0 {
+			ids = nil
+			for _, id := range m.RelationIDs {
+				if !r.dropped[id] {
+					ids = append(ids, id)
+				}
+			}
+			if len(ids) == 0 {
+				return nil
+			}
+		}
+		return r.change(ctx, stream.Change{Op: stream.OpTruncate, Truncated: ids, TruncateOpts: m.Option})
 	case *pglogrepl.CommitMessage:
 		return r.commit(ctx, m)
 	case *pglogrepl.LogicalDecodingMessage:
-		if !m.Transactional && m.Prefix == HeartbeatPrefix {
-			return r.heartbeat(ctx, stream.LSN(m.LSN))
-		}
+		return r.logicalMessage(ctx, m)
 	}
 	return nil
 }
 
-func values(t *pglogrepl.TupleData) []stream.Value {
+// values converts a tuple of relation rel, leaving out excluded columns.
+func (r *reader) values(rel uint32, t *pglogrepl.TupleData) []stream.Value {
 	if t == nil {
 		return nil
+	}
+	if keep, ok := r.masks[rel]; ok {
+		vs := make([]stream.Value, len(keep))
+		for i, k := range keep {
+			if k < len(t.Columns) {
+				c := t.Columns[k]
+				vs[i] = stream.Value{Kind: c.DataType, Data: c.Data}
+			}
+		}
+		return vs
 	}
 	vs := make([]stream.Value, len(t.Columns))
 	for i, c := range t.Columns {
 		vs[i] = stream.Value{Kind: c.DataType, Data: c.Data}
 	}
 	return vs
+}
+
+// logicalMessage handles a pg_logical_emit_message record. Transactional
+// messages travel inside their transaction (pgjet.ddl ones subject to
+// --ddl and the table filter); non-transactional ones are heartbeats or
+// are published alone for other consumers of the stream.
+func (r *reader) logicalMessage(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
+	at := stream.LSN(m.LSN)
+	if !m.Transactional {
+		if m.Prefix == HeartbeatPrefix {
+			return r.heartbeat(ctx, at)
+		}
+		return r.nonTxnMessage(ctx, at, m)
+	}
+	if !r.inTxn {
+		return fmt.Errorf("pgoutput sent a transactional message at %s outside a transaction", at)
+	}
+	if m.Prefix == stream.PrefixDDL {
+		if !r.c.cfg.DDL {
+			return nil
+		}
+		d, err := schema.ParseDDL(m.Content)
+		if err != nil {
+			// Published as it is: the applier stops on it with the
+			// position, where an operator can look at it.
+			r.c.log.Warn().Err(err).Str("lsn", at.String()).Msg("undecodable schema change message")
+		} else if !r.filter.ddl(d) {
+			r.c.log.Debug().Str("lsn", at.String()).Str("tag", d.Tag).Msg("schema change of filtered tables dropped")
+			return nil
+		}
+	}
+	return r.change(ctx, stream.Change{Op: stream.OpMessage, Transactional: true, Prefix: m.Prefix, Content: bytes.Clone(m.Content)})
+}
+
+// MessageSubject carries the non-transactional logical messages of a
+// source.
+func MessageSubject(source string) string { return "pgjet." + source + ".msg" }
+
+// nonTxnMessage publishes a non-transactional logical message as a
+// KindMessage envelope, confirmed like a heartbeat.
+func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.LogicalDecodingMessage) error {
+	if r.inTxn {
+		return fmt.Errorf("pgoutput sent a non-transactional message at %s inside transaction %d", at, r.env.Xid)
+	}
+	if at < r.skipBelow {
+		return r.pub.Confirm(ctx, at)
+	}
+	env := stream.Envelope{Kind: stream.KindMessage, Source: r.c.cfg.Name, CommitLSN: at, EndLSN: at, CommitTime: time.Now(),
+		Flags: stream.FlagFirst | stream.FlagLast,
+		Changes: []stream.Change{{Op: stream.OpMessage, Prefix: m.Prefix, Content: m.Content}}}
+	data := stream.Encode(&env)
+	if r.maxPayload > 0 && len(data) > r.maxPayload {
+		return schema.Fatalf(nil, "logical message %q at LSN %s is about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
+			m.Prefix, at, len(data), r.maxPayload)
+	}
+	id := r.c.cfg.Name + ":msg:" + fmt.Sprintf("%016X", uint64(at))
+	if err := r.pub.Publish(ctx, MessageSubject(r.c.cfg.Name), data, id, at); err != nil {
+		return wrapNATS(err)
+	}
+	r.c.stats.Messages.Add(1)
+	r.c.stats.Bytes.Add(int64(len(data)))
+	return nil
 }
 
 func (r *reader) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
@@ -187,6 +287,30 @@ func (r *reader) relation(ctx context.Context, m *pglogrepl.RelationMessage) err
 			return err
 		}
 		rel.Columns[i] = stream.Column{Name: col.Name, Key: col.Flags&1 != 0, TypeOID: col.DataType, TypeMod: col.TypeModifier, Type: name}
+	}
+	if r.filter.tableFilter() {
+		if r.filter.table(rel.Schema, rel.Name) {
+			delete(r.dropped, m.RelationID)
+		} else {
+			r.dropped[m.RelationID] = true
+		}
+	}
+	var keep []int
+	if !r.dropped[m.RelationID] {
+		var err error
+		if keep, err = r.filter.columnMask(rel); err != nil {
+			return err
+		}
+	}
+	if keep != nil {
+		cols := make([]stream.Column, len(keep))
+		for i, k := range keep {
+			cols[i] = rel.Columns[k]
+		}
+		rel.Columns = cols
+		r.masks[m.RelationID] = keep
+	} else {
+		delete(r.masks, m.RelationID)
 	}
 	r.rels[m.RelationID] = rel
 	// A relation that changed mid-chunk must be described anew.
@@ -253,7 +377,7 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 	if r.skip {
 		return nil
 	}
-	csize := 8 + tupleSize(ch.Old) + tupleSize(ch.New) + 4*len(ch.Truncated)
+	csize := 8 + tupleSize(ch.Old) + tupleSize(ch.New) + 4*len(ch.Truncated) + len(ch.Prefix) + len(ch.Content)
 	if len(r.env.Changes) > 0 && r.size+csize > r.c.cfg.ChunkBytes {
 		// Close the chunk before it would outgrow the target size: only a
 		// single change larger than ChunkBytes makes a larger message.
@@ -262,7 +386,11 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 		}
 	}
 	ids := ch.Truncated
-	if ch.Op != stream.OpTruncate {
+	switch ch.Op {
+	case stream.OpTruncate:
+	case stream.OpMessage:
+		ids = nil
+	default:
 		ids = []uint32{ch.Relation}
 	}
 	for _, id := range ids {

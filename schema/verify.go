@@ -129,6 +129,12 @@ type VerifyProgress struct {
 	Rows int64
 	// Chunks is how many of its ranges have been compared so far.
 	Chunks int
+	// Recheck, when not 0, says that recheck round Recheck is about to
+	// compare Ranges differing ranges again, after Pause; Table, Rows and
+	// Chunks are then empty.
+	Recheck int
+	Ranges  int
+	Pause   time.Duration
 }
 
 // VerifyReport is the outcome of Verify.
@@ -567,6 +573,9 @@ func (v *verifier) recheck(ctx context.Context, rep *VerifyReport, pending []*pe
 		if len(todo) == 0 {
 			break
 		}
+		if v.opts.Progress != nil {
+			v.opts.Progress(VerifyProgress{Recheck: round + 1, Ranges: len(todo), Pause: pause})
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -804,7 +813,7 @@ func (p *tablePlan) digestBoth(ctx context.Context, src, dst querier, lo, hi []s
 	return sd, dd, err
 }
 
-var plainValue = regexp.MustCompile(`^-?[0-9][0-9.e+-]*$`)
+var plainValue = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
 
 // literal shows a key value: numbers as they are, anything else quoted.
 func literal(s string) string {

@@ -16,7 +16,9 @@ type command struct {
 var commands = []command{
 	{"demo", "run a whole multi-region pipeline on this machine", runDemo},
 	{"tail", "print a source's stream as JSON lines", runTail},
+	{"status", "show each region's position, lag and mirror state", runStatus},
 	{"bench", "drain a pgbench backlog through native logical replication and through pgjet", runBench},
+	{"verify", "prove a replica equals its primary, table by table", runVerify},
 }
 
 func usage() {

@@ -1,0 +1,362 @@
+package apply
+
+import (
+	"context"
+	"encoding/binary"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// A run is a sequence of consecutive changes of one table with the same
+// operation and shape and distinct keys: it is applied by one statement
+// over a VALUES list instead of one statement per row, which is what
+// lets apply outrun a row-at-a-time replication worker. Conflicts are
+// detected and recorded per row inside that statement, exactly as the
+// single-row statements do.
+//
+// Runs are only formed for tables whose rows are identified by a key
+// backed by the target's only unique index: then rows of a run cannot
+// collide with one another in any order, and the result equals applying
+// them one by one.
+type run struct {
+	p     *plan
+	op    stream.Op
+	shape string
+	rows  []*stream.Change
+	lsns  [][]byte
+	keys  map[string]struct{}
+	first stmtInfo
+	last  stream.LSN
+	width int // parameters per row
+}
+
+// maxRunRows bounds a run: large enough to amortise a statement, small
+// enough to keep planning cheap.
+const maxRunRows = 500
+
+// batchable reports whether ch can join a run, and the key that must be
+// unique within it.
+func (p *plan) batchable(ch *stream.Change, key []byte) ([]byte, bool) {
+	if p.fullMatch || len(p.t.uniques) > 1 {
+		return nil, false
+	}
+	switch ch.Op {
+	case stream.OpInsert:
+		if len(p.t.uniques) == 0 {
+			return nil, true // nothing can collide: a plain multi-row insert
+		}
+		if !p.upsert {
+			return nil, false
+		}
+		return p.keyOf(ch.New, key)
+	case stream.OpUpdate:
+		if ch.Old != nil || !p.upsert {
+			return nil, false // a key change depends on order
+		}
+		set := 0
+		for i, v := range ch.New {
+			if v.Kind != stream.ValueUnchanged && !p.always[i] {
+				set++
+			}
+		}
+		if set == 0 {
+			return nil, false
+		}
+		return p.keyOf(ch.New, key)
+	case stream.OpDelete:
+		if !p.upsert {
+			return nil, false
+		}
+		return p.keyOf(ch.Old, key)
+	}
+	return nil, false
+}
+
+// keyOf appends the key values of a tuple to key; a key that is NULL or
+// unchanged TOAST cannot join a run.
+func (p *plan) keyOf(vals []stream.Value, key []byte) ([]byte, bool) {
+	for _, k := range p.keys {
+		v := vals[k]
+		if v.Kind != stream.ValueText {
+			return nil, false
+		}
+		key = binary.AppendUvarint(key, uint64(len(v.Data)))
+		key = append(key, v.Data...)
+	}
+	return key, true
+}
+
+// add queues a row change: into a run when it can join one, otherwise as
+// a single-row statement after the table's open run.
+func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byte, info stmtInfo) error {
+	var ok bool
+	s.keyBuf, ok = p.batchable(ch, s.keyBuf[:0])
+	r := s.runs[p.t]
+	if !ok {
+		if s.reorder {
+			s.emitRun(r)
+		} else {
+			s.emitRuns()
+		}
+		return s.single(ctx, p, ch, lsn, info)
+	}
+	shape := shape(ch.Op, ch)
+	if r != nil && (r.p != p || r.op != ch.Op || r.shape != shape || len(r.rows) >= r.maxRows()) {
+		s.emitRun(r)
+		r = nil
+	}
+	if r != nil && len(s.keyBuf) > 0 {
+		if _, dup := r.keys[string(s.keyBuf)]; dup {
+			s.emitRun(r)
+			r = nil
+		}
+	}
+	if r == nil {
+		if !s.reorder {
+			// Without session_replication_role = replica, foreign keys
+			// fire: keep the source's order across tables.
+			s.emitRuns()
+		}
+		r = &run{p: p, op: ch.Op, shape: shape, keys: map[string]struct{}{}, first: info, width: p.runWidth(ch)}
+		s.runs[p.t] = r
+		s.runOrder = append(s.runOrder, r)
+	}
+	r.rows = append(r.rows, ch)
+	r.lsns = append(r.lsns, lsn)
+	r.last = info.lsn
+	if len(s.keyBuf) > 0 {
+		r.keys[string(s.keyBuf)] = struct{}{}
+	}
+	s.pendingRows++
+	return nil
+}
+
+func (r *run) maxRows() int { return min(maxRunRows, 60000/max(r.width, 1)) }
+
+// emitRuns queues every open run, in the order they were opened.
+func (s *session) emitRuns() {
+	for len(s.runOrder) > 0 {
+		s.emitRun(s.runOrder[0]) // removes it from runOrder
+	}
+}
+
+// emitRun turns a run into one statement in the pipeline.
+func (s *session) emitRun(r *run) {
+	if r == nil {
+		return
+	}
+	delete(s.runs, r.p.t)
+	s.pendingRows -= len(r.rows)
+	for i, o := range s.runOrder {
+		if o == r {
+			s.runOrder = append(s.runOrder[:i], s.runOrder[i+1:]...)
+			break
+		}
+	}
+	if len(r.rows) == 0 {
+		return
+	}
+	p := r.p
+	sql, oids := p.runStatement(s.a.cfg.Name, r.op, r.rows[0], len(r.rows))
+	args := make([][]byte, 0, len(oids))
+	for i, ch := range r.rows {
+		args = p.runArgs(ch, r.lsns[i], args)
+	}
+	s.batch.ExecParams(sql, args, oids, nil, nil)
+	info := r.first
+	info.rows = len(r.rows)
+	info.lastLSN = r.last
+	info.logs = r.op != stream.OpInsert || p.upsert
+	s.batchInfo = append(s.batchInfo, info)
+	s.batchLen++
+	for _, v := range args {
+		s.batchSize += len(v)
+	}
+	r.rows = nil
+}
+
+// runWidth is the number of parameters one row of ch's shape takes.
+func (p *plan) runWidth(ch *stream.Change) int {
+	switch ch.Op {
+	case stream.OpInsert:
+		return len(p.rel.Columns) + 1
+	case stream.OpUpdate:
+		n := 1
+		for _, v := range ch.New {
+			if v.Kind != stream.ValueUnchanged {
+				n++
+			}
+		}
+		return n
+	default:
+		return len(p.keys) + 1
+	}
+}
+
+// runColumns lists, for a run of ch's shape, the source columns that
+// travel as parameters (in order), then the commit LSN.
+func (p *plan) runColumns(op stream.Op, ch *stream.Change) []int {
+	var cols []int
+	switch op {
+	case stream.OpInsert:
+		for i := range p.rel.Columns {
+			cols = append(cols, i)
+		}
+	case stream.OpUpdate:
+		for i, v := range ch.New {
+			if v.Kind != stream.ValueUnchanged {
+				cols = append(cols, i)
+			}
+		}
+	case stream.OpDelete:
+		cols = append(cols, p.keys...)
+	}
+	return cols
+}
+
+func (p *plan) runArgs(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
+	vals := ch.New
+	if ch.Op == stream.OpDelete {
+		vals = ch.Old
+	}
+	for _, i := range p.runColumns(ch.Op, ch) {
+		v := vals[i]
+		switch {
+		case v.Kind == stream.ValueNull:
+			dst = append(dst, nil)
+		case v.Data == nil:
+			dst = append(dst, []byte{})
+		default:
+			dst = append(dst, v.Data)
+		}
+	}
+	return append(dst, lsn)
+}
+
+type runSQL struct {
+	sql  string
+	oids []uint32
+}
+
+// runStatement builds (and caches) the statement of a run of n rows.
+func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n int) (string, []uint32) {
+	key := shape(op, ch) + "#" + strconv.Itoa(n)
+	if p.runs == nil {
+		p.runs = map[string]runSQL{}
+	}
+	if r, ok := p.runs[key]; ok {
+		return r.sql, r.oids
+	}
+	q := p.t.qname
+	cols := p.runColumns(op, ch)
+	ident := func(i int) string { return pgx.Identifier{p.rel.Columns[i].Name}.Sanitize() }
+	vname := func(i int) string { return "p" + strconv.Itoa(i) } // v's column for source column i
+
+	var oids []uint32
+	var rows []string
+	for r := 0; r < n; r++ {
+		var ps []string
+		for _, c := range cols {
+			oids = append(oids, p.oids[c])
+			ps = append(ps, "$"+strconv.Itoa(len(oids)))
+		}
+		oids = append(oids, 0)
+		ps = append(ps, "$"+strconv.Itoa(len(oids))+"::pg_lsn")
+		rows = append(rows, "("+strings.Join(ps, ", ")+")")
+	}
+	var vcols []string
+	for _, c := range cols {
+		vcols = append(vcols, vname(c))
+	}
+	vcols = append(vcols, "pgjet_lsn")
+	with := "WITH v(" + strings.Join(vcols, ", ") + ") AS (VALUES " + strings.Join(rows, ", ") + ")"
+
+	var keyNames, keyExprs, keyJoin, keyMatch []string
+	for _, k := range p.keys {
+		keyNames = append(keyNames, p.rel.Columns[k].Name)
+		keyExprs = append(keyExprs, "m."+vname(k))
+		keyJoin = append(keyJoin, "t."+ident(k)+" = v."+vname(k))
+		keyMatch = append(keyMatch, "x."+vname(k)+" = m."+vname(k))
+	}
+	var rowNames, rowExprs, targetCols, selectCols []string
+	for _, c := range cols {
+		rowNames = append(rowNames, p.rel.Columns[c].Name)
+		rowExprs = append(rowExprs, "m."+vname(c))
+		targetCols = append(targetCols, ident(c))
+		selectCols = append(selectCols, vname(c))
+	}
+	conflicts := func(kind, local, remote, decision, from string) string {
+		return "INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision) SELECT " +
+			lit(source) + ", " + lit(kind) + ", " + lit(p.rel.Schema+"."+p.rel.Name) + ", m.pgjet_lsn, " +
+			jsonObject(keyNames, keyExprs) + ", " + local + ", " + remote + ", " + decision + " " + from
+	}
+
+	var sql string
+	switch op {
+	case stream.OpInsert:
+		ins := "INSERT INTO " + q + " (" + strings.Join(targetCols, ", ") + ")" + p.overridingClause() +
+			" SELECT " + strings.Join(selectCols, ", ") + " FROM v"
+		if !p.upsert {
+			sql = with + " " + ins
+			break
+		}
+		var keyCols, sets []string
+		for _, k := range p.keys {
+			keyCols = append(keyCols, ident(k))
+		}
+		for i := range p.rel.Columns {
+			if (!p.rel.Columns[i].Key || p.rel.Identity == stream.IdentityFull) && !p.always[i] {
+				sets = append(sets, ident(i)+" = EXCLUDED."+ident(i))
+			}
+		}
+		action := "DO NOTHING"
+		if len(sets) > 0 {
+			action = "DO UPDATE SET " + strings.Join(sets, ", ")
+		}
+		sql = with + ", pgjet_old AS (SELECT to_jsonb(t) AS j, v.* FROM " + q + " t JOIN v ON " + strings.Join(keyJoin, " AND ") + ")" +
+			", pgjet_ins AS (" + ins + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") " + action + " RETURNING 1) " +
+			conflicts("insert_exists", "m.j", jsonObject(rowNames, rowExprs), "'apply_remote'", "FROM pgjet_old m")
+
+	case stream.OpUpdate:
+		var sets, keyRet []string
+		for _, c := range cols {
+			if !p.always[c] {
+				sets = append(sets, ident(c)+" = v."+vname(c))
+			}
+		}
+		for _, k := range p.keys {
+			keyRet = append(keyRet, "v."+vname(k))
+		}
+		full := len(cols) == len(p.rel.Columns)
+		sql = with + ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " FROM v WHERE " + strings.Join(keyJoin, " AND ") +
+			" RETURNING " + strings.Join(keyRet, ", ") + ")" +
+			", pgjet_missing AS (SELECT * FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd x WHERE " + strings.Join(keyMatch, " AND ") + "))"
+		decision := "'skip'"
+		if full {
+			// The source wins: a missing row is inserted whole.
+			var ret []string
+			for _, k := range p.keys {
+				ret = append(ret, ident(k)+" AS "+vname(k))
+			}
+			sql += ", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(targetCols, ", ") + ")" + p.overridingClause() +
+				" SELECT " + strings.Join(selectCols, ", ") + " FROM pgjet_missing ON CONFLICT DO NOTHING RETURNING " + strings.Join(ret, ", ") + ")"
+			decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins x WHERE " + strings.Join(keyMatch, " AND ") + ") THEN 'apply_remote' ELSE 'skip' END"
+		}
+		sql += " " + conflicts("update_missing", "NULL", jsonObject(rowNames, rowExprs), decision, "FROM pgjet_missing m")
+
+	case stream.OpDelete:
+		var keyRet []string
+		for _, k := range p.keys {
+			keyRet = append(keyRet, "v."+vname(k))
+		}
+		sql = with + ", pgjet_del AS (DELETE FROM " + q + " t USING v WHERE " + strings.Join(keyJoin, " AND ") +
+			" RETURNING " + strings.Join(keyRet, ", ") + ") " +
+			conflicts("delete_missing", "NULL", "NULL", "'skip'", "FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_del x WHERE "+strings.Join(keyMatch, " AND ")+")")
+	}
+	p.runs[key] = runSQL{sql, oids}
+	return sql, oids
+}

@@ -1,0 +1,136 @@
+package capture
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// ensureDDLCapture installs pgjet's event triggers on the source when they
+// are missing or outdated (see schema.DDLInstallSQL). Only a superuser may
+// create event triggers: for any other role DDL capture stays off, with a
+// warning, and capture goes on.
+func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) error {
+	var body *string
+	var triggers int
+	err := pool.QueryRow(ctx, `SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)),
+		(SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($2) AND evtfoid = to_regprocedure($1) AND evtenabled <> 'D')`,
+		schema.DDLFunction, schema.DDLTriggers).Scan(&body, &triggers)
+	if err != nil {
+		return fmt.Errorf("look up DDL capture triggers: %w", err)
+	}
+	if !c.cfg.DDL {
+		if triggers > 0 {
+			c.log.Warn().Msg("pgjet's DDL event triggers are installed but --ddl=false: the schema changes they capture are dropped; " +
+				"DROP EVENT TRIGGER pgjet_ddl_start, pgjet_ddl_end, pgjet_ddl_drop to stop capturing them")
+		}
+		return nil
+	}
+	if body != nil && *body == schema.DDLFunctionBody && triggers == len(schema.DDLTriggers) {
+		c.log.Debug().Msg("DDL capture installed")
+		return nil
+	}
+	var super bool
+	var role string
+	if err := pool.QueryRow(ctx, "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&role, &super); err != nil {
+		return fmt.Errorf("read role attributes: %w", err)
+	}
+	if !super {
+		if body != nil && triggers == len(schema.DDLTriggers) {
+			c.log.Warn().Str("role", role).Msg("pgjet's DDL event triggers on the source are from another pgjet version and role is not a superuser, so they cannot be updated; run pgjet-capture once as a superuser to update them")
+			return nil
+		}
+		c.log.Warn().Str("role", role).Msgf("DDL capture is off: role %q is not a superuser, and only superusers can create the event triggers that capture schema changes; "+
+			"schema changes on the source are not replicated (apply them to every replica by hand before using them), or run pgjet-capture once as a superuser to install them", role)
+		return nil
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("install DDL capture: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// The installation itself is not a schema change to replicate.
+	if _, err := tx.Exec(ctx, "SET LOCAL "+schema.DDLOffSetting+" = off"); err != nil {
+		return fmt.Errorf("install DDL capture: %w", err)
+	}
+	if _, err := tx.Exec(ctx, schema.DDLInstallSQL()); err != nil {
+		return fmt.Errorf("install DDL capture: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("install DDL capture: %w", err)
+	}
+	c.log.Info().Msg("DDL capture installed: event triggers pgjet_ddl_start, pgjet_ddl_end and pgjet_ddl_drop")
+	return nil
+}
+
+// seqState is what the heartbeat loop remembers of published sequences.
+type seqState struct {
+	last  string // content of the last pgjet.sequences message
+	beats int    // heartbeats since it was published
+}
+
+// sequencesSQL lists the source's sequences that have handed out a value,
+// with the table that owns each (serial or identity column), if any.
+const sequencesSQL = `SELECT s.schemaname, s.sequencename, s.last_value, coalesce(tn.nspname, ''), coalesce(t.relname, '')
+FROM pg_sequences s
+JOIN pg_namespace sn ON sn.nspname = s.schemaname
+JOIN pg_class sc ON sc.relnamespace = sn.oid AND sc.relname = s.sequencename
+LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = sc.oid AND d.objsubid = 0
+	AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_class t ON t.oid = d.refobjid
+LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE s.schemaname <> 'pgjet' AND s.last_value IS NOT NULL
+ORDER BY 1, 2`
+
+// sequences publishes the source's sequence values when they changed
+// since the last time, or SequenceEvery heartbeats passed. Pgoutput does
+// not decode sequences (PG15): the values travel as a transactional
+// logical message in a transaction of their own, so they reach replicas in
+// commit order like rows. With a table filter, only sequences owned by
+// captured tables are published.
+func (c *Capture) sequences(ctx context.Context, pool *pgxpool.Pool, st *seqState) error {
+	st.beats++
+	rows, err := pool.Query(ctx, sequencesSQL)
+	if err != nil {
+		return fmt.Errorf("read sequences: %w", err)
+	}
+	f := newFilter(&c.cfg)
+	var vals []schema.SequenceValue
+	for rows.Next() {
+		var v schema.SequenceValue
+		var tschema, table string
+		if err := rows.Scan(&v.Schema, &v.Name, &v.Value, &tschema, &table); err != nil {
+			rows.Close()
+			return fmt.Errorf("read sequences: %w", err)
+		}
+		if f.tableFilter() && (table == "" || !f.table(tschema, table)) {
+			continue
+		}
+		vals = append(vals, v)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read sequences: %w", err)
+	}
+	if len(vals) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(vals)
+	if err != nil {
+		return fmt.Errorf("encode sequences: %w", err)
+	}
+	content := string(b)
+	if content == st.last && st.beats < SequenceEvery {
+		return nil
+	}
+	if _, err := pool.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", stream.PrefixSequences, content); err != nil {
+		return fmt.Errorf("emit sequence values: %w", err)
+	}
+	c.log.Debug().Int("sequences", len(vals)).Msg("sequence values published")
+	st.last, st.beats = content, 0
+	return nil
+}

@@ -1,0 +1,713 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/apply"
+	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// statusFlags are the flags of `pgjet status`.
+type statusFlags struct {
+	nats     string
+	name     string
+	domains  []string
+	json     bool
+	dbRegion []string // region=URL
+	timeout  time.Duration
+}
+
+// statusStreamPrefix is what every pgjet stream name starts with.
+var statusStreamPrefix = stream.StreamName("")
+
+// statusConsumerPrefix is what every applier's durable consumer name
+// starts with.
+var statusConsumerPrefix = apply.ConsumerName("")
+
+func runStatus(args []string) int {
+	var f statusFlags
+	fs := pflag.NewFlagSet("pgjet status", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet status shows, for a source (or every source), each region's copy of the stream\n"+
+			"and how far its applier has come:\n"+
+			"  - per JetStream domain: the stream's last sequence and message time; for a mirror, its\n"+
+			"    lag behind the origin, its last contact with it and any error (a cut-off region shows\n"+
+			"    a growing last contact);\n"+
+			"  - per applier consumer (pgjet_apply_<region>): ack floor, pending messages and lag in\n"+
+			"    messages (stream last sequence - ack floor);\n"+
+			"  - with --db-region: the position in the target's pgjet.applied, the lag in seconds (now -\n"+
+			"    commit time of the last applied transaction), the source WAL bytes between it and the\n"+
+			"    newest transaction in the stream, and conflicts in the last hour.\n"+
+			"The lag in seconds keeps growing while the source is idle, because no transaction commits;\n"+
+			"\"caught up\" then tells an idle source from a stuck applier, and capture's heartbeats\n"+
+			"(--heartbeat) keep the stream's last message time fresh.\n\n"+
+			"Usage:\n  pgjet status --nats URL [--name SOURCE] [--domains hub,r1,r2] [--db-region r1=postgres://...]... [--json]\n\n"+
+			"Other domains are reached through the connected server (leafnodes join them). Exit status 0\n"+
+			"when at least one domain answered, 1 otherwise.\n\n"+
+			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	fs.StringVar(&f.nats, "nats", "", "NATS URL, e.g. nats://hub:4222")
+	fs.StringVar(&f.name, "name", "", "source name (stream PGJET_<name>); default every PGJET_* stream")
+	fs.StringSliceVar(&f.domains, "domains", nil, "JetStream domains to ask, comma-separated (default: the connected server's)")
+	fs.BoolVar(&f.json, "json", false, "print one JSON document instead of tables")
+	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
+	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
+	cli.Parse(fs, args)
+
+	if f.nats == "" {
+		fmt.Fprintln(os.Stderr, "pgjet status: --nats is required (nats://host:4222)")
+		return 2
+	}
+	if f.name != "" {
+		if err := stream.ValidateSource(f.name); err != nil {
+			fmt.Fprintf(os.Stderr, "pgjet status: --name: %v\n", err)
+			return 2
+		}
+	}
+	targets, err := parseDBRegions(f.dbRegion)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
+		return 2
+	}
+
+	log := zerolog.New(consoleWriter()).Level(zerolog.ErrorLevel).With().Timestamp().Str("cmd", "pgjet status").Logger()
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	rep, err := gatherStatus(ctx, f, targets, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
+		return 1
+	}
+	if f.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(rep)
+	} else {
+		err = rep.print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet status: write output: %v\n", err)
+		return 1
+	}
+	for _, d := range rep.Domains {
+		if d.Error == "" {
+			return 0
+		}
+	}
+	return 1
+}
+
+// dbRegion is one --db-region.
+type dbRegion struct{ region, url string }
+
+func parseDBRegions(vals []string) ([]dbRegion, error) {
+	var out []dbRegion
+	seen := map[string]bool{}
+	for _, v := range vals {
+		region, url, ok := strings.Cut(v, "=")
+		if !ok || url == "" {
+			return nil, fmt.Errorf("--db-region %q: use region=postgres://user@host:5432/db", schema.Redact(v))
+		}
+		if err := stream.ValidateSource(region); err != nil {
+			return nil, fmt.Errorf("--db-region: region: %w", err)
+		}
+		if seen[region] {
+			return nil, fmt.Errorf("--db-region: region %s given twice", region)
+		}
+		seen[region] = true
+		out = append(out, dbRegion{region, url})
+	}
+	return out, nil
+}
+
+// statusReport is what `pgjet status` prints; --json prints it as is.
+type statusReport struct {
+	At   time.Time `json:"at"`
+	NATS string    `json:"nats"`
+	// Domains lists every domain asked, with the error that kept it from
+	// answering.
+	Domains []domainReport `json:"domains"`
+	// DBErrors lists the --db-region targets that could not be read.
+	DBErrors []targetReport `json:"db_errors,omitempty"`
+	Sources  []sourceReport `json:"sources"`
+}
+
+type domainReport struct {
+	// Domain is the JetStream domain ("" when the server has none).
+	Domain string `json:"domain"`
+	Error  string `json:"error,omitempty"`
+}
+
+type sourceReport struct {
+	Source string `json:"source"`
+	// Streams are the home stream and its mirrors, one per domain.
+	Streams []streamReport `json:"streams"`
+	// Targets are the --db-region targets' applied positions.
+	Targets []targetReport `json:"targets,omitempty"`
+}
+
+type streamReport struct {
+	Domain string `json:"domain"`
+	Stream string `json:"stream"`
+	// Role is "home" for the stream capture publishes to, "mirror" for a
+	// region's copy.
+	Role     string     `json:"role"`
+	Messages uint64     `json:"messages"`
+	Bytes    uint64     `json:"bytes"`
+	FirstSeq uint64     `json:"first_seq"`
+	LastSeq  uint64     `json:"last_seq"`
+	LastTime *time.Time `json:"last_time,omitempty"`
+	// LastTxnLSN is the source LSN of the newest transaction in the stream
+	// (end of its commit, or its commit when its last chunk is missing).
+	LastTxnLSN string        `json:"last_txn_lsn,omitempty"`
+	Mirror     *mirrorReport `json:"mirror,omitempty"`
+	// Gap says which messages this copy lost, if any.
+	Gap       string           `json:"gap,omitempty"`
+	Consumers []consumerReport `json:"consumers"`
+
+	lastTxn stream.LSN
+}
+
+type mirrorReport struct {
+	// Upstream is the origin's domain.
+	Upstream string `json:"upstream_domain"`
+	// Lag is how many messages the mirror trails its origin, as of its
+	// last contact.
+	Lag uint64 `json:"lag"`
+	// LastContactSeconds is the time since the mirror last heard from its
+	// origin; null when it never has.
+	LastContactSeconds *float64 `json:"last_contact_seconds"`
+	Error              string   `json:"error,omitempty"`
+}
+
+type consumerReport struct {
+	Name   string `json:"name"`
+	Region string `json:"region"`
+	// AckFloor is the stream sequence up to which everything is applied
+	// and acknowledged.
+	AckFloor  uint64 `json:"ack_floor_seq"`
+	Delivered uint64 `json:"delivered_seq"`
+	// Pending counts the messages not yet delivered to the applier.
+	Pending    uint64 `json:"pending"`
+	AckPending int    `json:"ack_pending"`
+	// Lag is the stream's last sequence minus the ack floor.
+	Lag uint64 `json:"lag"`
+	Gap string `json:"gap,omitempty"`
+}
+
+type targetReport struct {
+	Region     string     `json:"region"`
+	Error      string     `json:"error,omitempty"`
+	CommitLSN  string     `json:"commit_lsn,omitempty"`
+	EndLSN     string     `json:"end_lsn,omitempty"`
+	StreamSeq  uint64     `json:"stream_seq,omitempty"`
+	CommitTime *time.Time `json:"commit_time,omitempty"`
+	AppliedAt  *time.Time `json:"applied_at,omitempty"`
+	// LagSeconds is now minus the source commit time of the last applied
+	// transaction; it grows on an idle source.
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
+	// BehindBytes is the source WAL between the end of the last applied
+	// transaction and the newest transaction in the stream.
+	BehindBytes *uint64 `json:"behind_bytes,omitempty"`
+	// CaughtUp is true when the target has applied the newest transaction
+	// in the stream: a growing LagSeconds then means an idle source.
+	CaughtUp          *bool `json:"caught_up,omitempty"`
+	ConflictsLastHour int64 `json:"conflicts_last_hour"`
+}
+
+// gatherStatus asks every domain and target. Only a failed connection to
+// NATS is an error; a domain or a database that does not answer is
+// reported in its row.
+func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log zerolog.Logger) (*statusReport, error) {
+	nc, err := nats.Connect(f.nats, nats.Name("pgjet status"), nats.Timeout(f.timeout), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error().Err(err).Msg("nats") }))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w (is nats-server running there?)", redactNATS(f.nats), err)
+	}
+	defer nc.Close()
+
+	domains := f.domains
+	if len(domains) == 0 {
+		domains = []string{""}
+	}
+	rep := &statusReport{At: time.Now().UTC(), NATS: redactNATS(f.nats), Domains: make([]domainReport, len(domains))}
+	streams := make([][]streamReport, len(domains))
+	var wg sync.WaitGroup
+	for i, d := range domains {
+		wg.Go(func() {
+			dctx, cancel := context.WithTimeout(ctx, f.timeout)
+			defer cancel()
+			rep.Domains[i].Domain = d
+			name, ss, err := domainStatus(dctx, nc, d, f.name)
+			if name != "" {
+				rep.Domains[i].Domain = name
+			}
+			if err != nil {
+				rep.Domains[i].Error = err.Error()
+			}
+			streams[i] = ss
+		})
+	}
+	wg.Wait()
+
+	bySource := map[string]*sourceReport{}
+	source := func(name string) *sourceReport {
+		if s, ok := bySource[name]; ok {
+			return s
+		}
+		s := &sourceReport{Source: name, Streams: []streamReport{}}
+		bySource[name] = s
+		return s
+	}
+	if f.name != "" {
+		source(f.name)
+	}
+	for _, ss := range streams {
+		for _, s := range ss {
+			src := source(strings.TrimPrefix(s.Stream, statusStreamPrefix))
+			src.Streams = append(src.Streams, s)
+		}
+	}
+	for _, s := range bySource {
+		markMirrorGaps(s.Streams)
+	}
+
+	if len(targets) > 0 {
+		var names []string
+		if f.name != "" {
+			names = []string{f.name}
+		}
+		results := make([]map[string]targetReport, len(targets))
+		for i, t := range targets {
+			wg.Go(func() {
+				tctx, cancel := context.WithTimeout(ctx, f.timeout)
+				defer cancel()
+				results[i] = targetStatus(tctx, t, names)
+			})
+		}
+		wg.Wait()
+		for i, t := range targets {
+			for name, tr := range results[i] {
+				if name == "" {
+					rep.DBErrors = append(rep.DBErrors, tr)
+					continue
+				}
+				s := source(name)
+				tr.Region = t.region
+				fillTargetLag(&tr, s.Streams)
+				s.Targets = append(s.Targets, tr)
+			}
+		}
+	}
+
+	for _, s := range bySource {
+		slices.SortFunc(s.Streams, func(a, b streamReport) int {
+			return cmp.Or(cmp.Compare(roleOrder(a.Role), roleOrder(b.Role)), cmp.Compare(a.Domain, b.Domain))
+		})
+		slices.SortFunc(s.Targets, func(a, b targetReport) int { return cmp.Compare(a.Region, b.Region) })
+		rep.Sources = append(rep.Sources, *s)
+	}
+	slices.SortFunc(rep.Sources, func(a, b sourceReport) int { return cmp.Compare(a.Source, b.Source) })
+	if rep.Sources == nil {
+		rep.Sources = []sourceReport{}
+	}
+	return rep, nil
+}
+
+func roleOrder(role string) int {
+	if role == "home" {
+		return 0
+	}
+	return 1
+}
+
+// redactNATS hides a password in a NATS URL.
+func redactNATS(u string) string { return schema.Redact(u) }
+
+// domainStatus reports the pgjet streams of one domain ("" = the connected
+// server's) and returns the domain's name as its JetStream reports it.
+func domainStatus(ctx context.Context, nc *nats.Conn, domain, source string) (string, []streamReport, error) {
+	js, err := stream.NewJetStream(nc, domain)
+	if err != nil {
+		return "", nil, fmt.Errorf("open JetStream: %w", err)
+	}
+	ai, err := js.AccountInfo(ctx)
+	if err != nil {
+		return "", nil, domainError(domain, err)
+	}
+	var infos []*jetstream.StreamInfo
+	if source != "" {
+		st, err := js.Stream(ctx, stream.StreamName(source))
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return ai.Domain, nil, nil
+		case err != nil:
+			return ai.Domain, nil, fmt.Errorf("look up stream %s: %w", stream.StreamName(source), err)
+		}
+		infos = append(infos, st.CachedInfo())
+	} else {
+		l := js.ListStreams(ctx)
+		for info := range l.Info() {
+			if strings.HasPrefix(info.Config.Name, statusStreamPrefix) {
+				infos = append(infos, info)
+			}
+		}
+		if err := l.Err(); err != nil {
+			return ai.Domain, nil, fmt.Errorf("list streams: %w", err)
+		}
+	}
+	var out []streamReport
+	for _, info := range infos {
+		sr, err := streamStatus(ctx, js, ai.Domain, info)
+		if err != nil {
+			return ai.Domain, out, err
+		}
+		out = append(out, sr)
+	}
+	return ai.Domain, out, nil
+}
+
+// domainError turns a failed JetStream request into what an operator can
+// act on.
+func domainError(domain string, err error) error {
+	where := "the connected server's JetStream"
+	if domain != "" {
+		where = "JetStream domain " + domain
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("%s: JetStream is not enabled", where)
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return fmt.Errorf("%s is unreachable (region cut off, leafnode down, or a wrong domain name): %w", where, err)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// streamStatus reports one stream and its appliers' consumers.
+func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, info *jetstream.StreamInfo) (streamReport, error) {
+	st := info.State
+	sr := streamReport{
+		Domain:    domain,
+		Stream:    info.Config.Name,
+		Role:      "home",
+		Messages:  st.Msgs,
+		Bytes:     st.Bytes,
+		FirstSeq:  st.FirstSeq,
+		LastSeq:   st.LastSeq,
+		Consumers: []consumerReport{},
+	}
+	if !st.LastTime.IsZero() && st.Msgs > 0 {
+		t := st.LastTime.UTC()
+		sr.LastTime = &t
+	}
+	if m := info.Config.Mirror; m != nil {
+		sr.Role = "mirror"
+		mr := &mirrorReport{Upstream: m.Domain}
+		if mr.Upstream == "" && m.External != nil {
+			// The server stores a mirror's domain as the API prefix
+			// $JS.<domain>.API.
+			p := m.External.APIPrefix
+			mr.Upstream = p
+			if d, ok := strings.CutPrefix(p, "$JS."); ok {
+				if d, ok := strings.CutSuffix(d, ".API"); ok {
+					mr.Upstream = d
+				}
+			}
+		}
+		if mi := info.Mirror; mi != nil {
+			mr.Lag = mi.Lag
+			if mi.Active >= 0 {
+				s := mi.Active.Seconds()
+				mr.LastContactSeconds = &s
+			}
+			if mi.Error != nil {
+				mr.Error = mi.Error.Error()
+			}
+		}
+		sr.Mirror = mr
+	}
+	if st.NumDeleted > 0 {
+		sr.Gap = fmt.Sprintf("%d messages missing between sequences %d and %d", st.NumDeleted, st.FirstSeq, st.LastSeq)
+	}
+
+	s, err := js.Stream(ctx, info.Config.Name)
+	if err != nil {
+		return sr, fmt.Errorf("open stream %s: %w", info.Config.Name, err)
+	}
+	source := strings.TrimPrefix(info.Config.Name, statusStreamPrefix)
+	if m, err := s.GetLastMsgForSubject(ctx, stream.TxnSubject(source)); err == nil {
+		if env, err := stream.Decode(m.Data); err == nil {
+			sr.lastTxn = env.CommitLSN
+			if env.Last() && env.EndLSN > 0 {
+				sr.lastTxn = env.EndLSN
+			}
+			sr.LastTxnLSN = sr.lastTxn.String()
+		}
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return sr, fmt.Errorf("read newest transaction of %s: %w", info.Config.Name, err)
+	}
+
+	l := s.ListConsumers(ctx)
+	for ci := range l.Info() {
+		if !strings.HasPrefix(ci.Name, statusConsumerPrefix) {
+			continue
+		}
+		cr := consumerReport{
+			Name:       ci.Name,
+			Region:     strings.TrimPrefix(ci.Name, statusConsumerPrefix),
+			AckFloor:   ci.AckFloor.Stream,
+			Delivered:  ci.Delivered.Stream,
+			Pending:    ci.NumPending,
+			AckPending: ci.NumAckPending,
+		}
+		if st.LastSeq > cr.AckFloor {
+			cr.Lag = st.LastSeq - cr.AckFloor
+		}
+		if st.Msgs > 0 && cr.AckFloor+1 < st.FirstSeq {
+			cr.Gap = fmt.Sprintf("sequences %d-%d were removed before this applier acknowledged them", cr.AckFloor+1, st.FirstSeq-1)
+		}
+		sr.Consumers = append(sr.Consumers, cr)
+	}
+	if err := l.Err(); err != nil {
+		return sr, fmt.Errorf("list consumers of %s: %w", info.Config.Name, err)
+	}
+	slices.SortFunc(sr.Consumers, func(a, b consumerReport) int { return cmp.Compare(a.Name, b.Name) })
+	return sr, nil
+}
+
+// markMirrorGaps flags mirrors that can no longer copy everything: the
+// home stream no longer holds the message after the mirror's last one, so
+// the mirror will skip to what is left.
+func markMirrorGaps(streams []streamReport) {
+	var home *streamReport
+	for i := range streams {
+		if streams[i].Role == "home" {
+			home = &streams[i]
+		}
+	}
+	if home == nil || home.Messages == 0 {
+		return
+	}
+	for i := range streams {
+		m := &streams[i]
+		if m.Role != "mirror" || m.Gap != "" {
+			continue
+		}
+		if m.LastSeq+1 < home.FirstSeq {
+			m.Gap = fmt.Sprintf("home stream starts at %d: sequences %d-%d expired before this mirror copied them",
+				home.FirstSeq, m.LastSeq+1, home.FirstSeq-1)
+		}
+	}
+}
+
+// targetStatus reads a target's applied positions and recent conflicts,
+// per source (all sources in pgjet.applied when names is empty). A
+// failure is returned under the source "".
+func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]targetReport {
+	fail := func(err error) map[string]targetReport {
+		return map[string]targetReport{"": {Region: t.region, Error: err.Error()}}
+	}
+	conn, err := pgx.Connect(ctx, t.url)
+	if err != nil {
+		return fail(schema.ClassifyConnect(t.url, err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	out := map[string]targetReport{}
+	for _, n := range names {
+		out[n] = targetReport{Region: t.region, Error: "no applied position for source " + n + " yet"}
+	}
+	rows, err := conn.Query(ctx, `SELECT source, commit_lsn::text, end_lsn::text, stream_seq, commit_time, applied_at,
+		extract(epoch FROM clock_timestamp() - commit_time)::float8
+		FROM pgjet.applied WHERE coalesce(cardinality($1::text[]), 0) = 0 OR source = ANY($1)`, names)
+	if err != nil {
+		if schema.PgCode(err) == "42P01" || schema.PgCode(err) == "3F000" {
+			return fail(fmt.Errorf("no pgjet.applied in %s: pgjet-apply has not run against it", schema.Redact(t.url)))
+		}
+		return fail(fmt.Errorf("read pgjet.applied: %w", err))
+	}
+	for rows.Next() {
+		var (
+			src, commit, end  string
+			seq               int64
+			commitAt, applied *time.Time
+			lag               *float64
+		)
+		if err := rows.Scan(&src, &commit, &end, &seq, &commitAt, &applied, &lag); err != nil {
+			return fail(fmt.Errorf("read pgjet.applied: %w", err))
+		}
+		tr := targetReport{Region: t.region, CommitLSN: commit, EndLSN: end, StreamSeq: uint64(seq), CommitTime: utc(commitAt), AppliedAt: utc(applied)}
+		if lag != nil {
+			l := max(*lag, 0)
+			tr.LagSeconds = &l
+		}
+		out[src] = tr
+	}
+	if err := rows.Err(); err != nil {
+		return fail(fmt.Errorf("read pgjet.applied: %w", err))
+	}
+
+	rows, err = conn.Query(ctx, `SELECT source, count(*) FROM pgjet.conflicts WHERE at > now() - interval '1 hour' GROUP BY source`)
+	if err != nil {
+		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
+	}
+	for rows.Next() {
+		var src string
+		var n int64
+		if err := rows.Scan(&src, &n); err != nil {
+			return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
+		}
+		if tr, ok := out[src]; ok {
+			tr.ConflictsLastHour = n
+			out[src] = tr
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
+	}
+	return out
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// fillTargetLag compares a target's position with the newest transaction
+// the source's streams hold (the home stream's when it answered).
+func fillTargetLag(tr *targetReport, streams []streamReport) {
+	if tr.Error != "" || tr.EndLSN == "" {
+		return
+	}
+	end, err := stream.ParseLSN(tr.EndLSN)
+	if err != nil {
+		return
+	}
+	var newest stream.LSN
+	for _, s := range streams {
+		newest = max(newest, s.lastTxn)
+	}
+	if newest == 0 {
+		return
+	}
+	behind := uint64(0)
+	if newest > end {
+		behind = uint64(newest - end)
+	}
+	caught := behind == 0
+	tr.BehindBytes, tr.CaughtUp = &behind, &caught
+}
+
+// print writes the report as tables for people.
+func (r *statusReport) print(out io.Writer) error {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	now := r.At
+	for _, d := range r.Domains {
+		if d.Error != "" {
+			fmt.Fprintf(w, "domain %s: %s\n", orDash(d.Domain), d.Error)
+		}
+	}
+	for _, t := range r.DBErrors {
+		fmt.Fprintf(w, "database of region %s: %s\n", t.Region, t.Error)
+	}
+	if len(r.Sources) == 0 {
+		fmt.Fprintf(w, "no pgjet streams (PGJET_*) in the domains asked\n")
+	}
+	for _, s := range r.Sources {
+		fmt.Fprintf(w, "\nsource %s\n", s.Source)
+		if len(s.Streams) == 0 {
+			fmt.Fprintf(w, "  no stream %s in the domains asked\n", stream.StreamName(s.Source))
+		} else {
+			fmt.Fprintf(w, "  DOMAIN\tROLE\tLAST SEQ\tLAST MESSAGE\tLAST TXN LSN\tMIRROR LAG\tLAST CONTACT\tMIRROR ERROR\tGAP\n")
+			for _, st := range s.Streams {
+				lag, contact, merr := "-", "-", "-"
+				if m := st.Mirror; m != nil {
+					lag = fmt.Sprint(m.Lag)
+					contact = "never"
+					if m.LastContactSeconds != nil {
+						contact = fmt.Sprintf("%.1fs ago", *m.LastContactSeconds)
+					}
+					if m.Error != "" {
+						merr = m.Error
+					}
+				}
+				fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(st.Domain), st.Role, st.LastSeq,
+					ago(now, st.LastTime), orDash(st.LastTxnLSN), lag, contact, merr, orDash(st.Gap))
+			}
+			fmt.Fprintf(w, "\n  DOMAIN\tCONSUMER\tACK FLOOR\tPENDING\tACK PENDING\tLAG (MSGS)\tGAP\n")
+			n := 0
+			for _, st := range s.Streams {
+				for _, c := range st.Consumers {
+					fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%s\n", orDash(st.Domain), c.Name, c.AckFloor, c.Pending, c.AckPending, c.Lag, orDash(c.Gap))
+					n++
+				}
+			}
+			if n == 0 {
+				fmt.Fprintf(w, "  (no pgjet_apply_* consumers)\n")
+			}
+		}
+		if len(s.Targets) > 0 {
+			fmt.Fprintf(w, "\n  REGION\tAPPLIED LSN\tSTREAM SEQ\tCOMMIT TIME\tAPPLIED\tLAG\tBEHIND\tCONFLICTS/H\n")
+			for _, t := range s.Targets {
+				if t.Error != "" {
+					fmt.Fprintf(w, "  %s\terror: %s\n", t.Region, t.Error)
+					continue
+				}
+				lag := "-"
+				if t.LagSeconds != nil {
+					lag = fmt.Sprintf("%.1fs", *t.LagSeconds)
+					if t.CaughtUp != nil && *t.CaughtUp {
+						lag += " (caught up)"
+					}
+				}
+				behind := "-"
+				if t.BehindBytes != nil {
+					behind = humanBytes(int64(*t.BehindBytes))
+				}
+				commit := "-"
+				if t.CommitTime != nil {
+					commit = t.CommitTime.Format(time.RFC3339Nano)
+				}
+				fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\n", t.Region, t.EndLSN, t.StreamSeq, commit,
+					ago(now, t.AppliedAt), lag, behind, t.ConflictsLastHour)
+			}
+		}
+	}
+	return w.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ago(now time.Time, t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fs ago", max(now.Sub(*t).Seconds(), 0))
+}

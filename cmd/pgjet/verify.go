@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/schema"
+)
+
+// verifyFlags are the flags of `pgjet verify`.
+type verifyFlags struct {
+	source, target string
+	tables         []string
+	chunkRows      int64
+	waitLSN        bool
+	timeout        time.Duration
+	name           string
+	json           bool
+}
+
+// verifyProgressEvery is how often progress goes to stderr.
+const verifyProgressEvery = 2 * time.Second
+
+// verifyConnectTimeout bounds each connection attempt, so an unreachable
+// host fails in seconds rather than at the TCP timeout.
+const verifyConnectTimeout = 10 * time.Second
+
+func runVerify(args []string) int {
+	def := schema.DefaultVerifyOptions()
+	f := verifyFlags{chunkRows: def.ChunkRows, waitLSN: def.WaitLSN, timeout: def.WaitTimeout}
+	fs := pflag.NewFlagSet("pgjet verify", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet verify proves that a replica equals its primary, table by table. For each table\n"+
+			"it compares the column lists, then cuts the table into ranges of the source's primary\n"+
+			"key (--chunk-rows source rows each) and compares, per range, the row count and an\n"+
+			"order-independent digest of the rows' text form on both sides. Tables without a\n"+
+			"primary key are compared whole. Each side of a table is read in one REPEATABLE READ\n"+
+			"READ ONLY snapshot.\n\n"+
+			"With --wait-lsn (the default) it first reads the source's WAL position L and waits\n"+
+			"until the target's pgjet.applied shows every source transaction committed before L\n"+
+			"applied: until the applied end LSN reaches L, or, on an idle source, until the\n"+
+			"source's slot pgjet_<name> has confirmed past L and the applied position has stood\n"+
+			"still for 3s. A target without pgjet.applied is compared at once. A range that\n"+
+			"differs is compared again up to 3 times (after 1s, 2s, 4s) in fresh snapshots, so a\n"+
+			"replica still catching up converges and only a lasting difference is reported.\n\n"+
+			"Exit status: 0 when every table is identical, 1 when one differs or a database\n"+
+			"cannot be read, 2 for bad flags.\n\n"+
+			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--chunk-rows N]\n"+
+			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json]\n\n"+
+			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	fs.StringVar(&f.source, "source", "", "primary database URL, e.g. postgres://user:secret@primary:5432/app")
+	fs.StringVar(&f.target, "target", "", "replica database URL")
+	fs.StringSliceVar(&f.tables, "tables", nil, "compare only these schema.table (default: every user table of the source, pgjet's own excluded)")
+	fs.Int64Var(&f.chunkRows, "chunk-rows", f.chunkRows, "source rows per compared key range")
+	fs.BoolVar(&f.waitLSN, "wait-lsn", f.waitLSN, "wait until the target has applied what the source committed before comparing")
+	fs.DurationVar(&f.timeout, "timeout", f.timeout, "longest wait for the target to catch up (0: no limit)")
+	fs.StringVar(&f.name, "name", "", "pgjet source name (pgjet-capture --name) to wait for (default: the target's only one)")
+	fs.BoolVar(&f.json, "json", false, "print the report as one JSON object on stdout")
+	cli.Parse(fs, args)
+
+	srcCfg, dstCfg, err := f.validate()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet verify: %v\n", err)
+		return 2
+	}
+	opts := def
+	opts.Tables, opts.ChunkRows, opts.WaitLSN, opts.WaitTimeout, opts.SourceName = f.tables, f.chunkRows, f.waitLSN, f.timeout, f.name
+	opts.Progress = progressPrinter(os.Stderr)
+
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	rep, err := verify(ctx, srcCfg, dstCfg, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = errors.New("interrupted")
+		}
+		msg := oneLine(err.Error())
+		if f.json {
+			writeJSON(os.Stdout, map[string]any{"ok": false, "error": msg})
+		}
+		fmt.Fprintf(os.Stderr, "pgjet verify: %s\n", msg)
+		return 1
+	}
+	rep.Source, rep.Target = schema.Redact(f.source), schema.Redact(f.target)
+	if f.json {
+		if err := writeJSON(os.Stdout, rep); err != nil {
+			fmt.Fprintf(os.Stderr, "pgjet verify: write report: %v\n", err)
+			return 1
+		}
+	} else {
+		printVerifyReport(os.Stdout, rep)
+	}
+	if !rep.OK {
+		return 1
+	}
+	return 0
+}
+
+// validate checks the flags and parses the connection URLs.
+func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
+	if f.source == "" || f.target == "" {
+		return nil, nil, errors.New("--source and --target are required (postgres://user:password@host:port/dbname)")
+	}
+	if f.chunkRows < 1 {
+		return nil, nil, fmt.Errorf("--chunk-rows must be at least 1, not %d", f.chunkRows)
+	}
+	if f.timeout < 0 {
+		return nil, nil, errors.New("--timeout must not be negative")
+	}
+	for _, t := range f.tables {
+		if _, err := schema.ParseTable(t); err != nil {
+			return nil, nil, fmt.Errorf("--tables: %v", err)
+		}
+	}
+	parse := func(flag, url string) (*pgx.ConnConfig, error) {
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			// Not shown: a URL that does not parse may not be redactable.
+			return nil, fmt.Errorf("--%s: cannot parse the connection URL: use postgres://user:password@host:port/dbname", flag)
+		}
+		if cfg.ConnectTimeout == 0 {
+			cfg.ConnectTimeout = verifyConnectTimeout
+		}
+		return cfg, nil
+	}
+	if src, err = parse("source", f.source); err != nil {
+		return nil, nil, err
+	}
+	if dst, err = parse("target", f.target); err != nil {
+		return nil, nil, err
+	}
+	return src, dst, nil
+}
+
+// verify connects to both databases and compares them.
+func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions) (*schema.VerifyReport, error) {
+	src, err := pgx.ConnectConfig(ctx, srcCfg)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", schema.ClassifyConnect(srcCfg.ConnString(), err))
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	dst, err := pgx.ConnectConfig(ctx, dstCfg)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", schema.ClassifyConnect(dstCfg.ConnString(), err))
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	return schema.Verify(ctx, src, dst, opts)
+}
+
+// progressPrinter reports, at most every verifyProgressEvery, how far the
+// comparison of the current table has come.
+func progressPrinter(w io.Writer) func(schema.VerifyProgress) {
+	next := time.Now().Add(verifyProgressEvery)
+	return func(p schema.VerifyProgress) {
+		if p.Recheck > 0 {
+			fmt.Fprintf(w, "pgjet verify: recheck %d: comparing %d differing ranges again in %s\n", p.Recheck, p.Ranges, p.Pause)
+			return
+		}
+		if time.Now().Before(next) {
+			return
+		}
+		next = time.Now().Add(verifyProgressEvery)
+		fmt.Fprintf(w, "pgjet verify: %s: %d rows in %d chunks compared so far\n", p.Table, p.Rows, p.Chunks)
+	}
+}
+
+func printVerifyReport(w io.Writer, rep *schema.VerifyReport) {
+	if wt := rep.Wait; wt != nil {
+		switch {
+		case wt.Skipped != "":
+			fmt.Fprintf(w, "wait: %s\n", wt.Skipped)
+		case wt.Idle:
+			fmt.Fprintf(w, "wait: source %q idle, target applied up to %s (source WAL at %s) after %.1fs\n", wt.Source, wt.AppliedLSN, wt.SourceLSN, wt.Seconds)
+		default:
+			fmt.Fprintf(w, "wait: target applied source %q up to %s, past the source's %s, after %.1fs\n", wt.Source, wt.AppliedLSN, wt.SourceLSN, wt.Seconds)
+		}
+	}
+	differ := 0
+	for _, t := range rep.Tables {
+		fmt.Fprintln(w, t.Summary())
+		if !t.OK {
+			differ++
+		}
+	}
+	switch {
+	case len(rep.Tables) == 0:
+		fmt.Fprintln(w, "no tables to compare")
+	case differ == 0:
+		fmt.Fprintf(w, "all %d tables identical\n", len(rep.Tables))
+	default:
+		fmt.Fprintf(w, "%d of %d tables differ\n", differ, len(rep.Tables))
+		if wt := rep.Wait; wt != nil && wt.Idle {
+			fmt.Fprintf(w, "note: the target's applied position stood still at %s while the source's WAL was at %s; "+
+				"if pgjet-apply is stopped or its region is cut off, these may be changes not yet applied\n", wt.AppliedLSN, wt.SourceLSN)
+		}
+	}
+}
+
+// oneLine folds a multi-line error (pgx lists every address it tried,
+// often the same one twice) into one line without repeats.
+func oneLine(msg string) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || seen[l] {
+			continue
+		}
+		seen[l] = true
+		parts = append(parts, l)
+	}
+	return strings.Join(parts, " ")
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,209 @@
+package schema
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestVerify_ParseTable(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // "" for an error
+	}{
+		{"public.items", `"public"."items"`},
+		{"items", `"public"."items"`},
+		{`other.Mixed Case`, `"other"."Mixed Case"`},
+		{"a.b.c", ""},
+		{".b", ""},
+		{"a.", ""},
+		{"", ""},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			id, err := ParseTable(tc.in)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("ParseTable(%q) = %v, want an error", tc.in, id)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := id.Sanitize(); got != tc.want {
+				t.Errorf("ParseTable(%q) = %s, want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestVerify_OptionsValidate(t *testing.T) {
+	if err := DefaultVerifyOptions().Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	for name, mod := range map[string]func(*VerifyOptions){
+		"zero chunk":       func(o *VerifyOptions) { o.ChunkRows = 0 },
+		"negative timeout": func(o *VerifyOptions) { o.WaitTimeout = -1 },
+		"negative recheck": func(o *VerifyOptions) { o.Rechecks = -1 },
+		"bad table":        func(o *VerifyOptions) { o.Tables = []string{"a.b.c"} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := DefaultVerifyOptions()
+			mod(&o)
+			if err := o.Validate(); err == nil {
+				t.Error("Validate() = nil, want an error")
+			}
+		})
+	}
+}
+
+func testRelation(pk []string, cols ...column) relation {
+	return relation{exists: true, cols: cols, pk: pk}
+}
+
+func TestVerify_PlanTable(t *testing.T) {
+	id := pgx.Identifier{"public", "t"}
+	src := testRelation([]string{"a", "b"},
+		column{"a", "integer", ""}, column{"b", "text", "en_US.utf8"}, column{"c", "text", "en_US.utf8"}, column{"d", "integer", ""})
+
+	t.Run("same", func(t *testing.T) {
+		p, diffs := planTable(id, src, src)
+		if len(diffs) != 0 {
+			t.Errorf("diffs = %v, want none", diffs)
+		}
+		if got, want := strings.Join(p.cols, ","), "a,b,c,d"; got != want {
+			t.Errorf("cols = %s, want %s", got, want)
+		}
+		if got, want := len(p.key), 2; got != want || p.key[1].collateC {
+			t.Fatalf("key = %+v, want a and b in their own collation", p.key)
+		}
+	})
+	t.Run("columns differ", func(t *testing.T) {
+		dst := testRelation([]string{"a", "b"},
+			column{"e", "integer", ""}, column{"b", "text", "C"}, column{"a", "integer", ""}, column{"c", "character varying(5)", "en_US.utf8"})
+		p, diffs := planTable(id, src, dst)
+		var got []string
+		for _, d := range diffs {
+			got = append(got, d.String())
+		}
+		want := []string{
+			"column c is text on source, character varying(5) on target",
+			"column d missing on target",
+			"column e missing on source",
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("diffs = %q, want %q", got, want)
+		}
+		if got, want := strings.Join(p.cols, ","), "a,b,c"; got != want {
+			t.Errorf("cols = %s, want %s (common, in source order)", got, want)
+		}
+		if len(p.key) != 2 || p.key[0].collateC || !p.key[1].collateC {
+			t.Errorf("key = %+v, want b compared in C, its collations differing", p.key)
+		}
+	})
+	t.Run("key column retyped", func(t *testing.T) {
+		dst := testRelation(nil, column{"a", "bigint", ""}, column{"b", "text", "en_US.utf8"}, column{"c", "text", "en_US.utf8"}, column{"d", "integer", ""})
+		p, _ := planTable(id, src, dst)
+		if len(p.key) != 0 {
+			t.Errorf("key = %+v, want none (compared whole)", p.key)
+		}
+	})
+}
+
+func TestVerify_SQL(t *testing.T) {
+	single := &tablePlan{id: pgx.Identifier{"public", "items"}, cols: []string{"id", "Name"}, key: []keyCol{{name: "id", typ: "integer"}}}
+	composite := &tablePlan{id: pgx.Identifier{"s", "p"}, cols: []string{"r", "n", "v"},
+		key: []keyCol{{name: "r", typ: "text", collateC: true}, {name: "n", typ: "bigint"}}}
+	whole := &tablePlan{id: pgx.Identifier{"public", "nokey"}, cols: []string{"a"}}
+
+	const sums = `SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0)::text, coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)::text FROM `
+	for _, tc := range []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"digest whole", whole.digestSQL(false, false),
+			sums + `(SELECT md5(ROW(t."a")::text) AS h FROM "public"."nokey" t) s`},
+		{"digest first range", single.digestSQL(false, true),
+			sums + `(SELECT md5(ROW(t."id", t."Name")::text) AS h FROM "public"."items" t WHERE t."id" <= $1::text::integer) s`},
+		{"digest middle range", single.digestSQL(true, true),
+			sums + `(SELECT md5(ROW(t."id", t."Name")::text) AS h FROM "public"."items" t WHERE t."id" > $1::text::integer AND t."id" <= $2::text::integer) s`},
+		{"digest composite last range", composite.digestSQL(true, false),
+			sums + `(SELECT md5(ROW(t."r", t."n", t."v")::text) AS h FROM "s"."p" t WHERE (t."r" COLLATE "C", t."n") > ($1::text::text, $2::text::bigint)) s`},
+		{"digest composite middle range", composite.digestSQL(true, true),
+			sums + `(SELECT md5(ROW(t."r", t."n", t."v")::text) AS h FROM "s"."p" t WHERE (t."r" COLLATE "C", t."n") > ($1::text::text, $2::text::bigint) AND (t."r" COLLATE "C", t."n") <= ($3::text::text, $4::text::bigint)) s`},
+		{"boundary first", single.boundarySQL(false),
+			`SELECT t."id"::text FROM "public"."items" t ORDER BY t."id" OFFSET $1::bigint - 1 LIMIT 1`},
+		{"boundary next", single.boundarySQL(true),
+			`SELECT t."id"::text FROM "public"."items" t WHERE t."id" > $1::text::integer ORDER BY t."id" OFFSET $2::bigint - 1 LIMIT 1`},
+		{"boundary composite next", composite.boundarySQL(true),
+			`SELECT t."r"::text, t."n"::text FROM "s"."p" t WHERE (t."r" COLLATE "C", t."n") > ($1::text::text, $2::text::bigint) ORDER BY t."r" COLLATE "C", t."n" OFFSET $3::bigint - 1 LIMIT 1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func TestVerify_RangeLabel(t *testing.T) {
+	single := &tablePlan{key: []keyCol{{name: "id", typ: "integer"}}}
+	composite := &tablePlan{key: []keyCol{{name: "region", typ: "text"}, {name: "n", typ: "integer"}}}
+	whole := &tablePlan{}
+	for _, tc := range []struct {
+		p      *tablePlan
+		lo, hi []string
+		want   string
+	}{
+		{whole, nil, nil, "all rows"},
+		{single, nil, nil, "all rows"},
+		{single, nil, []string{"1000"}, "id <= 1000"},
+		{single, []string{"1000"}, []string{"2000"}, "id in (1000, 2000]"},
+		{single, []string{"-2.5e+10"}, nil, "id > -2.5e+10"},
+		{composite, []string{"eu", "1000"}, []string{"us", "500"}, "(region, n) in (('eu', 1000), ('us', 500)]"},
+		{composite, []string{"it's", "1"}, nil, "(region, n) > ('it''s', 1)"},
+		{composite, nil, []string{"2024-01-01", "1"}, "(region, n) <= ('2024-01-01', 1)"},
+	} {
+		if got := tc.p.rangeLabel(tc.lo, tc.hi); got != tc.want {
+			t.Errorf("rangeLabel(%q, %q) = %q, want %q", tc.lo, tc.hi, got, tc.want)
+		}
+	}
+}
+
+func TestVerify_Summary(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    TableVerdict
+		want string
+	}{
+		{"ok", TableVerdict{Table: "public.items", Rows: 7000, TargetRows: 7000, Chunks: 8, OK: true},
+			"public.items: 7000 rows in 8 chunks, ok"},
+		{"missing", TableVerdict{Table: "public.gone", Missing: "target"}, "public.gone: missing on target"},
+		{"ranges", TableVerdict{Table: "public.items", Key: []string{"id"}, Chunks: 7, Ranges: []RangeDiff{
+			{Range: "id in (200000, 300000]", SourceRows: 100000, TargetRows: 99999},
+			{Range: "id > 600000", SourceRows: 12, TargetRows: 12},
+		}}, "public.items: 2 of 7 ranges differ: id in (200000, 300000]: 100000 vs 99999 rows; id > 600000: same 12 rows, different contents"},
+		{"keyless", TableVerdict{Table: "public.log", Chunks: 1, Ranges: []RangeDiff{{Range: "all rows", SourceRows: 5, TargetRows: 4}}},
+			"public.log: no primary key, compared whole: 5 vs 4 rows"},
+		{"columns only", TableVerdict{Table: "public.c", Rows: 3, Chunks: 1, Columns: []ColumnDiff{{Column: "x", SourceType: "integer"}}},
+			"public.c: column x missing on target; rows equal (3 in 1 chunks)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.v.Summary(); got != tc.want {
+				t.Errorf("Summary() =\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+
+	t.Run("many ranges", func(t *testing.T) {
+		v := TableVerdict{Table: "public.t", Key: []string{"id"}, Chunks: 20}
+		for range 15 {
+			v.Ranges = append(v.Ranges, RangeDiff{Range: "r", SourceRows: 1, TargetRows: 0})
+		}
+		if got := v.Summary(); !strings.HasSuffix(got, "; and 5 more") || strings.Count(got, "r: 1 vs 0 rows") != maxListedRanges {
+			t.Errorf("Summary() = %s, want %d ranges named and the rest counted", got, maxListedRanges)
+		}
+	})
+}
