@@ -33,13 +33,14 @@ type Publisher struct {
 	err     error
 	failed  chan struct{}
 	pending atomic.Int64
+	// ackTimeout bounds the wait for each acknowledgement.
+	ackTimeout time.Duration
 }
 
 type pending struct {
 	fut     jetstream.PubAckFuture
 	size    int64
 	confirm LSN // 0: not the end of a transaction
-	done    chan struct{}
 }
 
 // PublisherOptions bound a Publisher's window.
@@ -53,18 +54,24 @@ type PublisherOptions struct {
 	LastMsgID string
 	// Start is the position already durable (the slot's confirmed LSN).
 	Start LSN
+	// AckTimeout bounds the wait for one acknowledgement (default 30s).
+	AckTimeout time.Duration
 }
 
 // NewPublisher returns a Publisher; it does no I/O. Run must be running
 // for acks to be processed.
 func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 	p := &Publisher{
-		js:     js,
-		bytes:  semaphore.NewWeighted(o.WindowBytes),
-		maxMsg: o.WindowBytes,
-		queue:  make(chan pending, o.Window),
-		lastID: o.LastMsgID,
-		failed: make(chan struct{}),
+		js:         js,
+		bytes:      semaphore.NewWeighted(o.WindowBytes),
+		maxMsg:     o.WindowBytes,
+		queue:      make(chan pending, o.Window),
+		lastID:     o.LastMsgID,
+		failed:     make(chan struct{}),
+		ackTimeout: o.AckTimeout,
+	}
+	if p.ackTimeout <= 0 {
+		p.ackTimeout = 30 * time.Second
 	}
 	p.acked.Store(uint64(o.Start))
 	p.sent.Store(uint64(o.Start))
@@ -155,6 +162,11 @@ var ErrPublisherStopped = errors.New("publisher stopped")
 // Run consumes acknowledgements in publish order until ctx ends or a
 // publish fails. It returns ctx.Err() or the publish error.
 func (p *Publisher) Run(ctx context.Context) error {
+	// One timer, reset per message, bounds the wait for an ack: cheaper
+	// than the client's per-message ack timeout, and just as safe since
+	// acks are awaited in order.
+	timeout := time.NewTimer(time.Hour)
+	defer timeout.Stop()
 	for {
 		var e pending
 		select {
@@ -164,10 +176,15 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case e = <-p.queue:
 		}
 		if e.fut != nil {
+			timeout.Reset(p.ackTimeout)
 			select {
 			case <-ctx.Done():
 				p.fail(ErrPublisherStopped)
 				return ctx.Err()
+			case <-timeout.C:
+				err := fmt.Errorf("publish %s: no acknowledgement from JetStream in %s", e.fut.Msg().Header.Get(jetstream.MsgIDHeader), p.ackTimeout)
+				p.fail(err)
+				return err
 			case <-e.fut.Ok():
 			case err := <-e.fut.Err():
 				err = fmt.Errorf("publish %s: %w", e.fut.Msg().Header.Get(jetstream.MsgIDHeader), err)
