@@ -49,7 +49,9 @@ type verifyReport struct {
 		Converged  int      `json:"converged"`
 		OK         bool     `json:"ok"`
 		Columns    []struct {
-			Column, SourceType, TargetType string
+			Column     string `json:"column"`
+			SourceType string `json:"source_type"`
+			TargetType string `json:"target_type"`
 		} `json:"column_diffs"`
 		Ranges []struct {
 			After      []string `json:"after"`

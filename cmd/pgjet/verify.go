@@ -183,7 +183,7 @@ func printVerifyReport(w io.Writer, rep *schema.VerifyReport) {
 		case wt.Idle:
 			fmt.Fprintf(w, "wait: source %q idle, target applied up to %s (source WAL at %s) after %.1fs\n", wt.Source, wt.AppliedLSN, wt.SourceLSN, wt.Seconds)
 		default:
-			fmt.Fprintf(w, "wait: target applied source %q up to %s, past the source's %s, after %.1fs\n", wt.Source, wt.AppliedLSN, wt.SourceLSN, wt.Seconds)
+			fmt.Fprintf(w, "wait: target applied source %q up to %s (source WAL at %s) after %.1fs\n", wt.Source, wt.AppliedLSN, wt.SourceLSN, wt.Seconds)
 		}
 	}
 	differ := 0
