@@ -112,6 +112,7 @@ func retryable(err error) bool {
 // position is where the target stands in the source's stream.
 type position struct {
 	commit, end stream.LSN
+	caughtUp    stream.LSN // source position reached (heartbeats included)
 	seq         uint64
 	time        time.Time
 }
@@ -259,6 +260,9 @@ CREATE TABLE IF NOT EXISTS pgjet.applied (
 	commit_time timestamptz,
 	applied_at  timestamptz NOT NULL DEFAULT now()
 );
+-- source_lsn is the source WAL position this target has caught up to: the
+-- end of the newest applied transaction, or a newer heartbeat.
+ALTER TABLE pgjet.applied ADD COLUMN IF NOT EXISTS source_lsn pg_lsn;
 CREATE TABLE IF NOT EXISTS pgjet.conflicts (
 	id          bigserial PRIMARY KEY,
 	at          timestamptz NOT NULL DEFAULT now(),
@@ -292,9 +296,9 @@ func (s *session) setup(ctx context.Context) error {
 			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser): triggers and foreign keys fire for replicated rows")
 		}
 	}
-	var commit, end string
+	var commit, end, caught string
 	var seq int64
-	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq)
+	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -302,19 +306,21 @@ func (s *session) setup(ctx context.Context) error {
 	default:
 		s.pos.commit, _ = stream.ParseLSN(commit)
 		s.pos.end, _ = stream.ParseLSN(end)
+		s.pos.caughtUp, _ = stream.ParseLSN(caught)
 		s.pos.seq = uint64(seq)
 	}
 	s.lastSeq = s.pos.seq
 	a.stats.AppliedLSN.Store(uint64(s.pos.commit))
-	a.stats.SourceLSN.Store(uint64(s.pos.end))
+	a.stats.SourceLSN.Store(uint64(s.pos.caughtUp))
 	a.stats.StreamSeq.Store(s.pos.seq)
 
 	s.stmtN++
 	s.posStmt = "pgjet_pos"
-	_, err = s.pg.Prepare(ctx, s.posStmt, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at)
-		VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4::bigint, $5::timestamptz, now())
+	_, err = s.pg.Prepare(ctx, s.posStmt, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at, source_lsn)
+		VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4::bigint, $5::timestamptz, now(), $6::pg_lsn)
 		ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, end_lsn = EXCLUDED.end_lsn,
-			stream_seq = EXCLUDED.stream_seq, commit_time = EXCLUDED.commit_time, applied_at = EXCLUDED.applied_at`, nil)
+			stream_seq = EXCLUDED.stream_seq, commit_time = EXCLUDED.commit_time, applied_at = EXCLUDED.applied_at,
+			source_lsn = EXCLUDED.source_lsn`, nil)
 	if err != nil {
 		return fmt.Errorf("prepare position update: %w", err)
 	}
@@ -443,17 +449,24 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 			stream.StreamName(a.cfg.Name), seq, env.Source, a.cfg.Name)
 	}
 	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
-		if !s.cur {
-			a.stats.SourceTime.Store(env.CommitTime.UnixNano())
-			if !s.open {
-				a.stats.SourceLSN.Store(uint64(env.EndLSN))
-			}
-			if s.open {
-				s.groupMsg = m
-			} else if err := m.Ack(); err != nil {
-				a.log.Debug().Err(err).Msg("ack heartbeat")
-			}
+		if s.cur {
+			return nil
 		}
+		if env.Kind == stream.KindHeartbeat {
+			a.stats.SourceTime.Store(env.CommitTime.UnixNano())
+		}
+		// Everything before it is applied: the target has caught up to
+		// this point of the source, which the position records (so verify
+		// and status can tell an idle source from a stalled applier).
+		if err := s.begin(ctx); err != nil {
+			return err
+		}
+		if s.groupPos.commit == s.pos.commit {
+			s.groupPos = s.pos
+		}
+		s.groupPos.seq = seq
+		s.groupPos.caughtUp = max(s.groupPos.caughtUp, env.EndLSN)
+		s.groupMsg = m
 		return nil
 	}
 
@@ -520,7 +533,7 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 	if env.Last() {
 		s.cur = false
 		s.groupTxns++
-		s.groupPos = position{commit: env.CommitLSN, end: env.EndLSN, seq: seq, time: env.CommitTime}
+		s.groupPos = position{commit: env.CommitLSN, end: env.EndLSN, seq: seq, time: env.CommitTime, caughtUp: env.EndLSN}
 		s.groupMsg = m
 	} else if s.batchLen > 0 {
 		// Bounded memory: a large transaction's rows go to the target as

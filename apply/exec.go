@@ -233,7 +233,7 @@ func (s *session) commit(ctx context.Context) error {
 			ts = []byte(p.time.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
 		}
 		s.batch.ExecPrepared(s.posStmt, [][]byte{[]byte(s.a.cfg.Name), []byte(p.commit.String()), []byte(p.end.String()),
-			[]byte(strconv.FormatUint(p.seq, 10)), ts}, nil, nil)
+			[]byte(strconv.FormatUint(p.seq, 10)), ts, []byte(p.caughtUp.String())}, nil, nil)
 		s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "pgjet.applied"})
 		s.batchLen++
 	}
@@ -252,8 +252,8 @@ func (s *session) commit(ctx context.Context) error {
 	st.Commits.Add(1)
 	st.Conflicts.Add(s.conflicts)
 	st.AppliedLSN.Store(uint64(p.commit))
-	if uint64(p.end) > st.SourceLSN.Load() {
-		st.SourceLSN.Store(uint64(p.end))
+	if uint64(p.caughtUp) > st.SourceLSN.Load() {
+		st.SourceLSN.Store(uint64(p.caughtUp))
 	}
 	st.StreamSeq.Store(p.seq)
 	if !p.time.IsZero() {
