@@ -859,9 +859,10 @@ func (p *tablePlan) rangeLabel(lo, hi []string) string {
 // before the wait began. See VerifyWait and cmd/pgjet/VERIFY.md.
 //
 // L is the source's pg_current_wal_lsn() when the wait begins, and E the
-// end LSN of the last source transaction the target applied (pgjet.applied,
-// written in the same target transaction as the rows). The target has
-// caught up when
+// source position the target caught up to (pgjet.applied.source_lsn: the
+// end of the last applied transaction, moved on by heartbeats the applier
+// passed; end_lsn on targets without it), written in the same target
+// transaction as the rows. The target has caught up when
 //
 //   - E >= L: every transaction committed before L ends at or before L, and
 //     transactions are applied in commit order; or
@@ -944,7 +945,9 @@ func (v *verifier) wait(ctx context.Context) (*VerifyWait, error) {
 // nothing was applied yet.
 func (v *verifier) applied(ctx context.Context, name string) (pglogrepl.LSN, error) {
 	var s string
-	err := v.dst.QueryRow(ctx, "SELECT end_lsn::text FROM pgjet.applied WHERE source = $1", name).Scan(&s)
+	// source_lsn moves with heartbeats too, so on an idle source E still
+	// reaches L exactly; read through jsonb to accept targets without it.
+	err := v.dst.QueryRow(ctx, "SELECT coalesce((to_jsonb(a)->>'source_lsn')::pg_lsn, a.end_lsn)::text FROM pgjet.applied a WHERE source = $1", name).Scan(&s)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
