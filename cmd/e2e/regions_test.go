@@ -183,7 +183,10 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	})
 	t.Logf("setup done after %s", time.Since(began).Round(time.Millisecond))
 
-	const loadFor = 30 * time.Second
+	// The cut lasts from load+5s to load+12s: long enough to prove it, short
+	// enough that the mirror's retry backoff (5s more per failed retry, up
+	// to 2 minutes) keeps the test near a minute.
+	const loadFor, healAfter = 30 * time.Second, 12 * time.Second
 	loadStart := time.Now()
 	load := pgbenchAsync(t, s.src, "-n", "-c", "2", "-R", "200", "-T", fmt.Sprint(int(loadFor.Seconds())), "-b", "tpcb-like")
 	time.Sleep(5 * time.Second)
@@ -261,12 +264,19 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	if out := s.appliers["r1"].Output(); strings.Contains(out, "apply interrupted") {
 		t.Errorf("r1's applier was interrupted during the cut (it should wait on its local mirror):\n%s", tail(out, 4096))
 	}
+	// Heal before the load ends, so that r1 catches up under load.
+	time.Sleep(time.Until(loadStart.Add(healAfter)))
 	if err := s.top.Proxies["r1"].Heal(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("healed r1 at load+%s after a %s cut", time.Since(loadStart).Round(time.Millisecond), time.Since(cutAt).Round(time.Millisecond))
 	healedAt := time.Now()
-	waitFor(t, 60*time.Second, "r1's mirror to move again", func() (bool, string) {
+	waitFor(t, 30*time.Second, "r1's leafnode link to come back", func() (bool, string) {
+		n := s.top.Regions["r1"].Server().NumLeafNodes()
+		return n == 1, fmt.Sprintf("%d leafnode connections", n)
+	})
+	t.Logf("r1's leafnode link back %s after the heal", time.Since(healedAt).Round(time.Millisecond))
+	waitFor(t, 90*time.Second, "r1's mirror to move again", func() (bool, string) {
 		n, err := s.lastSeq("r1")
 		if err != nil {
 			return false, err.Error()
@@ -373,6 +383,20 @@ func TestRegions_PartitionHeals(t *testing.T) {
 		if t.Failed() {
 			t.Logf("status:\n%s", st.raw)
 		}
+
+		// The same for people.
+		cmd := exec.Command(bins.pgjet, "status", "--nats", s.top.Hub.ClientURL(), "--domains", "hub,r1,r2",
+			"--db-region", "r1="+s.dst["r1"], "--db-region", "r2="+s.dst["r2"])
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("pgjet status: %v\n%s", err, out)
+		}
+		for _, want := range []string{"source src", "pgjet_apply_r1", "pgjet_apply_r2", "(caught up)"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("pgjet status output lacks %q", want)
+			}
+		}
+		t.Logf("pgjet status:\n%s", out)
 	})
 
 	for _, r := range s.top.Names {

@@ -421,18 +421,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	if m := info.Config.Mirror; m != nil {
 		sr.Role = "mirror"
-		mr := &mirrorReport{Upstream: m.Domain}
-		if mr.Upstream == "" && m.External != nil {
-			// The server stores a mirror's domain as the API prefix
-			// $JS.<domain>.API.
-			p := m.External.APIPrefix
-			mr.Upstream = p
-			if d, ok := strings.CutPrefix(p, "$JS."); ok {
-				if d, ok := strings.CutSuffix(d, ".API"); ok {
-					mr.Upstream = d
-				}
-			}
-		}
+		mr := &mirrorReport{Upstream: mirrorUpstream(m)}
 		if mi := info.Mirror; mi != nil {
 			mr.Lag = mi.Lag
 			if mi.Active >= 0 {
@@ -492,6 +481,22 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	slices.SortFunc(sr.Consumers, func(a, b consumerReport) int { return cmp.Compare(a.Name, b.Name) })
 	return sr, nil
+}
+
+// mirrorUpstream returns the domain a mirror copies from. The server
+// stores StreamSource.Domain as the API prefix $JS.<domain>.API; another
+// prefix (a mirror from another account) is returned as is.
+func mirrorUpstream(m *jetstream.StreamSource) string {
+	if m.Domain != "" || m.External == nil {
+		return m.Domain
+	}
+	p := m.External.APIPrefix
+	if d, ok := strings.CutPrefix(p, "$JS."); ok {
+		if d, ok := strings.CutSuffix(d, ".API"); ok && d != "" {
+			return d
+		}
+	}
+	return p
 }
 
 // markMirrorGaps flags mirrors that can no longer copy everything: the
@@ -635,8 +640,11 @@ func (r *statusReport) print(out io.Writer) error {
 	if len(r.Sources) == 0 {
 		fmt.Fprintf(w, "no pgjet streams (PGJET_*) in the domains asked\n")
 	}
-	for _, s := range r.Sources {
-		fmt.Fprintf(w, "\nsource %s\n", s.Source)
+	for i, s := range r.Sources {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "source %s\n", s.Source)
 		if len(s.Streams) == 0 {
 			fmt.Fprintf(w, "  no stream %s in the domains asked\n", stream.StreamName(s.Source))
 		} else {
@@ -669,7 +677,7 @@ func (r *statusReport) print(out io.Writer) error {
 			}
 		}
 		if len(s.Targets) > 0 {
-			fmt.Fprintf(w, "\n  REGION\tAPPLIED LSN\tSTREAM SEQ\tCOMMIT TIME\tAPPLIED\tLAG\tBEHIND\tCONFLICTS/H\n")
+			fmt.Fprintf(w, "\n  REGION\tCOMMIT LSN\tSTREAM SEQ\tCOMMIT TIME\tAPPLIED\tLAG\tBEHIND\tCONFLICTS/H\n")
 			for _, t := range s.Targets {
 				if t.Error != "" {
 					fmt.Fprintf(w, "  %s\terror: %s\n", t.Region, t.Error)
@@ -690,7 +698,7 @@ func (r *statusReport) print(out io.Writer) error {
 				if t.CommitTime != nil {
 					commit = t.CommitTime.Format(time.RFC3339Nano)
 				}
-				fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\n", t.Region, t.EndLSN, t.StreamSeq, commit,
+				fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\n", t.Region, t.CommitLSN, t.StreamSeq, commit,
 					ago(now, t.AppliedAt), lag, behind, t.ConflictsLastHour)
 			}
 		}

@@ -16,5 +16,8 @@
 // Each region is a leafnode of the hub with its own JetStream domain
 // (https://docs.nats.io/running-a-nats-service/configuration/leafnodes/jetstream_leafnodes),
 // so a region mirrors a hub stream with
-// StreamConfig{Mirror: &StreamSource{Name: ..., Domain: "hub"}}.
+// StreamConfig{Mirror: &StreamSource{Name: ..., Domain: "hub"}}. With
+// TopologyOptions.Proxied each region's leafnode link runs through a TCP
+// [Proxy], which partition tests Cut and Heal; the hub sets no_advertise so
+// a cut region cannot reconnect around it.
 package local
