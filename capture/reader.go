@@ -262,7 +262,7 @@ func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.
 		return r.pub.Confirm(ctx, at)
 	}
 	env := stream.Envelope{Kind: stream.KindMessage, Source: r.c.cfg.Name, CommitLSN: at, EndLSN: at, CommitTime: time.Now(),
-		Flags: stream.FlagFirst | stream.FlagLast,
+		Flags:   stream.FlagFirst | stream.FlagLast,
 		Changes: []stream.Change{{Op: stream.OpMessage, Prefix: m.Prefix, Content: m.Content}}}
 	data := stream.Encode(&env)
 	if r.maxPayload > 0 && len(data) > r.maxPayload {
