@@ -119,8 +119,8 @@ func (c *Capture) session(ctx context.Context) error {
 		return wrapNATS(err)
 	}
 	defer nc.Close()
-	js, err := stream.NewJetStream(nc, "", jetstream.WithPublishAsyncMaxPending(c.cfg.Window+16),
-		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	// Acks are awaited in order by the Publisher, with its own timeout.
+	js, err := stream.NewJetStream(nc, "", jetstream.WithPublishAsyncMaxPending(c.cfg.Window+16))
 	if err != nil {
 		return wrapNATS(err)
 	}

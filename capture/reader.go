@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -64,14 +65,19 @@ func (r *reader) run(ctx context.Context) error {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, r.nextStat)
-		msg, err := r.repl.ReceiveMessage(rctx)
-		cancel()
+		// A read deadline, not a context: a context costs pgconn a watcher
+		// goroutine per message, and this loop sees several per transaction.
+		// Shutdown is noticed within one status interval.
+		if err := r.repl.Conn().SetReadDeadline(r.nextStat); err != nil {
+			return fmt.Errorf("set read deadline on slot %q: %w", r.c.cfg.Slot, err)
+		}
+		msg, err := r.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if pgconn.Timeout(err) {
+			var ne net.Error
+			if pgconn.Timeout(err) || errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
 			return fmt.Errorf("receive from slot %q: %w", r.c.cfg.Slot, err)
