@@ -3,10 +3,12 @@ package apply
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgjet/pgjet/stream"
 )
@@ -36,7 +38,7 @@ type run struct {
 
 // maxRunRows bounds a run: large enough to amortise a statement, small
 // enough to keep planning cheap.
-const maxRunRows = 500
+const maxRunRows = 512
 
 // batchable reports whether ch can join a run, and the key that must be
 // unique within it.
@@ -97,21 +99,29 @@ func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byt
 	s.keyBuf, ok = p.batchable(ch, s.keyBuf[:0])
 	r := s.runs[p.t]
 	if !ok {
+		var err error
 		if s.reorder {
-			s.emitRun(r)
+			err = s.emitRun(ctx, r)
 		} else {
-			s.emitRuns()
+			err = s.emitRuns(ctx)
+		}
+		if err != nil {
+			return err
 		}
 		return s.single(ctx, p, ch, lsn, info)
 	}
 	shape := shape(ch.Op, ch)
 	if r != nil && (r.p != p || r.op != ch.Op || r.shape != shape || len(r.rows) >= r.maxRows()) {
-		s.emitRun(r)
+		if err := s.emitRun(ctx, r); err != nil {
+			return err
+		}
 		r = nil
 	}
 	if r != nil && len(s.keyBuf) > 0 {
 		if _, dup := r.keys[string(s.keyBuf)]; dup {
-			s.emitRun(r)
+			if err := s.emitRun(ctx, r); err != nil {
+				return err
+			}
 			r = nil
 		}
 	}
@@ -119,7 +129,9 @@ func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byt
 		if !s.reorder {
 			// Without session_replication_role = replica, foreign keys
 			// fire: keep the source's order across tables.
-			s.emitRuns()
+			if err := s.emitRuns(ctx); err != nil {
+				return err
+			}
 		}
 		r = &run{p: p, op: ch.Op, shape: shape, keys: map[string]struct{}{}, first: info, width: p.runWidth(ch)}
 		s.runs[p.t] = r
@@ -138,16 +150,22 @@ func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byt
 func (r *run) maxRows() int { return min(maxRunRows, 60000/max(r.width, 1)) }
 
 // emitRuns queues every open run, in the order they were opened.
-func (s *session) emitRuns() {
+func (s *session) emitRuns(ctx context.Context) error {
 	for len(s.runOrder) > 0 {
-		s.emitRun(s.runOrder[0]) // removes it from runOrder
+		if err := s.emitRun(ctx, s.runOrder[0]); err != nil { // removes it from runOrder
+			return err
+		}
 	}
+	return nil
 }
 
-// emitRun turns a run into one statement in the pipeline.
-func (s *session) emitRun(r *run) {
+// emitRun queues a run in the pipeline as a few statements whose row
+// counts are powers of two: each size is prepared once and its plan
+// reused, where a statement per exact count would be planned anew each
+// time (planning a large VALUES list costs more than executing it).
+func (s *session) emitRun(ctx context.Context, r *run) error {
 	if r == nil {
-		return
+		return nil
 	}
 	delete(s.runs, r.p.t)
 	s.pendingRows -= len(r.rows)
@@ -157,26 +175,35 @@ func (s *session) emitRun(r *run) {
 			break
 		}
 	}
-	if len(r.rows) == 0 {
-		return
-	}
 	p := r.p
-	sql, oids := p.runStatement(s.a.cfg.Name, r.op, r.rows[0], len(r.rows))
-	args := make([][]byte, 0, len(oids))
-	for i, ch := range r.rows {
-		args = p.runArgs(ch, r.lsns[i], args)
+	rows, lsns := r.rows, r.lsns
+	r.rows, r.lsns = nil, nil
+	for len(rows) > 0 {
+		n := 1
+		for n*2 <= len(rows) {
+			n *= 2
+		}
+		name, err := p.prepareRun(ctx, s.pg, s.a.cfg.Name, r.op, rows[0], n, &s.stmtN)
+		if err != nil {
+			return s.stmtError(err, r.first)
+		}
+		args := make([][]byte, 0, n*r.width)
+		for i, ch := range rows[:n] {
+			args = p.runArgs(ch, lsns[i], args)
+		}
+		s.batch.ExecPrepared(name, args, nil, nil)
+		info := r.first
+		info.rows = n
+		info.lastLSN = r.last
+		info.logs = r.op != stream.OpInsert || p.upsert
+		s.batchInfo = append(s.batchInfo, info)
+		s.batchLen++
+		for _, v := range args {
+			s.batchSize += len(v)
+		}
+		rows, lsns = rows[n:], lsns[n:]
 	}
-	s.batch.ExecParams(sql, args, oids, nil, nil)
-	info := r.first
-	info.rows = len(r.rows)
-	info.lastLSN = r.last
-	info.logs = r.op != stream.OpInsert || p.upsert
-	s.batchInfo = append(s.batchInfo, info)
-	s.batchLen++
-	for _, v := range args {
-		s.batchSize += len(v)
-	}
-	r.rows = nil
+	return nil
 }
 
 // runWidth is the number of parameters one row of ch's shape takes.
@@ -240,6 +267,24 @@ func (p *plan) runArgs(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
 type runSQL struct {
 	sql  string
 	oids []uint32
+	name string // prepared statement, once prepared
+}
+
+// prepareRun returns the prepared statement of a run of n rows of ch's
+// shape, preparing it on conn the first time.
+func (p *plan) prepareRun(ctx context.Context, conn *pgconn.PgConn, source string, op stream.Op, ch *stream.Change, n int, seq *int) (string, error) {
+	key := shape(op, ch) + "#" + strconv.Itoa(n)
+	if r, ok := p.runs[key]; ok && r.name != "" {
+		return r.name, nil
+	}
+	sql, oids := p.runStatement(source, op, ch, n)
+	*seq++
+	name := "pgjet_" + strconv.Itoa(*seq)
+	if _, err := conn.Prepare(ctx, name, sql, oids); err != nil {
+		return "", fmt.Errorf("prepare %s of %d rows of %s: %w", opName(op), n, p.t.qname, err)
+	}
+	p.runs[key] = runSQL{sql: sql, oids: oids, name: name}
+	return name, nil
 }
 
 // runStatement builds (and caches) the statement of a run of n rows.
@@ -357,6 +402,6 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 			" RETURNING " + strings.Join(keyRet, ", ") + ") " +
 			conflicts("delete_missing", "NULL", "NULL", "'skip'", "FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_del x WHERE "+strings.Join(keyMatch, " AND ")+")")
 	}
-	p.runs[key] = runSQL{sql, oids}
+	p.runs[key] = runSQL{sql: sql, oids: oids}
 	return sql, oids
 }

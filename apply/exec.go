@@ -108,7 +108,9 @@ func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn []
 }
 
 func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream.Change, byID map[uint32]int, seq uint64) error {
-	s.emitRuns() // a barrier: rows before it go first
+	if err := s.emitRuns(ctx); err != nil { // a barrier: rows before it go first
+		return err
+	}
 	var names []string
 	for _, id := range ch.Truncated {
 		ri, ok := byID[id]
@@ -169,7 +171,9 @@ func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Enve
 // flush sends the queued statements in one round trip.
 func (s *session) flush(ctx context.Context) error {
 	if s.batch != nil {
-		s.emitRuns()
+		if err := s.emitRuns(ctx); err != nil {
+			return err
+		}
 	}
 	if s.batch == nil || s.batchLen == 0 {
 		return nil
@@ -225,7 +229,10 @@ func (s *session) commit(ctx context.Context) error {
 	if !s.open {
 		return nil
 	}
-	s.emitRuns() // the group's rows go before its position and COMMIT
+	if err := s.emitRuns(ctx); err != nil { // the group's rows go before its position and COMMIT
+		s.rollback(context.WithoutCancel(ctx))
+		return err
+	}
 	p := s.groupPos
 	if p.seq != s.pos.seq {
 		var ts []byte
