@@ -145,8 +145,8 @@ type session struct {
 	// ddl is set when a source transaction of the group changed the
 	// schema: the group commits after it, so later transactions see the
 	// change committed (e.g. enum values added by ALTER TYPE).
-	ddl       bool
-	conflicts int64
+	ddl      bool
+	inflight *inflight // batch sent, results not yet read
 
 	// the source transaction being read (multi-chunk)
 	cur      bool
@@ -243,6 +243,9 @@ func (a *Applier) session(ctx context.Context) error {
 		} else {
 			s.rollback(fctx)
 		}
+	}
+	if werr := s.wait(fctx); werr != nil && err == nil {
+		err = werr
 	}
 	if err == nil {
 		a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).Msg("apply stopped, position flushed")
@@ -387,6 +390,13 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 			// rows back. Under load groups fill up instead.
 			if s.open && !s.cur {
 				if err := s.commit(ctx); err != nil {
+					return err
+				}
+			}
+			if !s.open {
+				// Idle: confirm the commit in flight now, so its ack and
+				// position do not wait for the next message.
+				if err := s.wait(ctx); err != nil {
 					return err
 				}
 			}

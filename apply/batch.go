@@ -183,6 +183,11 @@ func (s *session) emitRun(ctx context.Context, r *run) error {
 		for n*2 <= len(rows) {
 			n *= 2
 		}
+		if !p.runPrepared(r.op, rows[0], n) {
+			if err := s.wait(ctx); err != nil { // preparing needs the connection
+				return err
+			}
+		}
 		name, err := p.prepareRun(ctx, s.pg, s.a.cfg.Name, r.op, rows[0], n, &s.stmtN)
 		if err != nil {
 			return s.stmtError(err, r.first)
@@ -268,6 +273,13 @@ type runSQL struct {
 	sql  string
 	oids []uint32
 	name string // prepared statement, once prepared
+}
+
+// runPrepared reports whether the statement of a run of n rows of ch's
+// shape is prepared already.
+func (p *plan) runPrepared(op stream.Op, ch *stream.Change, n int) bool {
+	r, ok := p.runs[shape(op, ch)+"#"+strconv.Itoa(n)]
+	return ok && r.name != ""
 }
 
 // prepareRun returns the prepared statement of a run of n rows of ch's

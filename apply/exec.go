@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
@@ -23,7 +24,7 @@ func (s *session) begin(ctx context.Context) error {
 	}
 	s.open = true
 	s.groupAt = time.Now()
-	s.groupTxns, s.groupSize, s.conflicts = 0, 0, 0
+	s.groupTxns, s.groupSize = 0, 0
 	s.groupPos = s.pos
 	s.groupMsg = nil
 	s.batch = &pgconn.Batch{}
@@ -54,6 +55,9 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 		if ch.Op == stream.OpMessage {
 			// Messages may change the schema: what is queued goes first.
 			if err := s.flush(ctx); err != nil {
+				return err
+			}
+			if err := s.wait(ctx); err != nil {
 				return err
 			}
 			if err := s.message(ctx, env, ch, seq); err != nil {
@@ -92,6 +96,11 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 
 // single queues a change as a single-row statement.
 func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn []byte, info stmtInfo) error {
+	if _, ok := p.stmts[shape(ch.Op, ch)]; !ok {
+		if err := s.wait(ctx); err != nil { // preparing needs the connection
+			return err
+		}
+	}
 	name, err := p.prepare(ctx, s.pg, s.a.cfg.Name, ch, &s.stmtN)
 	if err != nil {
 		return s.stmtError(err, info)
@@ -146,8 +155,11 @@ func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Enve
 	t, ok := s.tables[tkey]
 	if !ok {
 		// Catalog reads must not run inside the pipelined transaction's
-		// pending batch: send what is queued first.
+		// pending batch: send what is queued first, and let it finish.
 		if err := s.flush(ctx); err != nil {
+			return nil, err
+		}
+		if err := s.wait(ctx); err != nil {
 			return nil, err
 		}
 		var err error
@@ -168,7 +180,10 @@ func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Enve
 	return p, nil
 }
 
-// flush sends the queued statements in one round trip.
+// flush sends the queued statements in one round trip, without waiting
+// for their results: Postgres executes them while the next batch is built.
+// wait collects the results; anything else using the connection waits
+// first.
 func (s *session) flush(ctx context.Context) error {
 	if s.batch != nil {
 		if err := s.emitRuns(ctx); err != nil {
@@ -178,27 +193,100 @@ func (s *session) flush(ctx context.Context) error {
 	if s.batch == nil || s.batchLen == 0 {
 		return nil
 	}
-	b, info := s.batch, s.batchInfo
+	b, info := s.batch, append([]stmtInfo(nil), s.batchInfo...)
 	s.batch = &pgconn.Batch{}
 	s.batchLen, s.batchSize = 0, 0
-	results, err := s.pg.ExecBatch(ctx, b).ReadAll()
-	for i, r := range results {
+	s.batchInfo = s.batchInfo[:0]
+	return s.send(ctx, b, info, nil)
+}
+
+// inflight is a batch sent and not yet waited for.
+type inflight struct {
+	done   chan batchResult
+	info   []stmtInfo
+	commit *committed // set when the batch ends a target transaction
+}
+
+type batchResult struct {
+	results []*pgconn.Result
+	err     error
+}
+
+// committed is what becomes true once a group's COMMIT succeeded.
+type committed struct {
+	pos  position
+	txns int
+	msg  jetstream.Msg
+}
+
+func (s *session) send(ctx context.Context, b *pgconn.Batch, info []stmtInfo, c *committed) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	done := make(chan batchResult, 1)
+	// Not canceled with the session: a shutdown lets the batch finish.
+	bctx := context.WithoutCancel(ctx)
+	go func() {
+		results, err := s.pg.ExecBatch(bctx, b).ReadAll()
+		done <- batchResult{results, err}
+	}()
+	s.inflight = &inflight{done: done, info: info, commit: c}
+	return nil
+}
+
+// wait collects the results of the batch in flight, if any; after a
+// COMMIT it acknowledges JetStream (AckAll: the group's newest message
+// covers all of it) and publishes the position in the stats.
+func (s *session) wait(ctx context.Context) error {
+	f := s.inflight
+	if f == nil {
+		return nil
+	}
+	s.inflight = nil
+	res := <-f.done
+	st := &s.a.stats
+	for i, r := range res.results {
 		if r.Err != nil {
-			s.batchInfo = s.batchInfo[:0]
 			var in stmtInfo
-			if i < len(info) {
-				in = info[i]
+			if i < len(f.info) {
+				in = f.info[i]
 			}
 			return s.stmtError(r.Err, in)
 		}
-		if i < len(info) && info[i].logs {
+		if i < len(f.info) && f.info[i].logs {
 			// The statement's outer INSERT writes conflict records only.
-			s.conflicts += r.CommandTag.RowsAffected()
+			st.Conflicts.Add(r.CommandTag.RowsAffected())
 		}
 	}
-	s.batchInfo = s.batchInfo[:0]
-	if err != nil {
-		return fmt.Errorf("apply batch: %w", err)
+	if res.err != nil {
+		return fmt.Errorf("apply batch: %w", res.err)
+	}
+	c := f.commit
+	if c == nil {
+		return nil
+	}
+	p := c.pos
+	st.Txns.Add(int64(c.txns))
+	st.Commits.Add(1)
+	st.AppliedLSN.Store(uint64(p.commit))
+	if uint64(p.caughtUp) > st.SourceLSN.Load() {
+		st.SourceLSN.Store(uint64(p.caughtUp))
+	}
+	st.StreamSeq.Store(p.seq)
+	if !p.time.IsZero() {
+		if prev := st.SourceTime.Load(); p.time.UnixNano() > prev {
+			st.SourceTime.Store(p.time.UnixNano())
+		}
+	}
+	if c.msg != nil {
+		if err := c.msg.Ack(); err != nil {
+			// The target holds the position: a lost ack only means the
+			// messages come again and are skipped.
+			s.a.log.Debug().Err(err).Msg("ack after commit")
+		}
+	}
+	if s.a.log.Debug().Enabled() {
+		s.a.log.Debug().Str("lsn", p.commit.String()).Uint64("stream_seq", p.seq).Int("txns", c.txns).Msg("group committed")
 	}
 	return nil
 }
@@ -230,7 +318,6 @@ func (s *session) commit(ctx context.Context) error {
 		return nil
 	}
 	if err := s.emitRuns(ctx); err != nil { // the group's rows go before its position and COMMIT
-		s.rollback(context.WithoutCancel(ctx))
 		return err
 	}
 	p := s.groupPos
@@ -247,39 +334,17 @@ func (s *session) commit(ctx context.Context) error {
 	s.batch.ExecParams("COMMIT", nil, nil, nil, nil)
 	s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "(commit)"})
 	s.batchLen++
-	if err := s.flush(ctx); err != nil {
-		s.rollback(context.WithoutCancel(ctx))
-		return err
-	}
+	b, info := s.batch, append([]stmtInfo(nil), s.batchInfo...)
+	s.batch, s.batchLen, s.batchSize = nil, 0, 0
+	s.batchInfo = s.batchInfo[:0]
+	c := &committed{pos: p, txns: s.groupTxns, msg: s.groupMsg}
 	s.open, s.multi, s.ddl = false, false, false
-	txns := s.groupTxns
+	s.groupMsg = nil
+	// The position moves now, not when the COMMIT is confirmed: the next
+	// group starts from it. Should the COMMIT fail, the session ends and
+	// restarts from the position stored in the target.
 	s.pos = p
-	st := &s.a.stats
-	st.Txns.Add(int64(txns))
-	st.Commits.Add(1)
-	st.Conflicts.Add(s.conflicts)
-	st.AppliedLSN.Store(uint64(p.commit))
-	if uint64(p.caughtUp) > st.SourceLSN.Load() {
-		st.SourceLSN.Store(uint64(p.caughtUp))
-	}
-	st.StreamSeq.Store(p.seq)
-	if !p.time.IsZero() {
-		if prev := st.SourceTime.Load(); p.time.UnixNano() > prev {
-			st.SourceTime.Store(p.time.UnixNano())
-		}
-	}
-	if s.groupMsg != nil {
-		if err := s.groupMsg.Ack(); err != nil {
-			// The target holds the position: a lost ack only means the
-			// messages come again and are skipped.
-			s.a.log.Debug().Err(err).Msg("ack after commit")
-		}
-		s.groupMsg = nil
-	}
-	if s.a.log.Debug().Enabled() {
-		s.a.log.Debug().Str("lsn", p.commit.String()).Uint64("stream_seq", p.seq).Int("txns", txns).Msg("group committed")
-	}
-	return nil
+	return s.send(ctx, b, info, c)
 }
 
 // rollback abandons the open target transaction.
@@ -293,6 +358,9 @@ func (s *session) rollback(ctx context.Context) {
 	clear(s.runs)
 	s.runOrder, s.pendingRows = s.runOrder[:0], 0
 	s.groupMsg = nil
+	if err := s.wait(ctx); err != nil {
+		s.a.log.Debug().Err(err).Msg("batch before rollback")
+	}
 	if _, err := s.pg.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
 		s.a.log.Debug().Err(err).Msg("rollback")
 	}
