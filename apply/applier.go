@@ -379,6 +379,10 @@ func (s *session) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 	return c, nil
 }
 
+// groupGrace is how long a young group waits for more transactions when
+// none is at hand.
+const groupGrace = 5 * time.Millisecond
+
 func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
 	for {
 		var m jetstream.Msg
@@ -387,8 +391,17 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 		case m, ok = <-msgs:
 		default:
 			// Nothing waiting: commit the open group now rather than hold
-			// rows back. Under load groups fill up instead.
+			// rows back. Under load groups fill up instead. A young group
+			// gets a few milliseconds' grace: a backlog's next fetch is
+			// usually on its way, and each commit costs a round trip.
 			if s.open && !s.cur {
+				if grace := groupGrace - time.Since(s.groupAt); grace > 0 {
+					select {
+					case m, ok = <-msgs:
+						goto got
+					case <-time.After(grace):
+					}
+				}
 				if err := s.commit(ctx); err != nil {
 					return err
 				}
@@ -414,6 +427,7 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 				return nil
 			}
 		}
+	got:
 		if !ok {
 			select {
 			case err := <-fetchErr:
