@@ -463,15 +463,29 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 			stream.StreamName(a.cfg.Name), s.lastSeq, seq)
 	}
 	s.lastSeq = seq
-	env, err := stream.Decode(m.Data())
+	envs, err := stream.DecodeMessage(m.Data())
 	if err != nil {
 		return schema.Fatalf(err, "message at stream %s sequence %d (subject %s) cannot be decoded; inspect it with `pgjet tail`, then remove it or rebuild this target",
 			stream.StreamName(a.cfg.Name), seq, m.Subject())
 	}
-	if env.Source != a.cfg.Name {
-		return schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
-			stream.StreamName(a.cfg.Name), seq, env.Source, a.cfg.Name)
+	for _, env := range envs {
+		if env.Source != a.cfg.Name {
+			return schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
+				stream.StreamName(a.cfg.Name), seq, env.Source, a.cfg.Name)
+		}
+		// Groups commit only between messages (see loop), so a batch
+		// message is applied whole or not at all, and the stored stream
+		// sequence always means "this message and all before it".
+		if err := s.handleEnvelope(ctx, m, seq, env); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// handleEnvelope applies one envelope of message m (stream sequence seq).
+func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
+	a := s.a
 	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
 		if s.cur {
 			return nil

@@ -359,10 +359,11 @@ func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 		return tailInfo{}, fmt.Errorf("read stream tail (seq %d): %w", info.State.LastSeq, err)
 	}
 	t := tailInfo{lastID: m.Header.Get(jetstream.MsgIDHeader)}
-	env, err := stream.Decode(m.Data)
+	envs, err := stream.DecodeMessage(m.Data)
 	if err != nil {
 		return tailInfo{}, schema.Fatalf(err, "the last message of stream %s (seq %d) is not a pgjet envelope; the stream holds foreign data: use another --name", info.Config.Name, info.State.LastSeq)
 	}
+	env := envs[len(envs)-1]
 	switch {
 	case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
 		t.skipBelow = env.CommitLSN + 1

@@ -39,6 +39,13 @@ type reader struct {
 	dropped map[uint32]bool
 	masks   map[uint32][]int
 
+	// pending holds complete small transactions (encoded envelopes) not
+	// yet published: they leave as one batch message (stream.AppendBatch).
+	pending      [][]byte
+	pendingBytes int
+	pendingEnd   stream.LSN // position to confirm once the batch is acked
+	pendingSince time.Time
+
 	// the transaction being read
 	inTxn    bool
 	skip     bool
@@ -56,6 +63,8 @@ type typeKey struct {
 
 func (r *reader) run(ctx context.Context) error {
 	r.nextStat = time.Now().Add(r.c.cfg.StatusInterval)
+	// What is read is published before the session's final flush.
+	defer func() { _ = r.flushPending(context.WithoutCancel(ctx)) }()
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -68,7 +77,18 @@ func (r *reader) run(ctx context.Context) error {
 		// A read deadline, not a context: a context costs pgconn a watcher
 		// goroutine per message, and this loop sees several per transaction.
 		// Shutdown is noticed within one status interval.
-		if err := r.repl.Conn().SetReadDeadline(r.nextStat); err != nil {
+		deadline := r.nextStat
+		if len(r.pending) > 0 {
+			linger := r.pendingSince.Add(batchLinger)
+			if !time.Now().Before(linger) {
+				if err := r.flushPending(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			deadline = minTime(deadline, linger)
+		}
+		if err := r.repl.Conn().SetReadDeadline(deadline); err != nil {
 			return fmt.Errorf("set read deadline on slot %q: %w", r.c.cfg.Slot, err)
 		}
 		msg, err := r.repl.ReceiveMessage(context.Background())
@@ -264,6 +284,9 @@ func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.
 	if r.inTxn {
 		return fmt.Errorf("pgoutput sent a non-transactional message at %s inside transaction %d", at, r.env.Xid)
 	}
+	if err := r.flushPending(ctx); err != nil { // commit order
+		return err
+	}
 	if at < r.skipBelow {
 		return r.pub.Confirm(ctx, at)
 	}
@@ -435,20 +458,96 @@ func (r *reader) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 	r.inTxn = false
 	end := stream.LSN(m.TransactionEndLSN)
 	if r.skip {
-		return r.pub.Confirm(ctx, end)
+		return r.confirm(ctx, end)
 	}
 	r.c.stats.Txns.Add(1)
 	if r.env.Chunk == 0 && len(r.env.Changes) == 0 {
 		// Nothing published (no published table changed): only the
 		// position moves, once everything before it is acknowledged.
-		return r.pub.Confirm(ctx, end)
+		return r.confirm(ctx, end)
 	}
 	r.env.EndLSN = end
-	return r.flush(ctx, true)
+	if r.env.Chunk > 0 {
+		return r.flush(ctx, true)
+	}
+	// A transaction in one chunk waits, briefly, to share a message.
+	r.env.Flags |= stream.FlagLast
+	data := stream.AppendEnvelope(make([]byte, 0, r.size+256), &r.env)
+	if len(r.pending) == 0 {
+		r.pendingSince = time.Now()
+	}
+	r.pending = append(r.pending, data)
+	r.pendingBytes += len(data)
+	r.pendingEnd = end
+	r.env.Flags = 0
+	r.resetChunk()
+	if r.pendingBytes >= r.c.cfg.ChunkBytes || len(r.pending) >= maxBatchTxns {
+		return r.flushPending(ctx)
+	}
+	return nil
+}
+
+// batchLinger is the longest a complete transaction waits for others to
+// share its message; maxBatchTxns bounds a batch.
+const (
+	batchLinger  = 2 * time.Millisecond
+	maxBatchTxns = 1024
+)
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// confirm moves the position without publishing. Behind a pending batch
+// it only extends what the batch confirms: a position never overtakes
+// transactions that are not yet acknowledged.
+func (r *reader) confirm(ctx context.Context, end stream.LSN) error {
+	if len(r.pending) > 0 {
+		r.pendingEnd = end
+		return nil
+	}
+	return r.pub.Confirm(ctx, end)
+}
+
+// flushPending publishes the pending transactions: one alone as its own
+// envelope, several as a batch.
+func (r *reader) flushPending(ctx context.Context) error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	var data []byte
+	var id string
+	first, _ := stream.Decode(r.pending[0])
+	if len(r.pending) == 1 {
+		data = r.pending[0]
+		id = stream.MsgID(r.c.cfg.Name, first.CommitLSN, 0)
+	} else {
+		last, _ := stream.Decode(r.pending[len(r.pending)-1])
+		data = stream.AppendBatch(make([]byte, 0, r.pendingBytes+8*len(r.pending)+8), r.pending)
+		id = fmt.Sprintf("%s:%016X-%016X:b", r.c.cfg.Name, uint64(first.CommitLSN), uint64(last.CommitLSN))
+	}
+	if r.maxPayload > 0 && len(data) > r.maxPayload {
+		return schema.Fatalf(nil, "transaction %d at LSN %s has a row of about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
+			first.Xid, first.CommitLSN, len(data), r.maxPayload)
+	}
+	end := r.pendingEnd
+	r.pending, r.pendingBytes, r.pendingEnd = r.pending[:0], 0, 0
+	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, end); err != nil {
+		return wrapNATS(err)
+	}
+	r.c.stats.Messages.Add(1)
+	r.c.stats.Bytes.Add(int64(len(data)))
+	return nil
 }
 
 // flush publishes the current chunk; last marks the end of the transaction.
 func (r *reader) flush(ctx context.Context, last bool) error {
+	if err := r.flushPending(ctx); err != nil { // commit order
+		return err
+	}
 	if last {
 		r.env.Flags |= stream.FlagLast
 	}
@@ -478,6 +577,9 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 }
 
 func (r *reader) heartbeat(ctx context.Context, at stream.LSN) error {
+	if err := r.flushPending(ctx); err != nil { // commit order
+		return err
+	}
 	if at < r.skipBelow {
 		return r.pub.Confirm(ctx, at)
 	}

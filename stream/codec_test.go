@@ -486,3 +486,52 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestDecodeMessage_Batch(t *testing.T) {
+	txn := func(lsn LSN) []byte {
+		return Encode(&Envelope{Kind: KindTxn, Source: "s", CommitLSN: lsn, EndLSN: lsn + 8, Flags: FlagFirst | FlagLast})
+	}
+	b := AppendBatch(nil, [][]byte{txn(10), txn(20), txn(30)})
+	envs, err := DecodeMessage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(envs), 3; got != want {
+		t.Fatalf("envelopes = %d, want %d", got, want)
+	}
+	if got, want := envs[2].CommitLSN, LSN(30); got != want {
+		t.Errorf("third commit LSN = %s, want %s", got, want)
+	}
+	single, err := DecodeMessage(txn(5))
+	if err != nil || len(single) != 1 {
+		t.Fatalf("single envelope: %v, %d", err, len(single))
+	}
+	for name, bad := range map[string][]byte{
+		"out of order":  AppendBatch(nil, [][]byte{txn(20), txn(10)}),
+		"empty":         AppendBatch(nil, nil),
+		"partial chunk": AppendBatch(nil, [][]byte{Encode(&Envelope{Kind: KindTxn, Source: "s", CommitLSN: 1, Flags: FlagFirst})}),
+		"trailing":      append(AppendBatch(nil, [][]byte{txn(1)}), 0),
+		"truncated":     b[:len(b)-1],
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeMessage(bad); err == nil {
+				t.Fatal("decoded, want an error")
+			} else if _, ok := err.(*DecodeError); !ok {
+				t.Fatalf("error %T, want *DecodeError", err)
+			}
+		})
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	txn := Encode(&Envelope{Kind: KindTxn, Source: "s", CommitLSN: 1, Flags: FlagFirst | FlagLast})
+	f.Add(AppendBatch(nil, [][]byte{txn}))
+	f.Add(txn)
+	f.Add([]byte("PB\x01\x02\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		envs, err := DecodeMessage(b)
+		if err == nil && len(envs) == 0 {
+			t.Fatal("no envelopes and no error")
+		}
+	})
+}

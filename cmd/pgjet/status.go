@@ -444,7 +444,8 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	source := strings.TrimPrefix(info.Config.Name, statusStreamPrefix)
 	if m, err := s.GetLastMsgForSubject(ctx, stream.TxnSubject(source)); err == nil {
-		if env, err := stream.Decode(m.Data); err == nil {
+		if envs, err := stream.DecodeMessage(m.Data); err == nil {
+			env := envs[len(envs)-1]
 			sr.lastTxn = env.CommitLSN
 			if env.Last() && env.EndLSN > 0 {
 				sr.lastTxn = env.EndLSN

@@ -238,21 +238,25 @@ type tailError struct {
 // envelope as stream.EnvelopeJSON renders it with "stream_seq" first, or
 // an error object when the message cannot be decoded or rendered.
 func writeTailLine(w io.Writer, seq uint64, subject string, data []byte) error {
-	var line []byte
-	env, err := stream.Decode(data)
-	if err == nil {
+	// A batch message (several small transactions) prints a line per
+	// transaction, each with the message's stream sequence.
+	var out []byte
+	envs, err := stream.DecodeMessage(data)
+	for _, env := range envs {
 		var js []byte
-		if js, err = stream.EnvelopeJSON(env); err == nil {
-			// EnvelopeJSON always renders an object with keys.
-			line = strconv.AppendUint([]byte(`{"stream_seq":`), seq, 10)
-			line = append(line, ',')
-			line = append(line, js[1:]...)
+		if js, err = stream.EnvelopeJSON(env); err != nil {
+			break
 		}
+		// EnvelopeJSON always renders an object with keys.
+		out = strconv.AppendUint(append(out, `{"stream_seq":`...), seq, 10)
+		out = append(out, ',')
+		out = append(out, js[1:]...)
+		out = append(out, '\n')
 	}
 	if err != nil {
-		line, _ = json.Marshal(tailError{StreamSeq: seq, Error: err.Error(), Subject: subject})
+		out, _ = json.Marshal(tailError{StreamSeq: seq, Error: err.Error(), Subject: subject})
+		out = append(out, '\n')
 	}
-	line = append(line, '\n')
-	_, err = w.Write(line)
+	_, err = w.Write(out)
 	return err
 }
