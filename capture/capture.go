@@ -150,6 +150,8 @@ func (c *Capture) session(ctx context.Context) error {
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, Start: start,
 	})
+	c.observe(pub)
+	defer c.observe(nil)
 	c.log.Info().Str("slot", c.cfg.Slot).Str("publication", c.cfg.Publication).
 		Str("lsn", start.String()).Str("stream", stream.StreamName(c.cfg.Name)).
 		Str("resume_after", tail.skipBelow.String()).Msg("capture started")

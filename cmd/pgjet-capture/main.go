@@ -7,14 +7,17 @@ import (
 	"os"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/cmd/internal/metrics"
 )
 
 func main() {
 	cfg := capture.DefaultConfig()
 	var logf cli.LogFlags
+	var metricsAddr string
 	fs := pflag.NewFlagSet("pgjet-capture", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet-capture streams a Postgres database into NATS JetStream.\n\nUsage:\n  pgjet-capture --db URL --nats URL --name SOURCE [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
@@ -39,6 +42,7 @@ func main() {
 	fs.DurationVar(&cfg.Stream.MaxAge, "stream-max-age", cfg.Stream.MaxAge, "stream retention when capture creates it: must outlast the longest region outage")
 	fs.Int64Var(&cfg.Stream.MaxBytes, "stream-max-bytes", 0, "stream size limit when capture creates it (0 = unlimited)")
 	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 1, "stream replicas in a NATS cluster")
+	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
 	logf.Register(fs)
 	cli.Parse(fs, os.Args[1:])
 
@@ -52,6 +56,17 @@ func main() {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	err = capture.New(cfg, log).Run(ctx)
-	cli.Exit("pgjet-capture", log, err)
+	c := capture.New(cfg, log)
+	g, gctx := errgroup.WithContext(ctx)
+	if metricsAddr != "" {
+		m, err := metrics.NewCapture(c, cfg, log)
+		if err != nil {
+			cli.Exit("pgjet-capture", log, err)
+		}
+		defer m.Close()
+		g.Go(func() error { return metrics.Serve(gctx, metricsAddr, m, log) })
+	}
+	// The metrics server ends with the capture, whatever ended it.
+	g.Go(func() error { defer stop(); return c.Run(gctx) })
+	cli.Exit("pgjet-capture", log, g.Wait())
 }
