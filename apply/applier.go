@@ -21,6 +21,9 @@ type Applier struct {
 	cfg   Config
 	log   zerolog.Logger
 	stats Stats
+	// originWarned is set once the lack of replication origins was
+	// reported: sessions reconnect, the warning is given once.
+	originWarned atomic.Bool
 }
 
 // Stats are an Applier's live counters; safe for concurrent reads.
@@ -165,6 +168,22 @@ type session struct {
 	// = replica: foreign keys do not fire, so runs of different tables
 	// may be applied out of their interleaved order within a group.
 	reorder bool
+
+	// cx describes the session's replication origin and commit
+	// timestamps to conflict statements; originStmt, prepared when the
+	// session has an origin, stamps each target transaction with the
+	// source's commit LSN and time.
+	cx         *conflictEnv
+	originStmt string
+	// groupMax is the most source transactions in one target
+	// transaction: 1 under last-writer-wins, so that every row version
+	// carries its own source commit time.
+	groupMax int
+	// mayStop is set when a statement of the open group may decide that
+	// a conflict stops the applier: the group's COMMIT waits for its
+	// results. stopped holds that conflict once decided.
+	mayStop bool
+	stopped *stop
 }
 
 type stmtInfo struct {
@@ -173,6 +192,9 @@ type stmtInfo struct {
 	table string
 	op    stream.Op
 	logs  bool // the statement records conflicts in pgjet.conflicts
+	// returns marks a policy statement: it returns the number of
+	// conflicts and those that stop the applier (see policyStatement).
+	returns bool
 	// rows and lastLSN describe a run statement (several source rows).
 	rows    int
 	lastLSN stream.LSN
@@ -229,7 +251,8 @@ func (a *Applier) session(ctx context.Context) error {
 		}
 	}()
 	a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).
-		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).Msg("apply started")
+		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).
+		Str("conflict", a.cfg.policies()).Bool("origin", s.cx.origin != 0).Msg("apply started")
 
 	err = s.loop(ctx, msgs, fetchErr)
 	// Shutdown: commit what is complete, roll back a partial transaction.
@@ -246,6 +269,12 @@ func (a *Applier) session(ctx context.Context) error {
 	}
 	if werr := s.wait(fctx); werr != nil && err == nil {
 		err = werr
+	}
+	if s.stopped != nil {
+		// The group was rolled back (the COMMIT of a group that may stop
+		// waits for its statements): the conflict is recorded on its own.
+		s.rollback(fctx)
+		s.recordStop(fctx)
 	}
 	if err == nil {
 		a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).Msg("apply stopped, position flushed")
@@ -277,15 +306,34 @@ CREATE TABLE IF NOT EXISTS pgjet.conflicts (
 	local_row   jsonb,
 	remote_row  jsonb,
 	decision    text NOT NULL
-);`
+);
+-- Who wrote each side of a conflict, and when: the writer of the local row
+-- version (a source name, or this database's --local-name for local
+-- writes) and its commit time (track_commit_timestamp), and the incoming
+-- change's source and source commit time.
+ALTER TABLE pgjet.conflicts
+	ADD COLUMN IF NOT EXISTS local_origin text,
+	ADD COLUMN IF NOT EXISTS local_commit_time timestamptz,
+	ADD COLUMN IF NOT EXISTS remote_origin text,
+	ADD COLUMN IF NOT EXISTS remote_commit_time timestamptz;`
 
 func (s *session) setup(ctx context.Context) error {
 	a := s.a
+	// The origin first: pgjet's own tables and what a schema change event
+	// trigger makes of them are then not published by a capture of this
+	// database either.
+	if err := s.setupOrigin(ctx); err != nil {
+		return err
+	}
+	s.groupMax = a.cfg.GroupTxns
+	if a.cfg.uses(PolicyLastWriterWins) {
+		s.groupMax = 1
+	}
 	if _, err := s.conn.Exec(ctx, setupSQL); err != nil {
 		if schema.PgCode(err) == schema.CodeInsufficientPriv {
 			return schema.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it, or create schema pgjet owned by it", schema.Redact(a.cfg.DB))
 		}
-		if schema.PgCode(err) != "23505" { // concurrent creation by another applier
+		if schema.PgCode(err) != codeUniqueViolation { // concurrent creation by another applier
 			return fmt.Errorf("create pgjet schema: %w", err)
 		}
 	}
@@ -301,7 +349,8 @@ func (s *session) setup(ctx context.Context) error {
 	}
 	var commit, end, caught string
 	var seq int64
-	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught)
+	var ctime *time.Time
+	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text, commit_time FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught, &ctime)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -311,6 +360,9 @@ func (s *session) setup(ctx context.Context) error {
 		s.pos.end, _ = stream.ParseLSN(end)
 		s.pos.caughtUp, _ = stream.ParseLSN(caught)
 		s.pos.seq = uint64(seq)
+		if ctime != nil {
+			s.pos.time = *ctime
+		}
 	}
 	s.lastSeq = s.pos.seq
 	a.stats.AppliedLSN.Store(uint64(s.pos.commit))
@@ -439,7 +491,7 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 		if err := s.handle(ctx, m); err != nil {
 			return err
 		}
-		if s.open && !s.cur && (s.groupTxns >= s.a.cfg.GroupTxns || s.groupSize >= s.a.cfg.GroupBytes ||
+		if s.open && !s.cur && (s.groupTxns >= s.groupMax || s.groupSize >= s.a.cfg.GroupBytes ||
 			time.Since(s.groupAt) >= s.a.cfg.GroupDelay || s.multi || s.ddl) {
 			if err := s.commit(ctx); err != nil {
 				return err
@@ -478,6 +530,20 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		// sequence always means "this message and all before it".
 		if err := s.handleEnvelope(ctx, m, seq, env); err != nil {
 			return err
+		}
+		if (s.ddl || s.groupTxns >= s.groupMax && s.groupMax == 1) && s.open && !s.cur && env != envs[len(envs)-1] {
+			// A schema change must be committed before the transactions
+			// after it (an enum value added cannot be used in the same
+			// transaction); under last-writer-wins every source transaction
+			// commits alone, stamped with its own commit time. Committing
+			// inside a batch message records the sequence before it: a
+			// restart consumes the message again and skips, by commit LSN,
+			// what was applied of it.
+			s.groupPos.seq = seq - 1
+			s.groupMsg = nil
+			if err := s.commit(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -23,13 +23,15 @@ import (
 // Runs are only formed for tables whose rows are identified by a key
 // backed by the target's only unique index: then rows of a run cannot
 // collide with one another in any order, and the result equals applying
-// them one by one.
+// them one by one. Only source-wins tables form runs: the other policies
+// decide per row on the locked local version (see policyStatement).
 type run struct {
 	p     *plan
 	op    stream.Op
 	shape string
 	rows  []*stream.Change
 	lsns  [][]byte
+	tss   [][]byte // source commit times
 	keys  map[string]struct{}
 	first stmtInfo
 	last  stream.LSN
@@ -43,7 +45,7 @@ const maxRunRows = 512
 // batchable reports whether ch can join a run, and the key that must be
 // unique within it.
 func (p *plan) batchable(ch *stream.Change, key []byte) ([]byte, bool) {
-	if p.fullMatch || len(p.t.uniques) > 1 {
+	if p.fullMatch || len(p.t.uniques) > 1 || p.policy != PolicySourceWins {
 		return nil, false
 	}
 	switch ch.Op {
@@ -94,7 +96,7 @@ func (p *plan) keyOf(vals []stream.Value, key []byte) ([]byte, bool) {
 
 // add queues a row change: into a run when it can join one, otherwise as
 // a single-row statement after the table's open run.
-func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byte, info stmtInfo) error {
+func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn, ts []byte, info stmtInfo) error {
 	var ok bool
 	s.keyBuf, ok = p.batchable(ch, s.keyBuf[:0])
 	r := s.runs[p.t]
@@ -108,7 +110,7 @@ func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byt
 		if err != nil {
 			return err
 		}
-		return s.single(ctx, p, ch, lsn, info)
+		return s.single(ctx, p, ch, lsn, ts, info)
 	}
 	shape := shape(ch.Op, ch)
 	if r != nil && (r.p != p || r.op != ch.Op || r.shape != shape || len(r.rows) >= r.maxRows()) {
@@ -139,6 +141,7 @@ func (s *session) add(ctx context.Context, p *plan, ch *stream.Change, lsn []byt
 	}
 	r.rows = append(r.rows, ch)
 	r.lsns = append(r.lsns, lsn)
+	r.tss = append(r.tss, ts)
 	r.last = info.lsn
 	if len(s.keyBuf) > 0 {
 		r.keys[string(s.keyBuf)] = struct{}{}
@@ -176,8 +179,8 @@ func (s *session) emitRun(ctx context.Context, r *run) error {
 		}
 	}
 	p := r.p
-	rows, lsns := r.rows, r.lsns
-	r.rows, r.lsns = nil, nil
+	rows, lsns, tss := r.rows, r.lsns, r.tss
+	r.rows, r.lsns, r.tss = nil, nil, nil
 	for len(rows) > 0 {
 		n := 1
 		for n*2 <= len(rows) {
@@ -194,7 +197,7 @@ func (s *session) emitRun(ctx context.Context, r *run) error {
 		}
 		args := make([][]byte, 0, n*r.width)
 		for i, ch := range rows[:n] {
-			args = p.runArgs(ch, lsns[i], args)
+			args = p.runArgs(ch, lsns[i], tss[i], args)
 		}
 		s.batch.ExecPrepared(name, args, nil, nil)
 		info := r.first
@@ -206,7 +209,7 @@ func (s *session) emitRun(ctx context.Context, r *run) error {
 		for _, v := range args {
 			s.batchSize += len(v)
 		}
-		rows, lsns = rows[n:], lsns[n:]
+		rows, lsns, tss = rows[n:], lsns[n:], tss[n:]
 	}
 	return nil
 }
@@ -215,9 +218,9 @@ func (s *session) emitRun(ctx context.Context, r *run) error {
 func (p *plan) runWidth(ch *stream.Change) int {
 	switch ch.Op {
 	case stream.OpInsert:
-		return len(p.rel.Columns) + 1
+		return len(p.rel.Columns) + 2
 	case stream.OpUpdate:
-		n := 1
+		n := 2
 		for _, v := range ch.New {
 			if v.Kind != stream.ValueUnchanged {
 				n++
@@ -225,12 +228,12 @@ func (p *plan) runWidth(ch *stream.Change) int {
 		}
 		return n
 	default:
-		return len(p.keys) + 1
+		return len(p.keys) + 2
 	}
 }
 
 // runColumns lists, for a run of ch's shape, the source columns that
-// travel as parameters (in order), then the commit LSN.
+// travel as parameters (in order), then the commit LSN and time.
 func (p *plan) runColumns(op stream.Op, ch *stream.Change) []int {
 	var cols []int
 	switch op {
@@ -250,7 +253,7 @@ func (p *plan) runColumns(op stream.Op, ch *stream.Change) []int {
 	return cols
 }
 
-func (p *plan) runArgs(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
+func (p *plan) runArgs(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
 	vals := ch.New
 	if ch.Op == stream.OpDelete {
 		vals = ch.Old
@@ -266,7 +269,7 @@ func (p *plan) runArgs(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
 			dst = append(dst, v.Data)
 		}
 	}
-	return append(dst, lsn)
+	return append(dst, lsn, ts)
 }
 
 type runSQL struct {
@@ -323,13 +326,15 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 		}
 		oids = append(oids, 0)
 		ps = append(ps, "$"+strconv.Itoa(len(oids))+"::pg_lsn")
+		oids = append(oids, timestamptzOID)
+		ps = append(ps, "$"+strconv.Itoa(len(oids)))
 		rows = append(rows, "("+strings.Join(ps, ", ")+")")
 	}
 	var vcols []string
 	for _, c := range cols {
 		vcols = append(vcols, vname(c))
 	}
-	vcols = append(vcols, "pgjet_lsn")
+	vcols = append(vcols, "pgjet_lsn", "pgjet_ts")
 	with := "WITH v(" + strings.Join(vcols, ", ") + ") AS (VALUES " + strings.Join(rows, ", ") + ")"
 
 	var keyNames, keyExprs, keyJoin, keyMatch []string
@@ -346,10 +351,20 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 		targetCols = append(targetCols, ident(c))
 		selectCols = append(selectCols, vname(c))
 	}
+	cx := p.cx
+	if cx == nil {
+		cx = &conflictEnv{source: source}
+	}
 	conflicts := func(kind, local, remote, decision, from string) string {
-		return "INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision) SELECT " +
+		lorigin, lts := "NULL", "NULL"
+		if local != "NULL" {
+			var join string
+			lorigin, lts, join = cx.writer("m.pgjet_x")
+			from += join
+		}
+		return "INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) SELECT " +
 			lit(source) + ", " + lit(kind) + ", " + lit(p.rel.Schema+"."+p.rel.Name) + ", m.pgjet_lsn, " +
-			jsonObject(keyNames, keyExprs) + ", " + local + ", " + remote + ", " + decision + " " + from
+			jsonObject(keyNames, keyExprs) + ", " + local + ", " + remote + ", " + decision + ", " + lorigin + ", " + lts + ", " + lit(source) + ", m.pgjet_ts " + from
 	}
 
 	var sql string
@@ -374,7 +389,7 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 		if len(sets) > 0 {
 			action = "DO UPDATE SET " + strings.Join(sets, ", ")
 		}
-		sql = with + ", pgjet_old AS (SELECT to_jsonb(t) AS j, v.* FROM " + q + " t JOIN v ON " + strings.Join(keyJoin, " AND ") + ")" +
+		sql = with + ", pgjet_old AS (SELECT to_jsonb(t) AS j, t.xmin AS pgjet_x, v.* FROM " + q + " t JOIN v ON " + strings.Join(keyJoin, " AND ") + ")" +
 			", pgjet_ins AS (" + ins + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") " + action + " RETURNING 1) " +
 			conflicts("insert_exists", "m.j", jsonObject(rowNames, rowExprs), "'apply_remote'", "FROM pgjet_old m")
 

@@ -61,6 +61,18 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
+	// ConflictPolicy is how a change that collides with the target's rows
+	// is resolved: source-wins (default), last-writer-wins, keep-local or
+	// error. See Policy.
+	ConflictPolicy string
+	// ConflictTables overrides ConflictPolicy per table: "schema.table" (a
+	// name without a schema is in public) → policy.
+	ConflictTables map[string]string
+	// LocalName is the source name this target database is captured under
+	// (its own pgjet-capture --name) when it also takes writes
+	// (active-active). last-writer-wins breaks ties between equal commit
+	// times by source name and needs it to name the target's local writes.
+	LocalName string
 }
 
 // DefaultConfig returns a Config with every tunable set to its default.
@@ -74,6 +86,7 @@ func DefaultConfig() Config {
 		SynchronousCommit:      "off",
 		ProgressInterval:       10 * time.Second,
 		RetryMax:               30 * time.Second,
+		ConflictPolicy:         PolicySourceWins.String(),
 	}
 }
 
@@ -99,6 +112,24 @@ func (c *Config) Validate() error {
 	}
 	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
 		errs = append(errs, errors.New("group and pipeline limits must be positive"))
+	}
+	if _, err := ParsePolicy(c.ConflictPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("--conflict: %w", err))
+	}
+	for table, policy := range c.ConflictTables {
+		if _, err := ParsePolicy(policy); err != nil {
+			errs = append(errs, fmt.Errorf("--conflict-table %s: %w", table, err))
+		}
+	}
+	if c.LocalName != "" {
+		if err := stream.ValidateSource(c.LocalName); err != nil {
+			errs = append(errs, fmt.Errorf("--local-name: %w", err))
+		} else if c.LocalName == c.Name {
+			errs = append(errs, fmt.Errorf("--local-name %q is the source applied here (--name): name this database's own capture", c.LocalName))
+		}
+	}
+	if c.uses(PolicyLastWriterWins) && c.LocalName == "" {
+		errs = append(errs, errors.New("last-writer-wins needs --local-name, the name this database's own pgjet-capture publishes under: equal commit times are decided by source name, the same way in every region"))
 	}
 	return errors.Join(errs...)
 }

@@ -23,6 +23,7 @@ func (s *session) begin(ctx context.Context) error {
 		return nil
 	}
 	s.open = true
+	s.mayStop, s.stopped = false, nil
 	s.groupAt = time.Now()
 	s.groupTxns, s.groupSize = 0, 0
 	s.groupPos = s.pos
@@ -44,6 +45,7 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 	}
 	s.lsnText = append(s.lsnText[:0], env.CommitLSN.String()...)
 	lsn := append([]byte(nil), s.lsnText...)
+	ts := []byte(env.CommitTime.UTC().Format(timeFormat))
 	for ci := range env.Changes {
 		ch := &env.Changes[ci]
 		if ch.Op == stream.OpTruncate {
@@ -81,7 +83,7 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 			}
 		}
 		info := stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: ch.Op}
-		if err := s.add(ctx, p, ch, lsn, info); err != nil {
+		if err := s.add(ctx, p, ch, lsn, ts, info); err != nil {
 			return err
 		}
 		a.stats.Changes.Add(1)
@@ -94,8 +96,14 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 	return nil
 }
 
+// codeUniqueViolation is the SQLSTATE of a duplicate key.
+const codeUniqueViolation = "23505"
+
+// timeFormat renders source commit times for timestamptz parameters.
+const timeFormat = "2006-01-02 15:04:05.999999Z07:00"
+
 // single queues a change as a single-row statement.
-func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn []byte, info stmtInfo) error {
+func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn, ts []byte, info stmtInfo) error {
 	if _, ok := p.stmts[shape(ch.Op, ch)]; !ok {
 		if err := s.wait(ctx); err != nil { // preparing needs the connection
 			return err
@@ -105,9 +113,14 @@ func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn []
 	if err != nil {
 		return s.stmtError(err, info)
 	}
-	args := p.args(ch, lsn, nil)
+	args := p.args(ch, lsn, ts, nil)
 	s.batch.ExecPrepared(name, args, nil, nil)
-	info.logs = ch.Op != stream.OpInsert || p.upsert
+	if p.policy != PolicySourceWins && (ch.Op != stream.OpInsert || p.insertLogs(ch)) {
+		info.returns = true
+		s.mayStop = s.mayStop || p.stops(ch)
+	} else {
+		info.logs = ch.Op != stream.OpInsert || p.upsert
+	}
 	s.batchInfo = append(s.batchInfo, info)
 	s.batchLen++
 	for _, v := range args {
@@ -176,6 +189,8 @@ func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Enve
 	if err != nil {
 		return nil, err
 	}
+	p.policy = s.a.cfg.policyFor(r.Schema, r.Name)
+	p.cx = s.cx
 	s.plans[key] = p
 	return p, nil
 }
@@ -257,8 +272,20 @@ func (s *session) wait(ctx context.Context) error {
 			// The statement's outer INSERT writes conflict records only.
 			st.Conflicts.Add(r.CommandTag.RowsAffected())
 		}
+		if i < len(f.info) && f.info[i].returns && len(r.Rows) == 1 && len(r.Rows[0]) == 2 {
+			n, _ := strconv.ParseInt(string(r.Rows[0][0]), 10, 64)
+			st.Conflicts.Add(n)
+			if stops := r.Rows[0][1]; stops != nil {
+				return s.stopError(stops, f.info[i])
+			}
+		}
 	}
 	if res.err != nil {
+		var pe *pgconn.PgError
+		if errors.As(res.err, &pe) && len(res.results) < len(f.info) {
+			// The statement after the last result failed.
+			return s.stmtError(res.err, f.info[len(res.results)])
+		}
 		return fmt.Errorf("apply batch: %w", res.err)
 	}
 	c := f.commit
@@ -305,6 +332,11 @@ func (s *session) stmtError(err error, in stmtInfo) error {
 		case schema.CodeUndefinedTable, schema.CodeUndefinedColumn:
 			return schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d): the target's schema differs from the source; make the table match and restart pgjet-apply",
 				opName(in.op), in.table, in.lsn, in.seq)
+		case codeUniqueViolation:
+			// A unique_violation conflict the statement could not see
+			// coming (source-wins, or an index pgjet does not check).
+			return schema.Fatalf(err, "unique_violation: %s of %s at LSN %s (stream seq %d) collides on unique index %s with a row that exists only on the target (%s); pgjet does not delete a row of another key to make room: change or delete the local row and restart pgjet-apply, or choose --conflict-table %s=keep-local to skip such changes",
+				opName(in.op), in.table, in.lsn, in.seq, pe.ConstraintName, pe.Detail, in.table)
 		}
 	}
 	return schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied)",
@@ -320,12 +352,32 @@ func (s *session) commit(ctx context.Context) error {
 	if err := s.emitRuns(ctx); err != nil { // the group's rows go before its position and COMMIT
 		return err
 	}
-	p := s.groupPos
-	if p.seq != s.pos.seq {
-		var ts []byte
-		if !p.time.IsZero() {
-			ts = []byte(p.time.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
+	if s.mayStop {
+		// A statement may have decided to stop: read its result before
+		// anything commits.
+		if err := s.flush(ctx); err != nil {
+			return err
 		}
+		if err := s.wait(ctx); err != nil {
+			return err
+		}
+	}
+	p := s.groupPos
+	var ts []byte
+	if !p.time.IsZero() {
+		ts = []byte(p.time.UTC().Format(timeFormat))
+	}
+	if s.originStmt != "" {
+		// The commit carries the source's commit LSN and time, and the
+		// session's origin: the commit timestamp of the rows is then the
+		// source's (what last-writer-wins compares), and a capture of this
+		// database knows them for pgjet's. The session keeps the time until
+		// the next call, so every target transaction sets it.
+		s.batch.ExecPrepared(s.originStmt, [][]byte{[]byte(p.commit.String()), ts}, nil, nil)
+		s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "(replication origin)"})
+		s.batchLen++
+	}
+	if p.seq != s.pos.seq {
 		s.batch.ExecPrepared(s.posStmt, [][]byte{[]byte(s.a.cfg.Name), []byte(p.commit.String()), []byte(p.end.String()),
 			[]byte(strconv.FormatUint(p.seq, 10)), ts, []byte(p.caughtUp.String())}, nil, nil)
 		s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "pgjet.applied"})
@@ -338,7 +390,7 @@ func (s *session) commit(ctx context.Context) error {
 	s.batch, s.batchLen, s.batchSize = nil, 0, 0
 	s.batchInfo = s.batchInfo[:0]
 	c := &committed{pos: p, txns: s.groupTxns, msg: s.groupMsg}
-	s.open, s.multi, s.ddl = false, false, false
+	s.open, s.multi, s.ddl, s.mayStop = false, false, false, false
 	s.groupMsg = nil
 	// The position moves now, not when the COMMIT is confirmed: the next
 	// group starts from it. Should the COMMIT fail, the session ends and
@@ -352,7 +404,7 @@ func (s *session) rollback(ctx context.Context) {
 	if !s.open {
 		return
 	}
-	s.open, s.multi, s.ddl = false, false, false
+	s.open, s.multi, s.ddl, s.mayStop = false, false, false, false
 	s.batch, s.batchLen, s.batchSize = nil, 0, 0
 	s.batchInfo = s.batchInfo[:0]
 	clear(s.runs)

@@ -19,6 +19,7 @@ type target struct {
 	qname        string // quoted, schema-qualified
 	cols         map[string]targetCol
 	uniques      [][]string // column sets of the primary key and unique indexes
+	nullsEqual   []bool     // per unique index: NULLS NOT DISTINCT
 	pk           []string
 }
 
@@ -48,6 +49,10 @@ type plan struct {
 	always     []bool            // per source column: GENERATED ALWAYS identity on the target
 	stmts      map[string]string // shape → prepared statement name
 	runs       map[string]runSQL // shape and row count → run statement
+	// policy resolves conflicts on this table; cx describes the session's
+	// origin and commit timestamps (nil: neither).
+	policy Policy
+	cx     *conflictEnv
 }
 
 func relationKey(r *stream.Relation) string {
@@ -94,7 +99,8 @@ func loadTarget(ctx context.Context, conn *pgx.Conn, schemaName, name string) (*
 		return nil, nil
 	}
 	rows, err = conn.Query(ctx, `
-		SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ord)
+		SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ord),
+			bool_or(coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false))
 		FROM pg_index i
 		JOIN pg_class c ON c.oid = i.indrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -106,12 +112,13 @@ func loadTarget(ctx context.Context, conn *pgx.Conn, schemaName, name string) (*
 		return nil, fmt.Errorf("read unique indexes of %s: %w", t.qname, err)
 	}
 	for rows.Next() {
-		var primary bool
+		var primary, nullsEqual bool
 		var cols []string
-		if err := rows.Scan(&primary, &cols); err != nil {
+		if err := rows.Scan(&primary, &cols, &nullsEqual); err != nil {
 			return nil, err
 		}
 		t.uniques = append(t.uniques, cols)
+		t.nullsEqual = append(t.nullsEqual, nullsEqual)
 		if primary {
 			t.pk = cols
 		}
@@ -244,12 +251,26 @@ func jsonObject(names, exprs []string) string {
 // statement builds the SQL of a change of this plan's shape. The
 // parameter order matches args().
 func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
+	if p.policy != PolicySourceWins && (ch.Op != stream.OpInsert || p.insertLogs(ch)) {
+		return p.policyStatement(source, ch)
+	}
+	cx := p.cx
+	if cx == nil {
+		cx = &conflictEnv{source: source}
+	}
 	var sb sqlBuilder
 	q := p.t.qname
 	cols := p.rel.Columns
+	var ts string
 	conflict := func(kind, keyJSON, local, remote, decision, where string, lsnParam string) string {
-		return fmt.Sprintf(`INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision) SELECT %s, %s, %s, %s::pg_lsn, %s, %s, %s, %s %s`,
-			lit(source), lit(kind), lit(p.rel.Schema+"."+p.rel.Name), lsnParam, keyJSON, local, remote, decision, where)
+		lorigin, lts := "NULL", "NULL"
+		if local != "NULL" {
+			var join string
+			lorigin, lts, join = cx.writer("pgjet_old.x")
+			where += join
+		}
+		return fmt.Sprintf(`INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) SELECT %s, %s, %s, %s::pg_lsn, %s, %s, %s, %s, %s, %s, %s, %s %s`,
+			lit(source), lit(kind), lit(p.rel.Schema+"."+p.rel.Name), lsnParam, keyJSON, local, remote, decision, lorigin, lts, lit(source), ts, where)
 	}
 	switch ch.Op {
 	case stream.OpInsert:
@@ -284,7 +305,8 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 			colNames[i] = c.Name
 		}
 		lsn := sb.param(0)
-		return "WITH pgjet_old AS (SELECT to_jsonb(t) AS j FROM " + q + " t WHERE " + strings.Join(keyCond, " AND ") + "), " +
+		ts = sb.param(timestamptzOID)
+		return "WITH pgjet_old AS (SELECT to_jsonb(t) AS j, t.xmin AS x FROM " + q + " t WHERE " + strings.Join(keyCond, " AND ") + "), " +
 			"pgjet_ins AS (" + ins + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") " + action + " RETURNING 1) " +
 			conflict("insert_exists", jsonObject(keyNames, keyVals), "pgjet_old.j", jsonObject(colNames, vals), "'apply_remote'", "FROM pgjet_old", lsn), sb.oids
 
@@ -348,6 +370,7 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 			where = "t.ctid = (SELECT t2.ctid FROM " + q + " t2 WHERE " + strings.Join(cond, " AND ") + " LIMIT 1)"
 		}
 		lsn := sb.param(0)
+		ts = sb.param(timestamptzOID)
 		if ch.Op == stream.OpDelete {
 			return "WITH pgjet_del AS (DELETE FROM " + q + " t WHERE " + where + " RETURNING 1) " +
 				conflict("delete_missing", jsonObject(keyNames, keyVals), "NULL", "NULL", "'skip'", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_del)", lsn), sb.oids
@@ -380,8 +403,9 @@ func (p *plan) overridingClause() string {
 }
 
 // args returns the parameter values of a change in statement order;
-// nil is NULL. lsn is the source commit LSN, for conflict records.
-func (p *plan) args(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
+// nil is NULL. lsn and ts are the source commit LSN and time, for conflict
+// records.
+func (p *plan) args(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
 	val := func(v stream.Value) []byte {
 		if v.Kind == stream.ValueNull {
 			return nil
@@ -396,8 +420,8 @@ func (p *plan) args(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
 		for _, v := range ch.New {
 			dst = append(dst, val(v))
 		}
-		if p.upsert {
-			dst = append(dst, lsn)
+		if p.policy == PolicySourceWins && p.upsert || p.policy != PolicySourceWins && p.insertLogs(ch) {
+			dst = append(dst, lsn, ts)
 		}
 	case stream.OpUpdate, stream.OpDelete:
 		if ch.Op == stream.OpUpdate {
@@ -422,7 +446,7 @@ func (p *plan) args(ch *stream.Change, lsn []byte, dst [][]byte) [][]byte {
 				dst = append(dst, val(find[k]))
 			}
 		}
-		dst = append(dst, lsn)
+		dst = append(dst, lsn, ts)
 	}
 	return dst
 }

@@ -74,6 +74,7 @@ func TestStatementArgs(t *testing.T) {
 	null := stream.Value{Kind: stream.ValueNull}
 	toast := stream.Value{Kind: stream.ValueUnchanged}
 	lsn := []byte("0/1")
+	ts := []byte("2024-01-01 00:00:00Z")
 	keyed, _ := newPlan(tgt([]string{"id"}, "id", "v", "w"), rel('d', col("id", true), col("v", false), col("w", false)))
 	full, _ := newPlan(tgt(nil, "a", "b"), rel('f', col("a", true), col("b", true)))
 	for _, tc := range []struct {
@@ -85,20 +86,20 @@ func TestStatementArgs(t *testing.T) {
 		contains []string
 		absent   []string
 	}{
-		{"upsert", keyed, stream.Change{Op: stream.OpInsert, New: []stream.Value{text("1"), null, text("x")}}, 4,
-			[]string{"1", "<nil>", "x", "0/1"}, []string{"ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\"", "'insert_exists'"}, nil},
-		{"update leaves unchanged toast alone", keyed, stream.Change{Op: stream.OpUpdate, New: []stream.Value{text("1"), text("v2"), toast}}, 4,
-			[]string{"1", "v2", "1", "0/1"}, []string{`"v" = $2`, "'update_missing'"}, []string{`"w" =`, "pgjet_ins"}},
-		{"update of a changed key finds the old key", keyed, stream.Change{Op: stream.OpUpdate, Old: []stream.Value{text("1"), null, null}, New: []stream.Value{text("2"), text("v"), text("w")}}, 5,
-			[]string{"2", "v", "w", "1", "0/1"}, []string{"pgjet_ins", `t."id" = $4`}, nil},
-		{"delete by key", keyed, stream.Change{Op: stream.OpDelete, Old: []stream.Value{text("7"), null, null}}, 2,
-			[]string{"7", "0/1"}, []string{"DELETE FROM", "'delete_missing'"}, nil},
-		{"delete by full row", full, stream.Change{Op: stream.OpDelete, Old: []stream.Value{text("1"), null}}, 3,
-			[]string{"1", "<nil>", "0/1"}, []string{"IS NOT DISTINCT FROM", "LIMIT 1"}, nil},
+		{"upsert", keyed, stream.Change{Op: stream.OpInsert, New: []stream.Value{text("1"), null, text("x")}}, 5,
+			[]string{"1", "<nil>", "x", "0/1", "2024-01-01 00:00:00Z"}, []string{"ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\"", "'insert_exists'"}, nil},
+		{"update leaves unchanged toast alone", keyed, stream.Change{Op: stream.OpUpdate, New: []stream.Value{text("1"), text("v2"), toast}}, 5,
+			[]string{"1", "v2", "1", "0/1", "2024-01-01 00:00:00Z"}, []string{`"v" = $2`, "'update_missing'"}, []string{`"w" =`, "pgjet_ins"}},
+		{"update of a changed key finds the old key", keyed, stream.Change{Op: stream.OpUpdate, Old: []stream.Value{text("1"), null, null}, New: []stream.Value{text("2"), text("v"), text("w")}}, 6,
+			[]string{"2", "v", "w", "1", "0/1", "2024-01-01 00:00:00Z"}, []string{"pgjet_ins", `t."id" = $4`}, nil},
+		{"delete by key", keyed, stream.Change{Op: stream.OpDelete, Old: []stream.Value{text("7"), null, null}}, 3,
+			[]string{"7", "0/1", "2024-01-01 00:00:00Z"}, []string{"DELETE FROM", "'delete_missing'"}, nil},
+		{"delete by full row", full, stream.Change{Op: stream.OpDelete, Old: []stream.Value{text("1"), null}}, 4,
+			[]string{"1", "<nil>", "0/1", "2024-01-01 00:00:00Z"}, []string{"IS NOT DISTINCT FROM", "LIMIT 1"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sql, oids := tc.p.statement("src", &tc.ch)
-			args := tc.p.args(&tc.ch, lsn, nil)
+			args := tc.p.args(&tc.ch, lsn, ts, nil)
 			if got, want := len(oids), tc.params; got != want {
 				t.Errorf("params = %d, want %d\n%s", got, want, sql)
 			}

@@ -175,6 +175,11 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 		r.resetChunk()
 	case *pglogrepl.OriginMessage:
 		r.env.Origin = m.Name
+		if skipOrigin(m.Name) {
+			// Written by a pgjet applier: it came from another region's
+			// stream and must not go back out (active-active loops).
+			r.skip = true
+		}
 	case *pglogrepl.RelationMessage:
 		return r.relation(ctx, m)
 	case *pglogrepl.TypeMessage:

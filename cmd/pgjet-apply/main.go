@@ -5,16 +5,21 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/cmd/internal/metrics"
 )
 
 func main() {
 	cfg := apply.DefaultConfig()
 	var logf cli.LogFlags
+	var metricsAddr string
+	var stall time.Duration
 	fs := pflag.NewFlagSet("pgjet-apply", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet-apply replays a source's change stream into a region's Postgres.\n\nUsage:\n  pgjet-apply --db URL --nats URL --name SOURCE --region REGION [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
@@ -31,8 +36,21 @@ func main() {
 	fs.IntVar(&cfg.PipelineStatements, "pipeline", cfg.PipelineStatements, "most statements sent in one round trip")
 	fs.StringVar(&cfg.SynchronousCommit, "synchronous-commit", cfg.SynchronousCommit, "synchronous_commit of the apply session (off is safe: the position commits with the rows)")
 	fs.BoolVar(&cfg.SessionReplicationRole, "replica-role", cfg.SessionReplicationRole, "apply with session_replication_role = replica (triggers and FKs off; needs superuser)")
+	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
+	fs.DurationVar(&stall, "stall-timeout", metrics.DefaultStallTimeout, "/readyz fails after this long without a transaction or heartbeat (keep above 3x the capture's --heartbeat)")
+	fs.StringVar(&cfg.ConflictPolicy, "conflict", cfg.ConflictPolicy, "conflict policy: source-wins, last-writer-wins, keep-local or error")
+	conflictTables := fs.String("conflict-table", "", "per-table conflict policies, e.g. 'public.accounts=error,public.prefs=keep-local'")
+	fs.StringVar(&cfg.LocalName, "local-name", "", "the source name this database's own pgjet-capture publishes under (active-active); last-writer-wins needs it")
 	logf.Register(fs)
 	cli.Parse(fs, os.Args[1:])
+	if *conflictTables != "" {
+		m, err := apply.ParseConflictTables(*conflictTables)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pgjet-apply: --conflict-table: %v\n", err)
+			os.Exit(2)
+		}
+		cfg.ConflictTables = m
+	}
 
 	log, err := logf.Logger("pgjet-apply")
 	if err != nil {
@@ -44,6 +62,12 @@ func main() {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	err = apply.New(cfg, log).Run(ctx)
-	cli.Exit("pgjet-apply", log, err)
+	a := apply.New(cfg, log)
+	g, gctx := errgroup.WithContext(ctx)
+	if metricsAddr != "" {
+		g.Go(func() error { return metrics.Serve(gctx, metricsAddr, metrics.NewApply(a, cfg, stall), log) })
+	}
+	// The metrics server ends with the applier, whatever ended it.
+	g.Go(func() error { defer stop(); return a.Run(gctx) })
+	cli.Exit("pgjet-apply", log, g.Wait())
 }

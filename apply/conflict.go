@@ -1,0 +1,668 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// Policy says how a change that collides with the target's rows is
+// resolved. Every collision is recorded in pgjet.conflicts with the
+// decision, whatever the policy.
+//
+// Conflict kinds:
+//
+//   - insert_exists: an insert finds its key taken;
+//   - update_missing, delete_missing: the row to change is gone;
+//   - update_changed, delete_changed: the row to change was last written
+//     by someone else than this source: locally, or by the applier of
+//     another source. Detected only with replication origins and
+//     track_commit_timestamp = on, and not under source-wins;
+//   - unique_violation: the new values collide with another row on a
+//     unique index other than the key. keep-local skips the change; the
+//     other policies stop the applier, as pgjet does not delete a row of
+//     another key to make room (under source-wins the statement itself
+//     fails; the others check first and record the conflict).
+type Policy uint8
+
+const (
+	// PolicySourceWins applies the incoming change: an insert whose key
+	// exists updates the row, an update of a missing row inserts it whole.
+	// Right for read replicas; rows are applied in batches.
+	PolicySourceWins Policy = iota
+	// PolicyLastWriterWins keeps the newer row version: the incoming
+	// change's source commit time against the local version's commit
+	// timestamp, ties decided by source name, so every region decides the
+	// same and all converge. A delete wins over a concurrent update (there
+	// are no tombstones to compare it with): an update of a missing row is
+	// skipped. Each source transaction commits alone on the target, so
+	// that every row version carries its own source commit time.
+	PolicyLastWriterWins
+	// PolicyKeepLocal leaves a row that collides as it is here and skips
+	// the change.
+	PolicyKeepLocal
+	// PolicyError stops the applier at the first collision, naming it.
+	PolicyError
+)
+
+var policyNames = []string{"source-wins", "last-writer-wins", "keep-local", "error"}
+
+func (p Policy) String() string {
+	if int(p) < len(policyNames) {
+		return policyNames[p]
+	}
+	return "policy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// ParsePolicy parses a policy name.
+func ParsePolicy(s string) (Policy, error) {
+	for i, n := range policyNames {
+		if s == n {
+			return Policy(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown conflict policy %q: use %s", s, strings.Join(policyNames, ", "))
+}
+
+// ParseConflictTables parses per-table policies given as
+// "schema.table=policy,schema.table=policy"; a table without a schema is
+// in public.
+func ParseConflictTables(s string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		table, policy, ok := strings.Cut(item, "=")
+		table, policy = strings.TrimSpace(table), strings.TrimSpace(policy)
+		if !ok || table == "" {
+			return nil, fmt.Errorf("%q: want schema.table=policy", item)
+		}
+		if _, err := ParsePolicy(policy); err != nil {
+			return nil, fmt.Errorf("%s: %w", table, err)
+		}
+		if !strings.Contains(table, ".") {
+			table = "public." + table
+		}
+		m[table] = policy
+	}
+	return m, nil
+}
+
+// policyFor returns the policy of a table.
+func (c *Config) policyFor(schemaName, table string) Policy {
+	if p, ok := c.ConflictTables[schemaName+"."+table]; ok {
+		pol, _ := ParsePolicy(p)
+		return pol
+	}
+	pol, _ := ParsePolicy(c.ConflictPolicy)
+	return pol
+}
+
+// uses reports whether p is the policy of any table.
+func (c *Config) uses(p Policy) bool {
+	if pol, err := ParsePolicy(c.ConflictPolicy); err == nil && pol == p {
+		return true
+	}
+	for _, s := range c.ConflictTables {
+		if pol, err := ParsePolicy(s); err == nil && pol == p {
+			return true
+		}
+	}
+	return false
+}
+
+// policies lists the policies in use, for logs.
+func (c *Config) policies() string {
+	var tables []string
+	for t := range c.ConflictTables {
+		tables = append(tables, t)
+	}
+	sort.Strings(tables)
+	s := c.ConflictPolicy
+	for _, t := range tables {
+		s += ", " + t + "=" + c.ConflictTables[t]
+	}
+	return s
+}
+
+// OriginPrefix begins the name of every replication origin a pgjet applier
+// writes under. pgjet-capture drops the transactions of such origins, so
+// what an applier wrote is never published again: nothing loops between
+// regions that replicate each other.
+const OriginPrefix = "pgjet_"
+
+// OriginName is the replication origin the applier of source writes under.
+func OriginName(source string) string { return OriginPrefix + source }
+
+// conflictEnv is what conflict statements of a session need to know of the
+// target.
+type conflictEnv struct {
+	source string
+	// origin is the roident of this applier's replication origin; 0 when
+	// the session runs without one.
+	origin uint32
+	// commitTS is track_commit_timestamp on the target.
+	commitTS bool
+	// localName names local writes (roident 0) in records and tie-breaks.
+	localName string
+}
+
+// localLabel is what local writes are called in pgjet.conflicts when no
+// --local-name is given; no source name can look like it.
+const localLabel = "(local)"
+
+// originName renders the name of the writer of a row version from its
+// roident: a pgjet applier's origin is named by its source, local writes
+// by --local-name.
+func (cx *conflictEnv) originName(ro string) string {
+	local := localLabel
+	if cx.localName != "" {
+		local = cx.localName
+	}
+	return "CASE WHEN " + ro + " IS NULL THEN NULL WHEN " + ro + " = 0 THEN " + lit(local) +
+		" ELSE (SELECT CASE WHEN r.roname LIKE 'pgjet\\_%' THEN substr(r.roname, " + strconv.Itoa(len(OriginPrefix)+1) + ") ELSE r.roname END" +
+		" FROM pg_catalog.pg_replication_origin r WHERE r.roident = " + ro + ") END"
+}
+
+// writer renders the name and the commit time of the writer of a local
+// row version whose xmin is the expression x, and the join they need
+// after the FROM item that holds x: typed NULLs without
+// track_commit_timestamp. The lookup is made only for rows that collide.
+func (cx *conflictEnv) writer(x string) (name, ts, join string) {
+	if !cx.commitTS {
+		return "NULL::text", "NULL::timestamptz", ""
+	}
+	return cx.originName("o.roident"), "o.timestamp",
+		" LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(" + x + ") o ON true"
+}
+
+// setupOrigin makes the session write under the replication origin
+// pgjet_<source>, creating it when missing: the target's commits then
+// carry the source's commit time and origin, which last-writer-wins
+// compares and pgjet-capture on this database skips. Without the
+// privilege it warns once and the session runs without an origin.
+func (s *session) setupOrigin(ctx context.Context) error {
+	a := s.a
+	name := OriginName(a.cfg.Name)
+	s.cx = &conflictEnv{source: a.cfg.Name, localName: a.cfg.LocalName}
+	var on string
+	if err := s.conn.QueryRow(ctx, "SELECT current_setting('track_commit_timestamp')").Scan(&on); err != nil {
+		return fmt.Errorf("read track_commit_timestamp: %w", err)
+	}
+	s.cx.commitTS = on == "on"
+	if !s.cx.commitTS && a.cfg.uses(PolicyLastWriterWins) {
+		return schema.Fatalf(nil, "track_commit_timestamp is off on %s, and --conflict last-writer-wins compares the commit times of row versions; set track_commit_timestamp = on in postgresql.conf and restart Postgres",
+			schema.Redact(a.cfg.DB))
+	}
+
+	var id *uint32
+	err := s.conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
+	if err == nil && id == nil {
+		var created uint32
+		err = s.conn.QueryRow(ctx, "SELECT pg_replication_origin_create($1)", name).Scan(&created)
+		if schema.PgCode(err) == codeUniqueViolation { // created by a concurrent session
+			err = s.conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
+		} else if err == nil {
+			id = &created
+		}
+	}
+	if err == nil {
+		_, err = s.conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name)
+	}
+	switch {
+	case err == nil && id != nil:
+		s.cx.origin = *id
+	case schema.PgCode(err) == schema.CodeInsufficientPriv:
+		why := ""
+		switch {
+		case a.cfg.uses(PolicyLastWriterWins):
+			why = "--conflict last-writer-wins needs"
+		case a.cfg.LocalName != "":
+			// This database is captured too: unmarked, what this applier
+			// writes would be published again and loop between regions.
+			why = "--local-name (this database is captured too) needs"
+		}
+		if why != "" {
+			return schema.Fatalf(err, "%s the replication origin %q, and the apply role may not use replication origins on %s; run pgjet-apply as a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_xact_reset() TO the apply role",
+				why, name, schema.Redact(a.cfg.DB))
+		}
+		if a.originWarned.CompareAndSwap(false, true) {
+			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active), and update_changed/delete_changed conflicts are not detected")
+		}
+		return nil
+	case schema.PgCode(err) == schema.CodeObjectInUse:
+		// Held by a session of an applier that is ending (or by another
+		// applier of the same source into this database): retried.
+		return fmt.Errorf("set up replication origin %q: %w", name, err)
+	case err != nil:
+		return fmt.Errorf("set up replication origin %q: %w", name, err)
+	}
+	if !s.cx.commitTS && (a.cfg.uses(PolicyKeepLocal) || a.cfg.uses(PolicyError)) && a.originWarned.CompareAndSwap(false, true) {
+		a.log.Warn().Msg("track_commit_timestamp is off: update_changed and delete_changed conflicts are not detected; set track_commit_timestamp = on in postgresql.conf and restart Postgres")
+	}
+	s.originStmt = "pgjet_origin"
+	if _, err := s.pg.Prepare(ctx, s.originStmt, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))", nil); err != nil {
+		return fmt.Errorf("prepare replication origin setup: %w", err)
+	}
+	a.log.Debug().Str("origin", name).Uint32("roident", *id).Msg("writing under replication origin")
+	return nil
+}
+
+// stop is a conflict that the policy says must stop the applier: the
+// records (a jsonb array of pgjet.conflicts rows) are written again after
+// the rollback, in a transaction of their own.
+type stop struct {
+	records []byte
+}
+
+// stopError builds the error that names a conflict which stops the applier.
+func (s *session) stopError(records []byte, in stmtInfo) error {
+	var recs []struct {
+		Kind     string          `json:"kind"`
+		Table    string          `json:"table_name"`
+		Key      json.RawMessage `json:"key"`
+		Decision string          `json:"decision"`
+		LOrigin  *string         `json:"local_origin"`
+		LTime    *string         `json:"local_commit_time"`
+	}
+	_ = json.Unmarshal(records, &recs)
+	s.stopped = &stop{records: records}
+	kind, table, key, local := "conflict", in.table, "", ""
+	if len(recs) > 0 {
+		r := recs[0]
+		kind, table = r.Kind, r.Table
+		if len(r.Key) > 0 && string(r.Key) != "null" {
+			key = " key " + string(r.Key)
+		}
+		if r.LOrigin != nil && r.LTime != nil {
+			local = fmt.Sprintf("; the row here was written by %s at %s", *r.LOrigin, *r.LTime)
+		}
+	}
+	policy := s.a.cfg.policyFor(splitQualified(table))
+	return schema.Fatalf(nil, "%s on %s%s at LSN %s (stream seq %d, source %s)%s; the conflict policy of the table is %s, which stops here. The conflict is recorded in pgjet.conflicts and nothing of this source transaction was applied: make the row what it should be (or choose another policy for the table with --conflict-table %s=POLICY) and restart pgjet-apply",
+		kind, table, key, in.lsn, in.seq, s.a.cfg.Name, local, policy, table)
+}
+
+func splitQualified(t string) (string, string) {
+	if sch, name, ok := strings.Cut(t, "."); ok {
+		return sch, name
+	}
+	return "public", t
+}
+
+// recordStop writes the records of a conflict that stopped the applier,
+// after the rollback of its transaction.
+func (s *session) recordStop(ctx context.Context) {
+	if s.stopped == nil || len(s.stopped.records) == 0 {
+		return
+	}
+	if s.originStmt != "" {
+		// The session still holds the last group's source commit time.
+		if _, err := s.conn.Exec(ctx, "SELECT pg_replication_origin_xact_reset()"); err != nil {
+			s.a.log.Debug().Err(err).Msg("reset replication origin of the transaction")
+		}
+	}
+	if _, err := s.conn.Exec(ctx, "INSERT INTO pgjet.conflicts SELECT * FROM jsonb_populate_recordset(NULL::pgjet.conflicts, $1::jsonb)", string(s.stopped.records)); err != nil {
+		s.a.log.Warn().Err(err).Msg("record the conflict that stopped apply")
+	}
+}
+
+// policyStatement builds the single-row statement of a change under a
+// policy other than source-wins. The parameter order matches args(). It
+// returns one row: the number of conflicts recorded, and those whose
+// decision is 'error' as a jsonb array (NULL when none).
+//
+// The local row version is read and locked first (FOR UPDATE, which in
+// READ COMMITTED returns the newest committed version), then the decision
+// is taken on it and the write made only when it says so, so a local
+// writer racing the applier cannot slip a newer version in between.
+func (p *plan) policyStatement(source string, ch *stream.Change) (string, []uint32) {
+	cx := p.cx
+	if cx == nil {
+		cx = &conflictEnv{source: source}
+	}
+	var sb sqlBuilder
+	q := p.t.qname
+	cols := p.rel.Columns
+	src, tbl := lit(source), lit(p.rel.Schema+"."+p.rel.Name)
+	ident := func(i int) string { return pgx.Identifier{cols[i].Name}.Sanitize() }
+	pol := p.policy
+
+	// Decisions, as SQL over the local version d (pgjet_d).
+	notApplied := "'skip'"
+	if pol == PolicyError {
+		notApplied = "'error'"
+	}
+	uvDecision := "'error'"
+	if pol == PolicyKeepLocal {
+		uvDecision = "'skip'"
+	}
+	changed := "false"
+	if cx.origin != 0 && cx.commitTS {
+		changed = "(o.timestamp IS NOT NULL AND o.roident <> " + strconv.FormatUint(uint64(cx.origin), 10) + ")"
+	}
+
+	var lsn, ts string
+	params := func() {
+		lsn = sb.param(0)
+		ts = sb.param(timestamptzOID)
+	}
+	newer := func() string {
+		return "(" + ts + " > d.ts OR (" + ts + " = d.ts AND " + src + " COLLATE \"C\" > d.n COLLATE \"C\"))"
+	}
+	localCTEs := func(alias, find string, limit bool) string {
+		s := "pgjet_l AS (SELECT to_jsonb(" + alias + ") AS j, " + alias + ".xmin AS x, " + alias + ".ctid AS c FROM " + q + " " + alias + " WHERE " + find
+		if limit {
+			s += " LIMIT 1"
+		}
+		s += " FOR UPDATE OF " + alias + ")"
+		name, lts, join := cx.writer("l.x")
+		return s + ", pgjet_d AS (SELECT l.j, " + lts + " AS ts, " + name + " AS n, " + changedIf(cx.commitTS, changed) + " AS changed FROM pgjet_l l" + join + ")"
+	}
+	record := func(kind, key, local, remote, decision, lorigin, lts, from string) string {
+		return "SELECT " + src + ", " + lit(kind) + ", " + tbl + ", " + lsn + "::pg_lsn, " + key + ", " + local + ", " + remote + ", " + decision + ", " +
+			lorigin + ", " + lts + ", " + src + ", " + ts + " " + from
+	}
+	finish := func(with string, records []string) string {
+		return with + ", pgjet_c AS (INSERT INTO pgjet.conflicts AS c (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) " +
+			strings.Join(records, " UNION ALL ") + " RETURNING c.decision, to_jsonb(c) AS j) " +
+			"SELECT count(*), jsonb_agg(j) FILTER (WHERE decision = 'error') FROM pgjet_c"
+	}
+	// uvCheck finds another row holding the new values of a unique index
+	// (values maps a source column to its parameter); not is the condition
+	// that excludes the row being changed (over alias u).
+	uvCheck := func(idx [][]int, values map[int]string, not string) string {
+		var any []string
+		for _, u := range idx {
+			var eq []string
+			for _, c := range u {
+				op := " = "
+				if p.nullsNotDistinct(u) {
+					op = " IS NOT DISTINCT FROM "
+				}
+				eq = append(eq, "u."+ident(c)+op+values[c])
+			}
+			any = append(any, "("+strings.Join(eq, " AND ")+")")
+		}
+		s := ", pgjet_uv AS (SELECT to_jsonb(u) AS j FROM " + q + " u WHERE (" + strings.Join(any, " OR ") + ")"
+		if not != "" {
+			s += " AND " + not
+		}
+		return s + " LIMIT 1)"
+	}
+
+	switch ch.Op {
+	case stream.OpInsert:
+		names := make([]string, len(cols))
+		vals := make([]string, len(cols))
+		colNames := make([]string, len(cols))
+		values := map[int]string{}
+		for i, c := range cols {
+			names[i] = ident(i)
+			vals[i] = sb.param(p.oids[i])
+			colNames[i] = c.Name
+			values[i] = vals[i]
+		}
+		params()
+		remote := jsonObject(colNames, vals)
+		uv := p.uvIndexes(ch)
+		var keyNames, keyVals, keyCols []string
+		keyCond := func(alias string) string {
+			var cond []string
+			for _, k := range p.keys {
+				cond = append(cond, alias+"."+ident(k)+" = "+vals[k])
+			}
+			return strings.Join(cond, " AND ")
+		}
+		for _, k := range p.keys {
+			keyNames = append(keyNames, cols[k].Name)
+			keyVals = append(keyVals, vals[k])
+			keyCols = append(keyCols, ident(k))
+		}
+		key := jsonObject(keyNames, keyVals)
+		ins := "INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " SELECT " + strings.Join(vals, ", ")
+		if !p.upsert {
+			// No key to collide on: only other unique indexes can.
+			with := "WITH " + strings.TrimPrefix(uvCheck(uv, values, ""), ", ") +
+				", pgjet_ins AS (" + ins + " WHERE NOT EXISTS (SELECT 1 FROM pgjet_uv) RETURNING 1)"
+			return finish(with, []string{record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL", "FROM pgjet_uv uv")}), sb.oids
+		}
+		apply := "false"
+		if pol == PolicyLastWriterWins {
+			apply = "(NOT d.changed OR " + newer() + ")"
+		}
+		with := "WITH " + localCTEs("t", keyCond("t"), false)
+		blocked := "false"
+		if len(uv) > 0 {
+			with += uvCheck(uv, values, "NOT ("+keyCond("u")+")")
+			blocked = "EXISTS (SELECT 1 FROM pgjet_uv)"
+		}
+		with += ", pgjet_ins AS (" + ins + " WHERE NOT EXISTS (SELECT 1 FROM pgjet_l) AND NOT " + blocked +
+			" ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO NOTHING RETURNING 1)"
+		var sets []string
+		for i := range cols {
+			if (!cols[i].Key || p.rel.Identity == stream.IdentityFull) && !p.always[i] {
+				sets = append(sets, names[i]+" = "+vals[i])
+			}
+		}
+		if len(sets) > 0 && apply != "false" {
+			with += ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + keyCond("t") +
+				" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") AND NOT " + blocked + " RETURNING 1)"
+		}
+		write := "(NOT EXISTS (SELECT 1 FROM pgjet_l) OR EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + "))"
+		records := []string{
+			record("insert_exists", key, "d.j", remote, "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts",
+				"FROM pgjet_d d WHERE NOT ("+apply+" AND "+blocked+")"),
+			// A row inserted here after this statement's snapshot: the
+			// insert did nothing.
+			record("insert_exists", key, "NULL", remote, notApplied, "NULL", "NULL",
+				"WHERE NOT EXISTS (SELECT 1 FROM pgjet_l) AND NOT "+blocked+" AND NOT EXISTS (SELECT 1 FROM pgjet_ins)"),
+		}
+		if len(uv) > 0 {
+			records = append(records, record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL", "FROM pgjet_uv uv WHERE "+write))
+		}
+		return finish(with, records), sb.oids
+
+	case stream.OpUpdate, stream.OpDelete:
+		var sets, newNames, newVals []string
+		values := map[int]string{}
+		if ch.Op == stream.OpUpdate {
+			for i, c := range cols {
+				if ch.New[i].Kind == stream.ValueUnchanged {
+					continue
+				}
+				v := sb.param(p.oids[i])
+				values[i] = v
+				if !p.always[i] {
+					sets = append(sets, ident(i)+" = "+v)
+				}
+				newNames = append(newNames, c.Name)
+				newVals = append(newVals, v)
+			}
+		}
+		find := ch.Old
+		if find == nil {
+			find = ch.New
+		}
+		alias := "t"
+		if p.fullMatch {
+			alias = "t2"
+		}
+		// Find values are parameters; condOn renders the condition that
+		// finds the row over a table alias.
+		var findIdx []int
+		var findVals, keyNames []string
+		if p.fullMatch {
+			for i := range cols {
+				if find[i].Kind != stream.ValueUnchanged {
+					findIdx = append(findIdx, i)
+				}
+			}
+		} else {
+			findIdx = p.keys
+		}
+		for _, i := range findIdx {
+			findVals = append(findVals, sb.param(p.oids[i]))
+			keyNames = append(keyNames, cols[i].Name)
+		}
+		condOn := func(a string) string {
+			var cond []string
+			for j, i := range findIdx {
+				if p.fullMatch {
+					// Compare text renderings: works for types without an
+					// equality operator (json, point, xml).
+					cond = append(cond, "("+a+"."+ident(i)+")::text IS NOT DISTINCT FROM ("+findVals[j]+")::text")
+				} else {
+					cond = append(cond, a+"."+ident(i)+" = "+findVals[j])
+				}
+			}
+			if len(cond) == 0 {
+				return "false"
+			}
+			return strings.Join(cond, " AND ")
+		}
+		params()
+		key := jsonObject(keyNames, findVals)
+		findSQL := condOn(alias)
+		// where finds the row to change in the write: by key, or by the
+		// row pgjet_l locked.
+		where := findSQL
+		self := "NOT (" + condOn("u") + ")"
+		if p.fullMatch {
+			where = "t.ctid = (SELECT c FROM pgjet_l)"
+			self = "u.ctid NOT IN (SELECT c FROM pgjet_l)"
+		}
+		with := "WITH " + localCTEs(alias, findSQL, p.fullMatch)
+		missing := record(map[stream.Op]string{stream.OpUpdate: "update_missing", stream.OpDelete: "delete_missing"}[ch.Op],
+			key, "NULL", jsonObject(newNames, newVals), notApplied, "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
+		if ch.Op == stream.OpDelete {
+			apply := "NOT d.changed"
+			if pol == PolicyLastWriterWins {
+				apply = "true" // a delete wins: no tombstone could tell a newer update it happened
+			}
+			with += ", pgjet_del AS (DELETE FROM " + q + " t WHERE " + where + " AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") RETURNING 1)"
+			return finish(with, []string{missing,
+				record("delete_changed", key, "d.j", "NULL", "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts", "FROM pgjet_d d WHERE d.changed"),
+			}), sb.oids
+		}
+		apply := "NOT d.changed"
+		if pol == PolicyLastWriterWins {
+			apply = "(NOT d.changed OR " + newer() + ")"
+		}
+		uv := p.uvIndexes(ch)
+		blocked := "false"
+		if len(uv) > 0 {
+			with += uvCheck(uv, values, self)
+			blocked = "EXISTS (SELECT 1 FROM pgjet_uv)"
+		}
+		if len(sets) == 0 {
+			sets = []string{ident(0) + " = t." + ident(0)}
+		}
+		with += ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + where +
+			" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") AND NOT " + blocked + " RETURNING 1)"
+		remote := jsonObject(newNames, newVals)
+		records := []string{missing,
+			record("update_changed", key, "d.j", remote, "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts",
+				"FROM pgjet_d d WHERE d.changed AND NOT ("+apply+" AND "+blocked+")"),
+		}
+		if len(uv) > 0 {
+			records = append(records, record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL",
+				"FROM pgjet_uv uv WHERE EXISTS (SELECT 1 FROM pgjet_d d WHERE "+apply+")"))
+		}
+		return finish(with, records), sb.oids
+	}
+	return "", nil
+}
+
+func changedIf(commitTS bool, changed string) string {
+	if !commitTS {
+		return "false"
+	}
+	return changed
+}
+
+// timestamptzOID is the type of source commit times in statements.
+const timestamptzOID = 1184
+
+// uvIndexes lists the unique indexes (as source column indexes) a change
+// could violate besides finding its own row by key: for an insert every
+// unique index but the key's, for an update every one whose columns the
+// update sets (the key's only when the key changes). Indexes with a column
+// the source does not send, or an unchanged TOASTed one, are left out: a
+// violation of those fails the statement.
+func (p *plan) uvIndexes(ch *stream.Change) [][]int {
+	if p.policy == PolicySourceWins {
+		return nil
+	}
+	idx := map[string]int{}
+	for i, c := range p.rel.Columns {
+		idx[c.Name] = i
+	}
+	var keyNames []string
+	for _, k := range p.keys {
+		keyNames = append(keyNames, p.rel.Columns[k].Name)
+	}
+	var out [][]int
+	for _, u := range p.t.uniques {
+		isKey := len(keyNames) > 0 && sameSet(u, keyNames)
+		if isKey && (ch.Op == stream.OpInsert || ch.Old == nil) {
+			continue
+		}
+		var cols []int
+		for _, name := range u {
+			i, ok := idx[name]
+			if !ok || ch.New[i].Kind == stream.ValueUnchanged {
+				cols = nil
+				break
+			}
+			cols = append(cols, i)
+		}
+		if cols != nil {
+			out = append(out, cols)
+		}
+	}
+	return out
+}
+
+// nullsNotDistinct reports whether the unique index over these source
+// columns treats NULLs as equal (PostgreSQL 15's NULLS NOT DISTINCT).
+func (p *plan) nullsNotDistinct(cols []int) bool {
+	var names []string
+	for _, c := range cols {
+		names = append(names, p.rel.Columns[c].Name)
+	}
+	for i, u := range p.t.uniques {
+		if i < len(p.t.nullsEqual) && p.t.nullsEqual[i] && sameSet(u, names) {
+			return true
+		}
+	}
+	return false
+}
+
+// stops reports whether a statement for ch can decide 'error', which
+// stops the applier: its group must not commit before its result is read.
+func (p *plan) stops(ch *stream.Change) bool {
+	switch p.policy {
+	case PolicyError:
+		return true
+	case PolicyLastWriterWins:
+		return ch.Op != stream.OpDelete && len(p.uvIndexes(ch)) > 0
+	}
+	return false
+}
+
+// insertLogs reports whether the insert statement of this plan records
+// conflicts (and so takes the commit LSN and time as parameters).
+func (p *plan) insertLogs(ch *stream.Change) bool {
+	return p.upsert || (p.policy != PolicySourceWins && len(p.uvIndexes(ch)) > 0)
+}
