@@ -1,0 +1,462 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// permPasswords are the variables deploy/nats/permissions-*.conf read
+// from nats-server's environment, and the leafnode password hub.conf's
+// commented leafnode authorization reads.
+var permPasswords = map[string]string{
+	"PGJET_CAPTURE_APP_PASSWORD":  "capture-secret",
+	"PGJET_APPLY_APP_R1_PASSWORD": "apply-r1-secret",
+	"PGJET_APPLY_APP_R2_PASSWORD": "apply-r2-secret",
+	"PGJET_NATS_ADMIN_PASSWORD":   "admin-secret",
+	"PGJET_LEAF_PASSWORD":         "leaf-secret",
+}
+
+// TestPermissions checks deploy/nats/permissions-{hub,r1,r2}.conf: each
+// is included into its server's config as the file says and parses; the
+// three servers run from them with the leafnode link authenticated; the
+// capture user of source "app" can do on the hub everything pgjet-capture
+// does (create and update its stream, publish with expected-last-id
+// chains, read the stream's last message), and each region's apply user
+// everything pgjet-apply --upstream-domain hub does (create the mirror,
+// recreate its durable consumer, pull and ack), with and without --domain,
+// without a single permissions violation; and neither may step outside
+// its source, its consumer or its domain.
+//
+// The JetStream calls are those of the stream package and of
+// apply.(*session).consumer, made here through nats.go as the daemons make
+// them, without Postgres.
+func TestPermissions(t *testing.T) {
+	for k, v := range permPasswords {
+		t.Setenv(k, v)
+	}
+
+	t.Run("missing password refuses to start", func(t *testing.T) {
+		if err := os.Unsetenv("PGJET_CAPTURE_APP_PASSWORD"); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Setenv("PGJET_CAPTURE_APP_PASSWORD", permPasswords["PGJET_CAPTURE_APP_PASSWORD"])
+		_, err := server.ProcessConfigFile(filepath.Join(natsConfDir, "permissions-hub.conf"))
+		if err == nil || !strings.Contains(err.Error(), "PGJET_CAPTURE_APP_PASSWORD") {
+			t.Errorf("parse permissions-hub.conf without PGJET_CAPTURE_APP_PASSWORD: err = %v, want one naming the variable", err)
+		}
+	})
+
+	servers := map[string]*server.Options{}
+	for name, restricted := range map[string]string{"hub": "pgjet_capture_app", "r1": "pgjet_apply_app_r1", "r2": "pgjet_apply_app_r2"} {
+		o := loadWithPermissions(t, name)
+		users := map[string]*server.User{}
+		for _, u := range o.Users {
+			users[u.Username] = u
+		}
+		if got, want := len(users), 2; got != want {
+			t.Errorf("%s.conf + permissions-%s.conf: %d users, want %d (%s and pgjet_admin)", name, name, got, want, restricted)
+		}
+		u := users[restricted]
+		switch {
+		case u == nil:
+			t.Errorf("permissions-%s.conf: no user %s", name, restricted)
+		case u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil:
+			t.Errorf("permissions-%s.conf: user %s must have publish and subscribe permissions", name, restricted)
+		case len(u.Permissions.Subscribe.Allow) != 1 || u.Permissions.Subscribe.Allow[0] != "_INBOX.>":
+			t.Errorf("permissions-%s.conf: user %s may subscribe to %v, want only _INBOX.>", name, restricted, u.Permissions.Subscribe.Allow)
+		}
+		if a := users["pgjet_admin"]; a == nil {
+			t.Errorf("permissions-%s.conf: no user pgjet_admin", name)
+		}
+		if !o.JetStream || o.JetStreamDomain != name {
+			t.Errorf("%s.conf + permissions-%s.conf: JetStream %v in domain %q, want domain %q", name, name, o.JetStream, o.JetStreamDomain, name)
+		}
+		servers[name] = o
+	}
+	if t.Failed() {
+		return
+	}
+
+	leafPort, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPW := permPasswords["PGJET_LEAF_PASSWORD"]
+	// What hub.conf's commented leafnode authorization line sets, and the
+	// credentials every region's remote then dials with.
+	servers["hub"].LeafNode.Username, servers["hub"].LeafNode.Password = "leaf", leafPW
+	// r2 acks in the v2 format ($JS.ACK.<domain>.<account>.<stream>...),
+	// r1 in the default one, so both ack lines of the files are exercised.
+	servers["r2"].FeatureFlags = map[string]bool{server.FeatureFlagJsAckFormatV2: true}
+	urls := map[string]string{}
+	for _, name := range []string{"hub", "r1", "r2"} {
+		urls[name] = runPermissioned(t, name, servers[name], leafPort, leafPW).ClientURL()
+	}
+	admin := map[string]*nats.Conn{}
+	for name, u := range urls {
+		admin[name], _ = permConnect(t, u, "pgjet_admin", "PGJET_NATS_ADMIN_PASSWORD")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// A JetStream request the permissions deny is dropped by the server:
+	// the caller sees only a timeout, so each call gets a short one.
+	call := func(t *testing.T) context.Context {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	for _, r := range []string{"r1", "r2"} {
+		js, err := jetstream.NewWithDomain(admin["hub"], r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, natsReadyTimeout, "region "+r+" joined the hub with the leafnode credentials", func() (bool, error) {
+			c, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			_, err := js.AccountInfo(c)
+			return err == nil, err
+		})
+	}
+
+	// A second source's stream: what the capture user of "app" must not
+	// be able to write to.
+	adminHub, err := jetstream.New(admin["hub"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := stream.EnsureStream(ctx, adminHub, "other", stream.StreamOptions{MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const source = "app"
+	var lastSeq uint64
+	t.Run("capture", func(t *testing.T) {
+		nc, errs := permConnect(t, urls["hub"], "pgjet_capture_app", "PGJET_CAPTURE_APP_PASSWORD")
+		js, err := stream.NewJetStream(nc, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// First start creates the stream, the next ones update it.
+		for range 2 {
+			if _, err := stream.EnsureStream(call(t), js, source, stream.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
+				t.Fatalf("EnsureStream as pgjet_capture_app: %v", err)
+			}
+		}
+		st, err := js.Stream(call(t), stream.StreamName(source))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := stream.NewPublisher(js, stream.PublisherOptions{Window: 16, WindowBytes: 1 << 20, Start: 1, AckTimeout: 10 * time.Second})
+		pctx, stopPub := context.WithCancel(ctx)
+		defer stopPub()
+		go func() { _ = pub.Run(pctx) }()
+		msgs := []struct {
+			subject, id string
+			confirm     stream.LSN
+		}{
+			{stream.TxnSubject(source), source + ":0/10:0", 0x10},
+			{stream.HeartbeatSubject(source), source + ":0/20:hb", 0x20},
+			{stream.TxnSubject(source), source + ":0/30:0", 0x30},
+		}
+		for _, m := range msgs {
+			if err := pub.Publish(call(t), m.subject, []byte(m.id), m.id, m.confirm); err != nil {
+				t.Fatalf("publish %s as pgjet_capture_app: %v", m.subject, err)
+			}
+		}
+		if err := pub.Drain(call(t)); err != nil {
+			t.Fatalf("publish acks as pgjet_capture_app: %v", err)
+		}
+		if got, want := pub.Acked(), stream.LSN(0x30); got != want {
+			t.Errorf("acked position = %s, want %s", got, want)
+		}
+		// What capture reads at start: the stream's last message.
+		info, err := st.Info(call(t))
+		if err != nil {
+			t.Fatalf("stream info as pgjet_capture_app: %v", err)
+		}
+		lastSeq = info.State.LastSeq
+		m, err := st.GetMsg(call(t), lastSeq)
+		if err != nil {
+			t.Fatalf("read the stream's last message as pgjet_capture_app: %v", err)
+		}
+		if got, want := m.Header.Get(jetstream.MsgIDHeader), msgs[len(msgs)-1].id; got != want {
+			t.Errorf("last message id = %q, want %q", got, want)
+		}
+		noViolation(t, "pgjet_capture_app", errs)
+
+		for _, subj := range []string{
+			"pgjet.other.tx", // another source's stream
+			"pgjet.other.hb",
+			"$JS.API.STREAM.CREATE.PGJET_other",
+			"$JS.API.STREAM.UPDATE.PGJET_other",
+			"$JS.API.STREAM.DELETE.PGJET_app",
+			"$JS.API.STREAM.PURGE.PGJET_app",
+			"$JS.API.STREAM.MSG.DELETE.PGJET_app",
+			"$JS.API.CONSUMER.CREATE.PGJET_app.reader", // read the stream
+			"$JS.API.CONSUMER.CREATE.PGJET_app.pgjet_apply_r1",
+		} {
+			deniedPublish(t, nc, errs, subj)
+		}
+		deniedSubscribe(t, nc, errs, "pgjet.app.>")
+		oi, err := other.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := oi.State.Msgs; n != 0 {
+			t.Errorf("stream PGJET_other holds %d messages published by pgjet_capture_app, want 0", n)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	for _, region := range []string{"r1", "r2"} {
+		user := "pgjet_apply_app_" + region
+		cname := "pgjet_apply_" + region // apply.ConsumerName
+		t.Run("apply "+region, func(t *testing.T) {
+			if _, err := nats.Connect(urls["hub"], nats.UserInfo(user, permPasswords["PGJET_APPLY_APP_"+strings.ToUpper(region)+"_PASSWORD"])); err == nil {
+				t.Errorf("%s connected to the hub; it must exist only on %s", user, region)
+			}
+			nc, errs := permConnect(t, urls[region], user, "PGJET_APPLY_APP_"+strings.ToUpper(region)+"_PASSWORD")
+			// First as pgjet-apply --upstream-domain hub (it creates the
+			// mirror), then with --domain <region> too, resuming after
+			// the first message as apply does from its stored position.
+			for i, domain := range []string{"", region} {
+				js, err := stream.NewJetStream(nc, domain)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := stream.EnsureMirror(call(t), js, source, "hub")
+				if err != nil {
+					t.Fatalf("EnsureMirror as %s (domain %q): %v", user, domain, err)
+				}
+				if err := st.DeleteConsumer(call(t), cname); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+					t.Fatalf("delete consumer %s as %s (domain %q): %v", cname, user, domain, err)
+				}
+				cc := jetstream.ConsumerConfig{
+					Durable:       cname,
+					AckPolicy:     jetstream.AckAllPolicy,
+					AckWait:       5 * time.Minute,
+					MaxAckPending: 1 << 20,
+					MaxDeliver:    -1,
+					DeliverPolicy: jetstream.DeliverAllPolicy,
+				}
+				first := uint64(1)
+				if i > 0 {
+					first = 2
+					cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, first
+				}
+				cons, err := st.CreateOrUpdateConsumer(call(t), cc)
+				if err != nil {
+					t.Fatalf("create consumer %s as %s (domain %q): %v", cname, user, domain, err)
+				}
+				it, err := cons.Messages(jetstream.PullMaxBytes(32 << 20))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var last jetstream.Msg
+				for seq := first; seq <= lastSeq; seq++ {
+					m, err := it.Next(jetstream.NextMaxWait(20 * time.Second))
+					if err != nil {
+						t.Fatalf("consume seq %d of the mirror as %s (domain %q): %v", seq, user, domain, err)
+					}
+					md, err := m.Metadata()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if md.Sequence.Stream != seq {
+						t.Fatalf("consumed stream seq %d, want %d", md.Sequence.Stream, seq)
+					}
+					last = m
+				}
+				if err := last.Ack(); err != nil {
+					t.Fatal(err)
+				}
+				it.Stop()
+				ajs, err := jetstream.New(admin[region])
+				if err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, 10*time.Second, user+"'s ack reached its consumer", func() (bool, error) {
+					c, err := ajs.Consumer(ctx, stream.StreamName(source), cname)
+					if err != nil {
+						return false, err
+					}
+					ci, err := c.Info(ctx)
+					if err != nil {
+						return false, err
+					}
+					return ci.AckFloor.Stream == lastSeq, fmt.Errorf("ack floor %d, want %d", ci.AckFloor.Stream, lastSeq)
+				})
+				noViolation(t, fmt.Sprintf("%s (domain %q)", user, domain), errs)
+			}
+
+			otherRegion := map[string]string{"r1": "r2", "r2": "r1"}[region]
+			for _, subj := range []string{
+				"pgjet.app.tx", // inject changes
+				"pgjet.other.tx",
+				"$JS.API.STREAM.DELETE.PGJET_app",
+				"$JS.API.STREAM.PURGE.PGJET_app",
+				"$JS.API.STREAM.UPDATE.PGJET_app",
+				"$JS.API.STREAM.CREATE.PGJET_other",
+				"$JS.API.STREAM.MSG.DELETE.PGJET_app",
+				"$JS.API.CONSUMER.CREATE.PGJET_app.pgjet_apply_" + otherRegion,
+				"$JS.API.CONSUMER.DELETE.PGJET_app.pgjet_apply_" + otherRegion,
+				"$JS.API.CONSUMER.MSG.NEXT.PGJET_app.pgjet_apply_" + otherRegion,
+				"$JS.API.CONSUMER.CREATE.PGJET_other.pgjet_apply_" + region,
+				"$JS.ACK.PGJET_app.pgjet_apply_" + otherRegion + ".1.1.1.1.0",
+				"$JS.hub.API.STREAM.INFO.PGJET_app", // the hub's JetStream
+				"$JS.hub.API.CONSUMER.CREATE.PGJET_app.pgjet_apply_" + region,
+			} {
+				deniedPublish(t, nc, errs, subj)
+			}
+			deniedSubscribe(t, nc, errs, "pgjet.app.>")
+		})
+	}
+}
+
+// loadWithPermissions parses deploy/nats/<name>.conf with
+// `include "permissions-<name>.conf"` added at its end, as the permission
+// files say to, from copies of both files.
+func loadWithPermissions(t *testing.T, name string) *server.Options {
+	t.Helper()
+	dir := t.TempDir()
+	perm := "permissions-" + name + ".conf"
+	base, err := os.ReadFile(filepath.Join(natsConfDir, name+".conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := os.ReadFile(filepath.Join(natsConfDir, perm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, perm), inc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, name+".conf")
+	if err := os.WriteFile(conf, fmt.Appendf(base, "\ninclude %q\n", perm), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("parse %s.conf with %s included: %v", name, perm, err)
+	}
+	return o
+}
+
+// runPermissioned starts the server of o on local ports; the hub listens
+// for leafnodes on leafPort, and regions dial it as user leaf.
+func runPermissioned(t *testing.T, name string, o *server.Options, leafPort int, leafPW string) *server.Server {
+	t.Helper()
+	o.Host, o.Port, o.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
+	o.StoreDir, o.NoSigs = t.TempDir(), true
+	if o.LeafNode.Port != 0 {
+		o.LeafNode.Host, o.LeafNode.Port = "127.0.0.1", leafPort
+	}
+	for _, rm := range o.LeafNode.Remotes {
+		rm.URLs = []*url.URL{{Scheme: "nats-leaf", User: url.UserPassword("leaf", leafPW), Host: fmt.Sprintf("127.0.0.1:%d", leafPort)}}
+	}
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatalf("configure %s: %v", name, err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(natsReadyTimeout) {
+		t.Fatalf("%s not ready", name)
+	}
+	return s
+}
+
+// permConnect connects as user with the password in permPasswords[pwVar];
+// the channel receives the connection's asynchronous errors, among them
+// permissions violations.
+func permConnect(t *testing.T, u, user, pwVar string) (*nats.Conn, chan error) {
+	t.Helper()
+	errs := make(chan error, 64)
+	nc, err := nats.Connect(u, nats.UserInfo(user, permPasswords[pwVar]),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+// noViolation fails if the server reported a permissions violation to who.
+func noViolation(t *testing.T, who string, errs chan error) {
+	t.Helper()
+	for {
+		select {
+		case err := <-errs:
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("%s: %v", who, err)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// deniedPublish publishes to subj and waits for the server's permissions
+// violation naming it.
+func deniedPublish(t *testing.T, nc *nats.Conn, errs chan error, subj string) {
+	t.Helper()
+	if err := nc.Publish(subj, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	awaitViolation(t, errs, fmt.Sprintf("Publish to %q", subj))
+}
+
+// deniedSubscribe subscribes to subj and waits for the server's
+// permissions violation naming it.
+func deniedSubscribe(t *testing.T, nc *nats.Conn, errs chan error, subj string) {
+	t.Helper()
+	sub, err := nc.SubscribeSync(subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	awaitViolation(t, errs, fmt.Sprintf("Subscription to %q", subj))
+}
+
+func awaitViolation(t *testing.T, errs chan error, what string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case err := <-errs:
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), what) {
+				return
+			}
+		case <-timeout:
+			t.Errorf("%s: allowed, want a permissions violation", what)
+			return
+		}
+	}
+}
