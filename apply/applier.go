@@ -212,6 +212,10 @@ func (a *Applier) session(ctx context.Context) error {
 	}
 
 	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.log)
+	var authErr *stream.AuthError
+	if errors.As(err, &authErr) {
+		return schema.Fatalf(nil, "%s", authErr.Error())
+	}
 	if err != nil {
 		return natsError{err}
 	}
@@ -331,7 +335,7 @@ func (s *session) setup(ctx context.Context) error {
 	}
 	if _, err := s.conn.Exec(ctx, setupSQL); err != nil {
 		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it, or create schema pgjet owned by it", schema.Redact(a.cfg.DB))
+			return schema.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(a.cfg.DB))
 		}
 		if schema.PgCode(err) != codeUniqueViolation { // concurrent creation by another applier
 			return fmt.Errorf("create pgjet schema: %w", err)
@@ -344,7 +348,7 @@ func (s *session) setup(ctx context.Context) error {
 		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err == nil {
 			s.reorder = true
 		} else {
-			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser): triggers and foreign keys fire for replicated rows")
+			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser, or GRANT SET ON PARAMETER session_replication_role): triggers and foreign keys fire for replicated rows")
 		}
 	}
 	var commit, end, caught string

@@ -115,6 +115,10 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 
 	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.log)
+	var authErr *stream.AuthError
+	if errors.As(err, &authErr) {
+		return schema.Fatalf(nil, "%s", authErr.Error())
+	}
 	if err != nil {
 		return wrapNATS(err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -119,7 +121,10 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return nil, &AuthError{URL: RedactURL(url), Err: err}
+		}
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(url), err)
 	}
 	return nc, nil
 }
@@ -131,4 +136,34 @@ func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) 
 		return jetstream.New(nc, opts...)
 	}
 	return jetstream.NewWithDomain(nc, domain, opts...)
+}
+
+// AuthError is returned by Connect when NATS refuses the credentials:
+// retrying cannot cure it.
+type AuthError struct {
+	URL string
+	Err error
+}
+
+func (e *AuthError) Error() string {
+	return "nats at " + e.URL + " refused the credentials: fix the user/password, token or credentials in the URL (" + e.Err.Error() + ")"
+}
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// RedactURL returns a NATS URL (or comma-separated list) with passwords
+// and tokens replaced, fit for logs.
+func RedactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		if pu, err := neturl.Parse(strings.TrimSpace(p)); err == nil && pu.User != nil {
+			if _, ok := pu.User.Password(); ok {
+				pu.User = neturl.UserPassword(pu.User.Username(), "xxxxx")
+			} else {
+				pu.User = neturl.User("xxxxx") // a token
+			}
+			parts[i] = pu.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
