@@ -16,20 +16,29 @@ import (
 // create event triggers: for any other role DDL capture stays off, with a
 // warning, and capture goes on.
 func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) error {
-	var body *string
-	var triggers int
-	err := pool.QueryRow(ctx, `SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)),
-		(SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($2) AND evtfoid = to_regprocedure($1) AND evtenabled <> 'D')`,
-		schema.DDLFunction, schema.DDLTriggers).Scan(&body, &triggers)
-	if err != nil {
-		return fmt.Errorf("look up DDL capture triggers: %w", err)
-	}
 	if !c.cfg.DDL {
+		// pg_event_trigger is readable by any role; the pgjet schema may not be.
+		var triggers int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($1) AND evtenabled <> 'D'", schema.DDLTriggers).Scan(&triggers); err != nil {
+			return fmt.Errorf("look up DDL capture triggers: %w", err)
+		}
 		if triggers > 0 {
 			c.log.Warn().Msg("pgjet's DDL event triggers are installed but --ddl=false: the schema changes they capture are dropped; " +
 				"DROP EVENT TRIGGER pgjet_ddl_start, pgjet_ddl_end, pgjet_ddl_drop to stop capturing them")
 		}
 		return nil
+	}
+	var body *string
+	var triggers int
+	err := pool.QueryRow(ctx, `SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)),
+		(SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($2) AND evtfoid = to_regprocedure($1) AND evtenabled <> 'D')`,
+		schema.DDLFunction, schema.DDLTriggers).Scan(&body, &triggers)
+	if schema.PgCode(err) == schema.CodeInsufficientPriv {
+		c.log.Warn().Err(err).Msg("DDL capture is off: this role may not use schema pgjet on the source; GRANT USAGE ON SCHEMA pgjet to it (deploy/postgres/roles.sql) or run with --ddl=false")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up DDL capture triggers: %w", err)
 	}
 	if body != nil && *body == schema.DDLFunctionBody && triggers == len(schema.DDLTriggers) {
 		c.log.Debug().Msg("DDL capture installed")
