@@ -377,7 +377,10 @@ func (s *session) commit(ctx context.Context) error {
 		s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "(replication origin)"})
 		s.batchLen++
 	}
-	if p.seq != s.pos.seq {
+	// A group that moved no position (its messages were all applied
+	// before) writes none. Several groups can end inside one batch message
+	// with the same stream sequence: the commit LSN tells them apart.
+	if p.seq != s.pos.seq || p.commit != s.pos.commit || p.caughtUp != s.pos.caughtUp {
 		s.batch.ExecPrepared(s.posStmt, [][]byte{[]byte(s.a.cfg.Name), []byte(p.commit.String()), []byte(p.end.String()),
 			[]byte(strconv.FormatUint(p.seq, 10)), ts, []byte(p.caughtUp.String())}, nil, nil)
 		s.batchInfo = append(s.batchInfo, stmtInfo{seq: p.seq, lsn: p.commit, table: "pgjet.applied"})

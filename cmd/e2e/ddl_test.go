@@ -153,12 +153,18 @@ func TestDDL_Failure(t *testing.T) {
 	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY)`)
 	// The replica already has the column the primary is about to add.
 	exec1(t, c.dst, `ALTER TABLE t ADD COLUMN c int`)
+	// Capture creates its slot, then stops: the changes below wait in the
+	// WAL and the restarted capture packs them into one batch message, so
+	// every stop below falls inside a message that was partly applied.
 	capt := c.capture(t)
-	app := c.apply(t)
+	capt.Stop(t)
 	exec1(t, c.src, `INSERT INTO t VALUES (1)`, `ALTER TABLE t ADD COLUMN c int`, `INSERT INTO t VALUES (2, 2)`,
 		`CREATE INDEX CONCURRENTLY t_c_idx ON t (c)`, `INSERT INTO t VALUES (3, 3)`,
 		`CREATE FUNCTION widen() RETURNS void LANGUAGE plpgsql AS $$BEGIN ALTER TABLE t ADD COLUMN d int; END$$`,
 		`SELECT widen()`, `INSERT INTO t VALUES (4, 4, 4)`)
+	capt = c.capture(t)
+	// Not c.apply: it stops at the first schema change straight away.
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1")
 	if code := app.Wait(t, 60*time.Second); code != 1 {
 		t.Fatalf("apply exited %d, want 1", code)
 	}

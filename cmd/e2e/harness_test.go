@@ -278,10 +278,16 @@ func (c *cluster) apply(t *testing.T, extra ...string) *proc {
 func (p *proc) waitLog(t *testing.T, msg string) {
 	t.Helper()
 	waitFor(t, 60*time.Second, p.name+" to log "+msg, func() (bool, string) {
-		if p.Exited() {
+		// Exited is read before Output: a process that logged msg and
+		// then exited has done what is waited for.
+		exited := p.Exited()
+		if strings.Contains(p.Output(), `"message":"`+msg+`"`) {
+			return true, ""
+		}
+		if exited {
 			t.Fatalf("%s exited before logging %q:\n%s", p.name, msg, tail(p.Output(), 4096))
 		}
-		return strings.Contains(p.Output(), `"message":"`+msg+`"`), "not yet"
+		return false, "not yet"
 	})
 }
 
