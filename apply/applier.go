@@ -132,6 +132,9 @@ type session struct {
 	posStmt string
 
 	lastSeq uint64
+	// snapSkip holds tables whose snapshot rows are newer than the
+	// position: their changes before the LSN are in the rows already.
+	snapSkip map[string]stream.LSN
 
 	// open target transaction
 	open      bool
@@ -224,7 +227,23 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return natsError{err}
 	}
-	cons, err := s.consumer(ctx, js)
+	changes, err := s.changeStream(ctx, js)
+	if err != nil {
+		return err
+	}
+	restored, err := s.maybeRestore(ctx, js, changes)
+	if err != nil {
+		return err
+	}
+	if restored {
+		if err := s.readPosition(ctx); err != nil {
+			return err
+		}
+	}
+	if err := s.loadSnapshotTables(ctx); err != nil {
+		return err
+	}
+	cons, err := s.consumer(ctx, changes)
 	if err != nil {
 		return err
 	}
@@ -351,31 +370,13 @@ func (s *session) setup(ctx context.Context) error {
 			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser, or GRANT SET ON PARAMETER session_replication_role): triggers and foreign keys fire for replicated rows")
 		}
 	}
-	var commit, end, caught string
-	var seq int64
-	var ctime *time.Time
-	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text, commit_time FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught, &ctime)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("read applied position: %w", err)
-	default:
-		s.pos.commit, _ = stream.ParseLSN(commit)
-		s.pos.end, _ = stream.ParseLSN(end)
-		s.pos.caughtUp, _ = stream.ParseLSN(caught)
-		s.pos.seq = uint64(seq)
-		if ctime != nil {
-			s.pos.time = *ctime
-		}
+	if err := s.readPosition(ctx); err != nil {
+		return err
 	}
-	s.lastSeq = s.pos.seq
-	a.stats.AppliedLSN.Store(uint64(s.pos.commit))
-	a.stats.SourceLSN.Store(uint64(s.pos.caughtUp))
-	a.stats.StreamSeq.Store(s.pos.seq)
 
 	s.stmtN++
 	s.posStmt = "pgjet_pos"
-	_, err = s.pg.Prepare(ctx, s.posStmt, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at, source_lsn)
+	_, err := s.pg.Prepare(ctx, s.posStmt, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at, source_lsn)
 		VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4::bigint, $5::timestamptz, now(), $6::pg_lsn)
 		ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, end_lsn = EXCLUDED.end_lsn,
 			stream_seq = EXCLUDED.stream_seq, commit_time = EXCLUDED.commit_time, applied_at = EXCLUDED.applied_at,
@@ -386,10 +387,9 @@ func (s *session) setup(ctx context.Context) error {
 	return nil
 }
 
-// consumer (re)creates the region's durable consumer to start right after
-// the position committed in the target: the target, not the consumer's
-// ack state, is the truth about what was applied.
-func (s *session) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+// changeStream finds the source's change stream in this region: the
+// stream itself, or with UpstreamDomain the local mirror, made if missing.
+func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
 	a := s.a
 	name := stream.StreamName(a.cfg.Name)
 	var st jetstream.Stream
@@ -411,6 +411,71 @@ func (s *session) consumer(ctx context.Context, js jetstream.JetStream) (jetstre
 			return nil, natsError{fmt.Errorf("look up stream %s: %w", name, err)}
 		}
 	}
+	return st, nil
+}
+
+// readPosition loads the applied position stored in the target.
+func (s *session) readPosition(ctx context.Context) error {
+	a := s.a
+	var commit, end, caught string
+	var seq int64
+	var ctime *time.Time
+	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text, commit_time FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught, &ctime)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read applied position: %w", err)
+	default:
+		s.pos.commit, _ = stream.ParseLSN(commit)
+		s.pos.end, _ = stream.ParseLSN(end)
+		s.pos.caughtUp, _ = stream.ParseLSN(caught)
+		s.pos.seq = uint64(seq)
+		if ctime != nil {
+			s.pos.time = *ctime
+		}
+	}
+	s.lastSeq = s.pos.seq
+	a.stats.AppliedLSN.Store(uint64(s.pos.commit))
+	a.stats.SourceLSN.Store(uint64(s.pos.caughtUp))
+	a.stats.StreamSeq.Store(s.pos.seq)
+	return nil
+}
+
+// loadSnapshotTables reads the tables a resumed snapshot copied later than
+// the applied position: their changes before that point are skipped.
+func (s *session) loadSnapshotTables(ctx context.Context) error {
+	s.snapSkip = nil
+	rows, err := s.conn.Query(ctx, "SELECT schema_name, table_name, lsn::text FROM pgjet.snapshot_tables WHERE source = $1 AND lsn > $2::pg_lsn",
+		s.a.cfg.Name, s.pos.commit.String())
+	if err != nil {
+		if schema.PgCode(err) == "42P01" { // no restore ever ran here
+			return nil
+		}
+		return fmt.Errorf("read pgjet.snapshot_tables: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sch, name, lsn string
+		if err := rows.Scan(&sch, &name, &lsn); err != nil {
+			return fmt.Errorf("read pgjet.snapshot_tables: %w", err)
+		}
+		l, err := stream.ParseLSN(lsn)
+		if err != nil {
+			return err
+		}
+		if s.snapSkip == nil {
+			s.snapSkip = map[string]stream.LSN{}
+		}
+		s.snapSkip[sch+"."+name] = l
+	}
+	return rows.Err()
+}
+
+// consumer (re)creates the region's durable consumer to start right after
+// the position committed in the target: the target, not the consumer's
+// ack state, is the truth about what was applied.
+func (s *session) consumer(ctx context.Context, st jetstream.Stream) (jetstream.Consumer, error) {
+	a := s.a
 	cname := ConsumerName(a.cfg.Region)
 	if err := st.DeleteConsumer(ctx, cname); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, natsError{fmt.Errorf("reset consumer %s: %w", cname, err)}

@@ -73,6 +73,9 @@ type Config struct {
 	// (active-active). last-writer-wins breaks ties between equal commit
 	// times by source name and needs it to name the target's local writes.
 	LocalName string
+	// SkipSnapshot follows changes only, even on an empty target: for a
+	// target seeded by other means.
+	SkipSnapshot bool
 }
 
 // DefaultConfig returns a Config with every tunable set to its default.

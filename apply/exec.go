@@ -68,6 +68,9 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 			continue
 		}
 		ri := byID[ch.Relation]
+		if s.snapSkip != nil && s.skipForSnapshot(&env.Relations[ri], env.CommitLSN) {
+			continue
+		}
 		p := plans[ri]
 		if p == nil {
 			var err error
@@ -419,4 +422,12 @@ func (s *session) rollback(ctx context.Context) {
 	if _, err := s.pg.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
 		s.a.log.Debug().Err(err).Msg("rollback")
 	}
+}
+
+// skipForSnapshot reports whether a change of rel committed at lsn is in a
+// table's snapshot rows already (a table copied again, later, when an
+// interrupted snapshot resumed).
+func (s *session) skipForSnapshot(rel *stream.Relation, lsn stream.LSN) bool {
+	at, ok := s.snapSkip[rel.Schema+"."+rel.Name]
+	return ok && lsn < at
 }

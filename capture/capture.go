@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,12 @@ type Capture struct {
 	cfg Config
 	log zerolog.Logger
 
-	stats Stats
+	stats     Stats
+	snapStats SnapshotStats
+	// slotReady is closed once the change stream's slot exists: snapshots
+	// are taken after it, so no change falls between the two.
+	slotReady chan struct{}
+	slotOnce  sync.Once
 }
 
 // Stats are counters a Capture keeps while it runs; safe for concurrent reads.
@@ -43,11 +49,14 @@ type Stats struct {
 // New returns a Capture for cfg, which must have passed Validate. It does
 // no I/O.
 func New(cfg Config, log zerolog.Logger) *Capture {
-	return &Capture{cfg: cfg, log: log.With().Str("component", "capture").Str("source", cfg.Name).Logger()}
+	return &Capture{cfg: cfg, log: log.With().Str("component", "capture").Str("source", cfg.Name).Logger(), slotReady: make(chan struct{})}
 }
 
 // Stats returns the Capture's live counters.
 func (c *Capture) Stats() *Stats { return &c.stats }
+
+// SnapshotStats returns the live counters of the snapshot being taken.
+func (c *Capture) SnapshotStats() *SnapshotStats { return &c.snapStats }
 
 // Run captures until ctx ends, reconnecting with backoff after errors that
 // waiting can cure. It returns nil after a clean shutdown on ctx's end
@@ -59,12 +68,29 @@ func (c *Capture) Run(ctx context.Context) error {
 		defer stop()
 		go c.progress(pctx)
 	}
+	// A snapshot that cannot be taken (pg_dump missing, say) stops the
+	// capture: the user asked for it, and appliers of empty databases wait
+	// for it.
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	snapErr := make(chan error, 1)
+	if c.cfg.Snapshot || c.cfg.SnapshotEvery > 0 {
+		go func() {
+			if err := c.snapshots(runCtx); err != nil {
+				snapErr <- err
+				cancelRun()
+			}
+		}()
+	}
 	backoff := 500 * time.Millisecond
 	for {
 		started := time.Now()
-		err := c.session(ctx)
+		err := c.session(runCtx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if runCtx.Err() != nil {
+			return <-snapErr
 		}
 		if err == nil {
 			continue
@@ -79,10 +105,105 @@ func (c *Capture) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-runCtx.Done():
+			return <-snapErr
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, c.cfg.RetryMax)
 	}
+}
+
+// snapshots takes the initial snapshot when the snapshot stream holds
+// none (or finishes an interrupted one), then one every SnapshotEvery.
+// Errors that waiting can cure are retried; a fatal one is returned.
+func (c *Capture) snapshots(ctx context.Context) error {
+	select {
+	case <-c.slotReady:
+	case <-ctx.Done():
+		return nil
+	}
+	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.log)
+	if err != nil {
+		var authErr *stream.AuthError
+		if errors.As(err, &authErr) {
+			return schema.Fatalf(nil, "%s", authErr.Error())
+		}
+		// The session reports NATS trouble; retry with it.
+		for err != nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(5 * time.Second):
+			}
+			nc, err = stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.log)
+		}
+	}
+	defer nc.Close()
+	js, err := stream.NewJetStream(nc, "")
+	if err != nil {
+		return schema.Fatalf(err, "JetStream: %v", err)
+	}
+	take := func() error {
+		backoff := time.Second
+		for {
+			_, err := c.TakeSnapshot(ctx, js)
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			if schema.IsFatal(err) {
+				return err
+			}
+			c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("snapshot interrupted, resuming")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, c.cfg.RetryMax)
+		}
+	}
+	if c.cfg.Snapshot {
+		need, err := c.needSnapshot(ctx, js)
+		for err != nil && ctx.Err() == nil {
+			c.log.Warn().Err(err).Msg("look up snapshots")
+			time.Sleep(2 * time.Second)
+			need, err = c.needSnapshot(ctx, js)
+		}
+		if need {
+			if err := take(); err != nil {
+				return err
+			}
+		}
+	}
+	if c.cfg.SnapshotEvery <= 0 {
+		return nil
+	}
+	t := time.NewTicker(c.cfg.SnapshotEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := take(); err != nil {
+			return err
+		}
+	}
+}
+
+// needSnapshot reports whether the snapshot stream lacks a complete
+// snapshot or holds an interrupted one.
+func (c *Capture) needSnapshot(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	st, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas)
+	if err != nil {
+		return false, err
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, c.cfg.Name)
+	if err != nil {
+		return false, err
+	}
+	return len(snaps) == 0 || !snaps[len(snaps)-1].Complete, nil
 }
 
 func isNATSRetryable(err error) bool {
@@ -128,6 +249,13 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return wrapNATS(err)
 	}
+	if c.cfg.Snapshot {
+		// Before the change stream: an applier that finds a snapshot
+		// stream waits for its snapshot rather than start without one.
+		if _, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas); err != nil && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return wrapNATS(err)
+		}
+	}
 	st, err := stream.EnsureStream(ctx, js, c.cfg.Name, c.cfg.Stream)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
@@ -150,6 +278,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.slotOnce.Do(func() { close(c.slotReady) })
 
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, Start: start,

@@ -76,6 +76,22 @@ type Config struct {
 	// ExcludeTables drops the changes and schema changes of tables
 	// matching one of these patterns; it wins over IncludeTables.
 	ExcludeTables []string
+	// Snapshot takes an initial snapshot of the schema and the captured
+	// tables into the snapshot stream when the stream holds none, and
+	// resumes one that was interrupted (--no-snapshot turns it off).
+	Snapshot bool
+	// SnapshotEvery takes a new snapshot at this interval; 0 never.
+	SnapshotEvery time.Duration
+	// SnapshotKeep is how many complete snapshots are kept; older ones are
+	// removed when a new one completes. 0 keeps all.
+	SnapshotKeep int
+	// SnapshotWorkers is how many connections copy tables at once.
+	SnapshotWorkers int
+	// SnapshotRangeBytes splits tables larger than this into block ranges
+	// copied in parallel.
+	SnapshotRangeBytes int64
+	// PgDump is the pg_dump program that copies the schema.
+	PgDump string
 	// ExcludeColumns removes columns matching these schema.table.column
 	// patterns from every relation and row published (e.g. *.*.ssn). A
 	// replica-identity key column cannot be excluded.
@@ -89,17 +105,22 @@ const SequenceEvery = 10
 // DefaultConfig returns a Config with every tunable set to its default.
 func DefaultConfig() Config {
 	return Config{
-		Partitions:        "leaf",
-		ChunkBytes:        256 << 10,
-		Window:            4096,
-		WindowBytes:       64 << 20,
-		StatusInterval:    time.Second,
-		HeartbeatInterval: 10 * time.Second,
-		Stream:            stream.StreamOptions{MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute},
-		ProgressInterval:  10 * time.Second,
-		RetryMax:          30 * time.Second,
-		DDL:               true,
-		Sequences:         true,
+		Partitions:         "leaf",
+		ChunkBytes:         256 << 10,
+		Window:             4096,
+		WindowBytes:        64 << 20,
+		StatusInterval:     time.Second,
+		HeartbeatInterval:  10 * time.Second,
+		Stream:             stream.StreamOptions{MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute},
+		ProgressInterval:   10 * time.Second,
+		RetryMax:           30 * time.Second,
+		DDL:                true,
+		Sequences:          true,
+		Snapshot:           true,
+		SnapshotKeep:       2,
+		SnapshotWorkers:    4,
+		SnapshotRangeBytes: 256 << 20,
+		PgDump:             "pg_dump",
 	}
 }
 
@@ -137,6 +158,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Window < 1 || c.WindowBytes < int64(c.ChunkBytes) {
 		errs = append(errs, errors.New("window must allow at least one chunk"))
+	}
+	if c.SnapshotWorkers < 1 {
+		errs = append(errs, errors.New("--snapshot-workers must be at least 1"))
+	}
+	if c.SnapshotEvery < 0 || c.SnapshotKeep < 0 {
+		errs = append(errs, errors.New("--snapshot-every and --snapshot-keep must not be negative"))
 	}
 	if c.StatusInterval <= 0 {
 		errs = append(errs, errors.New("status interval must be positive"))

@@ -78,7 +78,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o 
 // origin's sequence numbers, so positions are comparable across regions.
 // It is idempotent.
 func EnsureMirror(ctx context.Context, js jetstream.JetStream, source, upstreamDomain string) (jetstream.Stream, error) {
-	name := StreamName(source)
+	return ensureMirror(ctx, js, StreamName(source), "pgjet mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain)
+}
+
+func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description, upstreamDomain string) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if err == nil {
 		info := s.CachedInfo()
@@ -92,7 +95,7 @@ func EnsureMirror(ctx context.Context, js jetstream.JetStream, source, upstreamD
 	}
 	s, err = js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        name,
-		Description: "pgjet mirror of source " + source + " from domain " + upstreamDomain,
+		Description: description,
 		Storage:     jetstream.FileStorage,
 		Mirror:      &jetstream.StreamSource{Name: name, Domain: upstreamDomain},
 	})

@@ -65,9 +65,14 @@ const schemaSQL = `SELECT concat_ws(E'\n',
 // primary's.
 func waitSameSchema(t *testing.T, timeout time.Duration, c *cluster) {
 	t.Helper()
+	waitSameSchemaOf(t, timeout, c.src, c.dst)
+}
+
+func waitSameSchemaOf(t *testing.T, timeout time.Duration, primary, replica string) {
+	t.Helper()
 	waitFor(t, timeout, "replica schema to match primary", func() (bool, string) {
 		checkDaemons(t)
-		a, b := queryString(t, c.src, schemaSQL), queryString(t, c.dst, schemaSQL)
+		a, b := queryString(t, primary, schemaSQL), queryString(t, replica, schemaSQL)
 		return a == b, "primary:\n" + a + "\nreplica:\n" + b
 	})
 }

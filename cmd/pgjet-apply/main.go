@@ -41,6 +41,7 @@ func main() {
 	fs.StringVar(&cfg.ConflictPolicy, "conflict", cfg.ConflictPolicy, "conflict policy: source-wins, last-writer-wins, keep-local or error")
 	conflictTables := fs.String("conflict-table", "", "per-table conflict policies, e.g. 'public.accounts=error,public.prefs=keep-local'")
 	fs.StringVar(&cfg.LocalName, "local-name", "", "the source name this database's own pgjet-capture publishes under (active-active); last-writer-wins needs it")
+	fs.BoolVar(&cfg.SkipSnapshot, "skip-snapshot", false, "follow changes only, even on an empty target (for a target seeded by other means)")
 	logf.Register(fs)
 	cli.Parse(fs, os.Args[1:])
 	if *conflictTables != "" {

@@ -42,9 +42,16 @@ func main() {
 	fs.DurationVar(&cfg.Stream.MaxAge, "stream-max-age", cfg.Stream.MaxAge, "stream retention when capture creates it: must outlast the longest region outage")
 	fs.Int64Var(&cfg.Stream.MaxBytes, "stream-max-bytes", 0, "stream size limit when capture creates it (0 = unlimited)")
 	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 1, "stream replicas in a NATS cluster")
+	noSnapshot := fs.Bool("no-snapshot", false, "take no initial snapshot: stream changes only (for replicas seeded by other means)")
+	fs.DurationVar(&cfg.SnapshotEvery, "snapshot-every", 0, "take a new snapshot at this interval, e.g. 24h (0 = only the initial one)")
+	fs.IntVar(&cfg.SnapshotKeep, "snapshot-keep", cfg.SnapshotKeep, "complete snapshots kept in the snapshot stream (0 = all)")
+	fs.IntVar(&cfg.SnapshotWorkers, "snapshot-workers", cfg.SnapshotWorkers, "connections copying tables at once during a snapshot")
+	fs.Int64Var(&cfg.SnapshotRangeBytes, "snapshot-range-bytes", cfg.SnapshotRangeBytes, "tables larger than this are copied in parallel block ranges")
+	fs.StringVar(&cfg.PgDump, "pg-dump", cfg.PgDump, "pg_dump program that copies the schema into snapshots")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
 	logf.Register(fs)
 	cli.Parse(fs, os.Args[1:])
+	cfg.Snapshot = !*noSnapshot
 
 	log, err := logf.Logger("pgjet-capture")
 	if err != nil {

@@ -1,0 +1,558 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+const restoreSetupSQL = `
+CREATE TABLE IF NOT EXISTS pgjet.restore (
+	source      text PRIMARY KEY,
+	snapshot    text NOT NULL,
+	stream_seq  bigint NOT NULL,
+	done        boolean NOT NULL DEFAULT false,
+	started_at  timestamptz NOT NULL DEFAULT now(),
+	finished_at timestamptz
+);
+-- Tables a resumed snapshot copied later than the snapshot's own point:
+-- changes to them before their lsn are in their rows already.
+CREATE TABLE IF NOT EXISTS pgjet.snapshot_tables (
+	source      text NOT NULL,
+	schema_name text NOT NULL,
+	table_name  text NOT NULL,
+	lsn         pg_lsn NOT NULL,
+	PRIMARY KEY (source, schema_name, table_name)
+);`
+
+// restoreState is a restore recorded in the target.
+type restoreState struct {
+	snapshot string
+	seq      uint64
+	done     bool
+}
+
+// maybeRestore builds an empty target from the newest snapshot in the
+// snapshot stream before the applier follows the change stream, or
+// finishes a restore that was interrupted. It returns whether it restored.
+// A target that holds tables already is used as it is.
+func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, changes jetstream.Stream) (bool, error) {
+	a := s.a
+	if _, err := s.conn.Exec(ctx, restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
+		return false, fmt.Errorf("create pgjet.restore: %w", err)
+	}
+	rs, err := readRestore(ctx, s.conn, a.cfg.Name)
+	if err != nil {
+		return false, err
+	}
+	if rs != nil && rs.done {
+		return false, nil
+	}
+	if rs == nil {
+		if s.pos.seq > 0 || s.pos.commit > 0 || a.cfg.SkipSnapshot {
+			return false, nil
+		}
+		n, err := userTables(ctx, s.conn)
+		if err != nil {
+			return false, err
+		}
+		if n > 0 {
+			a.log.Info().Int("tables", n).Msg("target holds tables: used as they are, no snapshot restored (changes follow from the stream's start)")
+			return false, nil
+		}
+	}
+	st, err := snapshotStream(ctx, js, a.cfg)
+	if err != nil {
+		return false, err
+	}
+	if st == nil {
+		a.log.Warn().Msg("no snapshot stream for this source (pgjet-capture --no-snapshot?): following changes only; tables must exist on the target")
+		return false, nil
+	}
+	var id string
+	var from uint64
+	if rs != nil {
+		id, from = rs.snapshot, rs.seq
+		a.log.Info().Str("snapshot", id).Uint64("snapshot_seq", from).Msg("resuming interrupted restore")
+	} else {
+		var waitLogged time.Time
+		for {
+			snaps, err := stream.ListSnapshots(ctx, st, a.cfg.Name)
+			if err != nil {
+				return false, natsError{err}
+			}
+			if i := newestComplete(snaps, func(stream.SnapshotInfo) bool { return true }); i >= 0 {
+				id = snaps[i].ID
+				break
+			}
+			// pgjet-capture makes the snapshot stream before it takes
+			// its first snapshot: one is on its way.
+			if time.Since(waitLogged) > 30*time.Second {
+				waitLogged = time.Now()
+				a.log.Info().Int("incomplete", len(snaps)).Msg("waiting for the source's snapshot to complete (pgjet-apply --skip-snapshot follows changes without it)")
+			}
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	if err := Restore(ctx, RestoreOptions{DB: a.cfg.DB, Source: a.cfg.Name, SnapshotStream: st, Snapshot: id,
+		ChangeStream: changes, FromSeq: from, Log: a.log}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func readRestore(ctx context.Context, conn *pgx.Conn, source string) (*restoreState, error) {
+	var rs restoreState
+	var seq int64
+	err := conn.QueryRow(ctx, "SELECT snapshot, stream_seq, done FROM pgjet.restore WHERE source = $1", source).Scan(&rs.snapshot, &seq, &rs.done)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read pgjet.restore: %w", err)
+	}
+	rs.seq = uint64(seq)
+	return &rs, nil
+}
+
+// userTables counts the tables of a database outside pgjet's schema and
+// the system's.
+func userTables(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var n int
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgjet')
+		AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count the target's tables: %w", err)
+	}
+	return n, nil
+}
+
+// snapshotStream finds the source's snapshot stream in this region (its
+// mirror when the applier reads a mirror), or nil when there is none.
+func snapshotStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
+	if cfg.UpstreamDomain != "" {
+		st, err := stream.EnsureSnapshotMirror(ctx, js, cfg.Name, cfg.UpstreamDomain)
+		if err != nil {
+			return nil, natsError{err}
+		}
+		return st, nil
+	}
+	st, err := js.Stream(ctx, stream.SnapshotStreamName(cfg.Name))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, natsError{fmt.Errorf("look up stream %s: %w", stream.SnapshotStreamName(cfg.Name), err)}
+	}
+	return st, nil
+}
+
+// newestComplete returns the index of the newest complete snapshot that ok
+// accepts, or -1.
+func newestComplete(snaps []stream.SnapshotInfo, ok func(stream.SnapshotInfo) bool) int {
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if snaps[i].Complete && ok(snaps[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// RestoreOptions say what Restore loads where.
+type RestoreOptions struct {
+	DB             string
+	Source         string
+	SnapshotStream jetstream.Stream
+	Snapshot       string
+	// ChangeStream is where the applier goes on: the restore records the
+	// position in it that follows the snapshot.
+	ChangeStream jetstream.Stream
+	// FromSeq resumes after this snapshot stream sequence.
+	FromSeq uint64
+	Log     zerolog.Logger
+	// ProgressInterval is how often progress is logged (default 10s).
+	ProgressInterval time.Duration
+}
+
+// Restore loads a snapshot into the target: the pre-data schema, every
+// table's rows, then the post-data schema (indexes, constraints,
+// triggers), and records in pgjet.applied the point of the change stream
+// the snapshot stands for. Progress is committed as it goes (the schema,
+// then rows in batches, each with the snapshot sequence reached), so an
+// interrupted restore resumes where it stopped.
+func Restore(ctx context.Context, o RestoreOptions) error {
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = 10 * time.Second
+	}
+	conn, err := pgx.Connect(ctx, o.DB)
+	if err != nil {
+		return schema.ClassifyConnect(o.DB, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// Foreign keys and triggers come with the post-data section, after
+	// the rows; replica role also spares user triggers made by hand.
+	_, _ = conn.Exec(ctx, "SET session_replication_role = replica")
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+		return fmt.Errorf("set synchronous_commit: %w", err)
+	}
+	if _, err := conn.Exec(ctx, restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
+		return fmt.Errorf("create pgjet.restore: %w", err)
+	}
+	if o.FromSeq == 0 {
+		if _, err := conn.Exec(ctx, `INSERT INTO pgjet.restore (source, snapshot, stream_seq) VALUES ($1, $2, 0)
+			ON CONFLICT (source) DO UPDATE SET snapshot = EXCLUDED.snapshot, stream_seq = 0, done = false, started_at = now(), finished_at = NULL`,
+			o.Source, o.Snapshot); err != nil {
+			return fmt.Errorf("record restore: %w", err)
+		}
+	}
+	subject := stream.SnapshotSubject(o.Source, o.Snapshot)
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject + ".>"}}
+	if o.FromSeq > 0 {
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = o.FromSeq + 1
+	}
+	cons, err := o.SnapshotStream.OrderedConsumer(ctx, cc)
+	if err != nil {
+		return natsError{fmt.Errorf("read snapshot %s: %w", o.Snapshot, err)}
+	}
+	r := &restorer{o: o, conn: conn, tables: map[string]stream.SnapshotTable{}, started: time.Now(), lastLog: time.Now()}
+	if o.FromSeq > 0 {
+		// The table messages before the resume point name the columns.
+		if err := r.loadTables(ctx); err != nil {
+			return err
+		}
+	}
+	o.Log.Info().Str("snapshot", o.Snapshot).Msg("restoring snapshot")
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) {
+				return natsError{fmt.Errorf("snapshot %s: no message for 30s before its end (mirror behind, or the snapshot was removed)", o.Snapshot)}
+			}
+			return natsError{fmt.Errorf("read snapshot %s: %w", o.Snapshot, err)}
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return natsError{err}
+		}
+		done, err := r.handle(ctx, m, md)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// restorer is one restore's state.
+type restorer struct {
+	o       RestoreOptions
+	conn    *pgx.Conn
+	tables  map[string]stream.SnapshotTable
+	man     stream.SnapshotManifest
+	script  bytes.Buffer
+	section string
+	// the open transaction of rows
+	open    bool
+	txBytes int
+	seq     uint64 // newest snapshot sequence handled
+
+	rows, bytes, msgs int64
+	started, lastLog  time.Time
+}
+
+func (r *restorer) loadTables(ctx context.Context) error {
+	cons, err := r.o.SnapshotStream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{stream.SnapshotSubject(r.o.Source, r.o.Snapshot) + ".m"}})
+	if err != nil {
+		return natsError{err}
+	}
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return natsError{fmt.Errorf("read snapshot %s: %w", r.o.Snapshot, err)}
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return natsError{err}
+		}
+		if md.Sequence.Stream > r.o.FromSeq {
+			return nil
+		}
+		switch m.Headers().Get(stream.SnapKindHeader) {
+		case stream.SnapBegin:
+			if err := json.Unmarshal(m.Data(), &r.man); err != nil {
+				return r.bad(md.Sequence.Stream, err)
+			}
+		case stream.SnapTable:
+			var t stream.SnapshotTable
+			if err := json.Unmarshal(m.Data(), &t); err != nil {
+				return r.bad(md.Sequence.Stream, err)
+			}
+			r.tables[t.Key()] = t
+		}
+	}
+}
+
+func (r *restorer) bad(seq uint64, err error) error {
+	return schema.Fatalf(err, "snapshot %s: message at stream %s sequence %d is damaged; take a new snapshot (pgjet snapshot) and restore again",
+		r.o.Snapshot, stream.SnapshotStreamName(r.o.Source), seq)
+}
+
+// handle applies one snapshot message; it reports true after the end.
+func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+	seq := md.Sequence.Stream
+	kind := m.Headers().Get(stream.SnapKindHeader)
+	if r.script.Len() > 0 && (kind != stream.SnapSchema || m.Headers().Get(stream.SnapSectionHeader) != r.section) {
+		if err := r.runScript(ctx); err != nil {
+			return false, err
+		}
+	}
+	if kind != stream.SnapData && r.open {
+		if err := r.commit(ctx); err != nil {
+			return false, err
+		}
+	}
+	r.msgs++
+	switch kind {
+	case stream.SnapBegin:
+		if err := json.Unmarshal(m.Data(), &r.man); err != nil {
+			return false, r.bad(seq, err)
+		}
+		if r.man.Version > stream.SnapshotVersion {
+			return false, schema.Fatalf(nil, "snapshot %s has format version %d; this pgjet-apply reads up to %d: upgrade pgjet-apply", r.o.Snapshot, r.man.Version, stream.SnapshotVersion)
+		}
+		return false, r.advance(ctx, seq)
+	case stream.SnapSchema:
+		r.section = m.Headers().Get(stream.SnapSectionHeader)
+		r.script.Write(m.Data())
+		r.seq = seq
+		return false, nil
+	case stream.SnapTable:
+		var t stream.SnapshotTable
+		if err := json.Unmarshal(m.Data(), &t); err != nil {
+			return false, r.bad(seq, err)
+		}
+		r.tables[t.Key()] = t
+		// A table copied again after an interrupted snapshot starts over.
+		if _, err := r.conn.Exec(ctx, "TRUNCATE "+pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
+			return false, r.tableError(err, t)
+		}
+		return false, r.advance(ctx, seq)
+	case stream.SnapData:
+		return false, r.data(ctx, m, md)
+	case stream.SnapTableEnd:
+		var t stream.SnapshotTable
+		if err := json.Unmarshal(m.Data(), &t); err != nil {
+			return false, r.bad(seq, err)
+		}
+		r.o.Log.Debug().Str("table", t.Key()).Int64("rows", t.Rows).Msg("table restored")
+		return false, r.advance(ctx, seq)
+	case stream.SnapEnd:
+		var man stream.SnapshotManifest
+		if err := json.Unmarshal(m.Data(), &man); err != nil {
+			return false, r.bad(seq, err)
+		}
+		return true, r.finish(ctx, man, seq)
+	default:
+		return false, r.bad(seq, fmt.Errorf("unknown kind %q", kind))
+	}
+}
+
+// advance records the snapshot sequence reached.
+func (r *restorer) advance(ctx context.Context, seq uint64) error {
+	r.seq = seq
+	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(seq)); err != nil {
+		return fmt.Errorf("record restore progress: %w", err)
+	}
+	return nil
+}
+
+// runScript runs a schema section in one transaction with the progress.
+func (r *restorer) runScript(ctx context.Context) error {
+	script := r.script.String()
+	r.script.Reset()
+	tx, err := r.conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// Simple protocol: the script is many statements.
+	if _, err := r.conn.PgConn().Exec(ctx, script).ReadAll(); err != nil {
+		return schema.Fatalf(err, "the %s schema of snapshot %s failed on the target %s (a missing extension or role?); fix the target (or create the schema by hand and run pgjet-apply --skip-snapshot)",
+			r.section, r.o.Snapshot, schema.Redact(r.o.DB))
+	}
+	// pg_dump's script empties search_path for the session.
+	if _, err := r.conn.Exec(ctx, "SELECT set_config('search_path', '\"$user\", public', false)"); err != nil {
+		return err
+	}
+	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(r.seq)); err != nil {
+		return fmt.Errorf("record restore progress: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	r.o.Log.Info().Str("snapshot", r.o.Snapshot).Str("section", r.section).Int("bytes", len(script)).Msg("snapshot schema restored")
+	return nil
+}
+
+// data loads one message of rows with COPY; rows commit in batches.
+func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata) error {
+	seq := md.Sequence.Stream
+	key := m.Headers().Get(stream.SnapSchemaHeader) + "." + m.Headers().Get(stream.SnapTableHeader)
+	t, ok := r.tables[key]
+	if !ok {
+		return r.bad(seq, fmt.Errorf("rows of table %s before its table message", key))
+	}
+	if !r.open {
+		if _, err := r.conn.Exec(ctx, "BEGIN"); err != nil {
+			return err
+		}
+		r.open, r.txBytes = true, 0
+	}
+	cols := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	sql := "COPY " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	if len(cols) > 0 {
+		sql += " (" + joinComma(cols) + ")"
+	}
+	sql += " FROM STDIN"
+	tag, err := r.conn.PgConn().CopyFrom(ctx, bytes.NewReader(m.Data()), sql)
+	if err != nil {
+		r.open = false
+		_, _ = r.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		return r.tableError(err, t)
+	}
+	r.seq = seq
+	r.rows += tag.RowsAffected()
+	r.bytes += int64(len(m.Data()))
+	r.txBytes += len(m.Data())
+	if r.txBytes >= 16<<20 || md.NumPending == 0 {
+		if err := r.commit(ctx); err != nil {
+			return err
+		}
+	}
+	if time.Since(r.lastLog) >= r.o.ProgressInterval {
+		r.lastLog = time.Now()
+		ev := r.o.Log.Info().Str("snapshot", r.o.Snapshot).Int64("rows", r.rows).Int64("bytes", r.bytes).
+			Uint64("messages_left", md.NumPending).Float64("mb_per_sec", float64(r.bytes)/1e6/time.Since(r.started).Seconds())
+		if r.msgs > 0 && md.NumPending > 0 {
+			eta := time.Duration(float64(time.Since(r.started)) / float64(r.msgs) * float64(md.NumPending))
+			ev = ev.Str("eta", eta.Round(time.Second).String())
+		}
+		ev.Msg("restore progress")
+	}
+	return nil
+}
+
+func (r *restorer) commit(ctx context.Context) error {
+	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(r.seq)); err != nil {
+		return fmt.Errorf("record restore progress: %w", err)
+	}
+	if _, err := r.conn.Exec(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("commit restored rows: %w", err)
+	}
+	r.open = false
+	return nil
+}
+
+func (r *restorer) tableError(err error, t stream.SnapshotTable) error {
+	if schema.IsRetryable(err) {
+		return fmt.Errorf("restore %s: %w", t.Key(), err)
+	}
+	return schema.Fatalf(err, "restoring table %s of snapshot %s into %s failed; the target must hold the snapshot's schema (an empty database gets it from the snapshot)",
+		pgx.Identifier{t.Schema, t.Name}.Sanitize(), r.o.Snapshot, schema.Redact(r.o.DB))
+}
+
+// finish records where the change stream takes over: transactions that
+// committed before the snapshot's point are in it, and tables copied later
+// skip their changes up to their own point.
+func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq uint64) error {
+	start := uint64(1)
+	if r.o.ChangeStream != nil {
+		var err error
+		if start, err = stream.SeekLSN(ctx, r.o.ChangeStream, man.LSN); err != nil {
+			return natsError{err}
+		}
+		info, err := r.o.ChangeStream.Info(ctx)
+		if err != nil {
+			return natsError{err}
+		}
+		if info.State.FirstSeq > 1 && start == info.State.FirstSeq {
+			m, err := r.o.ChangeStream.GetMsg(ctx, start)
+			if err == nil {
+				if envs, derr := stream.DecodeMessage(m.Data); derr == nil && len(envs) > 0 && envs[0].CommitLSN > man.LSN {
+					return schema.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (LSN %s): take a new snapshot (pgjet snapshot) and restore again",
+						r.o.Snapshot, man.LSN, info.Config.Name, envs[0].CommitLSN)
+				}
+			}
+		}
+	}
+	tx, err := r.conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	pos := man.LSN - 1
+	if man.LSN == 0 {
+		pos = 0
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, applied_at, source_lsn)
+		VALUES ($1, $2::pg_lsn, $2::pg_lsn, $3, now(), $2::pg_lsn)
+		ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, end_lsn = EXCLUDED.end_lsn,
+			stream_seq = EXCLUDED.stream_seq, commit_time = NULL, applied_at = now(), source_lsn = EXCLUDED.source_lsn`,
+		r.o.Source, pos.String(), int64(start-1)); err != nil {
+		return fmt.Errorf("record the snapshot's position: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM pgjet.snapshot_tables WHERE source = $1", r.o.Source); err != nil {
+		return err
+	}
+	for _, t := range man.Tables {
+		if t.LSN > man.LSN {
+			if _, err := tx.Exec(ctx, "INSERT INTO pgjet.snapshot_tables VALUES ($1, $2, $3, $4::pg_lsn)", r.o.Source, t.Schema, t.Name, t.LSN.String()); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2, done = true, finished_at = now() WHERE source = $1", r.o.Source, int64(seq)); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	r.o.Log.Info().Str("snapshot", r.o.Snapshot).Str("lsn", man.LSN.String()).Int64("rows", r.rows).Int64("bytes", r.bytes).
+		Dur("took", time.Since(r.started).Round(time.Millisecond)).Uint64("stream_seq", start).Msg("snapshot restored; following changes")
+	return nil
+}
+
+func joinComma(s []string) string {
+	var b bytes.Buffer
+	for i, x := range s {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(x)
+	}
+	return b.String()
+}

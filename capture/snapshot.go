@@ -1,0 +1,649 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	neturl "net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// SnapshotStats are a snapshot's live counters, for metrics and progress.
+type SnapshotStats struct {
+	Running    atomic.Bool
+	Rows       atomic.Int64
+	Bytes      atomic.Int64
+	EstRows    atomic.Int64
+	TablesDone atomic.Int64
+	Tables     atomic.Int64
+	Completed  atomic.Int64 // snapshots completed since start
+}
+
+// snapTask is one range of one table to copy.
+type snapTask struct {
+	t      *snapTable
+	rng    int
+	where  string // a ctid range, or "" for the whole table
+	ranges int
+}
+
+type snapTable struct {
+	stream.SnapshotTable
+	idx       int
+	left      atomic.Int32 // ranges still copying
+	rows      atomic.Int64
+	bytes     atomic.Int64
+	relkind   string
+	sizeBytes int64
+}
+
+// snapshotter takes one snapshot.
+type snapshotter struct {
+	c     *Capture
+	js    jetstream.JetStream
+	id    string
+	snap  string // exported snapshot name
+	lsn   stream.LSN
+	stats *SnapshotStats
+}
+
+// TakeSnapshot copies the schema and every captured table of the source
+// into its snapshot stream, consistent at one point of the WAL, or resumes
+// the newest snapshot when it was interrupted (tables already whole are
+// kept; the others are copied again at a new point, which appliers honour
+// per table). The replication slot of the change stream is not touched:
+// the copy uses a temporary slot of its own, so changes keep flowing.
+func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (stream.SnapshotManifest, error) {
+	st, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas)
+	if err != nil {
+		return stream.SnapshotManifest{}, wrapNATS(err)
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, c.cfg.Name)
+	if err != nil {
+		return stream.SnapshotManifest{}, wrapNATS(err)
+	}
+	s := &snapshotter{c: c, js: js, stats: &c.snapStats}
+	s.stats.Running.Store(true)
+	defer s.stats.Running.Store(false)
+
+	repl, err := pgconn.Connect(ctx, replicationURL(c.cfg.DB))
+	if err != nil {
+		return stream.SnapshotManifest{}, schema.ClassifyConnect(c.cfg.DB, err)
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+	var suffix [4]byte
+	_, _ = rand.Read(suffix[:])
+	slot := c.cfg.Slot + "_snap_" + hex.EncodeToString(suffix[:])
+	// A temporary slot exports a snapshot that holds exactly the
+	// transactions committed before its consistent point; it lives as long
+	// as this connection stays idle, and is dropped with it.
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		if schema.PgCode(err) == "53400" {
+			return stream.SnapshotManifest{}, schema.Fatalf(err, "no replication slot is free for the snapshot on %s; raise max_replication_slots (a snapshot needs one temporary slot) or pass --no-snapshot", c.where())
+		}
+		return stream.SnapshotManifest{}, fmt.Errorf("create temporary slot for the snapshot: %w", err)
+	}
+	s.snap = res.SnapshotName
+	if s.lsn, err = stream.ParseLSN(res.ConsistentPoint); err != nil {
+		return stream.SnapshotManifest{}, err
+	}
+
+	// The schema comes in pg_dump's two sections, as pg_restore applies
+	// them: tables and types before the rows, indexes, constraints and
+	// triggers after (faster loads, and foreign keys that hold only once
+	// every table is full).
+	script, err := c.dumpSchema(ctx, s.snap, "pre-data")
+	if err != nil {
+		return stream.SnapshotManifest{}, err
+	}
+	post, err := c.dumpSchema(ctx, s.snap, "post-data")
+	if err != nil {
+		return stream.SnapshotManifest{}, err
+	}
+	h := md5.New()
+	h.Write(script)
+	h.Write(post)
+	schemaMD5 := hex.EncodeToString(h.Sum(nil))
+
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return stream.SnapshotManifest{}, err
+	}
+	tables, err := s.tables(ctx, conn)
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return stream.SnapshotManifest{}, err
+	}
+
+	var man stream.SnapshotManifest
+	done := map[string]stream.SnapshotTable{}
+	resumed := false
+	if n := len(snaps); n > 0 && !snaps[n-1].Complete {
+		prev, tablesDone, err := readSnapshotMeta(ctx, st, c.cfg.Name, snaps[n-1].ID)
+		if err != nil {
+			return stream.SnapshotManifest{}, err
+		}
+		if prev.SchemaMD5 == schemaMD5 {
+			man, done, resumed = prev, tablesDone, true
+			s.id = prev.ID
+			c.log.Info().Str("snapshot", s.id).Int("tables_done", len(done)).Str("lsn", s.lsn.String()).
+				Msg("resuming interrupted snapshot: whole tables kept, the others copied again at a new point")
+		} else {
+			c.log.Info().Str("snapshot", prev.ID).Msg("interrupted snapshot not resumed: the source's schema changed since; taking a new one")
+			if err := st.Purge(ctx, jetstream.WithPurgeSubject(stream.SnapshotSubject(c.cfg.Name, prev.ID)+".>")); err != nil {
+				return stream.SnapshotManifest{}, wrapNATS(fmt.Errorf("purge snapshot %s: %w", prev.ID, err))
+			}
+		}
+	}
+	if !resumed {
+		s.id = stream.NewSnapshotID(time.Now())
+		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn,
+			Started: time.Now().UTC(), SchemaMD5: schemaMD5}
+		for _, t := range tables {
+			man.Tables = append(man.Tables, t.SnapshotTable)
+		}
+		if err := s.publishMeta(ctx, stream.SnapBegin, "begin", man); err != nil {
+			return man, err
+		}
+		if err := s.publishScript(ctx, "pre-data", script); err != nil {
+			return man, err
+		}
+		c.log.Info().Str("snapshot", s.id).Str("lsn", s.lsn.String()).Int("tables", len(tables)).Msg("snapshot started")
+	}
+
+	var todo []*snapTable
+	var est int64
+	for _, t := range tables {
+		if _, ok := done[t.Key()]; ok {
+			continue
+		}
+		todo = append(todo, t)
+		est += t.EstRows
+	}
+	s.stats.Rows.Store(0)
+	s.stats.Bytes.Store(0)
+	s.stats.EstRows.Store(est)
+	s.stats.Tables.Store(int64(len(tables)))
+	s.stats.TablesDone.Store(int64(len(done)))
+	pctx, stopProgress := context.WithCancel(ctx)
+	go s.progress(pctx)
+	err = s.copyTables(ctx, todo)
+	stopProgress()
+	if err != nil {
+		return man, err
+	}
+
+	// The end message holds every table as it is in the snapshot.
+	man.Tables = man.Tables[:0]
+	man.Rows, man.Bytes = 0, 0
+	for _, t := range tables {
+		tt := t.SnapshotTable
+		if d, ok := done[t.Key()]; ok {
+			tt = d
+		} else {
+			tt.LSN, tt.Rows, tt.Bytes = s.lsn, t.rows.Load(), t.bytes.Load()
+		}
+		man.Tables = append(man.Tables, tt)
+		man.Rows += tt.Rows
+		man.Bytes += tt.Bytes
+	}
+	if err := s.publishScript(ctx, "post-data", post); err != nil {
+		return man, err
+	}
+	man.Finished = time.Now().UTC()
+	if err := s.publishMeta(ctx, stream.SnapEnd, "end", man); err != nil {
+		return man, err
+	}
+	s.stats.Completed.Add(1)
+	c.log.Info().Str("snapshot", s.id).Str("lsn", man.LSN.String()).Int64("rows", man.Rows).Int64("bytes", man.Bytes).
+		Dur("took", man.Finished.Sub(man.Started)).Msg("snapshot complete")
+	if err := c.pruneSnapshots(ctx, st); err != nil {
+		c.log.Warn().Err(err).Msg("remove old snapshots")
+	}
+	return man, nil
+}
+
+// readSnapshotMeta reads the begin manifest and the whole tables of an
+// interrupted snapshot.
+func readSnapshotMeta(ctx context.Context, st jetstream.Stream, source, id string) (stream.SnapshotManifest, map[string]stream.SnapshotTable, error) {
+	var man stream.SnapshotManifest
+	done := map[string]stream.SnapshotTable{}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{stream.SnapshotSubject(source, id) + ".m"}})
+	if err != nil {
+		return man, nil, wrapNATS(fmt.Errorf("read snapshot %s: %w", id, err))
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return man, nil, wrapNATS(fmt.Errorf("read snapshot %s: %w", id, err))
+	}
+	for n := info.NumPending; n > 0; n-- {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			return man, nil, wrapNATS(fmt.Errorf("read snapshot %s: %w", id, err))
+		}
+		switch m.Headers().Get(stream.SnapKindHeader) {
+		case stream.SnapBegin:
+			if err := json.Unmarshal(m.Data(), &man); err != nil {
+				return man, nil, fmt.Errorf("snapshot %s: bad begin message: %w", id, err)
+			}
+		case stream.SnapTableEnd:
+			var t stream.SnapshotTable
+			if err := json.Unmarshal(m.Data(), &t); err != nil {
+				return man, nil, fmt.Errorf("snapshot %s: bad table-end message: %w", id, err)
+			}
+			done[t.Key()] = t
+		}
+	}
+	return man, done, nil
+}
+
+// pruneSnapshots removes the oldest snapshots beyond SnapshotKeep, and
+// any interrupted one older than the newest complete one.
+func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) error {
+	if c.cfg.SnapshotKeep <= 0 {
+		return nil
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, c.cfg.Name)
+	if err != nil {
+		return err
+	}
+	kept := 0
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if snaps[i].Complete && kept < c.cfg.SnapshotKeep {
+			kept++
+			continue
+		}
+		if !snaps[i].Complete && i == len(snaps)-1 {
+			continue // being taken
+		}
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(stream.SnapshotSubject(c.cfg.Name, snaps[i].ID)+".>")); err != nil {
+			return fmt.Errorf("purge snapshot %s: %w", snaps[i].ID, err)
+		}
+		c.log.Info().Str("snapshot", snaps[i].ID).Msg("old snapshot removed")
+	}
+	return nil
+}
+
+// dumpSchema runs pg_dump for one section of the schema in the exported snapshot and drops
+// what belongs to pgjet on the source (its schema and event triggers).
+func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte, error) {
+	bin := c.cfg.PgDump
+	if bin == "" {
+		bin = "pg_dump"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, schema.Fatalf(nil, "%s not found: the snapshot copies the schema with pg_dump; install the PostgreSQL client (version %s or newer), set --pg-dump, or pass --no-snapshot", bin, "15")
+	}
+	dsn, password := splitPassword(c.cfg.DB)
+	cmd := exec.CommandContext(ctx, path, "--section="+section, "--snapshot="+snap, "--no-owner", "--no-privileges",
+		"--no-publications", "--no-subscriptions", "--exclude-schema=pgjet", "--dbname="+dsn)
+	cmd.Env = os.Environ()
+	if password != "" {
+		// Not on the command line, where ps would show it.
+		cmd.Env = append(cmd.Env, "PGPASSWORD="+password)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		msg := strings.TrimSpace(errOut.String())
+		if strings.Contains(msg, "server version mismatch") {
+			return nil, schema.Fatalf(nil, "pg_dump at %s is older than the source server: install the PostgreSQL client of the server's version or newer, set --pg-dump, or pass --no-snapshot (%s)", path, msg)
+		}
+		return nil, fmt.Errorf("pg_dump --schema-only of %s: %v: %s", c.where(), err, schema.Redact(msg))
+	}
+	return filterDump(out.Bytes()), nil
+}
+
+// splitPassword returns a URL-form connection string without its password,
+// and the password.
+func splitPassword(dsn string) (string, string) {
+	u, err := neturl.Parse(dsn)
+	if err != nil || u.User == nil || !strings.Contains(dsn, "://") {
+		return dsn, ""
+	}
+	pw, ok := u.User.Password()
+	if !ok {
+		return dsn, ""
+	}
+	u.User = neturl.User(u.User.Username())
+	return u.String(), pw
+}
+
+// filterDump removes from a plain pg_dump script what a replica must not
+// get: pgjet's event triggers (their function lives in the excluded pgjet
+// schema; entries start at their "-- Name: ...; Type: ..." comment), and
+// psql meta-commands.
+func filterDump(script []byte) []byte {
+	lines := bytes.SplitAfter(script, []byte("\n"))
+	var out bytes.Buffer
+	skip, wrote := false, false
+	for i, l := range lines {
+		if bytes.HasPrefix(l, []byte("-- Name: ")) || bytes.HasPrefix(l, []byte("-- Data for Name: ")) {
+			skip = bytes.Contains(l, []byte("; Type: EVENT TRIGGER;"))
+			if skip && wrote && i > 0 && bytes.Equal(lines[i-1], []byte("--\n")) {
+				// The entry's opening "--" line was written already.
+				out.Truncate(out.Len() - 3)
+			}
+		}
+		wrote = !skip
+		// pg_dump 15.14 and later fence the script with psql's
+		// \restrict and \unrestrict, which a server does not know.
+		if bytes.HasPrefix(l, []byte("\\restrict ")) || bytes.HasPrefix(l, []byte("\\unrestrict ")) {
+			continue
+		}
+		if !skip {
+			out.Write(l)
+		}
+	}
+	return out.Bytes()
+}
+
+// connect opens a connection that sees the exported snapshot.
+func (s *snapshotter) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(s.c.cfg.DB)
+	if err != nil {
+		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
+	}
+	cfg.RuntimeParams["application_name"] = "pgjet-capture snapshot"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
+	}
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(s.snap)); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("import snapshot %s: %w", s.snap, err)
+	}
+	return conn, nil
+}
+
+// tables lists the captured tables with their copied columns, as the
+// publication and the filters define them.
+func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable, error) {
+	f := newFilter(&s.c.cfg)
+	rows, err := conn.Query(ctx, `SELECT p.schemaname, p.tablename, c.relkind::text,
+			greatest(c.reltuples, 0)::bigint, pg_relation_size(c.oid),
+			array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+				AND a.attgenerated = '' AND (p.attnames IS NULL OR a.attname = ANY (p.attnames)) ORDER BY a.attnum)
+		FROM pg_publication_tables p
+		JOIN pg_namespace n ON n.nspname = p.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+		WHERE p.pubname = $1 ORDER BY 1, 2`, s.c.cfg.Publication)
+	if err != nil {
+		return nil, fmt.Errorf("list published tables: %w", err)
+	}
+	defer rows.Close()
+	var out []*snapTable
+	for rows.Next() {
+		t := &snapTable{}
+		var cols []string
+		if err := rows.Scan(&t.Schema, &t.Name, &t.relkind, &t.EstRows, &t.sizeBytes, &cols); err != nil {
+			return nil, fmt.Errorf("list published tables: %w", err)
+		}
+		if !f.table(t.Schema, t.Name) {
+			continue
+		}
+		for _, col := range cols {
+			if f.column(t.Schema, t.Name, col) {
+				t.Columns = append(t.Columns, col)
+			}
+		}
+		t.idx = len(out)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list published tables: %w", err)
+	}
+	return out, nil
+}
+
+// copyTables copies tables with Workers connections, large tables split
+// into block ranges copied in parallel.
+func (s *snapshotter) copyTables(ctx context.Context, tables []*snapTable) error {
+	tasks := make(chan snapTask)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(tasks)
+		for _, t := range tables {
+			t.LSN = s.lsn
+			ranges := 1
+			if t.relkind == "r" && s.c.cfg.SnapshotRangeBytes > 0 && t.sizeBytes > s.c.cfg.SnapshotRangeBytes {
+				ranges = int((t.sizeBytes + s.c.cfg.SnapshotRangeBytes - 1) / s.c.cfg.SnapshotRangeBytes)
+			}
+			t.left.Store(int32(ranges))
+			// The table message comes before any of its rows: an applier
+			// empties the table there (a table copied again after an
+			// interruption drops the rows of the first attempt).
+			if err := s.publishMeta(gctx, stream.SnapTable, "table:"+t.Key()+":"+s.lsn.String(), t.SnapshotTable); err != nil {
+				return err
+			}
+			blocks := (t.sizeBytes + 8191) / 8192
+			per := (blocks + int64(ranges) - 1) / int64(ranges)
+			for r := 0; r < ranges; r++ {
+				task := snapTask{t: t, rng: r, ranges: ranges}
+				if ranges > 1 {
+					lo, hi := int64(r)*per, int64(r+1)*per
+					task.where = fmt.Sprintf(" WHERE ctid >= '(%d,0)'::tid", lo)
+					if r < ranges-1 {
+						task.where += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", hi)
+					}
+				}
+				select {
+				case tasks <- task:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+		}
+		return nil
+	})
+	for w := 0; w < max(s.c.cfg.SnapshotWorkers, 1); w++ {
+		g.Go(func() error {
+			conn, err := s.connect(gctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(gctx))
+			for task := range tasks {
+				if err := s.copyRange(gctx, conn, task); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// copyRange copies one range of a table into data messages of whole rows.
+func (s *snapshotter) copyRange(ctx context.Context, conn *pgx.Conn, task snapTask) error {
+	t := task.t
+	cols := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		cols[i] = quoteIdent(c)
+	}
+	sql := "COPY (SELECT " + strings.Join(cols, ", ") + " FROM " + qualified(t.Schema, t.Name) + task.where + ") TO STDOUT"
+	if len(cols) == 0 {
+		sql = "COPY (SELECT FROM " + qualified(t.Schema, t.Name) + task.where + ") TO STDOUT"
+	}
+	w := &chunkWriter{s: s, ctx: ctx, task: task, limit: s.c.cfg.ChunkBytes}
+	if _, err := conn.PgConn().CopyTo(ctx, w, sql); err != nil {
+		if w.err != nil {
+			return w.err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if schema.PgCode(err) == schema.CodeInsufficientPriv {
+			return schema.Fatalf(err, "the snapshot may not read %s on %s; GRANT SELECT ON %s TO the capture role, or exclude the table",
+				qualified(t.Schema, t.Name), s.c.where(), qualified(t.Schema, t.Name))
+		}
+		return fmt.Errorf("copy %s: %w", qualified(t.Schema, t.Name), err)
+	}
+	if err := w.flush(true); err != nil {
+		return err
+	}
+	if t.left.Add(-1) == 0 {
+		tt := t.SnapshotTable
+		tt.Rows, tt.Bytes = t.rows.Load(), t.bytes.Load()
+		if err := s.publishMeta(ctx, stream.SnapTableEnd, "table-end:"+t.Key()+":"+s.lsn.String(), tt); err != nil {
+			return err
+		}
+		s.stats.TablesDone.Add(1)
+		s.c.log.Debug().Str("snapshot", s.id).Str("table", t.Key()).Int64("rows", tt.Rows).Msg("table copied")
+	}
+	return nil
+}
+
+// chunkWriter cuts a COPY stream into data messages at row ends.
+type chunkWriter struct {
+	s     *snapshotter
+	ctx   context.Context
+	task  snapTask
+	limit int
+	buf   []byte
+	n     int
+	err   error
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= w.limit {
+		if err := w.flush(false); err != nil {
+			w.err = err
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flush publishes the whole rows buffered (all of them when final: COPY
+// text rows end with a newline, and newlines inside values are escaped).
+func (w *chunkWriter) flush(final bool) error {
+	cut := len(w.buf)
+	if !final {
+		cut = bytes.LastIndexByte(w.buf, '\n') + 1
+	}
+	if cut == 0 {
+		return nil
+	}
+	data := w.buf[:cut]
+	t := w.task.t
+	m := stream.SnapshotMsg(w.s.c.cfg.Name, w.s.id, stream.SnapData,
+		fmt.Sprintf("data:%s:%s:%d:%d", t.Key(), w.s.lsn, w.task.rng, w.n), data)
+	m.Subject += ".d"
+	m.Header.Set(stream.SnapSchemaHeader, t.Schema)
+	m.Header.Set(stream.SnapTableHeader, t.Name)
+	m.Header.Set(stream.SnapRangeHeader, strconv.Itoa(w.task.rng))
+	if err := w.s.publish(w.ctx, m); err != nil {
+		return err
+	}
+	rows := int64(bytes.Count(data, []byte{'\n'}))
+	t.rows.Add(rows)
+	t.bytes.Add(int64(len(data)))
+	w.s.stats.Rows.Add(rows)
+	w.s.stats.Bytes.Add(int64(len(data)))
+	w.n++
+	w.buf = append(w.buf[:0], w.buf[cut:]...)
+	return nil
+}
+
+func (s *snapshotter) meta(kind, msgID string, data []byte) *nats.Msg {
+	m := stream.SnapshotMsg(s.c.cfg.Name, s.id, kind, msgID, data)
+	m.Subject += ".m"
+	return m
+}
+
+// publishScript publishes a schema script in parts of at most ChunkBytes.
+func (s *snapshotter) publishScript(ctx context.Context, section string, script []byte) error {
+	for i := 0; len(script) > 0; i++ {
+		part := script[:min(len(script), s.c.cfg.ChunkBytes)]
+		script = script[len(part):]
+		m := s.meta(stream.SnapSchema, "schema:"+section+":"+s.lsn.String()+":"+strconv.Itoa(i), part)
+		m.Header.Set(stream.SnapSectionHeader, section)
+		if err := s.publish(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *snapshotter) publishMeta(ctx context.Context, kind, msgID string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.publish(ctx, s.meta(kind, msgID, data))
+}
+
+func (s *snapshotter) publish(ctx context.Context, m *nats.Msg) error {
+	for attempt := 0; ; attempt++ {
+		_, err := s.js.PublishMsg(ctx, m)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt >= 5 || !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, context.DeadlineExceeded) {
+			return wrapNATS(fmt.Errorf("publish snapshot %s: %w", s.id, err))
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+}
+
+// progress logs the copy's rows, bytes and expected end.
+func (s *snapshotter) progress(ctx context.Context) {
+	every := s.c.cfg.ProgressInterval
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	start := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rows, b, est := s.stats.Rows.Load(), s.stats.Bytes.Load(), s.stats.EstRows.Load()
+		ev := s.c.log.Info().Str("snapshot", s.id).Int64("rows", rows).Int64("bytes", b).
+			Int64("tables_done", s.stats.TablesDone.Load()).Int64("tables", s.stats.Tables.Load()).
+			Float64("rows_per_sec", float64(rows)/time.Since(start).Seconds())
+		if est > rows && rows > 0 {
+			eta := time.Duration(float64(time.Since(start)) * float64(est-rows) / float64(rows))
+			ev = ev.Int64("est_rows", est).Str("eta", eta.Round(time.Second).String())
+		}
+		ev.Msg("snapshot progress")
+	}
+}

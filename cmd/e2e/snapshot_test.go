@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/deploy/local"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// snapshotSchema is a primary with more than pgbench: a type of its own,
+// a foreign key, a view, an index, a sequence in use and a keyless table.
+const snapshotSchema = `
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE people (id serial PRIMARY KEY, name text NOT NULL, feel mood, tags text[], doc jsonb, born date);
+CREATE TABLE pets (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, owner int NOT NULL REFERENCES people (id), name text, name_len int GENERATED ALWAYS AS (length(name)) STORED);
+CREATE INDEX pets_owner ON pets (owner);
+CREATE VIEW people_pets AS SELECT p.name AS person, x.name AS pet FROM people p JOIN pets x ON x.owner = p.id;
+CREATE TABLE nokey (a int, b text);
+ALTER TABLE nokey REPLICA IDENTITY FULL;
+INSERT INTO people (name, feel, tags, doc, born)
+	SELECT 'p' || i, (ARRAY['sad','ok','happy'])[1 + i % 3]::mood, ARRAY['a', NULL, 'line' || chr(10) || 'tab' || chr(9) || '\x'],
+		jsonb_build_object('i', i, 'nested', jsonb_build_array(i, 'x')), date '2000-01-01' + i
+	FROM generate_series(1, 5000) i;
+INSERT INTO pets (owner, name) SELECT 1 + i % 5000, 'pet' || i FROM generate_series(1, 8000) i;
+INSERT INTO nokey SELECT i % 100, 'v' FROM generate_series(1, 3000) i;
+`
+
+// snapshotPrimary is a cluster whose primary holds pgbench's tables with
+// data and snapshotSchema, and whose replica is an empty database.
+func snapshotPrimary(t *testing.T, scale string) *cluster {
+	t.Helper()
+	c := newCluster(t)
+	pgbench(t, c.src, "-i", "-s", scale, "-q")
+	exec1(t, c.src, snapshotSchema)
+	return c
+}
+
+// snapshotLoad is pgbench's own load plus writes to the other tables.
+const snapshotLoad = `\set a random(1, 5000)
+INSERT INTO nokey VALUES (:a % 100, 'w');
+UPDATE people SET doc = doc || jsonb_build_object('n', :a) WHERE id = :a;
+INSERT INTO pets (owner, name) VALUES (:a, 'new');
+`
+
+// TestSnapshot_EmptyRegions: capture starts fresh on a primary with data
+// under load; an applier on an empty database builds schema and rows from
+// the snapshot and then follows the changes; a second region started
+// later, through its own NATS domain and with no route to the primary,
+// builds itself from the mirrored streams alone. Both end identical.
+func TestSnapshot_EmptyRegions(t *testing.T) {
+	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r2"}})
+	c := snapshotPrimary(t, "2")
+	load := pgbenchAsync(t, c.src, "-n", "-c", "3", "-T", "25", "-b", "tpcb-like@4", "-f", writeScript(t, snapshotLoad)+"@1")
+	time.Sleep(2 * time.Second)
+
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", top.Hub.ClientURL(), "--name", "src",
+		"--heartbeat", "1s", "--snapshot-workers", "3", "--snapshot-range-bytes", "4000000")
+	capt.waitLog(t, "capture started")
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", top.Hub.ClientURL(), "--name", "src", "--region", "r1")
+	app.waitLog(t, "snapshot restored; following changes")
+
+	// The second region: its database and its applier know only their own
+	// NATS server, a leafnode of the hub.
+	r2 := local.NewTestPostgres(t, local.PostgresOptions{Name: "replica-r2"}).URL("postgres")
+	app2 := start(t, "pgjet-apply r2", bins.apply, "--db", r2, "--nats", top.Regions["r2"].ClientURL(), "--name", "src",
+		"--region", "r2", "--upstream-domain", "hub")
+
+	if err := <-load; err != nil {
+		t.Fatalf("pgbench: %v", err)
+	}
+	waitSame(t, 120*time.Second, c.src, c.dst)
+	waitSame(t, 120*time.Second, c.src, r2)
+	waitSameSchemaOf(t, 30*time.Second, c.src, c.dst)
+	waitSameSchemaOf(t, 30*time.Second, c.src, r2)
+
+	out := capt.Output()
+	for _, want := range []string{`"message":"snapshot started"`, `"message":"snapshot complete"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("capture did not log %s", want)
+		}
+	}
+	if !strings.Contains(app2.Output(), "snapshot restored; following changes") {
+		t.Errorf("region r2 did not restore the snapshot:\n%s", tail(app2.Output(), 2048))
+	}
+	// Foreign keys, indexes and the view came with the schema, and
+	// sequences keep handing out new ids on the replica.
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'pets'::regclass"); n != 1 {
+		t.Errorf("replica: %d foreign keys on pets, want 1", n)
+	}
+	if n := queryInt(t, r2, "SELECT count(*) FROM people_pets"); n == 0 {
+		t.Errorf("replica r2: view people_pets is empty")
+	}
+	capt.Stop(t)
+	app.Stop(t)
+	app2.Stop(t)
+}
+
+// TestSnapshot_ResumeAfterKill: capture is killed with SIGKILL in the
+// middle of its snapshot under load; restarted, it keeps the tables it
+// finished and copies the others again at a new point, and an applier on
+// an empty database still ends identical (the keyless pgbench_history
+// would show a change applied twice).
+func TestSnapshot_ResumeAfterKill(t *testing.T) {
+	c := snapshotPrimary(t, "8")
+	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "30", "-b", "tpcb-like")
+	time.Sleep(time.Second)
+	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s",
+		"--snapshot-workers", "2", "--snapshot-range-bytes", "8000000", "--chunk-bytes", "65536"}
+	capt := start(t, "pgjet-capture", bins.capture, args...)
+
+	nc, err := nats.Connect(c.nats.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Kill it once some rows are in the snapshot stream, before the end.
+	waitFor(t, 60*time.Second, "snapshot rows in the stream", func() (bool, string) {
+		st, err := js.Stream(ctx, stream.SnapshotStreamName("src"))
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.Msgs >= 40, "messages: " + strconv.FormatUint(info.State.Msgs, 10)
+	})
+	capt.Kill()
+	if strings.Contains(capt.Output(), `"message":"snapshot complete"`) {
+		t.Fatalf("the snapshot completed before the kill; make the primary larger")
+	}
+	capt = start(t, "pgjet-capture", bins.capture, args...)
+	capt.waitLog(t, "resuming interrupted snapshot: whole tables kept, the others copied again at a new point")
+	app := c.apply(t)
+	if err := <-load; err != nil {
+		t.Fatalf("pgbench: %v", err)
+	}
+	waitSame(t, 180*time.Second, c.src, c.dst)
+	st, err := js.Stream(ctx, stream.SnapshotStreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != 1 || !snaps[0].Complete {
+		t.Errorf("snapshots after the resume: %+v, want one complete", snaps)
+	}
+	capt.Stop(t)
+	app.Stop(t)
+}

@@ -1,0 +1,238 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Snapshots of a source live in a stream of their own, beside the change
+// stream and mirrored like it, so a region can build a database from NATS
+// alone. A snapshot is the sequence of messages on one subject,
+// pgjetsnap.<source>.<id>, each tagged by the SnapKindHeader header:
+//
+//	begin      JSON SnapshotManifest: id, source, tables
+//	schema     a part of a schema script (pg_dump --section=pre-data after
+//	           begin, --section=post-data before end); parts of a section
+//	           concatenate in order
+//	table      JSON SnapshotTable: a table's copy starts; it holds the rows
+//	           of the table at LSN (a table copied again after an
+//	           interrupted snapshot starts over from this message)
+//	data       rows of the table named by the table headers, in COPY text
+//	           format, whole rows only
+//	table-end  JSON SnapshotTable with Rows and Bytes: the table is whole
+//	end        JSON SnapshotManifest with totals: the snapshot is complete
+//
+// Documented in stream/SNAPSHOT.md.
+const (
+	SnapKindHeader   = "Pgjet-Snap"
+	SnapSchemaHeader = "Pgjet-Schema"
+	SnapTableHeader  = "Pgjet-Table"
+	SnapRangeHeader  = "Pgjet-Range"
+	// SnapSectionHeader of a schema part: pre-data (before the rows) or
+	// post-data (after them: indexes, constraints, triggers).
+	SnapSectionHeader = "Pgjet-Section"
+
+	SnapBegin    = "begin"
+	SnapSchema   = "schema"
+	SnapTable    = "table"
+	SnapData     = "data"
+	SnapTableEnd = "table-end"
+	SnapEnd      = "end"
+)
+
+// SnapshotVersion is the version of the snapshot format.
+const SnapshotVersion = 1
+
+// SnapshotStreamName is the stream holding a source's snapshots.
+func SnapshotStreamName(source string) string { return "PGJET_SNAP_" + source }
+
+// SnapshotSubject is the subject prefix of one snapshot: its rows go on
+// <prefix>.d, everything else on <prefix>.m, so the outline of a snapshot
+// is read without its rows. Snapshot subjects are outside pgjet.<source>.>
+// so the change stream never holds them.
+func SnapshotSubject(source, id string) string { return "pgjetsnap." + source + "." + id }
+
+// SnapshotManifest describes a snapshot; the begin message carries it with
+// the tables planned, the end message with the totals.
+type SnapshotManifest struct {
+	Version int    `json:"version"`
+	Source  string `json:"source"`
+	ID      string `json:"id"`
+	// LSN is the position the snapshot was taken at: transactions that
+	// committed before it are in it. Tables copied again after an
+	// interruption carry a later LSN of their own (SnapshotTable.LSN).
+	LSN     LSN       `json:"lsn"`
+	Started time.Time `json:"started"`
+	// Finished, Rows and Bytes are set in the end message.
+	Finished time.Time       `json:"finished,omitzero"`
+	Rows     int64           `json:"rows,omitempty"`
+	Bytes    int64           `json:"bytes,omitempty"`
+	Tables   []SnapshotTable `json:"tables,omitempty"`
+	// SchemaMD5 identifies the schema script: an interrupted snapshot is
+	// resumed only while the source's schema is unchanged.
+	SchemaMD5 string `json:"schema_md5,omitempty"`
+}
+
+// SnapshotTable is one table of a snapshot.
+type SnapshotTable struct {
+	Schema  string   `json:"schema"`
+	Name    string   `json:"name"`
+	Columns []string `json:"columns"`
+	LSN     LSN      `json:"lsn,omitempty"`
+	// EstRows is the planner's estimate when the copy starts.
+	EstRows int64 `json:"est_rows,omitempty"`
+	Rows    int64 `json:"rows,omitempty"`
+	Bytes   int64 `json:"bytes,omitempty"`
+}
+
+// Key names the table as schema.name, quoted where needed.
+func (t SnapshotTable) Key() string { return t.Schema + "." + t.Name }
+
+// SnapshotInfo is what a listing knows of a snapshot from its end (or
+// last) message.
+type SnapshotInfo struct {
+	ID       string
+	Complete bool
+	Manifest SnapshotManifest // the end message's, when Complete
+	Msgs     uint64           // messages on the meta subject
+}
+
+// SnapshotStreamConfig is the stream for a source's snapshots.
+func SnapshotStreamConfig(source string, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        SnapshotStreamName(source),
+		Description: "pgjet snapshots of source " + source,
+		Subjects:    []string{"pgjetsnap." + source + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxBytes:    -1,
+		Replicas:    max(replicas, 1),
+		Duplicates:  2 * time.Minute,
+	}
+}
+
+// EnsureSnapshotStream creates the source's snapshot stream when missing.
+func EnsureSnapshotStream(ctx context.Context, js jetstream.JetStream, source string, replicas int) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, SnapshotStreamConfig(source, replicas))
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", SnapshotStreamName(source), err)
+	}
+	return s, nil
+}
+
+// EnsureSnapshotMirror mirrors the source's snapshot stream from
+// upstreamDomain into the domain js talks to, like EnsureMirror does for
+// the change stream.
+func EnsureSnapshotMirror(ctx context.Context, js jetstream.JetStream, source, upstreamDomain string) (jetstream.Stream, error) {
+	return ensureMirror(ctx, js, SnapshotStreamName(source), "pgjet snapshot mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain)
+}
+
+// ListSnapshots returns the snapshots in st, oldest first.
+func ListSnapshots(ctx context.Context, st jetstream.Stream, source string) ([]SnapshotInfo, error) {
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(SnapshotSubject(source, "*")+".m"))
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", SnapshotStreamName(source), err)
+	}
+	type found struct {
+		SnapshotInfo
+		first uint64
+	}
+	var out []found
+	prefix := SnapshotSubject(source, "")
+	for subj, n := range info.State.Subjects {
+		id := strings.TrimSuffix(strings.TrimPrefix(subj, prefix), ".m")
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			return nil, fmt.Errorf("read snapshot %s: %w", id, err)
+		}
+		si := found{SnapshotInfo: SnapshotInfo{ID: id, Msgs: n}, first: m.Sequence}
+		if m.Header.Get(SnapKindHeader) == SnapEnd {
+			if err := json.Unmarshal(m.Data, &si.Manifest); err != nil {
+				return nil, fmt.Errorf("snapshot %s: end message (seq %d) is not a manifest: %w", id, m.Sequence, err)
+			}
+			si.Complete = true
+		}
+		out = append(out, si)
+	}
+	// Ids are UTC timestamps: their order is the order taken.
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	res := make([]SnapshotInfo, len(out))
+	for i := range out {
+		res[i] = out[i].SnapshotInfo
+	}
+	return res, nil
+}
+
+// NewSnapshotID names a snapshot taken at t; ids sort in time order.
+func NewSnapshotID(t time.Time) string {
+	t = t.UTC()
+	// No dots: the id is a subject token.
+	return t.Format("20060102T150405") + fmt.Sprintf("%09dZ", t.Nanosecond())
+}
+
+// SnapshotMsg builds one snapshot message. Its message id makes a
+// re-publication after a crash a duplicate JetStream drops.
+func SnapshotMsg(source, id, kind, msgID string, data []byte) *nats.Msg {
+	m := nats.NewMsg(SnapshotSubject(source, id))
+	m.Header.Set(SnapKindHeader, kind)
+	m.Header.Set(jetstream.MsgIDHeader, id+":"+msgID)
+	m.Data = data
+	return m
+}
+
+// SeekLSN returns the sequence of the first message of st (a change stream)
+// that may hold a transaction committed at or after lsn: the last message
+// whose first envelope commits before lsn, or the stream's first message.
+// Messages are in commit order, so this is a binary search.
+func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream info: %w", err)
+	}
+	lo, hi := info.State.FirstSeq, info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return info.State.LastSeq + 1, nil
+	}
+	first := func(seq uint64) (LSN, bool, error) {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("read stream message %d: %w", seq, err)
+		}
+		envs, err := DecodeMessage(m.Data)
+		if err != nil || len(envs) == 0 {
+			return 0, false, nil
+		}
+		return envs[0].CommitLSN, true, nil
+	}
+	// Find the last seq in [lo, hi] whose first commit LSN is below lsn.
+	ans := lo
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		l, ok, err := first(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok && l < lsn {
+			ans = mid
+			lo = mid + 1
+		} else {
+			if mid == 0 {
+				break
+			}
+			hi = mid - 1
+		}
+	}
+	return ans, nil
+}
