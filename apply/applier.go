@@ -76,7 +76,7 @@ func (a *Applier) Run(ctx context.Context) error {
 	for {
 		started := time.Now()
 		err := a.session(ctx)
-		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) || errors.Is(err, errReplayDone) {
 			return nil
 		}
 		if err == nil {
@@ -132,6 +132,7 @@ type session struct {
 	posStmt string
 
 	lastSeq uint64
+	endSeq  uint64 // StopAtEnd: the stream's last sequence at the start
 	// snapSkip holds tables whose snapshot rows are newer than the
 	// position: their changes before the LSN are in the rows already.
 	snapSkip map[string]stream.LSN
@@ -242,6 +243,17 @@ func (a *Applier) session(ctx context.Context) error {
 	}
 	if err := s.loadSnapshotTables(ctx); err != nil {
 		return err
+	}
+	if a.cfg.StopAtEnd {
+		info, err := changes.Info(ctx)
+		if err != nil {
+			return natsError{fmt.Errorf("read stream %s: %w", stream.StreamName(a.cfg.Name), err)}
+		}
+		s.endSeq = info.State.LastSeq
+		if s.endSeq <= s.pos.seq {
+			a.log.Info().Uint64("stream_seq", s.pos.seq).Msg("nothing to replay: the target is at the stream's end")
+			return errReplayDone
+		}
 	}
 	cons, err := s.consumer(ctx, changes)
 	if err != nil {
@@ -560,6 +572,10 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 		if err := s.handle(ctx, m); err != nil {
 			return err
 		}
+		if s.endSeq > 0 && s.lastSeq >= s.endSeq && !s.cur {
+			s.a.log.Info().Uint64("stream_seq", s.lastSeq).Msg("replay reached the stream's end as it was at the start")
+			return s.stopHere(ctx, 0)
+		}
 		if s.open && !s.cur && (s.groupTxns >= s.groupMax || s.groupSize >= s.a.cfg.GroupBytes ||
 			time.Since(s.groupAt) >= s.a.cfg.GroupDelay || s.multi || s.ddl) {
 			if err := s.commit(ctx); err != nil {
@@ -618,6 +634,25 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 	return nil
 }
 
+// stopHere commits what is applied and ends the session with
+// errReplayDone. seq is the message being read, applied only in part (0:
+// none): the stored position stays before it.
+func (s *session) stopHere(ctx context.Context, seq uint64) error {
+	if s.open {
+		if seq > 0 && s.groupPos.seq >= seq {
+			s.groupPos.seq = seq - 1
+			s.groupMsg = nil
+		}
+		if err := s.commit(ctx); err != nil {
+			return err
+		}
+	}
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return errReplayDone
+}
+
 // handleEnvelope applies one envelope of message m (stream sequence seq).
 func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
 	a := s.a
@@ -643,6 +678,11 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		return nil
 	}
 
+	if (env.First() || env.Kind == stream.KindHeartbeat) && a.cfg.pastPoint(env) && !s.cur {
+		a.log.Info().Str("lsn", env.CommitLSN.String()).Time("commit_time", env.CommitTime).Uint64("stream_seq", seq).
+			Msg("replay reached its point: stopping before this transaction")
+		return s.stopHere(ctx, seq)
+	}
 	if env.First() {
 		if s.cur {
 			// The capture re-sent this transaction from its start after a

@@ -76,6 +76,13 @@ type Config struct {
 	// SkipSnapshot follows changes only, even on an empty target: for a
 	// target seeded by other means.
 	SkipSnapshot bool
+
+	// UntilLSN, UntilTime and StopAtEnd make the applier stop (Run
+	// returns nil) before the first transaction past a point, or at the
+	// end the stream had when it started: pgjet replay.
+	UntilLSN  stream.LSN
+	UntilTime time.Time
+	StopAtEnd bool
 }
 
 // DefaultConfig returns a Config with every tunable set to its default.

@@ -184,7 +184,10 @@ type RestoreOptions struct {
 	ChangeStream jetstream.Stream
 	// FromSeq resumes after this snapshot stream sequence.
 	FromSeq uint64
-	Log     zerolog.Logger
+	// SchemaExists loads rows only: the target has the tables already
+	// (pgjet replay --force).
+	SchemaExists bool
+	Log          zerolog.Logger
 	// ProgressInterval is how often progress is logged (default 10s).
 	ProgressInterval time.Duration
 }
@@ -210,8 +213,11 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
-	if _, err := conn.Exec(ctx, restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
-		return fmt.Errorf("create pgjet.restore: %w", err)
+	if _, err := conn.Exec(ctx, setupSQL+restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
+		if schema.PgCode(err) == schema.CodeInsufficientPriv {
+			return schema.Fatalf(err, "the role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(o.DB))
+		}
+		return fmt.Errorf("create pgjet's tables: %w", err)
 	}
 	if o.FromSeq == 0 {
 		if _, err := conn.Exec(ctx, `INSERT INTO pgjet.restore (source, snapshot, stream_seq) VALUES ($1, $2, 0)
@@ -343,6 +349,9 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 		}
 		return false, r.advance(ctx, seq)
 	case stream.SnapSchema:
+		if r.o.SchemaExists {
+			return false, nil
+		}
 		r.section = m.Headers().Get(stream.SnapSectionHeader)
 		r.script.Write(m.Data())
 		r.seq = seq

@@ -390,6 +390,14 @@ func (s *snapshotter) connect(ctx context.Context) (*pgx.Conn, error) {
 // publication and the filters define them.
 func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable, error) {
 	f := newFilter(&s.c.cfg)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", s.c.cfg.Publication).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look up publication: %w", err)
+	}
+	if !exists {
+		return nil, schema.Fatalf(nil, "publication %q does not exist on %s: start pgjet-capture --name %s first (it creates it), or name it with --publication",
+			s.c.cfg.Publication, s.c.where(), s.c.cfg.Name)
+	}
 	rows, err := conn.Query(ctx, `SELECT p.schemaname, p.tablename, c.relkind::text,
 			greatest(c.reltuples, 0)::bigint, pg_relation_size(c.oid),
 			array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped

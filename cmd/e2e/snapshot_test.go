@@ -167,3 +167,84 @@ func TestSnapshot_ResumeAfterKill(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// runPgjet runs the pgjet tool and returns its exit status and output.
+func runPgjet(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	p := start(t, "pgjet "+args[0], bins.pgjet, args...)
+	p.expectExit = true
+	code := p.Wait(t, 180*time.Second)
+	return code, p.Output()
+}
+
+// TestReplay_ToAPoint: the stream rebuilds a database, with no connection
+// to the primary, to the primary's state at an LSN in the middle of its
+// history, at a time in the middle of it, and then, rolled forward, to the
+// end. A database with tables of its own is refused.
+func TestReplay_ToAPoint(t *testing.T) {
+	// The replica starts empty: it is built from the snapshot too.
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2), note text)`,
+		`CREATE TABLE events (a int, b text)`, `ALTER TABLE events REPLICA IDENTITY FULL`,
+		`INSERT INTO acct SELECT i, 'o' || i, i * 1.5, repeat('n', i % 50) FROM generate_series(1, 2000) i`,
+		`INSERT INTO events SELECT i % 10, 'e' FROM generate_series(1, 500) i`)
+	capt := c.capture(t)
+	capt.waitLog(t, "snapshot complete")
+	ctx := context.Background()
+
+	exec1(t, c.src, `UPDATE acct SET balance = balance + 1 WHERE id % 3 = 0`, `DELETE FROM acct WHERE id % 7 = 0`,
+		`INSERT INTO acct SELECT i, 'new', 0, NULL FROM generate_series(3001, 3500) i`, `INSERT INTO events VALUES (1, 'one'), (1, 'one')`)
+	midLSN := queryString(t, c.src, "SELECT pg_current_wal_lsn()::text")
+	mid, err := local.Digest(ctx, c.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	midTime := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(1100 * time.Millisecond)
+
+	exec1(t, c.src, `UPDATE acct SET owner = 'later', note = 'x' WHERE id < 1000`, `DELETE FROM events WHERE a = 1`,
+		`ALTER TABLE acct ADD COLUMN flag bool DEFAULT true`, `INSERT INTO acct VALUES (9999, 'last', 1, NULL, false)`, `TRUNCATE events`,
+		`INSERT INTO events VALUES (5, 'after truncate')`)
+	// The stream holds everything once a replica has it all.
+	app := c.apply(t)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	app.Stop(t)
+
+	for _, until := range [][]string{{"--until-lsn", midLSN}, {"--until-time", midTime}} {
+		db := "replay" + strings.TrimPrefix(until[0], "--until-")
+		exec1(t, c.dst, "CREATE DATABASE "+db)
+		url := c.replica.URL(db)
+		code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", url, until[0], until[1])
+		if code != 0 {
+			t.Fatalf("replay %s exited %d (%v):\n%s", until[0], code, until, tail(out, 3000))
+		}
+		for _, want := range []string{"replaying from snapshot", "restore", "replay reached its point", "replay complete"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("replay %s did not log %q:\n%s", until[0], want, tail(out, 3000))
+			}
+		}
+		got, err := local.Digest(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := local.DiffDigests(mid, got); len(d) > 0 {
+			t.Errorf("replay %s differs from the primary at that point: %v", until[0], d)
+		}
+	}
+
+	// Rolled forward to the end, the first one matches the primary now.
+	url := c.replica.URL("replaylsn")
+	if code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", url); code != 0 {
+		t.Fatalf("replay to the end exited %d:\n%s", code, tail(out, 3000))
+	}
+	waitSame(t, 5*time.Second, c.src, url)
+
+	exec1(t, c.dst, "CREATE DATABASE busy")
+	exec1(t, c.replica.URL("busy"), "CREATE TABLE mine (id int)")
+	code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", c.replica.URL("busy"))
+	if code != 1 || !strings.Contains(out, "holds 1 tables") || !strings.Contains(out, "--force") {
+		t.Errorf("replay into a database with tables: exit %d, want 1 and a line naming --force:\n%s", code, tail(out, 2000))
+	}
+	capt.Stop(t)
+}

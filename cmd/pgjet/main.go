@@ -19,6 +19,8 @@ var commands = []command{
 	{"status", "show each region's position, lag and mirror state", runStatus},
 	{"bench", "drain a pgbench backlog through native logical replication and through pgjet", runBench},
 	{"verify", "prove a replica equals its primary, table by table", runVerify},
+	{"snapshot", "copy a source's schema and tables into its snapshot stream now", runSnapshot},
+	{"replay", "rebuild a database from the stream, to any point", runReplay},
 }
 
 func usage() {
