@@ -1,0 +1,161 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// errReplayDone ends a session that reached the replay's stopping point.
+var errReplayDone = errors.New("replay reached its end")
+
+// ReplayOptions say what Replay rebuilds.
+type ReplayOptions struct {
+	// Config is the applier's configuration (DB, NATS, Name, Domain...);
+	// Region names the replay's consumer (default "replay").
+	Config Config
+	// UntilLSN stops before the first transaction committed after it.
+	UntilLSN stream.LSN
+	// UntilTime stops before the first transaction committed after it.
+	UntilTime time.Time
+	// Force replays into a target that holds tables already.
+	Force bool
+}
+
+// Replay rebuilds a database from the newest snapshot before the target
+// point plus the changes after it, up to the point (or to the stream's
+// end as it was when the replay started), then stops. A target that a
+// replay of the same source left (pgjet.applied holds its position) goes
+// on from there, so a database can be rolled forward in steps.
+func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
+	cfg := o.Config
+	if cfg.Region == "" {
+		cfg.Region = "replay"
+	}
+	cfg.UntilLSN, cfg.UntilTime, cfg.StopAtEnd = o.UntilLSN, o.UntilTime, true
+	cfg.SkipSnapshot = true // the snapshot is chosen here, by the point
+	log = log.With().Str("component", "replay").Str("source", cfg.Name).Logger()
+
+	conn, err := pgx.Connect(ctx, cfg.DB)
+	if err != nil {
+		return schema.ClassifyConnect(cfg.DB, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var positioned bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgjet.applied') IS NOT NULL`).Scan(&positioned); err != nil {
+		return fmt.Errorf("inspect target: %w", err)
+	}
+	if positioned {
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pgjet.applied WHERE source = $1)`, cfg.Name).Scan(&positioned); err != nil {
+			return fmt.Errorf("inspect target: %w", err)
+		}
+	}
+	if !positioned {
+		n, err := userTables(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if n > 0 && !o.Force {
+			return schema.Fatalf(nil, "the target %s holds %d tables and no position of source %s: replay builds an empty database; point --db at an empty one, or pass --force to empty its tables and load the snapshot's rows into them (the schema must match)",
+				schema.Redact(cfg.DB), n, cfg.Name)
+		}
+	}
+
+	nc, err := stream.Connect(cfg.NATS, "pgjet replay "+cfg.Name, log)
+	if err != nil {
+		var authErr *stream.AuthError
+		if errors.As(err, &authErr) {
+			return schema.Fatalf(nil, "%s", authErr.Error())
+		}
+		return schema.Fatalf(err, "NATS at %s cannot be reached; check --nats", stream.RedactURL(cfg.NATS))
+	}
+	defer nc.Close()
+	js, err := stream.NewJetStream(nc, cfg.Domain)
+	if err != nil {
+		return err
+	}
+	changes, err := js.Stream(ctx, stream.StreamName(cfg.Name))
+	if err != nil {
+		return schema.Fatalf(err, "stream %s not found in this domain: check --name and --domain", stream.StreamName(cfg.Name))
+	}
+
+	if !positioned {
+		st, err := js.Stream(ctx, stream.SnapshotStreamName(cfg.Name))
+		if err != nil {
+			return schema.Fatalf(err, "stream %s not found in this domain: the source has no snapshots to replay from (pgjet-capture --no-snapshot?); take one with pgjet snapshot",
+				stream.SnapshotStreamName(cfg.Name))
+		}
+		snaps, err := stream.ListSnapshots(ctx, st, cfg.Name)
+		if err != nil {
+			return err
+		}
+		i := newestComplete(snaps, func(si stream.SnapshotInfo) bool { return before(si.Manifest, o) })
+		if i < 0 {
+			return schema.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
+				cfg.Name, len(snaps))
+		}
+		man := snaps[i].Manifest
+		log.Info().Str("snapshot", man.ID).Str("lsn", man.LSN.String()).Time("taken", man.Started).Msg("replaying from snapshot")
+		if err := Restore(ctx, RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, Snapshot: man.ID,
+			ChangeStream: changes, Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force}); err != nil {
+			return err
+		}
+	}
+
+	a := New(cfg, log)
+	err = a.Run(ctx)
+	// The replay's consumer is of no use once it stopped.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if derr := changes.DeleteConsumer(dctx, ConsumerName(cfg.Region)); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+		log.Debug().Err(derr).Msg("delete replay consumer")
+	}
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	st := a.Stats()
+	log.Info().Str("lsn", stream.LSN(st.AppliedLSN.Load()).String()).Uint64("stream_seq", st.StreamSeq.Load()).
+		Msg("replay complete")
+	return nil
+}
+
+// before reports whether a snapshot holds only transactions before the
+// replay's point, so the point can be reached from it.
+func before(m stream.SnapshotManifest, o ReplayOptions) bool {
+	if o.UntilLSN > 0 {
+		for _, t := range m.Tables {
+			if t.LSN > o.UntilLSN {
+				return false
+			}
+		}
+		if m.LSN > o.UntilLSN {
+			return false
+		}
+	}
+	// Started is read after the snapshot's point: every transaction in the
+	// snapshot committed before it.
+	if !o.UntilTime.IsZero() && m.Started.After(o.UntilTime) {
+		return false
+	}
+	return true
+}
+
+// pastPoint reports whether a transaction (or heartbeat) of env lies past
+// the replay's point.
+func (c *Config) pastPoint(env *stream.Envelope) bool {
+	if c.UntilLSN > 0 && env.CommitLSN > c.UntilLSN {
+		return true
+	}
+	return !c.UntilTime.IsZero() && env.CommitTime.After(c.UntilTime)
+}
