@@ -68,6 +68,11 @@ func (c *Capture) Run(ctx context.Context) error {
 		defer stop()
 		go c.progress(pctx)
 	}
+	if cfg := c.cfg; cfg.SnapshotEvery > 0 && cfg.SnapshotKeep > 0 && cfg.Stream.MaxAge > 0 &&
+		cfg.SnapshotEvery*time.Duration(cfg.SnapshotKeep) > cfg.Stream.MaxAge {
+		c.log.Warn().Dur("snapshot_every", cfg.SnapshotEvery).Int("snapshot_keep", cfg.SnapshotKeep).Dur("stream_max_age", cfg.Stream.MaxAge).
+			Msg("the change stream keeps less than the oldest kept snapshot needs: replay from it will stop at the gap; raise --stream-max-age or lower --snapshot-every x --snapshot-keep")
+	}
 	// A snapshot that cannot be taken (pg_dump missing, say) stops the
 	// capture: the user asked for it, and appliers of empty databases wait
 	// for it.

@@ -56,6 +56,13 @@ func TestMetrics_Endpoints(t *testing.T) {
 			t.Errorf("capture metric %s = %v, want > 0", name, cm[name])
 		}
 	}
+	// The initial snapshot of the fresh stream is counted when complete.
+	waitFor(t, 30*time.Second, "the initial snapshot in the metrics", func() (bool, string) {
+		cm := scrape(t, capAddr)
+		return cm["pgjet_capture_snapshots_total"] >= 1 && cm["pgjet_capture_snapshot_tables"] >= 1 &&
+				cm["pgjet_capture_snapshot_tables_done"] == cm["pgjet_capture_snapshot_tables"],
+			fmt.Sprintf("snapshots %v, tables %v/%v", cm["pgjet_capture_snapshots_total"], cm["pgjet_capture_snapshot_tables_done"], cm["pgjet_capture_snapshot_tables"])
+	})
 	if _, ok := cm["pgjet_capture_pending_acks"]; !ok {
 		t.Error("capture metric pgjet_capture_pending_acks is missing")
 	}

@@ -89,8 +89,29 @@ func (m *Capture) Register(reg prometheus.Registerer) error {
 			func() float64 { return float64(st.Bytes.Load()) }),
 		gauge("pgjet_capture_pending_acks", "Messages published and not yet acknowledged by JetStream.", l,
 			func() float64 { return float64(m.c.PendingAcks()) }),
+		gauge("pgjet_capture_snapshot_running", "1 while a snapshot is being copied, else 0.", l,
+			func() float64 { return b2f(m.c.SnapshotStats().Running.Load()) }),
+		gauge("pgjet_capture_snapshot_rows", "Rows copied by the snapshot being taken (or the last one).", l,
+			func() float64 { return float64(m.c.SnapshotStats().Rows.Load()) }),
+		gauge("pgjet_capture_snapshot_bytes", "Bytes of rows copied by the snapshot being taken (or the last one).", l,
+			func() float64 { return float64(m.c.SnapshotStats().Bytes.Load()) }),
+		gauge("pgjet_capture_snapshot_estimated_rows", "The planner's estimate of the rows the snapshot copies (reltuples).", l,
+			func() float64 { return float64(m.c.SnapshotStats().EstRows.Load()) }),
+		gauge("pgjet_capture_snapshot_tables_done", "Tables the snapshot has copied whole.", l,
+			func() float64 { return float64(m.c.SnapshotStats().TablesDone.Load()) }),
+		gauge("pgjet_capture_snapshot_tables", "Tables the snapshot copies.", l,
+			func() float64 { return float64(m.c.SnapshotStats().Tables.Load()) }),
+		counter("pgjet_capture_snapshots_total", "Snapshots completed since the capture started.", l,
+			func() float64 { return float64(m.c.SnapshotStats().Completed.Load()) }),
 		newSlotCollector(m),
 	)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // slotCollector reports what the source knows of the slot. When the
