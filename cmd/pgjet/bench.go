@@ -60,6 +60,7 @@ type benchFlags struct {
 	logLevel     string
 	cpuProfile   string
 	drainTimeout time.Duration
+	snapshot     bool
 }
 
 func runBench(args []string) int {
@@ -85,6 +86,7 @@ func runBench(args []string) int {
 	fs.BoolVar(&f.json, "json", false, "also print the result as one JSON object on stdout (progress then goes to stderr)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (capture, apply, embedded NATS) during the pgjet drain to this file")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", f.drainTimeout, "give up on a drain that takes longer than this")
+	fs.BoolVar(&f.snapshot, "snapshot", true, "also race a pgjet snapshot + restore of the initial data against pg_dump | psql")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level of the components (stderr): trace, debug, info, warn, error")
 	cli.Parse(fs, args)
 
@@ -168,8 +170,16 @@ type benchResult struct {
 	Ratio            float64 `json:"ratio_native_over_pgjet"`
 	NativeMatch      bool    `json:"native_digest_match"`
 	PgjetMatch       bool    `json:"pgjet_digest_match"`
-	Fsync            bool    `json:"fsync"`
-	CPUs             int     `json:"cpus"`
+	// The snapshot race (initial data, before the backlog).
+	SnapshotRows    int64   `json:"snapshot_rows,omitempty"`
+	SnapshotBytes   int64   `json:"snapshot_bytes,omitempty"`
+	DumpSeconds     float64 `json:"dump_restore_seconds,omitempty"`
+	SnapshotSeconds float64 `json:"snapshot_seconds,omitempty"`
+	RestoreSeconds  float64 `json:"restore_seconds,omitempty"`
+	SnapshotRatio   float64 `json:"ratio_dump_over_pgjet,omitempty"`
+	SnapshotMatch   bool    `json:"snapshot_digest_match,omitempty"`
+	Fsync           bool    `json:"fsync"`
+	CPUs            int     `json:"cpus"`
 }
 
 func (b *bench) printf(format string, args ...any) {
@@ -196,6 +206,10 @@ func (b *bench) run() int {
 		return 1
 	}
 	b.report()
+	if b.f.snapshot && !b.res.SnapshotMatch {
+		fmt.Fprintf(os.Stderr, "pgjet bench: the database restored from the snapshot does not equal the primary (see the verify lines above)\n")
+		return 1
+	}
 	if !b.res.NativeMatch || !b.res.PgjetMatch {
 		fmt.Fprintf(os.Stderr, "pgjet bench: a target does not equal the primary (see the verify lines above)\n")
 		return 1
@@ -215,6 +229,11 @@ func (b *bench) measure(ctx context.Context) error {
 	}
 	if err := b.createSlots(ctx); err != nil {
 		return err
+	}
+	if b.f.snapshot {
+		if err := b.snapshotRace(ctx); err != nil {
+			return err
+		}
 	}
 	if err := b.backlog(ctx); err != nil {
 		return err
@@ -453,6 +472,7 @@ func (b *bench) report() {
 	b.printf("native logical replication: %s (%.0f txn/s)\n", benchSeconds(r.NativeSeconds), r.NativeTxnsPerSec)
 	b.printf("pgjet:                      %s (%.0f txn/s)\n", benchSeconds(r.PgjetSeconds), r.PgjetTxnsPerSec)
 	b.printf("ratio native/pgjet: %.2f (≥ 1.0 means pgjet drains faster)\n", r.Ratio)
+	b.reportSnapshot()
 	if b.f.json {
 		enc, _ := json.Marshal(r)
 		fmt.Fprintf(os.Stdout, "%s\n", enc)
