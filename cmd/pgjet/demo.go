@@ -233,17 +233,13 @@ func (d *demo) setup(ctx context.Context) error {
 		d.printf("  nats %-6s %s (leafnode, domain %s)\n", r, d.top.Regions[r].ClientURL(), r)
 	}
 
-	d.printf("creating pgbench's tables and demo_events (no primary key, replica identity full); copying the schema to the replicas...\n")
-	if err := d.runPgbench(ctx, "-i", "-I", "dtp", "-s", strconv.Itoa(demoScale), primaryURL); err != nil {
-		return fmt.Errorf("create pgbench tables: %w", err)
+	d.printf("loading pgbench's data (scale %d: %d accounts) and demo_events (no primary key, replica identity full) on the primary;\n"+
+		"the replicas start empty: each region builds itself from capture's snapshot, mirrored into its own NATS domain...\n", demoScale, demoScale*100000)
+	if err := d.runPgbench(ctx, "-i", "-s", strconv.Itoa(demoScale), primaryURL); err != nil {
+		return fmt.Errorf("load pgbench data: %w", err)
 	}
 	if err := d.primary.Exec(ctx, demoDatabase, demoExtraSchema); err != nil {
 		return fmt.Errorf("create demo_events: %w", err)
-	}
-	for i, r := range d.f.regions {
-		if err := local.CopySchema(ctx, primaryURL, d.replicas[i].URL(demoDatabase)); err != nil {
-			return fmt.Errorf("copy schema to replica %s: %w", r, err)
-		}
 	}
 
 	ccfg := capture.DefaultConfig()
@@ -385,17 +381,6 @@ func (d *demo) workload(ctx context.Context) error {
 		default:
 			return nil
 		}
-	}
-
-	d.printf("loading pgbench data (scale %d: %d accounts) on the primary; it flows through the pipeline...\n", demoScale, demoScale*100000)
-	if err := d.runPgbench(wctx, "-i", "-I", "g", "-s", strconv.Itoa(demoScale), primaryURL); err != nil {
-		if cerr := componentErr(); cerr != nil {
-			return cerr
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("load pgbench data: %w", err)
 	}
 
 	secs := 10 * 365 * 24 * 3600 // until interrupted
