@@ -72,6 +72,12 @@ func TestCapture_Errors(t *testing.T) {
 		expectFatal(t, p, `role \"plain\" lacks the REPLICATION attribute`, "run ALTER ROLE \\\"plain\\\" REPLICATION")
 	})
 
+	t.Run("pg_dump missing", func(t *testing.T) {
+		p := start(t, "pgjet-capture", bins.capture, "--db", pg.URL("postgres"), "--nats", nats.ClientURL(), "--name", "nodump",
+			"--pg-dump", "/nonexistent/pg_dump")
+		expectFatal(t, p, "/nonexistent/pg_dump not found", "--no-snapshot")
+	})
+
 	t.Run("database missing", func(t *testing.T) {
 		p := start(t, "pgjet-capture", bins.capture, "--db", pg.URL("nosuchdb"), "--nats", nats.ClientURL(), "--name", "src")
 		expectFatal(t, p, "does not exist")

@@ -248,3 +248,71 @@ func TestReplay_ToAPoint(t *testing.T) {
 	}
 	capt.Stop(t)
 }
+
+// snapshotList lists the source's snapshots in the hub's stream.
+func snapshotList(t *testing.T, natsURL string) ([]stream.SnapshotInfo, bool) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream.SnapshotStreamName("src"))
+	if err != nil {
+		return nil, false
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snaps, true
+}
+
+// TestSnapshot_ScheduleAndOptOut: --snapshot-every takes snapshots on a
+// schedule and --snapshot-keep removes the oldest; pgjet snapshot takes
+// one on demand; --no-snapshot takes none, and an empty target with
+// --skip-snapshot follows the changes only.
+func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
+	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	exec1(t, c.src, `INSERT INTO t SELECT i, 'v' FROM generate_series(1, 100) i`)
+	capt := c.capture(t, "--snapshot-every", "2s", "--snapshot-keep", "2")
+	waitFor(t, 60*time.Second, "three snapshots (the initial one and two scheduled)", func() (bool, string) {
+		checkDaemons(t)
+		return strings.Count(capt.Output(), `"message":"snapshot complete"`) >= 3, tail(capt.Output(), 1000)
+	})
+	capt.Stop(t)
+	snaps, _ := snapshotList(t, c.nats.ClientURL())
+	if len(snaps) != 2 || !snaps[0].Complete || !snaps[1].Complete {
+		t.Errorf("snapshots kept: %+v, want the 2 newest, complete", snaps)
+	}
+	if !strings.Contains(capt.Output(), `"message":"old snapshot removed"`) {
+		t.Errorf("capture did not log the removal of an old snapshot")
+	}
+
+	code, out := runPgjet(t, "snapshot", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src")
+	if code != 0 || !strings.Contains(out, "snapshot ") || !strings.Contains(out, "1 tables, 100 rows") {
+		t.Fatalf("pgjet snapshot: exit %d:\n%s", code, tail(out, 2000))
+	}
+	if snaps, _ := snapshotList(t, c.nats.ClientURL()); len(snaps) != 2 {
+		t.Errorf("after pgjet snapshot: %d snapshots, want 2 (--snapshot-keep's default)", len(snaps))
+	}
+
+	// A second source with --no-snapshot: no snapshot stream at all, and
+	// an applier on an empty database with --skip-snapshot gets the
+	// tables from replicated DDL and the rows from the changes.
+	c2 := newCluster(t)
+	capt2 := c2.capture(t, "--no-snapshot")
+	if _, ok := snapshotList(t, c2.nats.ClientURL()); ok {
+		t.Errorf("--no-snapshot created the snapshot stream")
+	}
+	app2 := c2.apply(t, "--skip-snapshot")
+	exec1(t, c2.src, `CREATE TABLE later (id int PRIMARY KEY, v text)`, `INSERT INTO later VALUES (1, 'a'), (2, 'b')`)
+	waitSame(t, 60*time.Second, c2.src, c2.dst)
+	capt2.Stop(t)
+	app2.Stop(t)
+}
