@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -34,15 +35,19 @@ var permPasswords = map[string]string{
 // three servers run from them with the leafnode link authenticated; the
 // capture user of source "app" can do on the hub everything pgjet-capture
 // does (create and update its stream, publish with expected-last-id
-// chains, read the stream's last message), and each region's apply user
+// chains, read the stream's last message; create and update its snapshot
+// stream, publish snapshots, list them, read an interrupted one's outline
+// with an ordered consumer, purge old ones), and each region's apply user
 // everything pgjet-apply --upstream-domain hub does (create the mirror,
-// recreate its durable consumer, pull and ack), with and without --domain,
-// without a single permissions violation; and neither may step outside
-// its source, its consumer or its domain.
+// recreate its durable consumer, pull and ack; create the snapshot mirror,
+// list and read snapshots with ordered consumers, find where the changes
+// take over after a restore), with and without --domain, without a single
+// permissions violation; and neither may step outside its source, its
+// consumers or its domain.
 //
-// The JetStream calls are those of the stream package and of
-// apply.(*session).consumer, made here through nats.go as the daemons make
-// them, without Postgres.
+// The JetStream calls are those of the stream package, of
+// apply.(*session).consumer, capture/snapshot.go and apply/restore.go,
+// made here through nats.go as the daemons make them, without Postgres.
 func TestPermissions(t *testing.T) {
 	for k, v := range permPasswords {
 		t.Setenv(k, v)
@@ -141,6 +146,10 @@ func TestPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherSnap, err := stream.EnsureSnapshotStream(ctx, adminHub, "other", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	const source = "app"
 	var lastSeq uint64
@@ -166,14 +175,18 @@ func TestPermissions(t *testing.T) {
 		go func() { _ = pub.Run(pctx) }()
 		msgs := []struct {
 			subject, id string
+			kind        stream.Kind
 			confirm     stream.LSN
 		}{
-			{stream.TxnSubject(source), source + ":0/10:0", 0x10},
-			{stream.HeartbeatSubject(source), source + ":0/20:hb", 0x20},
-			{stream.TxnSubject(source), source + ":0/30:0", 0x30},
+			{stream.TxnSubject(source), source + ":0/10:0", stream.KindTxn, 0x10},
+			{stream.HeartbeatSubject(source), source + ":0/20:hb", stream.KindHeartbeat, 0x20},
+			{stream.TxnSubject(source), source + ":0/30:0", stream.KindTxn, 0x30},
 		}
 		for _, m := range msgs {
-			if err := pub.Publish(call(t), m.subject, []byte(m.id), m.id, m.confirm); err != nil {
+			// Real envelopes: apply's stream.SeekLSN decodes them.
+			data := stream.Encode(&stream.Envelope{Kind: m.kind, Source: source, CommitLSN: m.confirm, EndLSN: m.confirm,
+				CommitTime: time.Now(), Flags: stream.FlagFirst | stream.FlagLast})
+			if err := pub.Publish(call(t), m.subject, data, m.id, m.confirm); err != nil {
 				t.Fatalf("publish %s as pgjet_capture_app: %v", m.subject, err)
 			}
 		}
@@ -218,6 +231,101 @@ func TestPermissions(t *testing.T) {
 		}
 		if n := oi.State.Msgs; n != 0 {
 			t.Errorf("stream PGJET_other holds %d messages published by pgjet_capture_app, want 0", n)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	// Snapshots as capture/snapshot.go takes them: an old complete one
+	// (pruned below), a complete one and an interrupted one, the newest.
+	now := time.Now()
+	snapIDs := []string{
+		stream.NewSnapshotID(now.Add(-2 * time.Hour)),
+		stream.NewSnapshotID(now.Add(-time.Hour)),
+		stream.NewSnapshotID(now),
+	}
+	t.Run("capture snapshots", func(t *testing.T) {
+		nc, errs := permConnect(t, urls["hub"], "pgjet_capture_app", "PGJET_CAPTURE_APP_PASSWORD")
+		js, err := stream.NewJetStream(nc, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// TakeSnapshot ensures the stream at every snapshot: create, then update.
+		var st jetstream.Stream
+		for range 2 {
+			if st, err = stream.EnsureSnapshotStream(call(t), js, source, 1); err != nil {
+				t.Fatalf("EnsureSnapshotStream as pgjet_capture_app: %v", err)
+			}
+		}
+		if st.CachedInfo().Config.AllowDirect {
+			t.Errorf("%s allows direct gets: reads would go to $JS.API.DIRECT.GET, which the permissions do not grant", stream.SnapshotStreamName(source))
+		}
+		for i, id := range snapIDs {
+			publishSnapshot(t, call(t), js, source, id, stream.LSN(0x10*(i+1)), i < len(snapIDs)-1)
+		}
+		// A message published again after a crash: a duplicate JetStream drops.
+		ack, err := js.PublishMsg(call(t), snapshotMeta(source, snapIDs[2], stream.SnapBegin, "begin", []byte("{}")))
+		if err != nil {
+			t.Fatalf("publish a snapshot message again as pgjet_capture_app: %v", err)
+		}
+		if !ack.Duplicate {
+			t.Errorf("snapshot message published again: not a duplicate")
+		}
+
+		snaps, err := stream.ListSnapshots(call(t), st, source)
+		if err != nil {
+			t.Fatalf("ListSnapshots as pgjet_capture_app: %v", err)
+		}
+		wantSnaps(t, snaps, snapIDs)
+
+		// readSnapshotMeta: the outline of the interrupted snapshot.
+		man, done, cname := readOutline(t, call(t), st, source, snapIDs[2])
+		if man.ID != snapIDs[2] || len(done) != 1 {
+			t.Errorf("outline of snapshot %s: manifest id %q, %d whole tables; want %q, 1", snapIDs[2], man.ID, len(done), snapIDs[2])
+		}
+		onlyLastConsumer(t, ctx, adminHub, stream.SnapshotStreamName(source), cname)
+
+		// pruneSnapshots: the oldest goes.
+		if err := st.Purge(call(t), jetstream.WithPurgeSubject(stream.SnapshotSubject(source, snapIDs[0])+".>")); err != nil {
+			t.Fatalf("purge snapshot %s as pgjet_capture_app: %v", snapIDs[0], err)
+		}
+		snaps, err = stream.ListSnapshots(call(t), st, source)
+		if err != nil {
+			t.Fatalf("ListSnapshots as pgjet_capture_app: %v", err)
+		}
+		wantSnaps(t, snaps, snapIDs[1:])
+		noViolation(t, "pgjet_capture_app", errs)
+
+		for _, subj := range []string{
+			"pgjetsnap.other.x.m", // another source's snapshots
+			"pgjetsnap.other.x.d",
+			"pgjetsnap.app.x", // not a snapshot subject
+			"$JS.API.STREAM.CREATE.PGJET_SNAP_other",
+			"$JS.API.STREAM.UPDATE.PGJET_SNAP_other",
+			"$JS.API.STREAM.INFO.PGJET_SNAP_other",
+			"$JS.API.STREAM.MSG.GET.PGJET_SNAP_other",
+			"$JS.API.STREAM.PURGE.PGJET_SNAP_other",
+			"$JS.API.STREAM.DELETE.PGJET_SNAP_app",
+			"$JS.API.STREAM.MSG.DELETE.PGJET_SNAP_app",
+			"$JS.API.DIRECT.GET.PGJET_SNAP_app",
+			"$JS.API.CONSUMER.CREATE.PGJET_SNAP_app.reader",                   // unfiltered
+			"$JS.API.CONSUMER.CREATE.PGJET_SNAP_app.reader.pgjetsnap.app.x.d", // rows
+			"$JS.API.CONSUMER.CREATE.PGJET_SNAP_app.reader.pgjetsnap.app.>",
+			"$JS.API.CONSUMER.DURABLE.CREATE.PGJET_SNAP_app.reader",
+			"$JS.API.CONSUMER.CREATE.PGJET_SNAP_other.reader.pgjetsnap.other.x.m",
+			"$JS.API.CONSUMER.MSG.NEXT.PGJET_SNAP_other.reader",
+			"$JS.API.CONSUMER.CREATE.PGJET_app.reader.pgjet.app.tx", // the change stream, filtered
+		} {
+			deniedPublish(t, nc, errs, subj)
+		}
+		deniedSubscribe(t, nc, errs, "pgjetsnap.app.>")
+		oi, err := otherSnap.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := oi.State.Msgs; n != 0 {
+			t.Errorf("stream PGJET_SNAP_other holds %d messages published by pgjet_capture_app, want 0", n)
 		}
 	})
 	if t.Failed() {
@@ -303,6 +411,64 @@ func TestPermissions(t *testing.T) {
 					return ci.AckFloor.Stream == lastSeq, fmt.Errorf("ack floor %d, want %d", ci.AckFloor.Stream, lastSeq)
 				})
 				noViolation(t, fmt.Sprintf("%s (domain %q)", user, domain), errs)
+
+				// maybeRestore: the snapshot mirror, its listing, a restore
+				// read whole, a resumed one, and restorer.finish's seek.
+				who := fmt.Sprintf("%s (domain %q)", user, domain)
+				snap, err := stream.EnsureSnapshotMirror(call(t), js, source, "hub")
+				if err != nil {
+					t.Fatalf("EnsureSnapshotMirror as %s: %v", who, err)
+				}
+				if snap.CachedInfo().Config.AllowDirect {
+					t.Errorf("mirror %s allows direct gets: reads would go to $JS.API.DIRECT.GET, which the permissions do not grant", stream.SnapshotStreamName(source))
+				}
+				var snaps []stream.SnapshotInfo
+				eventually(t, 20*time.Second, "the snapshot mirror of "+region+" caught up", func() (bool, error) {
+					snaps, err = stream.ListSnapshots(call(t), snap, source)
+					if err != nil {
+						return false, err
+					}
+					return len(snaps) == 2 && snaps[0].Msgs == 4 && snaps[1].Msgs == 3, fmt.Errorf("snapshots %+v", snaps)
+				})
+				wantSnaps(t, snaps, snapIDs[1:])
+				id := snapIDs[1]
+				msgs, cname := readSnapshot(t, call(t), snap, jetstream.OrderedConsumerConfig{
+					FilterSubjects: []string{stream.SnapshotSubject(source, id) + ".>"}})
+				if got, want := snapKinds(msgs), "begin table data table-end end"; got != want {
+					t.Errorf("snapshot %s read as %s: %s, want %s", id, who, got, want)
+				}
+				onlyLastConsumer(t, ctx, ajs, stream.SnapshotStreamName(source), cname)
+				// A restore resumed after the table message: the rest of
+				// the snapshot, then the outline up to there (loadTables).
+				md, err := msgs[1].Metadata()
+				if err != nil {
+					t.Fatal(err)
+				}
+				rest, restName := readSnapshot(t, call(t), snap, jetstream.OrderedConsumerConfig{
+					FilterSubjects: []string{stream.SnapshotSubject(source, id) + ".>"},
+					DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: md.Sequence.Stream + 1})
+				if got, want := snapKinds(rest), "data table-end end"; got != want {
+					t.Errorf("snapshot %s resumed as %s: %s, want %s", id, who, got, want)
+				}
+				onlyLastConsumer(t, ctx, ajs, stream.SnapshotStreamName(source), restName)
+				outline, outlineName := readSnapshot(t, call(t), snap, jetstream.OrderedConsumerConfig{
+					FilterSubjects: []string{stream.SnapshotSubject(source, id) + ".m"}})
+				if got, want := snapKinds(outline), "begin table table-end end"; got != want {
+					t.Errorf("outline of snapshot %s read as %s: %s, want %s", id, who, got, want)
+				}
+				onlyLastConsumer(t, ctx, ajs, stream.SnapshotStreamName(source), outlineName)
+				// SeekLSN on the change stream's mirror: the heartbeat
+				// (seq 2, LSN 0/20) is the last message before 0/30.
+				for lsn, want := range map[stream.LSN]uint64{0x10: 1, 0x30: 2} {
+					seq, err := stream.SeekLSN(call(t), st, lsn)
+					if err != nil {
+						t.Fatalf("SeekLSN(%s) as %s: %v", lsn, who, err)
+					}
+					if seq != want {
+						t.Errorf("SeekLSN(%s) as %s = %d, want %d", lsn, who, seq, want)
+					}
+				}
+				noViolation(t, who, errs)
 			}
 
 			otherRegion := map[string]string{"r1": "r2", "r2": "r1"}[region]
@@ -321,10 +487,26 @@ func TestPermissions(t *testing.T) {
 				"$JS.ACK.PGJET_app.pgjet_apply_" + otherRegion + ".1.1.1.1.0",
 				"$JS.hub.API.STREAM.INFO.PGJET_app", // the hub's JetStream
 				"$JS.hub.API.CONSUMER.CREATE.PGJET_app.pgjet_apply_" + region,
+				"pgjetsnap.app.x.m", // inject snapshots
+				"pgjetsnap.app.x.d",
+				"$JS.API.STREAM.PURGE.PGJET_SNAP_app",
+				"$JS.API.STREAM.DELETE.PGJET_SNAP_app",
+				"$JS.API.STREAM.UPDATE.PGJET_SNAP_app",
+				"$JS.API.STREAM.MSG.DELETE.PGJET_SNAP_app",
+				"$JS.API.STREAM.CREATE.PGJET_SNAP_other",
+				"$JS.API.STREAM.MSG.GET.PGJET_SNAP_other",
+				"$JS.API.STREAM.MSG.GET.PGJET_other",
+				"$JS.API.DIRECT.GET.PGJET_SNAP_app",
+				"$JS.API.CONSUMER.CREATE.PGJET_SNAP_app.reader", // unfiltered
+				"$JS.API.CONSUMER.DURABLE.CREATE.PGJET_SNAP_app.reader",
+				"$JS.API.CONSUMER.CREATE.PGJET_SNAP_other.reader.pgjetsnap.other.x.>",
+				"$JS.API.CONSUMER.CREATE.PGJET_app.reader.pgjet.app.tx",
+				"$JS.hub.API.STREAM.MSG.GET.PGJET_SNAP_app",
 			} {
 				deniedPublish(t, nc, errs, subj)
 			}
 			deniedSubscribe(t, nc, errs, "pgjet.app.>")
+			deniedSubscribe(t, nc, errs, "pgjetsnap.app.>")
 		})
 	}
 }
@@ -459,4 +641,160 @@ func awaitViolation(t *testing.T, errs chan error, what string) {
 			return
 		}
 	}
+}
+
+// snapshotMeta is an outline message of a snapshot, as
+// (*snapshotter).meta in capture/snapshot.go makes it.
+func snapshotMeta(source, id, kind, msgID string, data []byte) *nats.Msg {
+	m := stream.SnapshotMsg(source, id, kind, msgID, data)
+	m.Subject += ".m"
+	return m
+}
+
+// publishSnapshot publishes, as capture/snapshot.go does, snapshot id of
+// one table with two rows; complete adds its end message.
+func publishSnapshot(t *testing.T, ctx context.Context, js jetstream.JetStream, source, id string, lsn stream.LSN, complete bool) {
+	t.Helper()
+	tbl := stream.SnapshotTable{Schema: "public", Name: "t", Columns: []string{"id", "v"}, LSN: lsn}
+	man := stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: source, ID: id, LSN: lsn,
+		Started: time.Now().UTC(), Tables: []stream.SnapshotTable{tbl}}
+	js1 := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rows := stream.SnapshotMsg(source, id, stream.SnapData, fmt.Sprintf("data:%s:%s:0:0", tbl.Key(), lsn), []byte("1\tone\n2\ttwo\n"))
+	rows.Subject += ".d"
+	rows.Header.Set(stream.SnapSchemaHeader, tbl.Schema)
+	rows.Header.Set(stream.SnapTableHeader, tbl.Name)
+	rows.Header.Set(stream.SnapRangeHeader, "0")
+	msgs := []*nats.Msg{
+		snapshotMeta(source, id, stream.SnapBegin, "begin", js1(man)),
+		snapshotMeta(source, id, stream.SnapTable, "table:"+tbl.Key()+":"+lsn.String(), js1(tbl)),
+		rows,
+	}
+	tbl.Rows, tbl.Bytes = 2, 12
+	msgs = append(msgs, snapshotMeta(source, id, stream.SnapTableEnd, "table-end:"+tbl.Key()+":"+lsn.String(), js1(tbl)))
+	if complete {
+		man.Finished, man.Rows, man.Bytes = time.Now().UTC(), 2, 12
+		msgs = append(msgs, snapshotMeta(source, id, stream.SnapEnd, "end", js1(man)))
+	}
+	for _, m := range msgs {
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatalf("publish %s (%s) of snapshot %s: %v", m.Subject, m.Header.Get(stream.SnapKindHeader), id, err)
+		}
+		if ack.Stream != stream.SnapshotStreamName(source) {
+			t.Fatalf("snapshot message stored in stream %s, want %s", ack.Stream, stream.SnapshotStreamName(source))
+		}
+	}
+}
+
+// wantSnaps checks a listing: ids, in order, every one complete but the
+// newest.
+func wantSnaps(t *testing.T, snaps []stream.SnapshotInfo, ids []string) {
+	t.Helper()
+	var got, want []string
+	for _, s := range snaps {
+		got = append(got, fmt.Sprintf("%s complete=%v", s.ID, s.Complete))
+	}
+	for i, id := range ids {
+		want = append(want, fmt.Sprintf("%s complete=%v", id, i < len(ids)-1))
+	}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("snapshots listed: %v, want %v", got, want)
+	}
+}
+
+// readOutline reads the outline of snapshot id as readSnapshotMeta in
+// capture/snapshot.go does: an ordered consumer, its info, then one Next
+// per pending message. It returns the name of the consumer left.
+func readOutline(t *testing.T, ctx context.Context, st jetstream.Stream, source, id string) (stream.SnapshotManifest, map[string]stream.SnapshotTable, string) {
+	t.Helper()
+	var man stream.SnapshotManifest
+	done := map[string]stream.SnapshotTable{}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{stream.SnapshotSubject(source, id) + ".m"}})
+	if err != nil {
+		t.Fatalf("ordered consumer on the outline of snapshot %s: %v", id, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatalf("ordered consumer info: %v", err)
+	}
+	for n := info.NumPending; n > 0; n-- {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("read the outline of snapshot %s: %v", id, err)
+		}
+		switch m.Headers().Get(stream.SnapKindHeader) {
+		case stream.SnapBegin:
+			if err := json.Unmarshal(m.Data(), &man); err != nil {
+				t.Fatal(err)
+			}
+		case stream.SnapTableEnd:
+			var tbl stream.SnapshotTable
+			if err := json.Unmarshal(m.Data(), &tbl); err != nil {
+				t.Fatal(err)
+			}
+			done[tbl.Key()] = tbl
+		}
+	}
+	return man, done, cons.CachedInfo().Name
+}
+
+// readSnapshot reads a snapshot through an ordered consumer as Restore in
+// apply/restore.go does, one Next at a time, until the end message. It
+// returns the messages and the name of the consumer left.
+func readSnapshot(t *testing.T, ctx context.Context, st jetstream.Stream, cc jetstream.OrderedConsumerConfig) ([]jetstream.Msg, string) {
+	t.Helper()
+	cons, err := st.OrderedConsumer(ctx, cc)
+	if err != nil {
+		t.Fatalf("ordered consumer on %v: %v", cc.FilterSubjects, err)
+	}
+	var msgs []jetstream.Msg
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("read %v after %d messages: %v", cc.FilterSubjects, len(msgs), err)
+		}
+		msgs = append(msgs, m)
+		if m.Headers().Get(stream.SnapKindHeader) == stream.SnapEnd {
+			return msgs, cons.CachedInfo().Name
+		}
+	}
+}
+
+func snapKinds(msgs []jetstream.Msg) string {
+	var k []string
+	for _, m := range msgs {
+		k = append(k, m.Headers().Get(stream.SnapKindHeader))
+	}
+	return strings.Join(k, " ")
+}
+
+// onlyLastConsumer waits until the ordered consumer whose current consumer
+// is name has deleted its earlier ones: nats.go deletes each when it makes
+// the next, so the restricted user's CONSUMER.DELETE ran and was allowed.
+func onlyLastConsumer(t *testing.T, ctx context.Context, adminJS jetstream.JetStream, streamName, name string) {
+	t.Helper()
+	prefix := name[:strings.LastIndexByte(name, '_')+1]
+	eventually(t, 15*time.Second, "the ordered consumer "+prefix+"* deleted its earlier consumers", func() (bool, error) {
+		st, err := adminJS.Stream(ctx, streamName)
+		if err != nil {
+			return false, err
+		}
+		var left []string
+		names := st.ConsumerNames(ctx)
+		for n := range names.Name() {
+			if strings.HasPrefix(n, prefix) {
+				left = append(left, n)
+			}
+		}
+		if err := names.Err(); err != nil {
+			return false, err
+		}
+		return len(left) == 1 && left[0] == name, fmt.Errorf("consumers %v left, want only %s", left, name)
+	})
 }
