@@ -114,10 +114,9 @@ func (c *Capture) session(ctx context.Context) error {
 		return err
 	}
 
-	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.log)
-	var authErr *stream.AuthError
-	if errors.As(err, &authErr) {
-		return schema.Fatalf(nil, "%s", authErr.Error())
+	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.cfg.NATSOptions, c.log)
+	if stream.IsPermanent(err) {
+		return schema.Fatalf(nil, "%s", err.Error())
 	}
 	if err != nil {
 		return wrapNATS(err)
@@ -243,20 +242,12 @@ func (c *Capture) connectPool(ctx context.Context) (*pgxpool.Pool, error) {
 // preflight checks what the user must fix before replication can work,
 // and creates the publication when missing.
 func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
-	var walLevel string
-	if err := pool.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
-		return fmt.Errorf("read wal_level: %w", err)
+	if err := checkWALLevel(ctx, pool, c.where()); err != nil {
+		return err
 	}
-	if walLevel != "logical" {
-		return schema.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, c.where())
-	}
-	var role string
-	var canReplicate bool
-	if err := pool.QueryRow(ctx, "SELECT current_user, rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&role, &canReplicate); err != nil {
-		return fmt.Errorf("read role attributes: %w", err)
-	}
-	if !canReplicate {
-		return schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, c.where(), quoteIdent(role))
+	role, err := checkReplication(ctx, pool, c.where())
+	if err != nil {
+		return err
 	}
 	// Event triggers come before the publication so that no schema change
 	// made after capture started is missed.
@@ -304,6 +295,37 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	c.log.Info().Str("publication", c.cfg.Publication).Str("tables", target).Msg("publication created")
 	return nil
+}
+
+// queryRower is what the checks need of a pool or a connection.
+type queryRower interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// checkWALLevel returns a FatalError unless the source decodes logically.
+func checkWALLevel(ctx context.Context, q queryRower, where string) error {
+	var walLevel string
+	if err := q.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return schema.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, where)
+	}
+	return nil
+}
+
+// checkReplication returns the current role, or a FatalError when it may
+// not stream from a replication slot.
+func checkReplication(ctx context.Context, q queryRower, where string) (string, error) {
+	var role string
+	var canReplicate bool
+	if err := q.QueryRow(ctx, "SELECT current_user, rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&role, &canReplicate); err != nil {
+		return "", fmt.Errorf("read role attributes: %w", err)
+	}
+	if !canReplicate {
+		return role, schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, where, quoteIdent(role))
+	}
+	return role, nil
 }
 
 // ensureSlot creates the slot when missing and returns the position

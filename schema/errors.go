@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -135,4 +136,24 @@ func Redact(dsn string) string {
 		}
 	}
 	return strings.Join(fields, " ")
+}
+
+// CheckConnect connects to db once, for a --check-config report. On
+// success it returns the connection and a line saying where and as whom;
+// otherwise an error naming the cause and the fix.
+func CheckConnect(ctx context.Context, db string) (*pgx.Conn, string, error) {
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		err = ClassifyConnect(db, err)
+		if !IsFatal(err) {
+			err = fmt.Errorf("%w; is Postgres running there? check --db", err)
+		}
+		return nil, "", err
+	}
+	var role, version string
+	if err := conn.QueryRow(ctx, "SELECT current_user, current_setting('server_version')").Scan(&role, &version); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, "", fmt.Errorf("query %s: %w", Redact(db), err)
+	}
+	return conn, fmt.Sprintf("connected to %s as %s (PostgreSQL %s)", Redact(db), role, version), nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -17,7 +18,10 @@ import (
 func main() {
 	cfg := capture.DefaultConfig()
 	var logf cli.LogFlags
+	var natsf cli.NATSFlags
+	var dbf cli.DBFlags
 	var metricsAddr string
+	var checkConfig bool
 	fs := pflag.NewFlagSet("pgjet-capture", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet-capture streams a Postgres database into NATS JetStream.\n\nUsage:\n  pgjet-capture --db URL --nats URL --name SOURCE [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
@@ -43,19 +47,28 @@ func main() {
 	fs.Int64Var(&cfg.Stream.MaxBytes, "stream-max-bytes", 0, "stream size limit when capture creates it (0 = unlimited)")
 	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 1, "stream replicas in a NATS cluster")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
+	fs.BoolVar(&checkConfig, "check-config", false, "check the configuration, Postgres and NATS, print a report and exit (0 when all pass)")
+	dbf.Register(fs)
+	natsf.Register(fs)
 	logf.Register(fs)
-	cli.Parse(fs, os.Args[1:])
+	cli.ParseWithConfig(fs, os.Args[1:])
 
 	log, err := logf.Logger("pgjet-capture")
 	if err != nil {
 		cli.Exit("pgjet-capture", log, err)
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet-capture: %v\n", err)
-		os.Exit(2)
+	cfg.DB, err = dbf.URL(cfg.DB)
+	if err == nil {
+		cfg.NATSOptions, err = natsf.Options()
+	}
+	if err = errors.Join(err, cfg.Validate()); err != nil {
+		cli.Usage("pgjet-capture", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	if checkConfig {
+		os.Exit(cli.Report(os.Stdout, capture.Check(ctx, cfg)))
+	}
 	c := capture.New(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)
 	if metricsAddr != "" {
