@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgjet/pgjet/deploy/local"
+)
+
+// TestNATS_TLS runs capture and apply through a NATS server that requires
+// TLS and verifies client certificates, all made by the test; and checks
+// that a missing CA or a missing client certificate ends in one line
+// naming the cause and the fix.
+func TestNATS_TLS(t *testing.T) {
+	files, err := local.GenerateTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClusterNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", TLS: &files, VerifyClients: true},
+		"CREATE TABLE t (id int PRIMARY KEY, v text)")
+	tlsFlags := []string{"--nats-tls-ca", files.CA, "--nats-tls-cert", files.ClientCert, "--nats-tls-key", files.ClientKey}
+
+	t.Run("without the CA", func(t *testing.T) {
+		p := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src",
+			"--nats-tls-cert", files.ClientCert, "--nats-tls-key", files.ClientKey)
+		expectFatal(t, p, "TLS failed", "signed by an unknown authority", "--nats-tls-ca")
+	})
+	t.Run("without a client certificate", func(t *testing.T) {
+		p := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
+			"--nats-tls-ca", files.CA)
+		expectFatal(t, p, "TLS failed", "--nats-tls-cert")
+	})
+	t.Run("check-config", func(t *testing.T) {
+		p := start(t, "pgjet-capture", bins.capture, append([]string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--check-config"}, tlsFlags...)...)
+		if code := p.Wait(t, 60*time.Second); code != 0 {
+			t.Fatalf("--check-config exited %d, want 0:\n%s", code, p.Output())
+		}
+		if out := p.Output(); !strings.Contains(out, "with TLS") {
+			t.Errorf("report does not say the connection uses TLS:\n%s", out)
+		}
+	})
+
+	c.capture(t, tlsFlags...)
+	c.apply(t, tlsFlags...)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g", "UPDATE t SET v = 'x' WHERE id <= 10")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+}
+
+// TestNATS_Auth runs capture and apply against password- and
+// token-protected servers, with secrets from files, the environment and a
+// config file, and checks that wrong credentials end in one clear line.
+func TestNATS_Auth(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	t.Run("user and password", func(t *testing.T) {
+		c := newClusterNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", User: "pgjet", Password: "s3cret"},
+			"CREATE TABLE t (id int PRIMARY KEY)")
+		c.capture(t, "--nats-user", "pgjet", "--nats-password-file", write("nats-password", "s3cret\n"))
+		// apply takes everything from a config file.
+		cfg := write("apply.yaml", "db: "+c.dst+"\nnats: "+c.nats.ClientURL()+"\nname: src\nregion: r1\nnats-user: pgjet\nnats-password: s3cret\ngroup-txns: 10\n")
+		p := start(t, "pgjet-apply", bins.apply, "--config", cfg)
+		p.waitLog(t, "apply started")
+		exec1(t, c.src, "INSERT INTO t SELECT generate_series(1, 50)")
+		waitSame(t, 60*time.Second, c.src, c.dst)
+
+		bad := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src2",
+			"--nats-user", "pgjet", "--nats-password", "wrong")
+		expectFatal(t, bad, "refused the credentials", "--nats-user/--nats-password")
+		if strings.Contains(bad.Output(), "wrong") {
+			t.Errorf("the password appears in the output:\n%s", bad.Output())
+		}
+	})
+
+	t.Run("token", func(t *testing.T) {
+		c := newClusterNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", Token: "t0ken"}, "CREATE TABLE t (id int PRIMARY KEY)")
+		c.capture(t, "--nats-token-file", write("nats-token", "t0ken"))
+		t.Setenv("PGJET_NATS_TOKEN", "t0ken")
+		app := c.apply(t)
+		exec1(t, c.src, "INSERT INTO t SELECT generate_series(1, 50)")
+		waitSame(t, 60*time.Second, c.src, c.dst)
+		app.Stop(t) // the target's replication origin is free again
+
+		t.Setenv("PGJET_NATS_TOKEN", "wrong")
+		bad := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r2")
+		expectFatal(t, bad, "refused the credentials")
+	})
+}
+
+// TestConfigFile_Errors checks that a config file with an unknown key or a
+// value of the wrong type stops a daemon with exit 2, naming key and file.
+func TestConfigFile_Errors(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "pgjet.yaml")
+	if err := os.WriteFile(cfg, []byte("db: postgres://x@127.0.0.1/db\nnats: nats://127.0.0.1:1\nname: src\nregion: r1\ngroup_txns: 5\nheartbeat: 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		bin  string
+		want []string
+	}{
+		{bins.apply, []string{`unknown key "group_txns"`, cfg}},
+		{bins.capture, []string{`unknown key "region"`, `key "heartbeat": expected a duration`, cfg}},
+	} {
+		p := start(t, filepath.Base(tc.bin), tc.bin, "--config", cfg)
+		if code := p.Wait(t, 10*time.Second); code != 2 {
+			t.Fatalf("%s exited %d, want 2:\n%s", p.name, code, p.Output())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(p.Output(), w) {
+				t.Errorf("%s output lacks %q:\n%s", p.name, w, p.Output())
+			}
+		}
+	}
+}
