@@ -136,7 +136,14 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	tail, err := streamTail(ctx, st)
 	if err != nil {
+		if schema.IsFatal(err) {
+			return err
+		}
 		return wrapNATS(err)
+	}
+	if tail.foreign > 0 {
+		c.log.Warn().Int("messages", tail.foreign).Str("stream", stream.StreamName(c.cfg.Name)).
+			Msg("the stream ends with messages that are not pgjet's (published into its subjects by another client): capture goes on after them; appliers stop on them unless run with --on-bad-message dead-letter")
 	}
 
 	repl, err := pgconn.Connect(ctx, replicationURL(c.cfg.DB))
@@ -369,11 +376,22 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 type tailInfo struct {
 	lastID    string
 	skipBelow stream.LSN // transactions committed below this are in the stream
+	// foreign counts the messages after the last pgjet envelope that are
+	// not pgjet's (published into the stream's subjects by someone else).
+	foreign int
 }
 
-// streamTail reads the stream's last message: what capture published
+// maxForeignTail bounds how many foreign messages at the stream's end
+// capture looks past for its own last message. More than that is a stream
+// of someone else's data, not a stray message.
+const maxForeignTail = 100
+
+// streamTail reads the stream's last pgjet message: what capture published
 // before it stopped. Transactions at or before it are not re-published
-// even when the dedup window has passed.
+// even when the dedup window has passed. A few foreign messages after it
+// (a stray publish, which appliers stop on or dead-letter) are looked
+// past; lastID is still the stream's very last message id, which the next
+// publish must expect.
 func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -382,25 +400,37 @@ func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 	if info.State.Msgs == 0 || info.State.LastSeq == 0 {
 		return tailInfo{}, nil
 	}
-	m, err := st.GetMsg(ctx, info.State.LastSeq)
-	if err != nil {
-		return tailInfo{}, fmt.Errorf("read stream tail (seq %d): %w", info.State.LastSeq, err)
+	var t tailInfo
+	for seq := info.State.LastSeq; seq >= max(info.State.FirstSeq, 1); seq-- {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
+		if err != nil {
+			return tailInfo{}, fmt.Errorf("read stream tail (seq %d): %w", seq, err)
+		}
+		if seq == info.State.LastSeq {
+			t.lastID = m.Header.Get(jetstream.MsgIDHeader)
+		}
+		envs, err := stream.DecodeMessage(m.Data)
+		if err != nil {
+			if t.foreign++; t.foreign > maxForeignTail {
+				return tailInfo{}, schema.Fatalf(err, "the last %d messages of stream %s (up to seq %d) are not pgjet envelopes; the stream holds foreign data: use another --name", t.foreign, info.Config.Name, info.State.LastSeq)
+			}
+			continue
+		}
+		env := envs[len(envs)-1]
+		switch {
+		case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
+			t.skipBelow = env.CommitLSN + 1
+		default:
+			// A transaction cut short: re-send it whole; consumers restart it
+			// when its first chunk comes again.
+			t.skipBelow = env.CommitLSN
+		}
+		return t, nil
 	}
-	t := tailInfo{lastID: m.Header.Get(jetstream.MsgIDHeader)}
-	envs, err := stream.DecodeMessage(m.Data)
-	if err != nil {
-		return tailInfo{}, schema.Fatalf(err, "the last message of stream %s (seq %d) is not a pgjet envelope; the stream holds foreign data: use another --name", info.Config.Name, info.State.LastSeq)
-	}
-	env := envs[len(envs)-1]
-	switch {
-	case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
-		t.skipBelow = env.CommitLSN + 1
-	default:
-		// A transaction cut short: re-send it whole; consumers restart it
-		// when its first chunk comes again.
-		t.skipBelow = env.CommitLSN
-	}
-	return t, nil
+	return t, nil // nothing of pgjet's left in the stream: start afresh
 }
 
 // heartbeats writes a non-transactional logical message into the WAL
