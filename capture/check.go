@@ -69,8 +69,11 @@ func checkPostgres(ctx context.Context, cfg Config) []stream.CheckResult {
 // through: pg_hba.conf may allow plain connections and not this one.
 func checkReplicationConn(ctx context.Context, db, where string) stream.CheckResult {
 	repl, err := pgconn.Connect(ctx, replicationURL(db))
+	if schema.PgCode(err) == schema.CodeInsufficientPriv {
+		return stream.Fail("replication connection", "Postgres at %s refuses this role a walsender: it needs the REPLICATION attribute (see above)", where)
+	}
 	if err != nil {
-		return stream.Fail("replication connection", "%v; allow replication connections of this role in pg_hba.conf and check max_wal_senders", schema.ClassifyConnect(db, err))
+		return stream.Fail("replication connection", "%v; allow this role's connections to the database in pg_hba.conf (a logical walsender matches the database name, not the replication keyword) and check max_wal_senders", schema.ClassifyConnect(db, err))
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 	sys, err := pglogrepl.IdentifySystem(ctx, repl)

@@ -17,7 +17,7 @@ func Report(w io.Writer, results []stream.CheckResult) int {
 			mark = "FAIL"
 			failed++
 		}
-		fmt.Fprintf(w, "%s  %-22s %s\n", mark, r.Name, r.Detail)
+		fmt.Fprintf(w, "%s  %-26s %s\n", mark, r.Name, r.Detail)
 	}
 	if failed > 0 {
 		fmt.Fprintf(w, "%d of %d checks failed\n", failed, len(results))
