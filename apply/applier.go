@@ -229,7 +229,7 @@ func (a *Applier) session(ctx context.Context) error {
 	}
 	s.js = js
 	if a.cfg.OnBadMessage == OnBadMessageDeadLetter {
-		if err := ensureDeadLetters(ctx, js, a.cfg.Name, a.cfg.Region); err != nil {
+		if err := EnsureDeadLetters(ctx, js, a.cfg.Name, a.cfg.Region); err != nil {
 			return natsError{err}
 		}
 	}

@@ -40,9 +40,10 @@ const (
 	HeaderDLQRegion   = "Pgjet-Dlq-Region"
 )
 
-// ensureDeadLetters creates the region's dead-letter stream when missing.
-// Dead letters are kept for a month: they wait for a person.
-func ensureDeadLetters(ctx context.Context, js jetstream.JetStream, source, region string) error {
+// EnsureDeadLetters creates the region's dead-letter stream when missing.
+// Dead letters are kept for a month: they wait for a person. It is
+// idempotent.
+func EnsureDeadLetters(ctx context.Context, js jetstream.JetStream, source, region string) error {
 	name := DeadLetterStream(source, region)
 	_, err := js.Stream(ctx, name)
 	if err == nil {

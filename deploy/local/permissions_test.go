@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -302,6 +303,13 @@ func TestPermissions(t *testing.T) {
 					}
 					return ci.AckFloor.Stream == lastSeq, fmt.Errorf("ack floor %d, want %d", ci.AckFloor.Stream, lastSeq)
 				})
+				// --on-bad-message dead-letter: its stream, and a dead letter.
+				if err := apply.EnsureDeadLetters(call(t), js, source, region); err != nil {
+					t.Fatalf("EnsureDeadLetters as %s (domain %q): %v", user, domain, err)
+				}
+				if _, err := js.Publish(call(t), apply.DeadLetterSubject(source, region), []byte("bad")); err != nil {
+					t.Fatalf("publish a dead letter as %s (domain %q): %v", user, domain, err)
+				}
 				noViolation(t, fmt.Sprintf("%s (domain %q)", user, domain), errs)
 			}
 
@@ -321,6 +329,9 @@ func TestPermissions(t *testing.T) {
 				"$JS.ACK.PGJET_app.pgjet_apply_" + otherRegion + ".1.1.1.1.0",
 				"$JS.hub.API.STREAM.INFO.PGJET_app", // the hub's JetStream
 				"$JS.hub.API.CONSUMER.CREATE.PGJET_app.pgjet_apply_" + region,
+				apply.DeadLetterSubject(source, otherRegion),
+				"$JS.API.STREAM.CREATE." + apply.DeadLetterStream(source, otherRegion),
+				"$JS.API.STREAM.PURGE." + apply.DeadLetterStream(source, region),
 			} {
 				deniedPublish(t, nc, errs, subj)
 			}
