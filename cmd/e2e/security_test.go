@@ -122,3 +122,20 @@ func TestConfigFile_Errors(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigFile_DeployExamples checks that the YAML files of
+// deploy/systemd are valid configurations of their daemons: every key a
+// flag, every value of its type. A bad --log-level given on the command
+// line stops each daemon right after the file is read, before it would
+// connect to the example hosts.
+func TestConfigFile_DeployExamples(t *testing.T) {
+	for _, tc := range []struct{ bin, file string }{
+		{bins.capture, "capture.yaml.example"},
+		{bins.apply, "apply.yaml.example"},
+	} {
+		p := start(t, filepath.Base(tc.bin), tc.bin, "--config", filepath.Join("..", "..", "deploy", "systemd", tc.file), "--log-level", "nope")
+		if code := p.Wait(t, 10*time.Second); code != 1 || !strings.Contains(p.Output(), `--log-level "nope"`) {
+			t.Errorf("%s --config %s: exit %d, want 1 for the bad --log-level only:\n%s", p.name, tc.file, code, p.Output())
+		}
+	}
+}
