@@ -74,6 +74,17 @@ func TestNATS_Auth(t *testing.T) {
 		exec1(t, c.src, "INSERT INTO t SELECT generate_series(1, 50)")
 		waitSame(t, 60*time.Second, c.src, c.dst)
 
+		// The operator tool takes the same flags.
+		for _, args := range [][]string{
+			{"status", "--nats", c.nats.ClientURL(), "--name", "src", "--json"},
+			{"tail", "--nats", c.nats.ClientURL(), "--name", "src", "--last", "1", "--follow=false"},
+		} {
+			tool := start(t, "pgjet "+args[0], bins.pgjet, append(args, "--nats-user", "pgjet", "--nats-password-file", filepath.Join(dir, "nats-password"))...)
+			if code := tool.Wait(t, 30*time.Second); code != 0 {
+				t.Errorf("pgjet %s with --nats-user/--nats-password-file exited %d:\n%s", args[0], code, tool.Output())
+			}
+		}
+
 		bad := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src2",
 			"--nats-user", "pgjet", "--nats-password", "wrong")
 		expectFatal(t, bad, "refused the credentials", "--nats-user/--nats-password")
