@@ -7,8 +7,10 @@ package schema
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"strings"
@@ -83,8 +85,24 @@ func ClassifyConnect(url string, err error) error {
 		return Fatalf(err, "database in %s does not exist: create it or fix the URL", where)
 	}
 	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
+	var pathErr *fs.PathError
+	switch {
+	case errors.As(err, &pe) && errors.As(err, &pathErr):
+		return Fatalf(err, "a file that %s names cannot be read (sslrootcert, sslcert, sslkey or passfile): fix the path or its permissions", where)
+	case errors.As(err, &pe):
 		return Fatalf(err, "connection URL %s is malformed: use postgres://user:password@host:port/dbname", where)
+	}
+	// TLS to Postgres that cannot be established: waiting cures nothing.
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknownCA):
+		return Fatalf(err, "postgres TLS at %s: the server's certificate is signed by an unknown authority; name the CA that signed it with sslrootcert=FILE in the URL", where)
+	case errors.As(err, &hostname):
+		return Fatalf(err, "postgres TLS at %s: the server's certificate is not valid for this host name; connect by a name it lists, or use sslmode=verify-ca", where)
+	case errors.As(err, &invalid):
+		return Fatalf(err, "postgres TLS at %s: the server's certificate is invalid (expired?); renew it", where)
 	}
 	return fmt.Errorf("connect to postgres %s: %w", where, err)
 }

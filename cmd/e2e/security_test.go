@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,5 +149,62 @@ func TestConfigFile_DeployExamples(t *testing.T) {
 		if code := p.Wait(t, 10*time.Second); code != 1 || !strings.Contains(p.Output(), `--log-level "nope"`) {
 			t.Errorf("%s --config %s: exit %d, want 1 for the bad --log-level only:\n%s", p.name, tc.file, code, p.Output())
 		}
+	}
+}
+
+// TestPostgres_TLS runs capture and apply against Postgres servers that
+// accept TCP connections only over TLS (hostssl), through URLs with
+// sslmode=verify-full and sslrootcert, as README.md documents; checks that
+// capture's walsender connection is encrypted too; and that a URL without
+// the CA stops with one line naming sslrootcert.
+func TestPostgres_TLS(t *testing.T) {
+	dir, err := os.MkdirTemp("", "pgjet-pgtls-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	files, err := local.GenerateTLS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{
+		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary", TLS: &files}),
+		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica", TLS: &files}),
+		nats:    local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"}),
+	}
+	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	if !strings.Contains(c.src, "sslmode=verify-full") {
+		t.Fatalf("URL %s does not verify the server", c.src)
+	}
+	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	exec1(t, c.dst, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+
+	t.Run("without the CA", func(t *testing.T) {
+		p := start(t, "pgjet-capture", bins.capture, "--db", strings.Replace(c.src, "sslrootcert=", "sslrootcert=/nonexistent", 1),
+			"--nats", c.nats.ClientURL(), "--name", "src")
+		expectFatal(t, p, "cannot be read", "sslrootcert")
+	})
+
+	t.Run("another CA", func(t *testing.T) {
+		other, err := local.GenerateTLS(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := start(t, "pgjet-apply", bins.apply, "--db", strings.Replace(c.dst, url.QueryEscape(files.CA), url.QueryEscape(other.CA), 1),
+			"--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1")
+		expectFatal(t, p, "signed by an unknown authority", "sslrootcert=FILE")
+	})
+
+	c.capture(t)
+	c.apply(t)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	if n := queryInt(t, c.src, `SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+		WHERE a.backend_type = 'walsender' AND s.ssl`); n != 1 {
+		t.Errorf("%d walsenders use TLS, want capture's 1", n)
+	}
+	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+		WHERE a.application_name LIKE 'pgjet%' AND NOT s.ssl`); n != 0 {
+		t.Errorf("%d pgjet connections to the replica without TLS", n)
 	}
 }
