@@ -46,7 +46,7 @@ func TestCheckConfig(t *testing.T) {
 			"OK    published tables", "publication pgjet_src is missing; capture creates it FOR ALL TABLES",
 			"OK    replication slot", "slot pgjet_src is missing; capture creates it",
 			"OK    nats connection", "OK    nats jetstream", "OK    stream PGJET_src", "absent; pgjet-capture creates it",
-			"all 9 checks passed",
+			"OK    configuration", "all 10 checks passed",
 		}, capArgs...)
 		if n := queryInt(t, c.src, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
 			t.Errorf("--check-config left %d replication slots", n)
@@ -82,7 +82,7 @@ func TestCheckConfig(t *testing.T) {
 		checkConfig(t, bins.apply, 0, []string{
 			"OK    postgres connection", "OK    pgjet schema", "missing; pgjet-apply creates it",
 			"OK    nats connection", "OK    stream PGJET_src", "present (stream",
-			"OK    stream PGJET_DLQ_src_r1", "all 6 checks passed",
+			"OK    stream PGJET_DLQ_src_r1", "all 7 checks passed",
 		}, append(appArgs, "--on-bad-message", "dead-letter")...)
 	})
 }

@@ -118,12 +118,22 @@ func TestConfigFile_Errors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		bin  string
+		args []string
 		want []string
 	}{
-		{bins.apply, []string{`unknown key "group_txns"`, cfg}},
-		{bins.capture, []string{`unknown key "region"`, `key "heartbeat": expected a duration`, cfg}},
+		{bins.apply, nil, []string{`unknown key "group_txns"`, cfg}},
+		{bins.capture, nil, []string{`unknown key "region"`, `key "heartbeat": expected a duration`, cfg}},
+		// A secret file that is not there is a configuration error too.
+		{bins.capture, []string{"--db", "postgres://x@127.0.0.1/db", "--nats", "nats://127.0.0.1:1", "--name", "src", "--db-password-file", "/nonexistent/pw"},
+			[]string{"--db-password-file: open /nonexistent/pw"}},
+		{bins.apply, []string{"--db", "postgres://x@127.0.0.1/db", "--nats", "nats://127.0.0.1:1", "--name", "src", "--region", "r1", "--nats-tls-cert", "/nonexistent/cert"},
+			[]string{"--nats-tls-cert and --nats-tls-key go together", "--nats-tls-cert: stat /nonexistent/cert"}},
 	} {
-		p := start(t, filepath.Base(tc.bin), tc.bin, "--config", cfg)
+		args := tc.args
+		if args == nil {
+			args = []string{"--config", cfg}
+		}
+		p := start(t, filepath.Base(tc.bin), tc.bin, args...)
 		if code := p.Wait(t, 10*time.Second); code != 2 {
 			t.Fatalf("%s exited %d, want 2:\n%s", p.name, code, p.Output())
 		}

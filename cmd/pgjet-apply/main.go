@@ -14,6 +14,7 @@ import (
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/cmd/internal/metrics"
+	"github.com/pgjet/pgjet/stream"
 )
 
 func main() {
@@ -73,7 +74,7 @@ func main() {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if checkConfig {
-		os.Exit(cli.Report(os.Stdout, apply.Check(ctx, cfg)))
+		os.Exit(cli.Report(os.Stdout, append([]stream.CheckResult{cli.ConfigResult(fs)}, apply.Check(ctx, cfg)...)))
 	}
 	a := apply.New(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)

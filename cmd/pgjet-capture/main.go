@@ -13,6 +13,7 @@ import (
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/cmd/internal/metrics"
+	"github.com/pgjet/pgjet/stream"
 )
 
 func main() {
@@ -67,7 +68,7 @@ func main() {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if checkConfig {
-		os.Exit(cli.Report(os.Stdout, capture.Check(ctx, cfg)))
+		os.Exit(cli.Report(os.Stdout, append([]stream.CheckResult{cli.ConfigResult(fs)}, capture.Check(ctx, cfg)...)))
 	}
 	c := capture.New(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)

@@ -83,7 +83,8 @@ func (d *DBFlags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.passwordFile, "db-password-file", "", "file whose content is the database password; replaces any password in --db (PGPASSWORD and ~/.pgpass work too)")
 }
 
-// URL returns db with the password from --db-password-file, if given.
+// URL returns db with the password from --db-password-file, if given; on
+// an error, db unchanged.
 // Both URL (postgres://) and keyword/value (host=... user=...) forms are
 // accepted, as by libpq.
 func (d *DBFlags) URL(db string) (string, error) {
@@ -92,9 +93,13 @@ func (d *DBFlags) URL(db string) (string, error) {
 	}
 	pw, err := ReadSecret("--db-password-file", d.passwordFile)
 	if err != nil {
-		return "", err
+		return db, err // db stays, so no "--db is required" follows
 	}
-	return WithPassword(db, pw)
+	url, err := WithPassword(db, pw)
+	if err != nil {
+		return db, err
+	}
+	return url, nil
 }
 
 // WithPassword returns the connection string db with its password set to
