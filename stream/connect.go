@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -139,9 +138,8 @@ func classifyConnect(url string, o ConnectOptions, err error) error {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
 	switch {
-	case errors.As(err, &unknownCA), errors.As(err, &verify) && errors.As(verify.Err, &unknownCA):
+	case errors.As(err, &unknownCA):
 		fix := "pass the CA that signed it with --nats-tls-ca"
 		if o.TLSCA != "" {
 			fix = "--nats-tls-ca " + o.TLSCA + " is not the CA that signed it: pass the right one"
