@@ -129,3 +129,18 @@ func TestWithPassword(t *testing.T) {
 		}
 	}
 }
+
+// FuzzConfig feeds arbitrary files to the config reader: it may refuse
+// them, never panic.
+func FuzzConfig(f *testing.F) {
+	for _, seed := range []string{
+		"nats: nats://a:4222\ngroup-txns: 5\n", "tables: [a.b, 'c,d']\n", "ddl: yes\n", "- x\n",
+		"group-delay: 1s\n", "nats: {a: b}\n", "&a [*a]", "tables: !!binary aGk=\n", "",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tf := newTestFlags(t, string(data))
+		_ = loadConfig(tf.fs, tf.cfgPath)
+	})
+}
