@@ -134,7 +134,7 @@ func (c *Capture) session(ctx context.Context) error {
 		}
 		return wrapNATS(err)
 	}
-	tail, err := streamTail(ctx, st)
+	tail, err := streamTail(ctx, st, c.cfg.Name)
 	if err != nil {
 		if schema.IsFatal(err) {
 			return err
@@ -377,7 +377,8 @@ type tailInfo struct {
 	lastID    string
 	skipBelow stream.LSN // transactions committed below this are in the stream
 	// foreign counts the messages after the last pgjet envelope that are
-	// not pgjet's (published into the stream's subjects by someone else).
+	// not this source's (published into the stream's subjects by someone
+	// else).
 	foreign int
 }
 
@@ -386,13 +387,13 @@ type tailInfo struct {
 // of someone else's data, not a stray message.
 const maxForeignTail = 100
 
-// streamTail reads the stream's last pgjet message: what capture published
+// streamTail reads the stream's last message of source: what capture published
 // before it stopped. Transactions at or before it are not re-published
 // even when the dedup window has passed. A few foreign messages after it
 // (a stray publish, which appliers stop on or dead-letter) are looked
 // past; lastID is still the stream's very last message id, which the next
 // publish must expect.
-func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
+func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailInfo, error) {
 	info, err := st.Info(ctx)
 	if err != nil {
 		return tailInfo{}, fmt.Errorf("read stream info: %w", err)
@@ -413,6 +414,9 @@ func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 			t.lastID = m.Header.Get(jetstream.MsgIDHeader)
 		}
 		envs, err := stream.DecodeMessage(m.Data)
+		if err == nil && envs[len(envs)-1].Source != source {
+			err = fmt.Errorf("an envelope of source %q", envs[len(envs)-1].Source)
+		}
 		if err != nil {
 			if t.foreign++; t.foreign > maxForeignTail {
 				return tailInfo{}, schema.Fatalf(err, "the last %d messages of stream %s (up to seq %d) are not pgjet envelopes; the stream holds foreign data: use another --name", t.foreign, info.Config.Name, info.State.LastSeq)

@@ -16,14 +16,15 @@ import (
 )
 
 // TestApply_DeadLetter: with --on-bad-message dead-letter, a garbled
-// message published into the source's stream mid-load is republished,
+// message and an envelope of another source, published into the source's
+// stream mid-load, are republished,
 // byte for byte and with headers naming its origin and the decode error,
 // to the region's dead-letter stream; apply goes on, the rows after it
 // arrive, the metric counts it, and a restart does not set it aside twice.
 func TestApply_DeadLetter(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
-	c.capture(t)
+	capt := c.capture(t)
 	addr := metricsAddr(t)
 	app := c.apply(t, "--on-bad-message", "dead-letter", "--metrics-addr", addr)
 	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 50) g")
@@ -43,6 +44,12 @@ func TestApply_DeadLetter(t *testing.T) {
 	bad.Data = garbage
 	bad.Header.Set("X-Test", "kept")
 	ack, err := js.PublishMsg(ctx, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A well-formed envelope of another source is set aside too.
+	foreign := stream.Encode(&stream.Envelope{Kind: stream.KindHeartbeat, Source: "other", CommitLSN: 1, CommitTime: time.Now()})
+	fack, err := js.Publish(ctx, stream.HeartbeatSubject("src"), foreign)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +84,27 @@ func TestApply_DeadLetter(t *testing.T) {
 	if e := m.Header.Get(apply.HeaderDLQError); !strings.Contains(e, "cannot be decoded") {
 		t.Errorf("dead letter header %s = %q, want the decode error", apply.HeaderDLQError, e)
 	}
-	if got := scrape(t, addr)["pgjet_apply_dead_letters_total"]; got != 1 {
-		t.Errorf("pgjet_apply_dead_letters_total = %v, want 1", got)
+	m2, err := dlq.GetMsg(ctx, 2)
+	if err != nil {
+		t.Fatalf("second dead letter: %v", err)
+	}
+	if got, want := m2.Header.Get(apply.HeaderDLQSequence), strconv.FormatUint(fack.Sequence, 10); got != want || !bytes.Equal(m2.Data, foreign) {
+		t.Errorf("second dead letter: sequence header %q, want %q; data equal: %v", got, want, bytes.Equal(m2.Data, foreign))
+	}
+	if e := m2.Header.Get(apply.HeaderDLQError); !strings.Contains(e, `belongs to source "other"`) {
+		t.Errorf("second dead letter's error = %q, want the foreign source named", e)
+	}
+	if got := scrape(t, addr)["pgjet_apply_dead_letters_total"]; got != 2 {
+		t.Errorf("pgjet_apply_dead_letters_total = %v, want 2", got)
 	}
 	if out := app.Output(); !strings.Contains(out, `"stream_seq":`+strconv.FormatUint(ack.Sequence, 10)) || !strings.Contains(out, "bad message dead-lettered") {
 		t.Errorf("apply did not log the dead letter with its sequence:\n%s", tail(out, 2000))
+	}
+
+	// Capture's next publish expected its own last message; it reconnects
+	// and goes on after the strangers.
+	if out := capt.Output(); !strings.Contains(out, "capture goes on after them") {
+		t.Errorf("capture did not report the foreign messages at the stream's end:\n%s", tail(out, 2000))
 	}
 
 	// The position moved past it: a restart neither stops on it nor sets
@@ -94,7 +117,7 @@ func TestApply_DeadLetter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := info.State.Msgs; got != 1 {
-		t.Errorf("dead-letter stream holds %d messages after a restart, want 1", got)
+	if got := info.State.Msgs; got != 2 {
+		t.Errorf("dead-letter stream holds %d messages after a restart, want 2", got)
 	}
 }
