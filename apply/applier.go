@@ -28,11 +28,14 @@ type Applier struct {
 
 // Stats are an Applier's live counters; safe for concurrent reads.
 type Stats struct {
-	Txns       atomic.Int64
-	Changes    atomic.Int64
-	Commits    atomic.Int64
-	Conflicts  atomic.Int64
-	AppliedLSN atomic.Uint64
+	Txns      atomic.Int64
+	Changes   atomic.Int64
+	Commits   atomic.Int64
+	Conflicts atomic.Int64
+	// DeadLetters counts messages set aside by --on-bad-message
+	// dead-letter.
+	DeadLetters atomic.Int64
+	AppliedLSN  atomic.Uint64
 	// SourceLSN is the source WAL position the target has caught up to:
 	// the end of the newest applied transaction, or a newer heartbeat
 	// when nothing was pending. Source WAL position minus it is the lag
@@ -125,6 +128,7 @@ type session struct {
 	a       *Applier
 	conn    *pgx.Conn
 	pg      *pgconn.PgConn
+	js      jetstream.JetStream
 	pos     position // committed on the target
 	plans   map[string]*plan
 	tables  map[string]*target
@@ -215,10 +219,9 @@ func (a *Applier) session(ctx context.Context) error {
 		return err
 	}
 
-	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.log)
-	var authErr *stream.AuthError
-	if errors.As(err, &authErr) {
-		return schema.Fatalf(nil, "%s", authErr.Error())
+	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.cfg.NATSOptions, a.log)
+	if stream.IsPermanent(err) {
+		return schema.Fatalf(nil, "%s", err.Error())
 	}
 	if err != nil {
 		return natsError{err}
@@ -227,6 +230,12 @@ func (a *Applier) session(ctx context.Context) error {
 	js, err := stream.NewJetStream(nc, a.cfg.Domain)
 	if err != nil {
 		return natsError{err}
+	}
+	s.js = js
+	if a.cfg.OnBadMessage == OnBadMessageDeadLetter {
+		if err := EnsureDeadLetters(ctx, js, a.cfg.Name, a.cfg.Region); err != nil {
+			return natsError{err}
+		}
 	}
 	changes, err := s.changeStream(ctx, js)
 	if err != nil {
@@ -600,16 +609,14 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 			stream.StreamName(a.cfg.Name), s.lastSeq, seq)
 	}
 	s.lastSeq = seq
-	envs, err := stream.DecodeMessage(m.Data())
-	if err != nil {
-		return schema.Fatalf(err, "message at stream %s sequence %d (subject %s) cannot be decoded; inspect it with `pgjet tail`, then remove it or rebuild this target",
-			stream.StreamName(a.cfg.Name), seq, m.Subject())
+	envs, bad := s.decode(m, seq)
+	if bad != nil {
+		if a.cfg.OnBadMessage == OnBadMessageDeadLetter {
+			return s.deadLetter(ctx, m, seq, bad)
+		}
+		return bad
 	}
 	for _, env := range envs {
-		if env.Source != a.cfg.Name {
-			return schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
-				stream.StreamName(a.cfg.Name), seq, env.Source, a.cfg.Name)
-		}
 		// Groups commit only between messages (see loop), so a batch
 		// message is applied whole or not at all, and the stored stream
 		// sequence always means "this message and all before it".
@@ -653,6 +660,40 @@ func (s *session) stopHere(ctx context.Context, seq uint64) error {
 	return errReplayDone
 }
 
+// decode decodes message m (stream sequence seq). A message that cannot
+// be decoded or belongs to another source is a FatalError, checked before
+// any of its envelopes is applied so that it can be set aside whole.
+func (s *session) decode(m jetstream.Msg, seq uint64) ([]*stream.Envelope, error) {
+	name := stream.StreamName(s.a.cfg.Name)
+	envs, err := stream.DecodeMessage(m.Data())
+	if err != nil {
+		return nil, schema.Fatalf(err, "message at stream %s sequence %d (subject %s) cannot be decoded; inspect it with `pgjet tail`, then remove it, rebuild this target or run with --on-bad-message dead-letter",
+			name, seq, m.Subject())
+	}
+	for _, env := range envs {
+		if env.Source != s.a.cfg.Name {
+			return nil, schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
+				name, seq, env.Source, s.a.cfg.Name)
+		}
+	}
+	return envs, nil
+}
+
+// advance moves the group's position to message m (stream sequence seq),
+// which changes no rows: a heartbeat, or a message set aside. The next
+// commit records it, so a restart resumes after it.
+func (s *session) advance(ctx context.Context, m jetstream.Msg, seq uint64) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	if s.groupPos.commit == s.pos.commit {
+		s.groupPos = s.pos
+	}
+	s.groupPos.seq = seq
+	s.groupMsg = m
+	return nil
+}
+
 // handleEnvelope applies one envelope of message m (stream sequence seq).
 func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
 	a := s.a
@@ -666,15 +707,10 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		// Everything before it is applied: the target has caught up to
 		// this point of the source, which the position records (so verify
 		// and status can tell an idle source from a stalled applier).
-		if err := s.begin(ctx); err != nil {
+		if err := s.advance(ctx, m, seq); err != nil {
 			return err
 		}
-		if s.groupPos.commit == s.pos.commit {
-			s.groupPos = s.pos
-		}
-		s.groupPos.seq = seq
 		s.groupPos.caughtUp = max(s.groupPos.caughtUp, env.EndLSN)
-		s.groupMsg = m
 		return nil
 	}
 

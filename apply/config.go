@@ -26,6 +26,8 @@ type Config struct {
 	DB string
 	// NATS is the URL of the region's NATS server.
 	NATS string
+	// NATSOptions authenticate and secure the NATS connection.
+	NATSOptions stream.ConnectOptions
 	// Name is the source name to apply.
 	Name string
 	// Region names this applier's region; it names the durable consumer.
@@ -83,7 +85,20 @@ type Config struct {
 	UntilLSN  stream.LSN
 	UntilTime time.Time
 	StopAtEnd bool
+
+	// OnBadMessage is what a message that cannot be decoded, or that
+	// belongs to another source, does: OnBadMessageStop (the default)
+	// stops the applier naming it; OnBadMessageDeadLetter republishes it
+	// with its origin in headers to DeadLetterSubject, kept by the stream
+	// DeadLetterStream, and goes on past it.
+	OnBadMessage string
 }
+
+// Policies for a bad message (Config.OnBadMessage).
+const (
+	OnBadMessageStop       = "stop"
+	OnBadMessageDeadLetter = "dead-letter"
+)
 
 // DefaultConfig returns a Config with every tunable set to its default.
 func DefaultConfig() Config {
@@ -97,6 +112,7 @@ func DefaultConfig() Config {
 		ProgressInterval:       10 * time.Second,
 		RetryMax:               30 * time.Second,
 		ConflictPolicy:         PolicySourceWins.String(),
+		OnBadMessage:           OnBadMessageStop,
 	}
 }
 
@@ -109,6 +125,9 @@ func (c *Config) Validate() error {
 	if c.NATS == "" {
 		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
 	}
+	if err := c.NATSOptions.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := stream.ValidateSource(c.Name); err != nil {
 		errs = append(errs, fmt.Errorf("--name: %w", err))
 	}
@@ -119,6 +138,9 @@ func (c *Config) Validate() error {
 	case "on", "off", "local", "remote_write", "remote_apply":
 	default:
 		errs = append(errs, fmt.Errorf("--synchronous-commit %q: use on, off, local, remote_write or remote_apply", c.SynchronousCommit))
+	}
+	if c.OnBadMessage != OnBadMessageStop && c.OnBadMessage != OnBadMessageDeadLetter {
+		errs = append(errs, fmt.Errorf("--on-bad-message %q: use %s or %s", c.OnBadMessage, OnBadMessageStop, OnBadMessageDeadLetter))
 	}
 	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
 		errs = append(errs, errors.New("group and pipeline limits must be positive"))

@@ -69,7 +69,7 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		}
 	}
 
-	nc, err := stream.Connect(cfg.NATS, "pgjet replay "+cfg.Name, log)
+	nc, err := stream.Connect(cfg.NATS, "pgjet replay "+cfg.Name, cfg.NATSOptions, log)
 	if err != nil {
 		var authErr *stream.AuthError
 		if errors.As(err, &authErr) {

@@ -127,7 +127,7 @@ func (c *Capture) snapshots(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.log)
+	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.cfg.NATSOptions, c.log)
 	if err != nil {
 		var authErr *stream.AuthError
 		if errors.As(err, &authErr) {
@@ -140,7 +140,7 @@ func (c *Capture) snapshots(ctx context.Context) error {
 				return nil
 			case <-time.After(5 * time.Second):
 			}
-			nc, err = stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.log)
+			nc, err = stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.cfg.NATSOptions, c.log)
 		}
 	}
 	defer nc.Close()
@@ -240,10 +240,9 @@ func (c *Capture) session(ctx context.Context) error {
 		return err
 	}
 
-	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.log)
-	var authErr *stream.AuthError
-	if errors.As(err, &authErr) {
-		return schema.Fatalf(nil, "%s", authErr.Error())
+	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.cfg.NATSOptions, c.log)
+	if stream.IsPermanent(err) {
+		return schema.Fatalf(nil, "%s", err.Error())
 	}
 	if err != nil {
 		return wrapNATS(err)
@@ -268,9 +267,16 @@ func (c *Capture) session(ctx context.Context) error {
 		}
 		return wrapNATS(err)
 	}
-	tail, err := streamTail(ctx, st)
+	tail, err := streamTail(ctx, st, c.cfg.Name)
 	if err != nil {
+		if schema.IsFatal(err) {
+			return err
+		}
 		return wrapNATS(err)
+	}
+	if tail.foreign > 0 {
+		c.log.Warn().Int("messages", tail.foreign).Str("stream", stream.StreamName(c.cfg.Name)).
+			Msg("the stream ends with messages that are not pgjet's (published into its subjects by another client): capture goes on after them; appliers stop on them unless run with --on-bad-message dead-letter")
 	}
 
 	repl, err := pgconn.Connect(ctx, replicationURL(c.cfg.DB))
@@ -377,20 +383,12 @@ func (c *Capture) connectPool(ctx context.Context) (*pgxpool.Pool, error) {
 // preflight checks what the user must fix before replication can work,
 // and creates the publication when missing.
 func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
-	var walLevel string
-	if err := pool.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
-		return fmt.Errorf("read wal_level: %w", err)
+	if err := checkWALLevel(ctx, pool, c.where()); err != nil {
+		return err
 	}
-	if walLevel != "logical" {
-		return schema.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, c.where())
-	}
-	var role string
-	var canReplicate bool
-	if err := pool.QueryRow(ctx, "SELECT current_user, rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&role, &canReplicate); err != nil {
-		return fmt.Errorf("read role attributes: %w", err)
-	}
-	if !canReplicate {
-		return schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, c.where(), quoteIdent(role))
+	role, err := checkReplication(ctx, pool, c.where())
+	if err != nil {
+		return err
 	}
 	// Event triggers come before the publication so that no schema change
 	// made after capture started is missed.
@@ -440,6 +438,37 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
+// queryRower is what the checks need of a pool or a connection.
+type queryRower interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// checkWALLevel returns a FatalError unless the source decodes logically.
+func checkWALLevel(ctx context.Context, q queryRower, where string) error {
+	var walLevel string
+	if err := q.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return schema.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, where)
+	}
+	return nil
+}
+
+// checkReplication returns the current role, or a FatalError when it may
+// not stream from a replication slot.
+func checkReplication(ctx context.Context, q queryRower, where string) (string, error) {
+	var role string
+	var canReplicate bool
+	if err := q.QueryRow(ctx, "SELECT current_user, rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&role, &canReplicate); err != nil {
+		return "", fmt.Errorf("read role attributes: %w", err)
+	}
+	if !canReplicate {
+		return role, schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, where, quoteIdent(role))
+	}
+	return role, nil
+}
+
 // ensureSlot creates the slot when missing and returns the position
 // streaming resumes from (the slot's confirmed flush LSN).
 func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgconn.PgConn) (stream.LSN, error) {
@@ -481,12 +510,24 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 type tailInfo struct {
 	lastID    string
 	skipBelow stream.LSN // transactions committed below this are in the stream
+	// foreign counts the messages after the last pgjet envelope that are
+	// not this source's (published into the stream's subjects by someone
+	// else).
+	foreign int
 }
 
-// streamTail reads the stream's last message: what capture published
+// maxForeignTail bounds how many foreign messages at the stream's end
+// capture looks past for its own last message. More than that is a stream
+// of someone else's data, not a stray message.
+const maxForeignTail = 100
+
+// streamTail reads the stream's last message of source: what capture published
 // before it stopped. Transactions at or before it are not re-published
-// even when the dedup window has passed.
-func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
+// even when the dedup window has passed. A few foreign messages after it
+// (a stray publish, which appliers stop on or dead-letter) are looked
+// past; lastID is still the stream's very last message id, which the next
+// publish must expect.
+func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailInfo, error) {
 	info, err := st.Info(ctx)
 	if err != nil {
 		return tailInfo{}, fmt.Errorf("read stream info: %w", err)
@@ -494,25 +535,40 @@ func streamTail(ctx context.Context, st jetstream.Stream) (tailInfo, error) {
 	if info.State.Msgs == 0 || info.State.LastSeq == 0 {
 		return tailInfo{}, nil
 	}
-	m, err := st.GetMsg(ctx, info.State.LastSeq)
-	if err != nil {
-		return tailInfo{}, fmt.Errorf("read stream tail (seq %d): %w", info.State.LastSeq, err)
+	var t tailInfo
+	for seq := info.State.LastSeq; seq >= max(info.State.FirstSeq, 1); seq-- {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
+		if err != nil {
+			return tailInfo{}, fmt.Errorf("read stream tail (seq %d): %w", seq, err)
+		}
+		if seq == info.State.LastSeq {
+			t.lastID = m.Header.Get(jetstream.MsgIDHeader)
+		}
+		envs, err := stream.DecodeMessage(m.Data)
+		if err == nil && envs[len(envs)-1].Source != source {
+			err = fmt.Errorf("an envelope of source %q", envs[len(envs)-1].Source)
+		}
+		if err != nil {
+			if t.foreign++; t.foreign > maxForeignTail {
+				return tailInfo{}, schema.Fatalf(err, "the last %d messages of stream %s (up to seq %d) are not pgjet envelopes; the stream holds foreign data: use another --name", t.foreign, info.Config.Name, info.State.LastSeq)
+			}
+			continue
+		}
+		env := envs[len(envs)-1]
+		switch {
+		case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
+			t.skipBelow = env.CommitLSN + 1
+		default:
+			// A transaction cut short: re-send it whole; consumers restart it
+			// when its first chunk comes again.
+			t.skipBelow = env.CommitLSN
+		}
+		return t, nil
 	}
-	t := tailInfo{lastID: m.Header.Get(jetstream.MsgIDHeader)}
-	envs, err := stream.DecodeMessage(m.Data)
-	if err != nil {
-		return tailInfo{}, schema.Fatalf(err, "the last message of stream %s (seq %d) is not a pgjet envelope; the stream holds foreign data: use another --name", info.Config.Name, info.State.LastSeq)
-	}
-	env := envs[len(envs)-1]
-	switch {
-	case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
-		t.skipBelow = env.CommitLSN + 1
-	default:
-		// A transaction cut short: re-send it whole; consumers restart it
-		// when its first chunk comes again.
-		t.skipBelow = env.CommitLSN
-	}
-	return t, nil
+	return t, nil // nothing of pgjet's left in the stream: start afresh
 }
 
 // heartbeats writes a non-transactional logical message into the WAL

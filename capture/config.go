@@ -26,6 +26,8 @@ type Config struct {
 	DB string
 	// NATS is the URL of the NATS server of the source's home region.
 	NATS string
+	// NATSOptions authenticate and secure the NATS connection.
+	NATSOptions stream.ConnectOptions
 	// Name is the source name: it names the stream (PGJET_<name>) and
 	// subjects (pgjet.<name>.>).
 	Name string
@@ -132,6 +134,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS == "" {
 		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
+	}
+	if err := c.NATSOptions.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := stream.ValidateSource(c.Name); err != nil {
 		errs = append(errs, fmt.Errorf("--name: %w", err))

@@ -7,12 +7,15 @@ package schema
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -82,8 +85,24 @@ func ClassifyConnect(url string, err error) error {
 		return Fatalf(err, "database in %s does not exist: create it or fix the URL", where)
 	}
 	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
+	var pathErr *fs.PathError
+	switch {
+	case errors.As(err, &pe) && errors.As(err, &pathErr):
+		return Fatalf(err, "a file that %s names cannot be read (sslrootcert, sslcert, sslkey or passfile): fix the path or its permissions", where)
+	case errors.As(err, &pe):
 		return Fatalf(err, "connection URL %s is malformed: use postgres://user:password@host:port/dbname", where)
+	}
+	// TLS to Postgres that cannot be established: waiting cures nothing.
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknownCA):
+		return Fatalf(err, "postgres TLS at %s: the server's certificate is signed by an unknown authority; name the CA that signed it with sslrootcert=FILE in the URL", where)
+	case errors.As(err, &hostname):
+		return Fatalf(err, "postgres TLS at %s: the server's certificate is not valid for this host name; connect by a name it lists, or use sslmode=verify-ca", where)
+	case errors.As(err, &invalid):
+		return Fatalf(err, "postgres TLS at %s: the server's certificate is invalid (expired?); renew it", where)
 	}
 	return fmt.Errorf("connect to postgres %s: %w", where, err)
 }
@@ -135,4 +154,24 @@ func Redact(dsn string) string {
 		}
 	}
 	return strings.Join(fields, " ")
+}
+
+// CheckConnect connects to db once, for a --check-config report. On
+// success it returns the connection and a line saying where and as whom;
+// otherwise an error naming the cause and the fix.
+func CheckConnect(ctx context.Context, db string) (*pgx.Conn, string, error) {
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		err = ClassifyConnect(db, err)
+		if !IsFatal(err) {
+			err = fmt.Errorf("%w; is Postgres running there? check --db", err)
+		}
+		return nil, "", err
+	}
+	var role, version string
+	if err := conn.QueryRow(ctx, "SELECT current_user, current_setting('server_version')").Scan(&role, &version); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, "", fmt.Errorf("query %s: %w", Redact(db), err)
+	}
+	return conn, fmt.Sprintf("connected to %s as %s (PostgreSQL %s)", Redact(db), role, version), nil
 }

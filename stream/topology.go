@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 )
 
 var sourceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -105,33 +104,6 @@ func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description
 	return s, nil
 }
 
-// Connect dials NATS with settings suited to a long-running daemon: it
-// retries forever on connection loss and reports state changes to log.
-func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.RetryOnFailedConnect(false),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn().Err(err).Msg("nats disconnected, reconnecting")
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
-		}),
-	}
-	nc, err := nats.Connect(url, append(opts, extra...)...)
-	if err != nil {
-		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
-			return nil, &AuthError{URL: RedactURL(url), Err: err}
-		}
-		return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(url), err)
-	}
-	return nc, nil
-}
-
 // NewJetStream returns a JetStream context for domain ("" = the domain of
 // the server nc is connected to).
 func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
@@ -140,19 +112,6 @@ func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) 
 	}
 	return jetstream.NewWithDomain(nc, domain, opts...)
 }
-
-// AuthError is returned by Connect when NATS refuses the credentials:
-// retrying cannot cure it.
-type AuthError struct {
-	URL string
-	Err error
-}
-
-func (e *AuthError) Error() string {
-	return "nats at " + e.URL + " refused the credentials: fix the user/password, token or credentials in the URL (" + e.Err.Error() + ")"
-}
-
-func (e *AuthError) Unwrap() error { return e.Err }
 
 // RedactURL returns a NATS URL (or comma-separated list) with passwords
 // and tokens replaced, fit for logs.

@@ -41,6 +41,7 @@ func expectFatal(t *testing.T, p *proc, want ...string) {
 	if line == "" {
 		t.Errorf("%s printed no one-line cause to stderr:\n%s", p.name, out)
 	}
+	t.Logf("%s", line)
 }
 
 // expectRetrying checks that p stays up and says it is retrying.

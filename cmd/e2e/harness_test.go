@@ -240,10 +240,17 @@ type cluster struct {
 
 func newCluster(t *testing.T, schemaSQL ...string) *cluster {
 	t.Helper()
+	return newClusterNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"}, schemaSQL...)
+}
+
+// newClusterNATS is newCluster with a NATS server of these options (TLS,
+// authentication).
+func newClusterNATS(t *testing.T, nopts local.NATSOptions, schemaSQL ...string) *cluster {
+	t.Helper()
 	c := &cluster{
 		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}),
 		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
-		nats:    local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"}),
+		nats:    local.NewTestNATS(t, nopts),
 	}
 	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
 	if len(schemaSQL) > 0 {

@@ -53,7 +53,7 @@ func tailLines(t *testing.T, out string) []map[string]any {
 func TestTail(t *testing.T) {
 	n := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"})
 	ctx := context.Background()
-	nc, err := stream.Connect(n.ClientURL(), "test", local.TestLogger(t))
+	nc, err := stream.Connect(n.ClientURL(), "test", stream.ConnectOptions{}, local.TestLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

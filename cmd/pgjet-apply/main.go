@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -13,12 +14,16 @@ import (
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/cmd/internal/metrics"
+	"github.com/pgjet/pgjet/stream"
 )
 
 func main() {
 	cfg := apply.DefaultConfig()
 	var logf cli.LogFlags
+	var natsf cli.NATSFlags
+	var dbf cli.DBFlags
 	var metricsAddr string
+	var checkConfig bool
 	var stall time.Duration
 	fs := pflag.NewFlagSet("pgjet-apply", pflag.ContinueOnError)
 	fs.Usage = func() {
@@ -42,13 +47,16 @@ func main() {
 	conflictTables := fs.String("conflict-table", "", "per-table conflict policies, e.g. 'public.accounts=error,public.prefs=keep-local'")
 	fs.StringVar(&cfg.LocalName, "local-name", "", "the source name this database's own pgjet-capture publishes under (active-active); last-writer-wins needs it")
 	fs.BoolVar(&cfg.SkipSnapshot, "skip-snapshot", false, "follow changes only, even on an empty target (for a target seeded by other means)")
+	fs.StringVar(&cfg.OnBadMessage, "on-bad-message", cfg.OnBadMessage, "what a message that cannot be decoded, or belongs to another source, does: stop (exit 1 naming it) or dead-letter (republish it to pgjetdlq.<name>.<region>, kept in stream PGJET_DLQ_<name>, and go on)")
+	fs.BoolVar(&checkConfig, "check-config", false, "check the configuration, Postgres and NATS, print a report and exit (0 when all pass)")
+	dbf.Register(fs)
+	natsf.Register(fs)
 	logf.Register(fs)
-	cli.Parse(fs, os.Args[1:])
+	cli.ParseWithConfig(fs, os.Args[1:])
 	if *conflictTables != "" {
 		m, err := apply.ParseConflictTables(*conflictTables)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "pgjet-apply: --conflict-table: %v\n", err)
-			os.Exit(2)
+			cli.Usage("pgjet-apply", fmt.Errorf("--conflict-table: %w", err))
 		}
 		cfg.ConflictTables = m
 	}
@@ -57,12 +65,18 @@ func main() {
 	if err != nil {
 		cli.Exit("pgjet-apply", log, err)
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet-apply: %v\n", err)
-		os.Exit(2)
+	cfg.DB, err = dbf.URL(cfg.DB)
+	if err == nil {
+		cfg.NATSOptions, err = natsf.Options()
+	}
+	if err = errors.Join(err, cfg.Validate()); err != nil {
+		cli.Usage("pgjet-apply", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	if checkConfig {
+		os.Exit(cli.Report(os.Stdout, append([]stream.CheckResult{cli.ConfigResult(fs)}, apply.Check(ctx, cfg)...)))
+	}
 	a := apply.New(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)
 	if metricsAddr != "" {

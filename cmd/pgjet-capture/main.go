@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -12,12 +13,16 @@ import (
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/cmd/internal/metrics"
+	"github.com/pgjet/pgjet/stream"
 )
 
 func main() {
 	cfg := capture.DefaultConfig()
 	var logf cli.LogFlags
+	var natsf cli.NATSFlags
+	var dbf cli.DBFlags
 	var metricsAddr string
+	var checkConfig bool
 	fs := pflag.NewFlagSet("pgjet-capture", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet-capture streams a Postgres database into NATS JetStream.\n\nUsage:\n  pgjet-capture --db URL --nats URL --name SOURCE [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
@@ -49,20 +54,29 @@ func main() {
 	fs.Int64Var(&cfg.SnapshotRangeBytes, "snapshot-range-bytes", cfg.SnapshotRangeBytes, "tables larger than this are copied in parallel block ranges")
 	fs.StringVar(&cfg.PgDump, "pg-dump", cfg.PgDump, "pg_dump program that copies the schema into snapshots")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
+	fs.BoolVar(&checkConfig, "check-config", false, "check the configuration, Postgres and NATS, print a report and exit (0 when all pass)")
+	dbf.Register(fs)
+	natsf.Register(fs)
 	logf.Register(fs)
-	cli.Parse(fs, os.Args[1:])
+	cli.ParseWithConfig(fs, os.Args[1:])
 	cfg.Snapshot = !*noSnapshot
 
 	log, err := logf.Logger("pgjet-capture")
 	if err != nil {
 		cli.Exit("pgjet-capture", log, err)
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet-capture: %v\n", err)
-		os.Exit(2)
+	cfg.DB, err = dbf.URL(cfg.DB)
+	if err == nil {
+		cfg.NATSOptions, err = natsf.Options()
+	}
+	if err = errors.Join(err, cfg.Validate()); err != nil {
+		cli.Usage("pgjet-capture", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	if checkConfig {
+		os.Exit(cli.Report(os.Stdout, append([]stream.CheckResult{cli.ConfigResult(fs)}, capture.Check(ctx, cfg)...)))
+	}
 	c := capture.New(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)
 	if metricsAddr != "" {

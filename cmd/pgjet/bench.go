@@ -341,7 +341,7 @@ func (b *bench) createSlots(ctx context.Context) error {
 	}
 	// The stream exists before the drain so that the applier, started with
 	// capture, finds it at once instead of retrying with backoff.
-	nc, err := stream.Connect(b.nats.ClientURL(), "pgjet bench", b.log)
+	nc, err := stream.Connect(b.nats.ClientURL(), "pgjet bench", stream.ConnectOptions{}, b.log)
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
 	}

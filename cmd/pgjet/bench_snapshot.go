@@ -44,7 +44,7 @@ func (b *bench) snapshotRace(ctx context.Context) error {
 		return err
 	}
 	b.step("snapshot race 2/2: pgjet snapshot into JetStream, then restore into an empty database...")
-	nc, err := stream.Connect(b.nats.ClientURL(), "pgjet bench snapshot", b.log)
+	nc, err := stream.Connect(b.nats.ClientURL(), "pgjet bench snapshot", stream.ConnectOptions{}, b.log)
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
 	}

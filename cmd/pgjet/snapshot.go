@@ -20,6 +20,8 @@ import (
 func runSnapshot(args []string) int {
 	cfg := capture.DefaultConfig()
 	var logf cli.LogFlags
+	var dbf cli.DBFlags
+	var natsf cli.NATSFlags
 	fs := pflag.NewFlagSet("pgjet snapshot", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet snapshot copies the schema and every captured table of a source into its snapshot\n"+
@@ -44,6 +46,8 @@ func runSnapshot(args []string) int {
 	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "most bytes of rows in one message")
 	fs.StringVar(&cfg.PgDump, "pg-dump", cfg.PgDump, "pg_dump program that copies the schema")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often progress is logged")
+	dbf.Register(fs)
+	natsf.Register(fs)
 	logf.Register(fs)
 	cli.Parse(fs, args)
 	log, err := logf.Logger("pgjet snapshot")
@@ -51,13 +55,17 @@ func runSnapshot(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet snapshot: %v\n", err)
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
+	cfg.DB, err = dbf.URL(cfg.DB)
+	if err == nil {
+		cfg.NATSOptions, err = natsf.Options()
+	}
+	if err := errors.Join(err, cfg.Validate()); err != nil {
 		fmt.Fprintf(os.Stderr, "pgjet snapshot: %v\n", err)
 		return 2
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	nc, err := stream.Connect(cfg.NATS, "pgjet snapshot "+cfg.Name, log)
+	nc, err := stream.Connect(cfg.NATS, "pgjet snapshot "+cfg.Name, cfg.NATSOptions, log)
 	if err != nil {
 		return fail("pgjet snapshot", err)
 	}
@@ -79,6 +87,8 @@ func runSnapshot(args []string) int {
 func runReplay(args []string) int {
 	cfg := apply.DefaultConfig()
 	var logf cli.LogFlags
+	var dbf cli.DBFlags
+	var natsf cli.NATSFlags
 	var untilLSN, untilTime string
 	var force bool
 	fs := pflag.NewFlagSet("pgjet replay", pflag.ContinueOnError)
@@ -99,6 +109,8 @@ func runReplay(args []string) int {
 	fs.StringVar(&untilTime, "until-time", "", "stop before the first transaction committed after this time (RFC 3339)")
 	fs.BoolVar(&force, "force", false, "replay into a target that holds the tables already: they are emptied and loaded")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often progress is logged")
+	dbf.Register(fs)
+	natsf.Register(fs)
 	logf.Register(fs)
 	cli.Parse(fs, args)
 	log, err := logf.Logger("pgjet replay")
@@ -108,6 +120,12 @@ func runReplay(args []string) int {
 	}
 	o := apply.ReplayOptions{Force: force}
 	var errs []error
+	if cfg.DB, err = dbf.URL(cfg.DB); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.NATSOptions, err = natsf.Options(); err != nil {
+		errs = append(errs, err)
+	}
 	if untilLSN != "" && untilTime != "" {
 		errs = append(errs, errors.New("give --until-lsn or --until-time, not both"))
 	}

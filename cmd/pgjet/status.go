@@ -34,6 +34,7 @@ type statusFlags struct {
 	json     bool
 	dbRegion []string // region=URL
 	timeout  time.Duration
+	auth     cli.NATSFlags
 }
 
 // statusStreamPrefix is what every pgjet stream name starts with.
@@ -71,6 +72,7 @@ func runStatus(args []string) int {
 	fs.BoolVar(&f.json, "json", false, "print one JSON document instead of tables")
 	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
+	f.auth.Register(fs)
 	cli.Parse(fs, args)
 
 	if f.nats == "" {
@@ -238,10 +240,17 @@ type targetReport struct {
 // NATS is an error; a domain or a database that does not answer is
 // reported in its row.
 func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log zerolog.Logger) (*statusReport, error) {
-	nc, err := nats.Connect(f.nats, nats.Name("pgjet status"), nats.Timeout(f.timeout), nats.NoReconnect(),
+	auth, err := f.auth.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := stream.Connect(f.nats, "pgjet status", auth, log, nats.Timeout(f.timeout), nats.NoReconnect(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error().Err(err).Msg("nats") }))
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w (is nats-server running there?)", redactNATS(f.nats), err)
+		if stream.IsPermanent(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (is nats-server running there?)", err)
 	}
 	defer nc.Close()
 

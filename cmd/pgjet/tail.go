@@ -28,6 +28,7 @@ type tailFlags struct {
 	fromSeq uint64
 	last    uint64
 	follow  bool
+	auth    cli.NATSFlags
 	// set when --last was given (--last 0 means "only new messages").
 	lastSet bool
 }
@@ -51,6 +52,7 @@ func runTail(args []string) int {
 	fs.Uint64Var(&f.fromSeq, "from-seq", 0, "start at this stream sequence (default: the first message)")
 	fs.Uint64Var(&f.last, "last", 0, "start with the last N messages (0: only messages published from now on)")
 	fs.BoolVar(&f.follow, "follow", true, "keep printing new messages until interrupted; false stops at the stream's last message as of start")
+	f.auth.Register(fs)
 	cli.Parse(fs, args)
 	f.lastSet = fs.Changed("last") // also when set from PGJET_LAST
 
@@ -86,7 +88,11 @@ func runTail(args []string) int {
 // tail prints the stream until ctx ends or, without --follow, until the
 // last message as of start has been printed.
 func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logger) error {
-	nc, err := stream.Connect(f.nats, "pgjet tail "+f.name, log)
+	auth, err := f.auth.Options()
+	if err != nil {
+		return err
+	}
+	nc, err := stream.Connect(f.nats, "pgjet tail "+f.name, auth, log)
 	if err != nil {
 		return err
 	}

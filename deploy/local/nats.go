@@ -49,6 +49,15 @@ type NATSOptions struct {
 	LeafRemotes []string
 	// MaxPayload is the maximum message size; default DefaultMaxPayload.
 	MaxPayload int32
+	// TLS, when set, makes the client port require TLS with these files
+	// (see GenerateTLS); ClientURL then starts with tls://.
+	TLS *TLSFiles
+	// VerifyClients, with TLS, requires a client certificate signed by
+	// TLS.CA (nats-server's tls { verify: true }).
+	VerifyClients bool
+	// User and Password, when set, are the only client credentials the
+	// server accepts. Token is the alternative: the only token accepted.
+	User, Password, Token string
 }
 
 // NATS is an embedded nats-server with JetStream running in this process.
@@ -122,6 +131,19 @@ func (n *NATS) serverOptions() (*server.Options, error) {
 		// Signals belong to the program embedding the server.
 		NoSigs: true,
 	}
+	if o.TLS != nil {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: o.TLS.ServerCert, KeyFile: o.TLS.ServerKey, CaFile: o.TLS.CA, Verify: o.VerifyClients,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("nats-server %s TLS: %w", o.Name, err)
+		}
+		so.TLS, so.TLSVerify, so.TLSConfig, so.TLSTimeout = true, o.VerifyClients, tc, 2
+	}
+	if o.User != "" {
+		so.Users = []*server.User{{Username: o.User, Password: o.Password}}
+	}
+	so.Authorization = o.Token
 	if o.LeafListenPort > 0 {
 		so.LeafNode.Host = "127.0.0.1"
 		so.LeafNode.Port = o.LeafListenPort
@@ -177,8 +199,15 @@ func (n *NATS) start() error {
 	return nil
 }
 
-// ClientURL returns the nats:// URL clients connect to.
-func (n *NATS) ClientURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
+// ClientURL returns the nats:// (tls:// with TLS) URL clients connect to.
+// It carries no credentials.
+func (n *NATS) ClientURL() string {
+	scheme := "nats"
+	if n.opts.TLS != nil {
+		scheme = "tls"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, n.opts.Port)
+}
 
 // LeafURL returns the nats-leaf:// URL regions join as leafnodes, or "" when
 // this server has no leafnode listener.

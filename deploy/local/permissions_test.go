@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -410,6 +411,13 @@ func TestPermissions(t *testing.T) {
 					}
 					return ci.AckFloor.Stream == lastSeq, fmt.Errorf("ack floor %d, want %d", ci.AckFloor.Stream, lastSeq)
 				})
+				// --on-bad-message dead-letter: its stream, and a dead letter.
+				if err := apply.EnsureDeadLetters(call(t), js, source, region); err != nil {
+					t.Fatalf("EnsureDeadLetters as %s (domain %q): %v", user, domain, err)
+				}
+				if _, err := js.Publish(call(t), apply.DeadLetterSubject(source, region), []byte("bad")); err != nil {
+					t.Fatalf("publish a dead letter as %s (domain %q): %v", user, domain, err)
+				}
 				noViolation(t, fmt.Sprintf("%s (domain %q)", user, domain), errs)
 
 				// maybeRestore: the snapshot mirror, its listing, a restore
@@ -502,6 +510,9 @@ func TestPermissions(t *testing.T) {
 				"$JS.API.CONSUMER.CREATE.PGJET_SNAP_other.reader.pgjetsnap.other.x.>",
 				"$JS.API.CONSUMER.CREATE.PGJET_app.reader.pgjet.app.tx",
 				"$JS.hub.API.STREAM.MSG.GET.PGJET_SNAP_app",
+				apply.DeadLetterSubject(source, otherRegion),
+				"$JS.API.STREAM.CREATE." + apply.DeadLetterStream(source, otherRegion),
+				"$JS.API.STREAM.PURGE." + apply.DeadLetterStream(source, region),
 			} {
 				deniedPublish(t, nc, errs, subj)
 			}

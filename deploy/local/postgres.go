@@ -75,6 +75,10 @@ type PostgresOptions struct {
 	BaseDir string
 	// BinDir holds initdb and postgres; "" searches DefaultPGBinDir, then $PATH.
 	BinDir string
+	// TLS, when set, turns ssl on with TLS.ServerCert and TLS.ServerKey
+	// (see GenerateTLS) and accepts TCP connections only over TLS
+	// (hostssl); URL then asks for verify-full against TLS.CA.
+	TLS *TLSFiles
 }
 
 // Postgres is a PostgreSQL cluster run as a child process of this one.
@@ -354,6 +358,16 @@ func (p *Postgres) writeConfig() error {
 	for _, k := range keys {
 		settings = append(settings, k, p.opts.Settings[k])
 	}
+	if p.opts.TLS != nil {
+		// Postgres reads the key only when it is private to the user it
+		// runs as, so both files are copied into the data directory.
+		for _, f := range [][2]string{{p.opts.TLS.ServerCert, "server.crt"}, {p.opts.TLS.ServerKey, "server.key"}} {
+			if err := p.copyPrivate(f[0], filepath.Join(p.DataDir(), f[1])); err != nil {
+				return err
+			}
+		}
+		settings = append(settings, "ssl", "on", "ssl_cert_file", "server.crt", "ssl_key_file", "server.key")
+	}
 	var b strings.Builder
 	b.WriteString("\n# Added by pgjet deploy/local.\n")
 	for i := 0; i < len(settings); i += 2 {
@@ -381,9 +395,30 @@ local   replication   all                  trust
 host    replication   all   127.0.0.1/32   trust
 host    replication   all   ::1/128        trust
 `
+	if p.opts.TLS != nil {
+		hba = strings.ReplaceAll(hba, "\nhost ", "\nhostssl ")
+	}
 	hbaPath := filepath.Join(p.DataDir(), "pg_hba.conf")
 	if err := os.WriteFile(hbaPath, []byte(hba), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", hbaPath, err)
+	}
+	return nil
+}
+
+// copyPrivate copies src to dst, mode 0600, owned by the user postgres
+// runs as.
+func (p *Postgres) copyPrivate(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	if p.runAs != nil {
+		if err := os.Chown(dst, int(p.runAs.Uid), int(p.runAs.Gid)); err != nil {
+			return fmt.Errorf("chown %s to postgres: %w", dst, err)
+		}
 	}
 	return nil
 }
@@ -500,14 +535,19 @@ func (p *Postgres) killProcess() {
 }
 
 // URL returns a connection URL for database db as user postgres over TCP,
-// e.g. postgres://postgres@127.0.0.1:5432/app?sslmode=disable.
+// e.g. postgres://postgres@127.0.0.1:5432/app?sslmode=disable. With
+// PostgresOptions.TLS it verifies the server against the CA instead.
 func (p *Postgres) URL(db string) string {
+	q := url.Values{"sslmode": {"disable"}}
+	if p.opts.TLS != nil {
+		q = url.Values{"sslmode": {"verify-full"}, "sslrootcert": {p.opts.TLS.CA}}
+	}
 	u := url.URL{
 		Scheme:   "postgres",
 		User:     url.User("postgres"),
 		Host:     fmt.Sprintf("127.0.0.1:%d", p.opts.Port),
 		Path:     "/" + db,
-		RawQuery: "sslmode=disable",
+		RawQuery: q.Encode(),
 	}
 	return u.String()
 }

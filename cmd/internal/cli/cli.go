@@ -29,6 +29,19 @@ func EnvName(flag string) string {
 // command line from its PGJET_* variable. Flags win over the environment.
 // It prints usage and exits 0 on --help, and exits 2 on a bad flag.
 func Parse(fs *pflag.FlagSet, args []string) {
+	parse(fs, args, false)
+}
+
+// ParseWithConfig is Parse for the daemons: it adds --config FILE (or
+// PGJET_CONFIG), a YAML file whose keys are flag names, read before the
+// environment and the command line: file < PGJET_* < flag. An unknown
+// key or a value of the wrong type exits 2 naming the key and the file.
+func ParseWithConfig(fs *pflag.FlagSet, args []string) {
+	fs.String(ConfigFlag, "", "YAML file whose keys are these flags' names; the environment and flags override it")
+	parse(fs, args, true)
+}
+
+func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Name != "help" {
 			f.Usage += " [" + EnvName(f.Name) + "]"
@@ -55,6 +68,14 @@ func Parse(fs *pflag.FlagSet, args []string) {
 	if len(bad) > 0 {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", fs.Name(), strings.Join(bad, "; "))
 		os.Exit(2)
+	}
+	if !withConfig {
+		return
+	}
+	if path, _ := fs.GetString(ConfigFlag); path != "" {
+		if err := loadConfig(fs, path); err != nil {
+			Usage(fs.Name(), err)
+		}
 	}
 }
 
@@ -106,4 +127,13 @@ func Exit(name string, log zerolog.Logger, err error) {
 	log.Error().Msg(msg)
 	fmt.Fprintf(os.Stderr, "%s: %s\n", name, msg)
 	os.Exit(1)
+}
+
+// Usage ends the process for a configuration error: one line per problem,
+// each naming the flag, and exit status 2.
+func Usage(name string, err error) {
+	for _, l := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", name, l)
+	}
+	os.Exit(2)
 }

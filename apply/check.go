@@ -1,0 +1,104 @@
+package apply
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// checkTimeout bounds the Postgres part of a check.
+const checkTimeout = 10 * time.Second
+
+// Check runs pgjet-apply --check-config: with cfg already validated, it
+// checks, without changing anything, what the applier needs of the target
+// (reachable with these credentials, the right to create or write the
+// pgjet schema) and of NATS (reachable, credentials, JetStream in the
+// domain, the stream or, with --upstream-domain, the local mirror or the
+// upstream stream it mirrors, and the dead-letter stream when that policy
+// is on).
+func Check(ctx context.Context, cfg Config) []stream.CheckResult {
+	res := checkTarget(ctx, cfg)
+	nc, js, nres := stream.CheckNATS(cfg.NATS, "pgjet-apply check "+cfg.Name+" "+cfg.Region, cfg.NATSOptions, cfg.Domain)
+	res = append(res, nres...)
+	if nc == nil {
+		return res
+	}
+	defer nc.Close()
+	name := stream.StreamName(cfg.Name)
+	res = append(res, stream.CheckStream(ctx, js, name, func() stream.CheckResult {
+		if cfg.UpstreamDomain == "" {
+			return stream.Fail("stream "+name, "absent in this domain; start pgjet-capture --name %s first, or give --upstream-domain when the stream lives in another domain", cfg.Name)
+		}
+		// The mirror is created on start: what matters is that the
+		// stream it mirrors is there.
+		up, err := stream.NewJetStream(nc, cfg.UpstreamDomain)
+		if err != nil {
+			return stream.Fail("stream "+name, "%v", err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		defer cancel()
+		if _, err := up.Stream(cctx, name); err != nil {
+			return stream.Fail("stream "+name, "no local mirror, and the stream to mirror cannot be read in domain %s (%v); check --upstream-domain, the leafnode link to it, and that pgjet-capture --name %s has started", cfg.UpstreamDomain, err, cfg.Name)
+		}
+		return stream.Pass("stream "+name, "no local mirror yet; pgjet-apply creates it from domain %s on start", cfg.UpstreamDomain)
+	})...)
+	if cfg.OnBadMessage == OnBadMessageDeadLetter {
+		dlq := DeadLetterStream(cfg.Name, cfg.Region)
+		for _, r := range stream.CheckStream(ctx, js, dlq, func() stream.CheckResult {
+			return stream.CanCreateStream(ctx, js, dlq, "pgjet-apply")
+		}) {
+			if r.Name != "nats jetstream" { // already reported
+				res = append(res, r)
+			}
+		}
+	}
+	return res
+}
+
+// checkTarget checks the target database: reachable, and the pgjet
+// schema present and writable or creatable.
+func checkTarget(ctx context.Context, cfg Config) []stream.CheckResult {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	conn, ok, err := schema.CheckConnect(ctx, cfg.DB)
+	res := []stream.CheckResult{stream.Result("postgres connection", err, ok)}
+	if err != nil {
+		return res
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return append(res, checkPgjetSchema(ctx, conn))
+}
+
+// checkPgjetSchema checks the applier can keep its position: it creates
+// schema pgjet (CREATE on the database) or, when it exists, writes
+// pgjet.applied and pgjet.conflicts.
+func checkPgjetSchema(ctx context.Context, conn *pgx.Conn) stream.CheckResult {
+	const name = "pgjet schema"
+	var role string
+	var exists, canCreate, applied, conflicts bool
+	err := conn.QueryRow(ctx, `SELECT current_user, to_regnamespace('pgjet') IS NOT NULL,
+		has_database_privilege(current_database(), 'CREATE'),
+		coalesce(has_table_privilege(to_regclass('pgjet.applied'), 'SELECT, INSERT, UPDATE'), false),
+		coalesce(has_table_privilege(to_regclass('pgjet.conflicts'), 'INSERT'), false)`).Scan(&role, &exists, &canCreate, &applied, &conflicts)
+	switch {
+	case err != nil:
+		return stream.Fail(name, "read privileges: %v", err)
+	case !exists && !canCreate:
+		return stream.Fail(name, "schema pgjet is missing and role %s may not create it; GRANT CREATE ON DATABASE to it, or create the schema as deploy/postgres/roles.sql does", role)
+	case !exists:
+		return stream.Pass(name, "missing; pgjet-apply creates it on start (role %s has CREATE on the database)", role)
+	case !applied || !conflicts:
+		var ownsSchema bool
+		if err := conn.QueryRow(ctx, "SELECT pg_has_role(nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'pgjet'").Scan(&ownsSchema); err != nil {
+			return stream.Fail(name, "read schema pgjet: %v", err)
+		}
+		if !ownsSchema {
+			return stream.Fail(name, "role %s may not write pgjet.applied and pgjet.conflicts (or they are missing and it does not own schema pgjet); run deploy/postgres/roles.sql -v side=target", role)
+		}
+	}
+	return stream.Pass(name, "present and writable by role %s", role)
+}
