@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -28,6 +29,9 @@ const checkTimeout = 10 * time.Second
 // other checks meaningful.
 func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 	res := checkPostgres(ctx, cfg)
+	if cfg.Snapshot || cfg.SnapshotEvery > 0 {
+		res = append(res, checkPgDump(ctx, cfg))
+	}
 	nc, js, nres := stream.CheckNATS(cfg.NATS, "pgjet-capture check "+cfg.Name, cfg.NATSOptions, "")
 	res = append(res, nres...)
 	if nc != nil {
@@ -180,4 +184,17 @@ func listSome(items []string) string {
 		return strings.Join(items, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(items[:5], ", "), len(items)-5)
+}
+
+// checkPgDump finds the pg_dump that snapshots copy the schema with.
+func checkPgDump(ctx context.Context, cfg Config) stream.CheckResult {
+	path, err := exec.LookPath(cfg.PgDump)
+	if err != nil {
+		return stream.Fail("pg_dump", "%s not found: snapshots copy the schema with it; install the PostgreSQL client (the server's version or newer), set --pg-dump, or pass --no-snapshot", cfg.PgDump)
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return stream.Fail("pg_dump", "%s --version: %v; set --pg-dump to a working pg_dump, or pass --no-snapshot", path, err)
+	}
+	return stream.Pass("pg_dump", "%s (%s)", path, strings.TrimSpace(string(out)))
 }

@@ -46,7 +46,7 @@ func TestCheckConfig(t *testing.T) {
 			"OK    published tables", "publication pgjet_src is missing; capture creates it FOR ALL TABLES",
 			"OK    replication slot", "slot pgjet_src is missing; capture creates it",
 			"OK    nats connection", "OK    nats jetstream", "OK    stream PGJET_src", "absent; pgjet-capture creates it",
-			"OK    configuration", "all 10 checks passed",
+			"OK    pg_dump", "OK    configuration", "all 11 checks passed",
 		}, capArgs...)
 		if n := queryInt(t, c.src, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
 			t.Errorf("--check-config left %d replication slots", n)
@@ -63,8 +63,10 @@ func TestCheckConfig(t *testing.T) {
 			"FAIL  replication privilege", `run ALTER ROLE "plain" REPLICATION`, "refuses this role a walsender",
 			"FAIL  published tables", "only a superuser may create it FOR ALL TABLES",
 			"FAIL  nats connection", "is nats-server running there?",
+			"FAIL  pg_dump", "/nonexistent/pg_dump not found", "--no-snapshot",
 			"checks failed",
-		}, "--db", strings.Replace(pg.URL("postgres"), "postgres@", "plain@", 1), "--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--name", "src")
+		}, "--db", strings.Replace(pg.URL("postgres"), "postgres@", "plain@", 1), "--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "--name", "src",
+			"--pg-dump", "/nonexistent/pg_dump")
 	})
 
 	t.Run("apply misconfigured", func(t *testing.T) {
