@@ -279,7 +279,7 @@ func (c *Capture) session(ctx context.Context) error {
 			Msg("the stream ends with messages that are not pgjet's (published into its subjects by another client): capture goes on after them; appliers stop on them unless run with --on-bad-message dead-letter")
 	}
 
-	repl, err := pgconn.Connect(ctx, replicationURL(c.cfg.DB))
+	repl, err := connectReplication(ctx, c.cfg.DB, "pgjet-capture")
 	if err != nil {
 		return schema.ClassifyConnect(c.cfg.DB, err)
 	}
@@ -350,6 +350,19 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	stopPub()
 	return err
+}
+
+// connectReplication opens a replication connection named app in
+// pg_stat_replication, unless the URL names it.
+func connectReplication(ctx context.Context, db, app string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(replicationURL(db))
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = app
+	}
+	return pgconn.ConnectConfig(ctx, cfg)
 }
 
 func replicationURL(db string) string {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -86,7 +85,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	s.stats.Running.Store(true)
 	defer s.stats.Running.Store(false)
 
-	repl, err := pgconn.Connect(ctx, replicationURL(c.cfg.DB))
+	repl, err := connectReplication(ctx, c.cfg.DB, "pgjet-capture snapshot")
 	if err != nil {
 		return stream.SnapshotManifest{}, schema.ClassifyConnect(c.cfg.DB, err)
 	}

@@ -671,7 +671,14 @@ func (p *Postgres) Restart(ctx context.Context) error {
 		return fmt.Errorf("restart postgres %s: already stopped and removed", p.opts.Name)
 	}
 	p.stopProcess()
-	if err := p.start(ctx); err != nil {
+	err := p.start(ctx)
+	// After a kill, the last backends may still hold the shared memory
+	// for a moment (orphans, reaped by init when it gets to them).
+	for try := 0; err != nil && strings.Contains(err.Error(), "pre-existing shared memory block") && try < 20; try++ {
+		time.Sleep(250 * time.Millisecond)
+		err = p.start(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("restart postgres %s: %w", p.opts.Name, err)
 	}
 	p.log.Info().Msg("postgres restarted")
