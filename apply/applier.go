@@ -422,6 +422,9 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 		}
 	} else {
 		st, err = js.Stream(ctx, name)
+		if stream.JetStreamMissing(js, err) {
+			return nil, schema.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.RedactURL(a.cfg.NATS))
+		}
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, natsError{fmt.Errorf("stream %s not found in this domain (has pgjet-capture --name %s started? is --upstream-domain needed?)", name, a.cfg.Name)}
 		}

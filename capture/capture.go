@@ -256,11 +256,14 @@ func (c *Capture) session(ctx context.Context) error {
 	if c.cfg.Snapshot {
 		// Before the change stream: an applier that finds a snapshot
 		// stream waits for its snapshot rather than start without one.
-		if _, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas); err != nil && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		if _, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas); err != nil && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !stream.JetStreamMissing(js, err) {
 			return wrapNATS(err)
 		}
 	}
 	st, err := stream.EnsureStream(ctx, js, c.cfg.Name, c.cfg.Stream)
+	if stream.JetStreamMissing(js, err) {
+		return schema.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, nc.ConnectedUrlRedacted())
+	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js (or jetstream {} in its config)", nc.ConnectedUrlRedacted())

@@ -86,6 +86,8 @@ func CheckStream(ctx context.Context, js jetstream.JetStream, name string, missi
 	switch {
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 		return []CheckResult{Fail("nats jetstream", "JetStream is not enabled in %s for this account; start nats-server with -js (or jetstream {} in its config) and enable it for the account", where)}
+	case JetStreamMissing(js, err):
+		return []CheckResult{Fail("nats jetstream", "%s", ErrNoJetStream)}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
 		return []CheckResult{Fail("nats jetstream", "no JetStream answers in %s; check --domain/--upstream-domain, that the domain's server runs with JetStream, and the user's permission to publish to $JS.API.STREAM.INFO.%s", where, name)}
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -117,4 +119,22 @@ func CanCreateStream(ctx context.Context, js jetstream.JetStream, name, who stri
 		return Fail("stream "+name, "absent, and the account holds %d of its %d streams; raise max_streams for the account or remove a stream", info.Streams, info.Limits.MaxStreams)
 	}
 	return Pass("stream "+name, "absent; %s creates it on start", who)
+}
+
+// ErrNoJetStream says what JetStreamMissing detected, and the fix.
+var ErrNoJetStream = errors.New("the connected NATS server runs without JetStream and none answers for it: start nats-server with -js (or jetstream {} in its config)")
+
+// JetStreamMissing reports whether err, from a JetStream request in the
+// connected server's own domain, went unanswered because that server runs
+// without JetStream (as its INFO says). A leafnode without JetStream can
+// still reach a hub's, hence the request first.
+func JetStreamMissing(js jetstream.JetStream, err error) bool {
+	if err == nil || js.Options().Domain != "" {
+		return false
+	}
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		return false
+	}
+	on, _ := js.Conn().ConnectedServerJetStream()
+	return !on
 }

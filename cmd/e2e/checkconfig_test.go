@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +79,34 @@ func TestCheckConfig(t *testing.T) {
 			"OK    nats jetstream",
 			"FAIL  stream PGJET_src", "start pgjet-capture --name src first",
 		}, "--db", strings.Replace(c.dst, "postgres@", "plain@", 1), "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1")
+	})
+
+	t.Run("wrong password, NATS without JetStream", func(t *testing.T) {
+		// The role signs in with a password (scram), not trust: the
+		// first matching pg_hba line wins.
+		hba := filepath.Join(c.primary.DataDir(), "pg_hba.conf")
+		old, err := os.ReadFile(hba)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(hba, append([]byte("host all pwuser 127.0.0.1/32 scram-sha-256\n"), old...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		exec1(t, c.src, "CREATE ROLE pwuser LOGIN REPLICATION PASSWORD 'right'", "SELECT pg_reload_conf()")
+		nojs := local.NewTestNATS(t, local.NATSOptions{Name: "nojs", NoJetStream: true})
+		wrong := strings.Replace(c.src, "postgres@", "pwuser:wrong@", 1)
+		out := checkConfig(t, bins.capture, 1, []string{
+			"FAIL  postgres connection", "password authentication failed", "pwuser",
+			"OK    nats connection",
+			"FAIL  nats jetstream", "-js",
+			"checks failed",
+		}, "--db", wrong, "--nats", nojs.ClientURL(), "--name", "src")
+		if strings.Contains(out, ":wrong@") {
+			t.Errorf("the report shows the password:\n%s", out)
+		}
+		checkConfig(t, bins.apply, 1, []string{
+			"FAIL  nats jetstream", "-js",
+		}, "--db", c.dst, "--nats", nojs.ClientURL(), "--name", "src", "--region", "r1")
 	})
 
 	t.Run("apply ok", func(t *testing.T) {

@@ -79,6 +79,14 @@ func TestCapture_Errors(t *testing.T) {
 		expectFatal(t, p, "/nonexistent/pg_dump not found", "--no-snapshot")
 	})
 
+	t.Run("nats without jetstream", func(t *testing.T) {
+		nojs := local.NewTestNATS(t, local.NATSOptions{Name: "nojs", NoJetStream: true})
+		p := start(t, "pgjet-capture", bins.capture, "--db", pg.URL("postgres"), "--nats", nojs.ClientURL(), "--name", "nojs")
+		expectFatal(t, p, "without JetStream", "-js")
+		a := start(t, "pgjet-apply", bins.apply, "--db", pg.URL("postgres"), "--nats", nojs.ClientURL(), "--name", "nojs", "--region", "r1")
+		expectFatal(t, a, "without JetStream", "-js")
+	})
+
 	t.Run("database missing", func(t *testing.T) {
 		p := start(t, "pgjet-capture", bins.capture, "--db", pg.URL("nosuchdb"), "--nats", nats.ClientURL(), "--name", "src")
 		expectFatal(t, p, "does not exist")

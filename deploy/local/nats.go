@@ -58,6 +58,9 @@ type NATSOptions struct {
 	// User and Password, when set, are the only client credentials the
 	// server accepts. Token is the alternative: the only token accepted.
 	User, Password, Token string
+	// NoJetStream runs the server without JetStream, as a misconfigured
+	// one would be: for tests of what pgjet says about it.
+	NoJetStream bool
 }
 
 // NATS is an embedded nats-server with JetStream running in this process.
@@ -123,7 +126,7 @@ func (n *NATS) serverOptions() (*server.Options, error) {
 		Host:               "127.0.0.1",
 		Port:               o.Port,
 		MaxPayload:         o.MaxPayload,
-		JetStream:          true,
+		JetStream:          !o.NoJetStream,
 		JetStreamDomain:    o.Domain,
 		JetStreamMaxMemory: jsMaxMemory,
 		JetStreamMaxStore:  jsMaxStore,
