@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -83,6 +85,14 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 	var from uint64
 	if rs != nil {
 		id, from = rs.snapshot, rs.seq
+		snaps, err := stream.ListSnapshots(ctx, st, a.cfg.Name)
+		if err != nil {
+			return false, natsError{err}
+		}
+		if !slices.ContainsFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == id && si.Complete }) {
+			return false, schema.Fatalf(nil, "the snapshot %s this target was being restored from is no longer complete in stream %s (removed by --snapshot-keep?); empty the target (drop its tables and schema pgjet) and start pgjet-apply again to restore the newest one",
+				id, stream.SnapshotStreamName(a.cfg.Name))
+		}
 		a.log.Info().Str("snapshot", id).Uint64("snapshot_seq", from).Msg("resuming interrupted restore")
 	} else {
 		var waitLogged time.Time
@@ -244,13 +254,20 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		}
 	}
 	o.Log.Info().Str("snapshot", o.Snapshot).Msg("restoring snapshot")
+	// A pull iterator keeps messages coming while rows are written (one
+	// Next round trip per message would set the pace otherwise).
+	it, err := cons.Messages(jetstream.PullMaxBytes(64 << 20))
+	if err != nil {
+		return natsError{fmt.Errorf("read snapshot %s: %w", o.Snapshot, err)}
+	}
+	defer it.Stop()
 	for {
-		m, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
+		m, err := it.Next(jetstream.NextMaxWait(30 * time.Second))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 				return natsError{fmt.Errorf("snapshot %s: no message for 30s before its end (mirror behind, or the snapshot was removed)", o.Snapshot)}
 			}
 			return natsError{fmt.Errorf("read snapshot %s: %w", o.Snapshot, err)}

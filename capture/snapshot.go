@@ -62,6 +62,7 @@ type snapshotter struct {
 	js    jetstream.JetStream
 	id    string
 	snap  string // exported snapshot name
+	chunk int    // bytes of rows in one data message
 	lsn   stream.LSN
 	stats *SnapshotStats
 }
@@ -81,7 +82,13 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	if err != nil {
 		return stream.SnapshotManifest{}, wrapNATS(err)
 	}
-	s := &snapshotter{c: c, js: js, stats: &c.snapStats}
+	// Rows travel in messages as large as NATS takes, up to 1 MiB: fewer,
+	// larger COPY batches on both sides (four times --chunk-bytes at most).
+	chunk := min(c.cfg.ChunkBytes*4, 1<<20)
+	if mp := int(js.Conn().MaxPayload()) - 16<<10; mp > 0 {
+		chunk = min(chunk, mp)
+	}
+	s := &snapshotter{c: c, js: js, stats: &c.snapStats, chunk: max(chunk, 1024)}
 	s.stats.Running.Store(true)
 	defer s.stats.Running.Store(false)
 
@@ -502,7 +509,7 @@ func (s *snapshotter) copyRange(ctx context.Context, conn *pgx.Conn, task snapTa
 	if len(cols) == 0 {
 		sql = "COPY (SELECT FROM " + qualified(t.Schema, t.Name) + task.where + ") TO STDOUT"
 	}
-	w := &chunkWriter{s: s, ctx: ctx, task: task, limit: s.c.cfg.ChunkBytes}
+	w := &chunkWriter{s: s, ctx: ctx, task: task, limit: s.chunk}
 	if _, err := conn.PgConn().CopyTo(ctx, w, sql); err != nil {
 		if w.err != nil {
 			return w.err

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -143,7 +145,32 @@ func TestSnapshot_ResumeAfterKill(t *testing.T) {
 	}
 	capt = start(t, "pgjet-capture", bins.capture, args...)
 	capt.waitLog(t, "resuming interrupted snapshot: whole tables kept, the others copied again at a new point")
-	app := c.apply(t)
+
+	// The applier is killed in the middle of its restore too, and resumes
+	// it: the rows it committed stay, the rest follow.
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1")
+	waitFor(t, 120*time.Second, "the restore to be under way", func() (bool, string) {
+		checkDaemons(t)
+		conn, err := pgx.Connect(ctx, c.dst)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer conn.Close(ctx)
+		var seq int64
+		var done bool
+		if err := conn.QueryRow(ctx, "SELECT stream_seq, done FROM pgjet.restore").Scan(&seq, &done); err != nil {
+			return false, err.Error()
+		}
+		if done {
+			t.Fatalf("the restore finished before the kill; make the primary larger")
+		}
+		return seq > 200, fmt.Sprintf("restore at snapshot seq %d", seq)
+	})
+	app.Kill()
+	app = c.apply(t)
+	if !strings.Contains(app.Output(), `"message":"resuming interrupted restore"`) {
+		t.Errorf("the applier did not resume its restore:\n%s", tail(app.Output(), 2000))
+	}
 	if err := <-load; err != nil {
 		t.Fatalf("pgbench: %v", err)
 	}
