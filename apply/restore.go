@@ -89,9 +89,8 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 		if err != nil {
 			return false, natsError{err}
 		}
-		if !slices.ContainsFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == id && si.Complete }) {
-			return false, schema.Fatalf(nil, "the snapshot %s this target was being restored from is no longer complete in stream %s (removed by --snapshot-keep?); empty the target (drop its tables and schema pgjet) and start pgjet-apply again to restore the newest one",
-				id, stream.SnapshotStreamName(a.cfg.Name))
+		if !slices.ContainsFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == id }) {
+			return false, snapshotGone(id, a.cfg.Name)
 		}
 		a.log.Info().Str("snapshot", id).Uint64("snapshot_seq", from).Msg("resuming interrupted restore")
 	} else {
@@ -105,11 +104,20 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 				id = snaps[i].ID
 				break
 			}
+			if len(snaps) > 0 {
+				// The first snapshot is being taken: restore it as it
+				// comes, so the copy and the load overlap. Should it be
+				// interrupted, the capture resumes it and tables copied
+				// again start over here too.
+				id = snaps[len(snaps)-1].ID
+				a.log.Info().Str("snapshot", id).Msg("restoring the snapshot while it is being taken")
+				break
+			}
 			// pgjet-capture makes the snapshot stream before it takes
 			// its first snapshot: one is on its way.
 			if time.Since(waitLogged) > 30*time.Second {
 				waitLogged = time.Now()
-				a.log.Info().Int("incomplete", len(snaps)).Msg("waiting for the source's snapshot to complete (pgjet-apply --skip-snapshot follows changes without it)")
+				a.log.Info().Msg("waiting for the source's first snapshot (pgjet-apply --skip-snapshot follows changes without it)")
 			}
 			select {
 			case <-ctx.Done():
@@ -123,6 +131,12 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 		return false, err
 	}
 	return true, nil
+}
+
+// snapshotGone is the error of a restore whose snapshot was removed.
+func snapshotGone(id, source string) error {
+	return schema.Fatalf(nil, "the snapshot %s this target was being restored from is gone from stream %s (removed by --snapshot-keep, or replaced after the source's schema changed); empty the target (drop its tables and schema pgjet) and start pgjet-apply again to restore the newest one",
+		id, stream.SnapshotStreamName(source))
 }
 
 func readRestore(ctx context.Context, conn *pgx.Conn, source string) (*restoreState, error) {
@@ -268,7 +282,17 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 				return ctx.Err()
 			}
 			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				return natsError{fmt.Errorf("snapshot %s: no message for 30s before its end (mirror behind, or the snapshot was removed)", o.Snapshot)}
+				// A snapshot still being taken (or still being mirrored)
+				// is waited for; one that was removed cannot be finished.
+				snaps, lerr := stream.ListSnapshots(ctx, o.SnapshotStream, o.Source)
+				if lerr != nil {
+					return natsError{lerr}
+				}
+				if !slices.ContainsFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == o.Snapshot }) {
+					return snapshotGone(o.Snapshot, o.Source)
+				}
+				o.Log.Info().Str("snapshot", o.Snapshot).Msg("waiting for more of the snapshot (capture still copying, or the mirror catching up)")
+				continue
 			}
 			return natsError{fmt.Errorf("read snapshot %s: %w", o.Snapshot, err)}
 		}
