@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/stream"
@@ -30,15 +29,7 @@ func TestApply_DeadLetter(t *testing.T) {
 	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 50) g")
 	waitSame(t, 60*time.Second, c.src, c.dst)
 
-	nc, err := nats.Connect(c.nats.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsJS(t, c.nats.ClientURL())
 	garbage := []byte("PJ\x01\x01garbage")
 	bad := nats.NewMsg(stream.TxnSubject("src"))
 	bad.Data = garbage

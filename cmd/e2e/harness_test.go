@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/deploy/local"
 )
@@ -299,3 +301,18 @@ func (p *proc) waitLog(t *testing.T, msg string) {
 }
 
 var localCopySchema = local.CopySchema
+
+// natsJS connects to a NATS server for the test's own JetStream calls.
+func natsJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}

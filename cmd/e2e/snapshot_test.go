@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
@@ -117,15 +115,7 @@ func TestSnapshot_ResumeAfterKill(t *testing.T) {
 		"--snapshot-workers", "2", "--snapshot-range-bytes", "8000000", "--chunk-bytes", "65536"}
 	capt := start(t, "pgjet-capture", bins.capture, args...)
 
-	nc, err := nats.Connect(c.nats.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsJS(t, c.nats.ClientURL())
 	ctx := context.Background()
 	// Kill it once some rows are in the snapshot stream, before the end.
 	waitFor(t, 60*time.Second, "snapshot rows in the stream", func() (bool, string) {
@@ -279,15 +269,7 @@ func TestReplay_ToAPoint(t *testing.T) {
 // snapshotList lists the source's snapshots in the hub's stream.
 func snapshotList(t *testing.T, natsURL string) ([]stream.SnapshotInfo, bool) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsJS(t, natsURL)
 	ctx := context.Background()
 	st, err := js.Stream(ctx, stream.SnapshotStreamName("src"))
 	if err != nil {
