@@ -94,6 +94,11 @@ type Config struct {
 	SnapshotRangeBytes int64
 	// PgDump is the pg_dump program that copies the schema.
 	PgDump string
+	// StreamRetention is what bounds the change stream: "age" (its
+	// MaxAge) or "snapshots" (no age limit; after each snapshot, changes
+	// older than the oldest snapshot kept are removed, so a replay from
+	// any kept snapshot always finds the changes after it).
+	StreamRetention string
 	// ExcludeColumns removes columns matching these schema.table.column
 	// patterns from every relation and row published (e.g. *.*.ssn). A
 	// replica-identity key column cannot be excluded.
@@ -123,6 +128,7 @@ func DefaultConfig() Config {
 		SnapshotWorkers:    4,
 		SnapshotRangeBytes: 256 << 20,
 		PgDump:             "pg_dump",
+		StreamRetention:    "age",
 	}
 }
 
@@ -163,6 +169,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Window < 1 || c.WindowBytes < int64(c.ChunkBytes) {
 		errs = append(errs, errors.New("window must allow at least one chunk"))
+	}
+	switch c.StreamRetention {
+	case "age":
+	case "snapshots":
+		c.Stream.MaxAge = 0
+	default:
+		errs = append(errs, fmt.Errorf("--stream-retention %q: use age or snapshots", c.StreamRetention))
 	}
 	if c.SnapshotWorkers < 1 {
 		errs = append(errs, errors.New("--snapshot-workers must be at least 1"))

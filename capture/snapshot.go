@@ -12,6 +12,7 @@ import (
 	neturl "net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -227,6 +228,10 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 		Dur("took", man.Finished.Sub(man.Started)).Msg("snapshot complete")
 	if err := c.pruneSnapshots(ctx, st); err != nil {
 		c.log.Warn().Err(err).Msg("remove old snapshots")
+	} else if c.cfg.StreamRetention == "snapshots" {
+		if err := c.trimChanges(ctx, js, st); err != nil {
+			c.log.Warn().Err(err).Msg("trim the change stream to the oldest snapshot")
+		}
 	}
 	return man, nil
 }
@@ -289,6 +294,52 @@ func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) error
 		}
 		c.log.Info().Str("snapshot", snaps[i].ID).Msg("old snapshot removed")
 	}
+	return nil
+}
+
+// trimChanges removes the changes that no kept snapshot needs: those
+// committed before the oldest complete snapshot's point (before the
+// earliest point of its tables, for a resumed one).
+func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snapStream jetstream.Stream) error {
+	snaps, err := stream.ListSnapshots(ctx, snapStream, c.cfg.Name)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.Complete })
+	if i < 0 {
+		return nil
+	}
+	oldest := snaps[i].Manifest
+	lsn := oldest.LSN
+	for _, t := range oldest.Tables {
+		if t.LSN != 0 && t.LSN < lsn {
+			lsn = t.LSN
+		}
+	}
+	changes, err := js.Stream(ctx, stream.StreamName(c.cfg.Name))
+	if err != nil {
+		return err
+	}
+	seq, err := stream.SeekLSN(ctx, changes, lsn)
+	if err != nil {
+		return err
+	}
+	info, err := changes.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if seq <= info.State.FirstSeq {
+		return nil
+	}
+	if err := changes.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return err
+		}
+		return fmt.Errorf("purge %s below sequence %d (the capture role needs $JS.API.STREAM.PURGE.%s, see deploy/nats/permissions-hub.conf): %w",
+			stream.StreamName(c.cfg.Name), seq, stream.StreamName(c.cfg.Name), err)
+	}
+	c.log.Info().Str("snapshot", oldest.ID).Str("lsn", lsn.String()).Uint64("first_seq", seq).
+		Msg("change stream trimmed to the oldest snapshot kept")
 	return nil
 }
 

@@ -53,6 +53,7 @@ func main() {
 	fs.IntVar(&cfg.SnapshotWorkers, "snapshot-workers", cfg.SnapshotWorkers, "connections copying tables at once during a snapshot")
 	fs.Int64Var(&cfg.SnapshotRangeBytes, "snapshot-range-bytes", cfg.SnapshotRangeBytes, "tables larger than this are copied in parallel block ranges")
 	fs.StringVar(&cfg.PgDump, "pg-dump", cfg.PgDump, "pg_dump program that copies the schema into snapshots")
+	fs.StringVar(&cfg.StreamRetention, "stream-retention", cfg.StreamRetention, "what bounds the change stream: age (--stream-max-age) or snapshots (changes older than the oldest kept snapshot are removed after each snapshot; no age limit)")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
 	fs.BoolVar(&checkConfig, "check-config", false, "check the configuration, Postgres and NATS, print a report and exit (0 when all pass)")
 	dbf.Register(fs)

@@ -45,6 +45,7 @@ func runSnapshot(args []string) int {
 	fs.IntVar(&cfg.SnapshotKeep, "snapshot-keep", cfg.SnapshotKeep, "complete snapshots kept (0 = all); older ones are removed")
 	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "most bytes of rows in one message")
 	fs.StringVar(&cfg.PgDump, "pg-dump", cfg.PgDump, "pg_dump program that copies the schema")
+	fs.StringVar(&cfg.StreamRetention, "stream-retention", cfg.StreamRetention, "as pgjet-capture --stream-retention: with snapshots, changes older than the oldest kept snapshot are removed after this one")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often progress is logged")
 	dbf.Register(fs)
 	natsf.Register(fs)
