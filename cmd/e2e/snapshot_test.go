@@ -250,6 +250,21 @@ func TestReplay_ToAPoint(t *testing.T) {
 		}
 	}
 
+	// --force: a database that holds the snapshot's tables (and rows of
+	// its own) is emptied and loaded, then replayed to the point.
+	exec1(t, c.dst, "CREATE DATABASE forced")
+	forced := c.replica.URL("forced")
+	exec1(t, forced, `CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2), note text)`,
+		`CREATE TABLE events (a int, b text)`, `INSERT INTO acct VALUES (-1, 'stale', 0, NULL)`, `INSERT INTO events VALUES (-1, 'stale')`)
+	if code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", forced, "--until-lsn", midLSN, "--force"); code != 0 {
+		t.Fatalf("replay --force exited %d:\n%s", code, tail(out, 3000))
+	}
+	if got, err := local.Digest(ctx, forced); err != nil {
+		t.Fatal(err)
+	} else if d := local.DiffDigests(mid, got); len(d) > 0 {
+		t.Errorf("replay --force differs from the primary at that point: %v", d)
+	}
+
 	// Rolled forward to the end, the first one matches the primary now.
 	url := c.replica.URL("replaylsn")
 	if code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", url); code != 0 {
