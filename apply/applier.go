@@ -472,7 +472,7 @@ func (s *session) loadSnapshotTables(ctx context.Context) error {
 	rows, err := s.conn.Query(ctx, "SELECT schema_name, table_name, lsn::text FROM pgjet.snapshot_tables WHERE source = $1 AND lsn > $2::pg_lsn",
 		s.a.cfg.Name, s.pos.commit.String())
 	if err != nil {
-		if schema.PgCode(err) == "42P01" { // no restore ever ran here
+		if schema.PgCode(err) == schema.CodeUndefinedTable { // no restore ever ran here
 			return nil
 		}
 		return fmt.Errorf("read pgjet.snapshot_tables: %w", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,9 +51,6 @@ type restoreState struct {
 // A target that holds tables already is used as it is.
 func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, changes jetstream.Stream) (bool, error) {
 	a := s.a
-	if _, err := s.conn.Exec(ctx, restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
-		return false, fmt.Errorf("create pgjet.restore: %w", err)
-	}
 	rs, err := readRestore(ctx, s.conn, a.cfg.Name)
 	if err != nil {
 		return false, err
@@ -143,7 +141,7 @@ func readRestore(ctx context.Context, conn *pgx.Conn, source string) (*restoreSt
 	var rs restoreState
 	var seq int64
 	err := conn.QueryRow(ctx, "SELECT snapshot, stream_seq, done FROM pgjet.restore WHERE source = $1", source).Scan(&rs.snapshot, &seq, &rs.done)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || schema.PgCode(err) == schema.CodeUndefinedTable { // Restore creates the table
 		return nil, nil
 	}
 	if err != nil {
@@ -329,7 +327,7 @@ type restorer struct {
 
 func (r *restorer) loadTables(ctx context.Context) error {
 	cons, err := r.o.SnapshotStream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{stream.SnapshotSubject(r.o.Source, r.o.Snapshot) + ".m"}})
+		FilterSubjects: []string{stream.SnapshotOutlineSubject(r.o.Source, r.o.Snapshot)}})
 	if err != nil {
 		return natsError{err}
 	}
@@ -431,7 +429,13 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 // advance records the snapshot sequence reached.
 func (r *restorer) advance(ctx context.Context, seq uint64) error {
 	r.seq = seq
-	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(seq)); err != nil {
+	return r.saveSeq(ctx)
+}
+
+// saveSeq records the snapshot sequence reached, in the transaction open
+// on the restore's connection if there is one.
+func (r *restorer) saveSeq(ctx context.Context) error {
+	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(r.seq)); err != nil {
 		return fmt.Errorf("record restore progress: %w", err)
 	}
 	return nil
@@ -455,8 +459,8 @@ func (r *restorer) runScript(ctx context.Context) error {
 	if _, err := r.conn.Exec(ctx, "SELECT set_config('search_path', '\"$user\", public', false)"); err != nil {
 		return err
 	}
-	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(r.seq)); err != nil {
-		return fmt.Errorf("record restore progress: %w", err)
+	if err := r.saveSeq(ctx); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return err
@@ -485,7 +489,7 @@ func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 	}
 	sql := "COPY " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
 	if len(cols) > 0 {
-		sql += " (" + joinComma(cols) + ")"
+		sql += " (" + strings.Join(cols, ", ") + ")"
 	}
 	sql += " FROM STDIN"
 	tag, err := r.conn.PgConn().CopyFrom(ctx, bytes.NewReader(m.Data()), sql)
@@ -517,8 +521,8 @@ func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 }
 
 func (r *restorer) commit(ctx context.Context) error {
-	if _, err := r.conn.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(r.seq)); err != nil {
-		return fmt.Errorf("record restore progress: %w", err)
+	if err := r.saveSeq(ctx); err != nil {
+		return err
 	}
 	if _, err := r.conn.Exec(ctx, "COMMIT"); err != nil {
 		return fmt.Errorf("commit restored rows: %w", err)
@@ -594,15 +598,4 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 	r.o.Log.Info().Str("snapshot", r.o.Snapshot).Str("lsn", man.LSN.String()).Int64("rows", r.rows).Int64("bytes", r.bytes).
 		Dur("took", time.Since(r.started).Round(time.Millisecond)).Uint64("stream_seq", start).Msg("snapshot restored; following changes")
 	return nil
-}
-
-func joinComma(s []string) string {
-	var b bytes.Buffer
-	for i, x := range s {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(x)
-	}
-	return b.String()
 }

@@ -200,7 +200,8 @@ func (c *Capture) snapshots(ctx context.Context) error {
 // needSnapshot reports whether the snapshot stream lacks a complete
 // snapshot or holds an interrupted one.
 func (c *Capture) needSnapshot(ctx context.Context, js jetstream.JetStream) (bool, error) {
-	st, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas)
+	// The session made the stream before the slot was ready.
+	st, err := js.Stream(ctx, stream.SnapshotStreamName(c.cfg.Name))
 	if err != nil {
 		return false, err
 	}

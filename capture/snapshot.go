@@ -159,7 +159,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 				Msg("resuming interrupted snapshot: whole tables kept, the others copied again at a new point")
 		} else {
 			c.log.Info().Str("snapshot", prev.ID).Msg("interrupted snapshot not resumed: the source's schema changed since; taking a new one")
-			if err := st.Purge(ctx, jetstream.WithPurgeSubject(stream.SnapshotSubject(c.cfg.Name, prev.ID)+".>")); err != nil {
+			if err := st.Purge(ctx, jetstream.WithPurgeSubject(stream.SnapshotAllSubjects(c.cfg.Name, prev.ID))); err != nil {
 				return stream.SnapshotManifest{}, wrapNATS(fmt.Errorf("purge snapshot %s: %w", prev.ID, err))
 			}
 		}
@@ -226,10 +226,10 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	s.stats.Completed.Add(1)
 	c.log.Info().Str("snapshot", s.id).Str("lsn", man.LSN.String()).Int64("rows", man.Rows).Int64("bytes", man.Bytes).
 		Dur("took", man.Finished.Sub(man.Started)).Msg("snapshot complete")
-	if err := c.pruneSnapshots(ctx, st); err != nil {
+	if kept, err := c.pruneSnapshots(ctx, st); err != nil {
 		c.log.Warn().Err(err).Msg("remove old snapshots")
 	} else if c.cfg.StreamRetention == "snapshots" {
-		if err := c.trimChanges(ctx, js, st); err != nil {
+		if err := c.trimChanges(ctx, js, kept); err != nil {
 			c.log.Warn().Err(err).Msg("trim the change stream to the oldest snapshot")
 		}
 	}
@@ -241,7 +241,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 func readSnapshotMeta(ctx context.Context, st jetstream.Stream, source, id string) (stream.SnapshotManifest, map[string]stream.SnapshotTable, error) {
 	var man stream.SnapshotManifest
 	done := map[string]stream.SnapshotTable{}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{stream.SnapshotSubject(source, id) + ".m"}})
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{stream.SnapshotOutlineSubject(source, id)}})
 	if err != nil {
 		return man, nil, wrapNATS(fmt.Errorf("read snapshot %s: %w", id, err))
 	}
@@ -271,40 +271,37 @@ func readSnapshotMeta(ctx context.Context, st jetstream.Stream, source, id strin
 }
 
 // pruneSnapshots removes the oldest snapshots beyond SnapshotKeep, and
-// any interrupted one older than the newest complete one.
-func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) error {
-	if c.cfg.SnapshotKeep <= 0 {
-		return nil
-	}
+// any interrupted one older than the newest complete one. It returns the
+// snapshots kept, oldest first.
+func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) ([]stream.SnapshotInfo, error) {
 	snaps, err := stream.ListSnapshots(ctx, st, c.cfg.Name)
-	if err != nil {
-		return err
+	if err != nil || c.cfg.SnapshotKeep <= 0 {
+		return snaps, err
 	}
-	kept := 0
+	var kept []stream.SnapshotInfo
+	complete := 0
 	for i := len(snaps) - 1; i >= 0; i-- {
-		if snaps[i].Complete && kept < c.cfg.SnapshotKeep {
-			kept++
+		si := snaps[i]
+		if si.Complete && complete < c.cfg.SnapshotKeep || !si.Complete && i == len(snaps)-1 { // kept, or being taken
+			if si.Complete {
+				complete++
+			}
+			kept = append(kept, si)
 			continue
 		}
-		if !snaps[i].Complete && i == len(snaps)-1 {
-			continue // being taken
-		}
-		if err := st.Purge(ctx, jetstream.WithPurgeSubject(stream.SnapshotSubject(c.cfg.Name, snaps[i].ID)+".>")); err != nil {
-			return fmt.Errorf("purge snapshot %s: %w", snaps[i].ID, err)
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(stream.SnapshotAllSubjects(c.cfg.Name, snaps[i].ID))); err != nil {
+			return nil, fmt.Errorf("purge snapshot %s: %w", snaps[i].ID, err)
 		}
 		c.log.Info().Str("snapshot", snaps[i].ID).Msg("old snapshot removed")
 	}
-	return nil
+	slices.Reverse(kept)
+	return kept, nil
 }
 
 // trimChanges removes the changes that no kept snapshot needs: those
 // committed before the oldest complete snapshot's point (before the
 // earliest point of its tables, for a resumed one).
-func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snapStream jetstream.Stream) error {
-	snaps, err := stream.ListSnapshots(ctx, snapStream, c.cfg.Name)
-	if err != nil {
-		return err
-	}
+func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps []stream.SnapshotInfo) error {
 	i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.Complete })
 	if i < 0 {
 		return nil
@@ -623,9 +620,8 @@ func (w *chunkWriter) flush(final bool) error {
 	}
 	data := w.buf[:cut]
 	t := w.task.t
-	m := stream.SnapshotMsg(w.s.c.cfg.Name, w.s.id, stream.SnapData,
+	m := stream.SnapshotMsg(stream.SnapshotRowsSubject(w.s.c.cfg.Name, w.s.id), w.s.id, stream.SnapData,
 		fmt.Sprintf("data:%s:%s:%d:%d", t.Key(), w.s.lsn, w.task.rng, w.n), data)
-	m.Subject += ".d"
 	m.Header.Set(stream.SnapSchemaHeader, t.Schema)
 	m.Header.Set(stream.SnapTableHeader, t.Name)
 	m.Header.Set(stream.SnapRangeHeader, strconv.Itoa(w.task.rng))
@@ -643,9 +639,7 @@ func (w *chunkWriter) flush(final bool) error {
 }
 
 func (s *snapshotter) meta(kind, msgID string, data []byte) *nats.Msg {
-	m := stream.SnapshotMsg(s.c.cfg.Name, s.id, kind, msgID, data)
-	m.Subject += ".m"
-	return m
+	return stream.SnapshotMsg(stream.SnapshotOutlineSubject(s.c.cfg.Name, s.id), s.id, kind, msgID, data)
 }
 
 // publishScript publishes a schema script in parts of at most ChunkBytes.

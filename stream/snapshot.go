@@ -60,6 +60,15 @@ func SnapshotStreamName(source string) string { return "PGJET_SNAP_" + source }
 // so the change stream never holds them.
 func SnapshotSubject(source, id string) string { return "pgjetsnap." + source + "." + id }
 
+// SnapshotOutlineSubject carries every message of a snapshot but its rows.
+func SnapshotOutlineSubject(source, id string) string { return SnapshotSubject(source, id) + ".m" }
+
+// SnapshotRowsSubject carries a snapshot's rows.
+func SnapshotRowsSubject(source, id string) string { return SnapshotSubject(source, id) + ".d" }
+
+// SnapshotAllSubjects matches every message of a snapshot.
+func SnapshotAllSubjects(source, id string) string { return SnapshotSubject(source, id) + ".>" }
+
 // SnapshotManifest describes a snapshot; the begin message carries it with
 // the tables planned, the end message with the totals.
 type SnapshotManifest struct {
@@ -138,7 +147,7 @@ func EnsureSnapshotMirror(ctx context.Context, js jetstream.JetStream, source, u
 
 // ListSnapshots returns the snapshots in st, oldest first.
 func ListSnapshots(ctx context.Context, st jetstream.Stream, source string) ([]SnapshotInfo, error) {
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(SnapshotSubject(source, "*")+".m"))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(SnapshotOutlineSubject(source, "*")))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", SnapshotStreamName(source), err)
 	}
@@ -179,10 +188,11 @@ func NewSnapshotID(t time.Time) string {
 	return t.Format("20060102T150405") + fmt.Sprintf("%09dZ", t.Nanosecond())
 }
 
-// SnapshotMsg builds one snapshot message. Its message id makes a
-// re-publication after a crash a duplicate JetStream drops.
-func SnapshotMsg(source, id, kind, msgID string, data []byte) *nats.Msg {
-	m := nats.NewMsg(SnapshotSubject(source, id))
+// SnapshotMsg builds one snapshot message of snapshot id on subject (its
+// outline or rows subject). Its message id makes a re-publication after a
+// crash a duplicate JetStream drops.
+func SnapshotMsg(subject, id, kind, msgID string, data []byte) *nats.Msg {
+	m := nats.NewMsg(subject)
 	m.Header.Set(SnapKindHeader, kind)
 	m.Header.Set(jetstream.MsgIDHeader, id+":"+msgID)
 	m.Data = data

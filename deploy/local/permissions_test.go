@@ -657,9 +657,7 @@ func awaitViolation(t *testing.T, errs chan error, what string) {
 // snapshotMeta is an outline message of a snapshot, as
 // (*snapshotter).meta in capture/snapshot.go makes it.
 func snapshotMeta(source, id, kind, msgID string, data []byte) *nats.Msg {
-	m := stream.SnapshotMsg(source, id, kind, msgID, data)
-	m.Subject += ".m"
-	return m
+	return stream.SnapshotMsg(stream.SnapshotOutlineSubject(source, id), id, kind, msgID, data)
 }
 
 // publishSnapshot publishes, as capture/snapshot.go does, snapshot id of
@@ -676,8 +674,7 @@ func publishSnapshot(t *testing.T, ctx context.Context, js jetstream.JetStream, 
 		}
 		return b
 	}
-	rows := stream.SnapshotMsg(source, id, stream.SnapData, fmt.Sprintf("data:%s:%s:0:0", tbl.Key(), lsn), []byte("1\tone\n2\ttwo\n"))
-	rows.Subject += ".d"
+	rows := stream.SnapshotMsg(stream.SnapshotRowsSubject(source, id), id, stream.SnapData, fmt.Sprintf("data:%s:%s:0:0", tbl.Key(), lsn), []byte("1\tone\n2\ttwo\n"))
 	rows.Header.Set(stream.SnapSchemaHeader, tbl.Schema)
 	rows.Header.Set(stream.SnapTableHeader, tbl.Name)
 	rows.Header.Set(stream.SnapRangeHeader, "0")
