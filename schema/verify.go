@@ -998,8 +998,12 @@ func (v *verifier) sourceName(ctx context.Context) (string, error) {
 	if len(applied) == 1 {
 		return applied[0], nil
 	}
+	// Only a source's stream slot names a source: a snapshot's slot
+	// (pgjet_<name>_snap_<8 hex>, see capture/snapshot.go) is temporary and
+	// lives only while capture copies the tables.
 	rows, err = v.src.Query(ctx, `SELECT substr(slot_name, 7) FROM pg_replication_slots
-WHERE slot_name LIKE 'pgjet\_%' AND plugin = 'pgoutput' AND database = current_database() ORDER BY 1`)
+WHERE slot_name LIKE 'pgjet\_%' AND slot_name !~ '_snap_[0-9a-f]{8}$' AND NOT temporary
+  AND plugin = 'pgoutput' AND database = current_database() ORDER BY 1`)
 	if err != nil {
 		return "", fmt.Errorf("list the source's pgjet slots: %w", err)
 	}
