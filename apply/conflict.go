@@ -90,10 +90,7 @@ func ParseConflictTables(s string) (map[string]string, error) {
 		if _, err := ParsePolicy(policy); err != nil {
 			return nil, fmt.Errorf("%s: %w", table, err)
 		}
-		if !strings.Contains(table, ".") {
-			table = "public." + table
-		}
-		m[table] = policy
+		m[qualify(table)] = policy
 	}
 	return m, nil
 }
