@@ -74,10 +74,12 @@ func TestApply_SourceWins(t *testing.T) {
 //   - 11: a changes the key to 12, b deletes 11: both keep 12;
 //   - 21: a changes the key to 22, b to 23: both keep both;
 //   - 31: both change the key to 32: b's newer row wins in both;
-//   - 41: a updates v, b changes the key to 42 (newer).
+//   - 41: a updates v, b changes the key to 42 (newer);
+//   - 51: a changes the key to 52, b inserts a newer 52: b's 52 wins;
+//   - 61: a inserts 62, b changes the key 61 to 62 (newer): b's wins.
 func TestActiveActive_KeyChange(t *testing.T) {
 	a, b, js := newActiveActive(t, "CREATE TABLE item (id int PRIMARY KEY, v text NOT NULL)", "--conflict", "last-writer-wins")
-	exec1(t, a.url, "INSERT INTO item SELECT g, 'seed' FROM unnest(ARRAY[1, 11, 21, 31, 41]) g")
+	exec1(t, a.url, "INSERT INTO item SELECT g, 'seed' FROM unnest(ARRAY[1, 11, 21, 31, 41, 51, 61]) g")
 	waitSame(t, 60*time.Second, a.url, b.url)
 	for _, r := range []*aaRegion{a, b} {
 		r.apply.Stop(t)
@@ -87,13 +89,17 @@ func TestActiveActive_KeyChange(t *testing.T) {
 		"UPDATE item SET id = 12 WHERE id = 11",
 		"UPDATE item SET id = 22 WHERE id = 21",
 		"UPDATE item SET id = 32, v = 'a' WHERE id = 31",
-		"UPDATE item SET v = 'a' WHERE id = 41")
+		"UPDATE item SET v = 'a' WHERE id = 41",
+		"UPDATE item SET id = 52 WHERE id = 51",
+		"INSERT INTO item VALUES (62, 'a')")
 	exec1(t, b.url,
 		"UPDATE item SET v = 'b' WHERE id = 1",
 		"DELETE FROM item WHERE id = 11",
 		"UPDATE item SET id = 23 WHERE id = 21",
 		"UPDATE item SET id = 32, v = 'b' WHERE id = 31",
-		"UPDATE item SET id = 42, v = 'b' WHERE id = 41")
+		"UPDATE item SET id = 42, v = 'b' WHERE id = 41",
+		"INSERT INTO item VALUES (52, 'b')",
+		"UPDATE item SET id = 62, v = 'b' WHERE id = 61")
 	for _, pair := range [][2]*aaRegion{{a, b}, {b, a}} {
 		here, there := pair[0], pair[1]
 		here.apply = start(t, "pgjet-apply "+here.name, bins.apply, here.apply.cmd.Args[1:]...)
@@ -123,7 +129,7 @@ func TestActiveActive_KeyChange(t *testing.T) {
 	if diff := local.DiffDigests(digA, digB); len(diff) > 0 {
 		t.Fatalf("regions diverged: a has %s; b has %s", rows(a.url), rows(b.url))
 	}
-	if got, want := rows(a.url), "2 a, 12 seed, 22 seed, 23 seed, 32 b, 42 b"; got != want {
+	if got, want := rows(a.url), "2 a, 12 seed, 22 seed, 23 seed, 32 b, 42 b, 52 b, 62 b"; got != want {
 		t.Errorf("rows = %q, want %q", got, want)
 	}
 	kinds := func(url string) string {
@@ -133,10 +139,10 @@ func TestActiveActive_KeyChange(t *testing.T) {
 		}
 		return s
 	}
-	if got, want := kinds(b.url), `update_changed {"id": 1} apply_remote; update_missing {"id": 11} apply_remote; update_missing {"id": 21} apply_remote; insert_exists {"id": 32} skip; update_missing {"id": 41} skip`; got != want {
+	if got, want := kinds(b.url), `update_changed {"id": 1} apply_remote; update_missing {"id": 11} apply_remote; update_missing {"id": 21} apply_remote; insert_exists {"id": 32} skip; update_missing {"id": 41} skip; insert_exists {"id": 52} skip; insert_exists {"id": 62} skip`; got != want {
 		t.Errorf("conflicts in b = %s\nwant %s", got, want)
 	}
-	if got, want := kinds(a.url), `update_missing {"id": 1} skip; delete_missing {"id": 11} skip; update_missing {"id": 21} apply_remote; insert_exists {"id": 32} apply_remote; update_changed {"id": 41} apply_remote`; got != want {
+	if got, want := kinds(a.url), `update_missing {"id": 1} skip; delete_missing {"id": 11} skip; update_missing {"id": 21} apply_remote; insert_exists {"id": 32} apply_remote; update_changed {"id": 41} apply_remote; insert_exists {"id": 52} apply_remote; update_changed {"id": 61} apply_remote; insert_exists {"id": 62} apply_remote`; got != want {
 		t.Errorf("conflicts in a = %s\nwant %s", got, want)
 	}
 	for _, r := range []*aaRegion{a, b} {
