@@ -15,6 +15,8 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/pgjet/pgjet/stream"
@@ -75,6 +77,13 @@ type Config struct {
 	// (active-active). last-writer-wins breaks ties between equal commit
 	// times by source name and needs it to name the target's local writes.
 	LocalName string
+	// FollowSequences names the sequences ("schema.name" patterns as
+	// path.Match takes them; a name without a schema is in public) that
+	// follow the source's values when LocalName is set. A writing region
+	// owns its sequences: another region's values are not applied to them
+	// unless named here (disjoint series would otherwise cross). Without
+	// LocalName every sequence follows the source.
+	FollowSequences []string
 	// SkipSnapshot follows changes only, even on an empty target: for a
 	// target seeded by other means.
 	SkipSnapshot bool
@@ -160,6 +169,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--local-name %q is the source applied here (--name): name this database's own capture", c.LocalName))
 		}
 	}
+	for _, p := range c.FollowSequences {
+		if _, err := path.Match(qualify(p), ""); err != nil || strings.TrimSpace(p) == "" {
+			errs = append(errs, fmt.Errorf("--follow-sequences %q: want schema.sequence, with * and ? as wildcards", p))
+		}
+	}
+	if len(c.FollowSequences) > 0 && c.LocalName == "" {
+		errs = append(errs, errors.New("--follow-sequences needs --local-name: without it this database writes nothing of its own and every sequence follows the source"))
+	}
 	if c.uses(PolicyLastWriterWins) && c.LocalName == "" {
 		errs = append(errs, errors.New("last-writer-wins needs --local-name, the name this database's own pgjet-capture publishes under: equal commit times are decided by source name, the same way in every region"))
 	}
@@ -168,3 +185,26 @@ func (c *Config) Validate() error {
 
 // ConsumerName is the durable consumer of region for a source's stream.
 func ConsumerName(region string) string { return "pgjet_apply_" + region }
+
+// qualify puts a name without a schema in public.
+func qualify(name string) string {
+	if !strings.Contains(name, ".") {
+		return "public." + name
+	}
+	return name
+}
+
+// followsSequence reports whether the target's sequence schema.name takes
+// the source's values: always on a read replica, and on a writing region
+// (LocalName) only when FollowSequences names it.
+func (c *Config) followsSequence(schemaName, name string) bool {
+	if c.LocalName == "" {
+		return true
+	}
+	for _, p := range c.FollowSequences {
+		if ok, _ := path.Match(qualify(p), schemaName+"."+name); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -43,7 +44,9 @@ const (
 	// timestamp, ties decided by source name, so every region decides the
 	// same and all converge. A delete wins over a concurrent update (there
 	// are no tombstones to compare it with): an update of a missing row is
-	// skipped. Each source transaction commits alone on the target, so
+	// skipped. A key change is a delete of the old key and an insert of
+	// the new row, so both regions end with the new row. Each source
+	// transaction commits alone on the target, so
 	// that every row version carries its own source commit time.
 	PolicyLastWriterWins
 	// PolicyKeepLocal leaves a row that collides as it is here and skips
@@ -90,10 +93,7 @@ func ParseConflictTables(s string) (map[string]string, error) {
 		if _, err := ParsePolicy(policy); err != nil {
 			return nil, fmt.Errorf("%s: %w", table, err)
 		}
-		if !strings.Contains(table, ".") {
-			table = "public." + table
-		}
-		m[table] = policy
+		m[qualify(table)] = policy
 	}
 	return m, nil
 }
@@ -555,33 +555,118 @@ func (p *plan) policyStatement(source string, ch *stream.Change) (string, []uint
 				record("delete_changed", key, "d.j", "NULL", "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts", "FROM pgjet_d d WHERE d.changed"),
 			}), sb.oids
 		}
+		// moved is an update that gives its row another key under
+		// last-writer-wins. It applies as a delete of the old key and an
+		// insert of the new row: the delete wins over a concurrent change
+		// of the old row (as a delete does), and the new row is inserted,
+		// or replaces a row holding its key when newer, whether or not the
+		// old row is still here (deleted, or given another key
+		// concurrently). A region that skipped it would keep a key the
+		// other region no longer has, and the two would stay apart.
+		moved := pol == PolicyLastWriterWins && p.keyChange(ch)
 		apply := "NOT d.changed"
-		if pol == PolicyLastWriterWins {
+		switch {
+		case moved:
+			apply = "true"
+		case pol == PolicyLastWriterWins:
 			apply = "(NOT d.changed OR " + newer() + ")"
+		}
+		// whole: the new row can be inserted (no unchanged TOAST value).
+		whole := moved
+		for i := range cols {
+			if ch.New[i].Kind == stream.ValueUnchanged {
+				whole = false
+			}
+		}
+		newKey := func(a string) string {
+			var cond []string
+			for _, k := range p.keys {
+				cond = append(cond, a+"."+ident(k)+" = "+values[k])
+			}
+			return strings.Join(cond, " AND ")
 		}
 		uv := p.uvIndexes(ch)
 		blocked := "false"
 		if len(uv) > 0 {
+			if whole {
+				// The row holding the new key is decided by
+				// last-writer-wins below, not a violation.
+				self += " AND NOT (" + newKey("u") + ")"
+			}
 			with += uvCheck(uv, values, self)
 			blocked = "EXISTS (SELECT 1 FROM pgjet_uv)"
 		}
 		if len(sets) == 0 {
 			sets = []string{ident(0) + " = t." + ident(0)}
 		}
+		// Under moved, pgjet_n is the row holding the new key, pgjet_nd
+		// its writer. With such a row, the old one is deleted (pgjet_ldel)
+		// and the row there keeps the newer version (pgjet_nupd); without
+		// one, the old row moves (pgjet_upd), or the new one is inserted
+		// when the old one is gone (pgjet_ins).
+		free := "true"
+		newerHere := "(NOT d.changed OR " + newer() + ")"
+		gone := "NOT EXISTS (SELECT 1 FROM pgjet_l)"
+		if whole {
+			name, lts, join := cx.writer("n.x")
+			with += ", pgjet_n AS (SELECT to_jsonb(n) AS j, n.xmin AS x FROM " + q + " n WHERE " + newKey("n") + " FOR UPDATE OF n)" +
+				", pgjet_nd AS (SELECT n.j, " + lts + " AS ts, " + name + " AS n, " + changedIf(cx.commitTS, changed) + " AS changed FROM pgjet_n n" + join + ")"
+			free = "NOT EXISTS (SELECT 1 FROM pgjet_n)"
+		}
 		with += ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + where +
-			" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") AND NOT " + blocked + " RETURNING 1)"
+			" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") AND NOT " + blocked + " AND " + free + " RETURNING 1)"
 		remote := jsonObject(newNames, newVals)
 		records := []string{missing,
 			record("update_changed", key, "d.j", remote, "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts",
 				"FROM pgjet_d d WHERE d.changed AND NOT ("+apply+" AND "+blocked+")"),
 		}
+		writes := "EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ")"
+		if whole {
+			var names, vals, keyCols, newKeyNames, newKeyVals []string
+			for i := range cols {
+				names = append(names, ident(i))
+				vals = append(vals, values[i])
+			}
+			for _, k := range p.keys {
+				keyCols = append(keyCols, ident(k))
+				newKeyNames = append(newKeyNames, cols[k].Name)
+				newKeyVals = append(newKeyVals, values[k])
+			}
+			with += ", pgjet_ldel AS (DELETE FROM " + q + " t WHERE " + where + " AND EXISTS (SELECT 1 FROM pgjet_n) AND NOT " + blocked + " RETURNING 1)" +
+				", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " SELECT " + strings.Join(vals, ", ") +
+				" WHERE " + gone + " AND " + free + " AND NOT " + blocked + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO NOTHING RETURNING 1)" +
+				", pgjet_nupd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + newKey("t") +
+				" AND EXISTS (SELECT 1 FROM pgjet_nd d WHERE " + newerHere + ") AND NOT " + blocked + " RETURNING 1)"
+			records[0] = record("update_missing", key, "NULL", remote, "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins) THEN 'apply_remote' ELSE "+notApplied+" END", "NULL", "NULL",
+				"WHERE "+gone+" AND "+free)
+			records = append(records, record("insert_exists", jsonObject(newKeyNames, newKeyVals), "d.j", remote,
+				"CASE WHEN "+newerHere+" AND NOT "+blocked+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts", "FROM pgjet_nd d"))
+			writes = "(" + writes + " OR " + gone + " AND NOT EXISTS (SELECT 1 FROM pgjet_nd d WHERE NOT " + newerHere + "))"
+		}
 		if len(uv) > 0 {
 			records = append(records, record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL",
-				"FROM pgjet_uv uv WHERE EXISTS (SELECT 1 FROM pgjet_d d WHERE "+apply+")"))
+				"FROM pgjet_uv uv WHERE "+writes))
 		}
 		return finish(with, records), sb.oids
 	}
 	return "", nil
+}
+
+// keyChange reports whether an update gives its row another key.
+func (p *plan) keyChange(ch *stream.Change) bool {
+	if ch.Op != stream.OpUpdate || ch.Old == nil || p.fullMatch || !p.upsert {
+		return false
+	}
+	for _, k := range p.keys {
+		o, n := ch.Old[k], ch.New[k]
+		if n.Kind == stream.ValueUnchanged {
+			return false
+		}
+		if o.Kind != n.Kind || !bytes.Equal(o.Data, n.Data) {
+			return true
+		}
+	}
+	return false
 }
 
 func changedIf(commitTS bool, changed string) string {

@@ -162,12 +162,21 @@ func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key 
 // setSequences moves the target's sequences forward to the source's
 // values, never backwards: a promoted replica must not hand out ids its
 // rows already use, and a replica that ran ahead keeps its values.
-// Sequences missing on the target are passed over.
+// Sequences missing on the target are passed over, and so are those of a
+// writing region (--local-name) that --follow-sequences does not name:
+// that region hands out ids from its own series, which another region's
+// values would move into the other's (START 1/START 2, INCREMENT 2).
 func (s *session) setSequences(ctx context.Context, env *stream.Envelope, ch *stream.Change, seq uint64) error {
-	vals, err := schema.ParseSequences(ch.Content)
+	all, err := schema.ParseSequences(ch.Content)
 	if err != nil {
 		return schema.Fatalf(err, "the sequence values message at LSN %s (stream seq %d) cannot be decoded; inspect it with `pgjet tail --from-seq %d`",
 			env.CommitLSN, seq, seq)
+	}
+	vals := all[:0]
+	for _, v := range all {
+		if s.a.cfg.followsSequence(v.Schema, v.Name) {
+			vals = append(vals, v)
+		}
 	}
 	if len(vals) == 0 {
 		return nil

@@ -455,6 +455,9 @@ func (p *plan) args(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
 // preparing it on conn when new.
 func (p *plan) prepare(ctx context.Context, conn *pgconn.PgConn, source string, ch *stream.Change, seq *int) (string, error) {
 	k := shape(ch.Op, ch)
+	if p.policy == PolicyLastWriterWins && p.keyChange(ch) {
+		k += "k" // the old key was sent (identity FULL) and differs
+	}
 	if name, ok := p.stmts[k]; ok {
 		return name, nil
 	}

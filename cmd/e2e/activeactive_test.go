@@ -34,12 +34,19 @@ type aaRegion struct {
 // heartbeats, so the streams hold transactions only.
 func newActiveActive(t *testing.T, schemaSQL string, applyArgs ...string) (a, b *aaRegion, js jetstream.JetStream) {
 	t.Helper()
+	return newActiveActiveCapture(t, schemaSQL, []string{"--heartbeat", "0"}, applyArgs...)
+}
+
+// newActiveActiveCapture is newActiveActive with these capture flags.
+func newActiveActiveCapture(t *testing.T, schemaSQL string, captureArgs []string, applyArgs ...string) (a, b *aaRegion, js jetstream.JetStream) {
+	t.Helper()
 	n := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"})
 	a = &aaRegion{name: "a", url: local.NewTestPostgres(t, local.PostgresOptions{Name: "region-a"}).URL("postgres")}
 	b = &aaRegion{name: "b", url: local.NewTestPostgres(t, local.PostgresOptions{Name: "region-b"}).URL("postgres")}
 	for _, r := range []*aaRegion{a, b} {
 		exec1(t, r.url, schemaSQL)
-		r.capture = start(t, "pgjet-capture "+r.name, bins.capture, "--db", r.url, "--nats", n.ClientURL(), "--name", r.name, "--heartbeat", "0")
+		args := append([]string{"--db", r.url, "--nats", n.ClientURL(), "--name", r.name}, captureArgs...)
+		r.capture = start(t, "pgjet-capture "+r.name, bins.capture, args...)
 		r.capture.waitLog(t, "capture started")
 	}
 	for _, pair := range [][2]*aaRegion{{a, b}, {b, a}} {

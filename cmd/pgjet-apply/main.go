@@ -46,6 +46,7 @@ func main() {
 	fs.StringVar(&cfg.ConflictPolicy, "conflict", cfg.ConflictPolicy, "conflict policy: source-wins, last-writer-wins, keep-local or error")
 	conflictTables := fs.String("conflict-table", "", "per-table conflict policies, e.g. 'public.accounts=error,public.prefs=keep-local'")
 	fs.StringVar(&cfg.LocalName, "local-name", "", "the source name this database's own pgjet-capture publishes under (active-active); last-writer-wins needs it")
+	fs.StringSliceVar(&cfg.FollowSequences, "follow-sequences", nil, "with --local-name, sequences (schema.name patterns, repeatable or comma-separated) that take the source's values; the others stay this region's own")
 	fs.BoolVar(&cfg.SkipSnapshot, "skip-snapshot", false, "follow changes only, even on an empty target (for a target seeded by other means)")
 	fs.StringVar(&cfg.OnBadMessage, "on-bad-message", cfg.OnBadMessage, "what a message that cannot be decoded, or belongs to another source, does: stop (exit 1 naming it) or dead-letter (republish it to pgjetdlq.<name>.<region>, kept in stream PGJET_DLQ_<name>, and go on)")
 	fs.BoolVar(&checkConfig, "check-config", false, "check the configuration, Postgres and NATS, print a report and exit (0 when all pass)")
