@@ -248,9 +248,7 @@ func (a *Applier) session(ctx context.Context) error {
 		return err
 	}
 	if restored {
-		if err := s.readPosition(ctx); err != nil {
-			return err
-		}
+		return nil // a new session follows the changes from the restored position
 	}
 	if err := s.loadSnapshotTables(ctx); err != nil {
 		return err
