@@ -164,6 +164,8 @@ type session struct {
 	skipping bool // cur is a transaction applied before
 	curLSN   stream.LSN
 	curNext  uint32
+	// prevRels are the relations the previous chunk of cur described.
+	prevRels []stream.Relation
 	lsnText  []byte
 	args     [][]byte
 
@@ -246,9 +248,7 @@ func (a *Applier) session(ctx context.Context) error {
 		return err
 	}
 	if restored {
-		if err := s.readPosition(ctx); err != nil {
-			return err
-		}
+		return nil // a new session follows the changes from the restored position
 	}
 	if err := s.loadSnapshotTables(ctx); err != nil {
 		return err
@@ -782,8 +782,10 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		return err
 	}
 	s.groupSize += len(m.Data())
+	s.prevRels = env.Relations
 	if env.Last() {
 		s.cur = false
+		s.prevRels = nil
 		s.groupTxns++
 		s.groupPos = position{commit: env.CommitLSN, end: env.EndLSN, seq: seq, time: env.CommitTime, caughtUp: env.EndLSN}
 		s.groupMsg = m

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -205,23 +206,10 @@ func (s *session) setupOrigin(ctx context.Context) error {
 			schema.Redact(a.cfg.DB))
 	}
 
-	var id *uint32
-	err := s.conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
-	if err == nil && id == nil {
-		var created uint32
-		err = s.conn.QueryRow(ctx, "SELECT pg_replication_origin_create($1)", name).Scan(&created)
-		if schema.PgCode(err) == codeUniqueViolation { // created by a concurrent session
-			err = s.conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
-		} else if err == nil {
-			id = &created
-		}
-	}
-	if err == nil {
-		_, err = s.conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name)
-	}
+	id, err := takeOrigin(ctx, s.conn, name)
 	switch {
-	case err == nil && id != nil:
-		s.cx.origin = *id
+	case err == nil:
+		s.cx.origin = id
 	case schema.PgCode(err) == schema.CodeInsufficientPriv:
 		why := ""
 		switch {
@@ -240,11 +228,9 @@ func (s *session) setupOrigin(ctx context.Context) error {
 			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active), and update_changed/delete_changed conflicts are not detected")
 		}
 		return nil
-	case schema.PgCode(err) == schema.CodeObjectInUse:
-		// Held by a session of an applier that is ending (or by another
-		// applier of the same source into this database): retried.
-		return fmt.Errorf("set up replication origin %q: %w", name, err)
 	case err != nil:
+		// CodeObjectInUse too, retried: the origin is held by another
+		// applier of the same source into this cluster.
 		return fmt.Errorf("set up replication origin %q: %w", name, err)
 	}
 	if !s.cx.commitTS && (a.cfg.uses(PolicyKeepLocal) || a.cfg.uses(PolicyError)) && a.originWarned.CompareAndSwap(false, true) {
@@ -254,8 +240,45 @@ func (s *session) setupOrigin(ctx context.Context) error {
 	if _, err := s.pg.Prepare(ctx, s.originStmt, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))", nil); err != nil {
 		return fmt.Errorf("prepare replication origin setup: %w", err)
 	}
-	a.log.Debug().Str("origin", name).Uint32("roident", *id).Msg("writing under replication origin")
+	a.log.Debug().Str("origin", name).Uint32("roident", id).Msg("writing under replication origin")
 	return nil
+}
+
+// takeOrigin makes the session of conn write under replication origin
+// name, created when missing, and returns its roident. One session holds
+// an origin at a time: one that is ending (an earlier session's, or a
+// restore's, which writes under the origin too) is waited for, a few
+// seconds at most; then the error is CodeObjectInUse.
+func takeOrigin(ctx context.Context, conn *pgx.Conn, name string) (uint32, error) {
+	var id *uint32
+	err := conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
+	if err == nil && id == nil {
+		var created uint32
+		err = conn.QueryRow(ctx, "SELECT pg_replication_origin_create($1)", name).Scan(&created)
+		if schema.PgCode(err) == codeUniqueViolation { // created by a concurrent session
+			err = conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
+		} else if err == nil {
+			id = &created
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	if id == nil {
+		return 0, fmt.Errorf("replication origin %q vanished as it was created", name)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err = conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name)
+		if schema.PgCode(err) != schema.CodeObjectInUse || time.Now().After(deadline) {
+			return *id, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // stop is a conflict that the policy says must stop the applier: the

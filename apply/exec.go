@@ -137,27 +137,57 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 		return err
 	}
 	var names []string
+	kept := false
 	for _, id := range ch.Truncated {
-		ri, ok := byID[id]
-		if !ok {
+		var r *stream.Relation
+		if ri, ok := byID[id]; ok {
+			r = &env.Relations[ri]
+		} else if r = s.prevRelation(env, id); r == nil {
 			return schema.Fatalf(nil, "truncate at LSN %s (stream seq %d) names relation %d the message does not describe; the stream is damaged", env.CommitLSN, seq, id)
 		}
-		r := &env.Relations[ri]
+		if s.snapSkip != nil && s.skipForSnapshot(r, env.CommitLSN) {
+			// The table's snapshot rows were copied after the TRUNCATE.
+			kept = true
+			continue
+		}
 		if _, err := s.plan(ctx, r, env, seq); err != nil {
 			return err
 		}
 		names = append(names, pgx.Identifier{r.Schema, r.Name}.Sanitize())
 	}
+	if len(names) == 0 {
+		return nil
+	}
 	sql := "TRUNCATE " + strings.Join(names, ", ")
 	if ch.TruncateOpts&stream.TruncateRestartIdentity != 0 {
 		sql += " RESTART IDENTITY"
 	}
-	if ch.TruncateOpts&stream.TruncateCascade != 0 {
+	// pgoutput names every table a CASCADE reached; with a table kept,
+	// CASCADE would reach it again on the target. Without it, a foreign
+	// key from a kept table stops the applier instead of losing its rows.
+	if ch.TruncateOpts&stream.TruncateCascade != 0 && !kept {
 		sql += " CASCADE"
 	}
 	s.batch.ExecParams(sql, nil, nil, nil, nil)
 	s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: strings.Join(names, ", "), op: stream.OpTruncate})
 	s.batchLen++
+	return nil
+}
+
+// prevRelation finds relation id among those the previous chunk of env's
+// transaction described. Earlier captures could close a chunk in the middle
+// of a TRUNCATE's relations (one of them had changed) and describe only
+// the later ones in the next chunk: the earlier ones are in the chunk
+// before, as they still are.
+func (s *session) prevRelation(env *stream.Envelope, id uint32) *stream.Relation {
+	if env.First() {
+		return nil
+	}
+	for i := range s.prevRels {
+		if s.prevRels[i].ID == id {
+			return &s.prevRels[i]
+		}
+	}
 	return nil
 }
 

@@ -47,8 +47,9 @@ type restoreState struct {
 
 // maybeRestore builds an empty target from the newest snapshot in the
 // snapshot stream before the applier follows the change stream, or
-// finishes a restore that was interrupted. It returns whether it restored.
-// A target that holds tables already is used as it is.
+// finishes a restore that was interrupted. It returns whether it restored;
+// the session's connection is closed then. A target that holds tables
+// already is used as it is.
 func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, changes jetstream.Stream) (bool, error) {
 	a := s.a
 	rs, err := readRestore(ctx, s.conn, a.cfg.Name)
@@ -124,8 +125,18 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 			}
 		}
 	}
+	var origin string
+	if s.cx.origin != 0 {
+		// The restore writes under the origin this session holds, and one
+		// session holds it at a time: this one ends, and the applier starts
+		// a new one after the restore.
+		origin = OriginName(a.cfg.Name)
+		if err := s.conn.Close(ctx); err != nil {
+			return false, fmt.Errorf("release replication origin %q: %w", origin, err)
+		}
+	}
 	if err := Restore(ctx, RestoreOptions{DB: a.cfg.DB, Source: a.cfg.Name, SnapshotStream: st, Snapshot: id,
-		ChangeStream: changes, FromSeq: from, Log: a.log}); err != nil {
+		ChangeStream: changes, FromSeq: from, Origin: origin, Log: a.log}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -206,6 +217,13 @@ type RestoreOptions struct {
 	ChangeStream jetstream.Stream
 	// FromSeq resumes after this snapshot stream sequence.
 	FromSeq uint64
+	// Origin is the replication origin the rows are written under: the
+	// one the applier of Source writes under (OriginName), or none when
+	// empty. Restored rows are then the source's, stamped with the time
+	// the snapshot was taken, as the rows an applier writes are:
+	// last-writer-wins, keep-local and error do not take them for local
+	// writes, and a capture of the target does not publish them again.
+	Origin string
 	// SchemaExists loads rows only: the target has the tables already
 	// (pgjet replay --force).
 	SchemaExists bool
@@ -235,6 +253,15 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
+	if o.Origin != "" {
+		if _, err := takeOrigin(ctx, conn, o.Origin); schema.PgCode(err) == schema.CodeInsufficientPriv {
+			// The applier that follows says what this means, once.
+			o.Log.Debug().Err(err).Str("origin", o.Origin).Msg("restoring without a replication origin")
+			o.Origin = ""
+		} else if err != nil {
+			return fmt.Errorf("set up replication origin %q: %w", o.Origin, err)
+		}
+	}
 	if _, err := conn.Exec(ctx, setupSQL+restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
 		if schema.PgCode(err) == schema.CodeInsufficientPriv {
 			return schema.Fatalf(err, "the role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(o.DB))
@@ -262,6 +289,9 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if o.FromSeq > 0 {
 		// The table messages before the resume point name the columns.
 		if err := r.loadTables(ctx); err != nil {
+			return err
+		}
+		if err := r.stamp(ctx); err != nil {
 			return err
 		}
 	}
@@ -386,6 +416,9 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 		if r.man.Version > stream.SnapshotVersion {
 			return false, schema.Fatalf(nil, "snapshot %s has format version %d; this pgjet-apply reads up to %d: upgrade pgjet-apply", r.o.Snapshot, r.man.Version, stream.SnapshotVersion)
 		}
+		if err := r.stamp(ctx); err != nil {
+			return false, err
+		}
 		return false, r.advance(ctx, seq)
 	case stream.SnapSchema:
 		if r.o.SchemaExists {
@@ -424,6 +457,23 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 	default:
 		return false, r.bad(seq, fmt.Errorf("unknown kind %q", kind))
 	}
+}
+
+// stamp gives the restore's transactions from here on the snapshot's
+// start as their commit time, under the origin: no row in the snapshot is
+// newer, and every change after its point is.
+func (r *restorer) stamp(ctx context.Context) error {
+	if r.o.Origin == "" {
+		return nil
+	}
+	var at *time.Time
+	if !r.man.Started.IsZero() {
+		at = &r.man.Started
+	}
+	if _, err := r.conn.Exec(ctx, "SELECT pg_replication_origin_xact_setup('0/0', coalesce($1::timestamptz, clock_timestamp()))", at); err != nil {
+		return fmt.Errorf("stamp the restore with the snapshot's time: %w", err)
+	}
+	return nil
 }
 
 // advance records the snapshot sequence reached.

@@ -427,15 +427,19 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 	default:
 		ids = []uint32{ch.Relation}
 	}
-	for _, id := range ids {
-		if err := r.include(id); errors.Is(err, errRelationChanged) {
+	for i := 0; i < len(ids); i++ {
+		err := r.include(ids[i])
+		if errors.Is(err, errRelationChanged) {
+			// The change goes to a new chunk, which must describe every
+			// relation it names (a TRUNCATE names several), not only
+			// those after the one that changed.
 			if err := r.flush(ctx, false); err != nil {
 				return err
 			}
-			if err := r.include(id); err != nil {
-				return err
-			}
-		} else if err != nil {
+			i = -1
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}
