@@ -213,7 +213,8 @@ GRANT EXECUTE ON FUNCTION
   pg_replication_origin_oid(text),
   pg_replication_origin_create(text),
   pg_replication_origin_session_setup(text),
-  pg_replication_origin_xact_setup(pg_lsn, timestamptz)
+  pg_replication_origin_xact_setup(pg_lsn, timestamptz),
+  pg_replication_origin_xact_reset()
 TO pgjet_apply;
 
 \echo 'target ready: pgjet_apply'
