@@ -556,7 +556,10 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 		if info.State.FirstSeq > 1 && start == info.State.FirstSeq {
 			m, err := r.o.ChangeStream.GetMsg(ctx, start)
 			if err == nil {
-				if envs, derr := stream.DecodeMessage(m.Data); derr == nil && len(envs) > 0 && envs[0].CommitLSN > man.LSN {
+				// A later transaction, or the rest of one whose first
+				// chunks were removed: the changes between are gone.
+				if envs, derr := stream.DecodeMessage(m.Data); derr == nil && len(envs) > 0 &&
+					(envs[0].CommitLSN > man.LSN || envs[0].Kind == stream.KindTxn && !envs[0].First()) {
 					return schema.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (LSN %s): take a new snapshot (pgjet snapshot) and restore again",
 						r.o.Snapshot, man.LSN, info.Config.Name, envs[0].CommitLSN)
 				}

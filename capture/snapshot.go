@@ -300,7 +300,8 @@ func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) ([]st
 
 // trimChanges removes the changes that no kept snapshot needs: those
 // committed before the oldest complete snapshot's point (before the
-// earliest point of its tables, for a resumed one).
+// earliest point of its tables, for a resumed one), but for the last
+// transaction before it.
 func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps []stream.SnapshotInfo) error {
 	i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.Complete })
 	if i < 0 {
@@ -323,6 +324,16 @@ func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps
 	}
 	info, err := changes.Info(ctx)
 	if err != nil {
+		return err
+	}
+	if seq <= info.State.FirstSeq {
+		return nil
+	}
+	// The transaction before the snapshot's point stays, whole: a restore
+	// reads it to tell a stream trimmed to the snapshot from one that lost
+	// changes after it, and a stream never starts in the middle of a
+	// transaction.
+	if seq, err = stream.TxnStart(ctx, changes, seq-1); err != nil {
 		return err
 	}
 	if seq <= info.State.FirstSeq {
