@@ -65,6 +65,7 @@ type snapshotter struct {
 	snap  string // exported snapshot name
 	chunk int    // bytes of rows in one data message
 	lsn   stream.LSN
+	taken time.Time // read after lsn: the tables' copies hold nothing later
 	stats *SnapshotStats
 }
 
@@ -116,6 +117,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	if s.lsn, err = stream.ParseLSN(res.ConsistentPoint); err != nil {
 		return stream.SnapshotManifest{}, err
 	}
+	s.taken = time.Now().UTC()
 
 	// The schema comes in pg_dump's two sections, as pg_restore applies
 	// them: tables and types before the rows, indexes, constraints and
@@ -210,7 +212,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 		if d, ok := done[t.Key()]; ok {
 			tt = d
 		} else {
-			tt.LSN, tt.Rows, tt.Bytes = s.lsn, t.rows.Load(), t.bytes.Load()
+			tt.LSN, tt.Taken, tt.Rows, tt.Bytes = s.lsn, s.taken, t.rows.Load(), t.bytes.Load()
 		}
 		man.Tables = append(man.Tables, tt)
 		man.Rows += tt.Rows
@@ -507,7 +509,7 @@ func (s *snapshotter) copyTables(ctx context.Context, tables []*snapTable) error
 	g.Go(func() error {
 		defer close(tasks)
 		for _, t := range tables {
-			t.LSN = s.lsn
+			t.LSN, t.Taken = s.lsn, s.taken
 			ranges := 1
 			if t.relkind == "r" && s.c.cfg.SnapshotRangeBytes > 0 && t.sizeBytes > s.c.cfg.SnapshotRangeBytes {
 				ranges = int((t.sizeBytes + s.c.cfg.SnapshotRangeBytes - 1) / s.c.cfg.SnapshotRangeBytes)

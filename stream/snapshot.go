@@ -96,6 +96,9 @@ type SnapshotTable struct {
 	Name    string   `json:"name"`
 	Columns []string `json:"columns"`
 	LSN     LSN      `json:"lsn,omitempty"`
+	// Taken is read after the table's point (LSN): every transaction in
+	// its rows committed before it, as Started says of the snapshot's.
+	Taken time.Time `json:"taken,omitzero"`
 	// EstRows is the planner's estimate when the copy starts.
 	EstRows int64 `json:"est_rows,omitempty"`
 	Rows    int64 `json:"rows,omitempty"`
