@@ -155,10 +155,12 @@ func before(m stream.SnapshotManifest, o ReplayOptions) bool {
 			taken := t.Taken
 			if taken.IsZero() && t.LSN > m.LSN {
 				// A snapshot of an older pgjet: the table was copied
-				// before the snapshot ended.
-				taken = m.Finished
+				// again before the snapshot ended.
+				if taken = m.Finished; taken.IsZero() {
+					return false
+				}
 			}
-			if taken.IsZero() && t.LSN > m.LSN || taken.After(o.UntilTime) {
+			if taken.After(o.UntilTime) {
 				return false
 			}
 		}

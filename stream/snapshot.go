@@ -220,12 +220,11 @@ func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) 
 	if info.State.Msgs == 0 {
 		return info.State.LastSeq + 1, nil
 	}
-	read := func(seq uint64) ([]*Envelope, error) { return readEnvelopes(ctx, st, seq) }
 	// Find the last seq in [lo, hi] whose first commit LSN is below lsn.
 	ans, found := lo, false
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
-		envs, err := read(mid)
+		envs, err := readEnvelopes(ctx, st, mid)
 		if err != nil {
 			return 0, err
 		}
@@ -242,7 +241,7 @@ func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) 
 	if !found {
 		return ans, nil
 	}
-	envs, err := read(ans)
+	envs, err := readEnvelopes(ctx, st, ans)
 	if err != nil {
 		return 0, err
 	}
