@@ -131,7 +131,9 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 }
 
 // before reports whether a snapshot holds only transactions before the
-// replay's point, so the point can be reached from it.
+// replay's point, so the point can be reached from it. Tables copied again
+// after an interrupted snapshot resumed hold transactions up to their own,
+// later point, by LSN and by time alike.
 func before(m stream.SnapshotManifest, o ReplayOptions) bool {
 	if o.UntilLSN > 0 {
 		for _, t := range m.Tables {
@@ -143,10 +145,25 @@ func before(m stream.SnapshotManifest, o ReplayOptions) bool {
 			return false
 		}
 	}
-	// Started is read after the snapshot's point: every transaction in the
-	// snapshot committed before it.
-	if !o.UntilTime.IsZero() && m.Started.After(o.UntilTime) {
-		return false
+	if !o.UntilTime.IsZero() {
+		// Started, and each table's Taken, are read after their point:
+		// every transaction in the rows committed before them.
+		if m.Started.After(o.UntilTime) {
+			return false
+		}
+		for _, t := range m.Tables {
+			taken := t.Taken
+			if taken.IsZero() && t.LSN > m.LSN {
+				// A snapshot of an older pgjet: the table was copied
+				// again before the snapshot ended.
+				if taken = m.Finished; taken.IsZero() {
+					return false
+				}
+			}
+			if taken.After(o.UntilTime) {
+				return false
+			}
+		}
 	}
 	return true
 }

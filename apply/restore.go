@@ -433,6 +433,11 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 		if err := json.Unmarshal(m.Data(), &t); err != nil {
 			return false, r.bad(seq, err)
 		}
+		if t.Schema == schema.Own {
+			// pgjet's own tables, in a snapshot of an older pgjet: the
+			// target keeps its own (this restore's progress is one).
+			return false, r.advance(ctx, seq)
+		}
 		r.tables[t.Key()] = t
 		// A table copied again after an interrupted snapshot starts over.
 		if _, err := r.conn.Exec(ctx, "TRUNCATE "+pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
@@ -522,6 +527,9 @@ func (r *restorer) runScript(ctx context.Context) error {
 // data loads one message of rows with COPY; rows commit in batches.
 func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata) error {
 	seq := md.Sequence.Stream
+	if m.Headers().Get(stream.SnapSchemaHeader) == schema.Own {
+		return nil // see the table message
+	}
 	key := m.Headers().Get(stream.SnapSchemaHeader) + "." + m.Headers().Get(stream.SnapTableHeader)
 	t, ok := r.tables[key]
 	if !ok {
@@ -606,7 +614,10 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 		if info.State.FirstSeq > 1 && start == info.State.FirstSeq {
 			m, err := r.o.ChangeStream.GetMsg(ctx, start)
 			if err == nil {
-				if envs, derr := stream.DecodeMessage(m.Data); derr == nil && len(envs) > 0 && envs[0].CommitLSN > man.LSN {
+				// A later transaction, or the rest of one whose first
+				// chunks were removed: the changes between are gone.
+				if envs, derr := stream.DecodeMessage(m.Data); derr == nil && len(envs) > 0 &&
+					(envs[0].CommitLSN > man.LSN || envs[0].Kind == stream.KindTxn && !envs[0].First()) {
 					return schema.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (LSN %s): take a new snapshot (pgjet snapshot) and restore again",
 						r.o.Snapshot, man.LSN, info.Config.Name, envs[0].CommitLSN)
 				}
@@ -633,7 +644,7 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 		return err
 	}
 	for _, t := range man.Tables {
-		if t.LSN > man.LSN {
+		if t.LSN > man.LSN && t.Schema != schema.Own {
 			if _, err := tx.Exec(ctx, "INSERT INTO pgjet.snapshot_tables VALUES ($1, $2, $3, $4::pg_lsn)", r.o.Source, t.Schema, t.Name, t.LSN.String()); err != nil {
 				return err
 			}

@@ -37,7 +37,12 @@ func (f *filter) tableFilter() bool {
 
 // table reports whether changes of schemaName.name are captured. Patterns
 // match schema.table with path.Match; an exclude wins over an include.
+// pgjet's own tables never are (a FOR ALL TABLES publication holds them
+// where the source is a pgjet target too).
 func (f *filter) table(schemaName, name string) bool {
+	if schemaName == schema.Own {
+		return false
+	}
 	qn := schemaName + "." + name
 	if f.tables != nil && !f.tables[qn] {
 		return false

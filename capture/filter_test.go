@@ -27,6 +27,8 @@ func TestFilter_Table(t *testing.T) {
 		{"tables list", Config{Tables: []string{"public.a"}}, "public.b", false, true},
 		{"tables list and exclude", Config{Tables: []string{"public.a"}, ExcludeTables: []string{"public.a"}}, "public.a", false, true},
 		{"star does not cross dots wrongly", Config{IncludeTables: []string{"public.*"}}, "public.a.b", true, true},
+		{"pgjet's own", Config{}, "pgjet.restore", false, false},
+		{"pgjet's own, included", Config{IncludeTables: []string{"*.*"}}, "pgjet.applied", false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -322,12 +322,10 @@ func (r *reader) relation(ctx context.Context, m *pglogrepl.RelationMessage) err
 		}
 		rel.Columns[i] = stream.Column{Name: col.Name, Key: col.Flags&1 != 0, TypeOID: col.DataType, TypeMod: col.TypeModifier, Type: name}
 	}
-	if r.filter.tableFilter() {
-		if r.filter.table(rel.Schema, rel.Name) {
-			delete(r.dropped, m.RelationID)
-		} else {
-			r.dropped[m.RelationID] = true
-		}
+	if r.filter.table(rel.Schema, rel.Name) {
+		delete(r.dropped, m.RelationID)
+	} else {
+		r.dropped[m.RelationID] = true
 	}
 	var keep []int
 	if !r.dropped[m.RelationID] {

@@ -65,6 +65,7 @@ type snapshotter struct {
 	snap  string // exported snapshot name
 	chunk int    // bytes of rows in one data message
 	lsn   stream.LSN
+	taken time.Time // read after lsn: the tables' copies hold nothing later
 	stats *SnapshotStats
 }
 
@@ -116,6 +117,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	if s.lsn, err = stream.ParseLSN(res.ConsistentPoint); err != nil {
 		return stream.SnapshotManifest{}, err
 	}
+	s.taken = time.Now().UTC()
 
 	// The schema comes in pg_dump's two sections, as pg_restore applies
 	// them: tables and types before the rows, indexes, constraints and
@@ -210,7 +212,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 		if d, ok := done[t.Key()]; ok {
 			tt = d
 		} else {
-			tt.LSN, tt.Rows, tt.Bytes = s.lsn, t.rows.Load(), t.bytes.Load()
+			tt.LSN, tt.Taken, tt.Rows, tt.Bytes = s.lsn, s.taken, t.rows.Load(), t.bytes.Load()
 		}
 		man.Tables = append(man.Tables, tt)
 		man.Rows += tt.Rows
@@ -300,7 +302,8 @@ func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) ([]st
 
 // trimChanges removes the changes that no kept snapshot needs: those
 // committed before the oldest complete snapshot's point (before the
-// earliest point of its tables, for a resumed one).
+// earliest point of its tables, for a resumed one), but for the last
+// transaction before it.
 func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps []stream.SnapshotInfo) error {
 	i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.Complete })
 	if i < 0 {
@@ -323,6 +326,16 @@ func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps
 	}
 	info, err := changes.Info(ctx)
 	if err != nil {
+		return err
+	}
+	if seq <= info.State.FirstSeq {
+		return nil
+	}
+	// The transaction before the snapshot's point stays, whole: a restore
+	// reads it to tell a stream trimmed to the snapshot from one that lost
+	// changes after it, and a stream never starts in the middle of a
+	// transaction.
+	if seq, err = stream.TxnStart(ctx, changes, seq-1); err != nil {
 		return err
 	}
 	if seq <= info.State.FirstSeq {
@@ -496,7 +509,7 @@ func (s *snapshotter) copyTables(ctx context.Context, tables []*snapTable) error
 	g.Go(func() error {
 		defer close(tasks)
 		for _, t := range tables {
-			t.LSN = s.lsn
+			t.LSN, t.Taken = s.lsn, s.taken
 			ranges := 1
 			if t.relkind == "r" && s.c.cfg.SnapshotRangeBytes > 0 && t.sizeBytes > s.c.cfg.SnapshotRangeBytes {
 				ranges = int((t.sizeBytes + s.c.cfg.SnapshotRangeBytes - 1) / s.c.cfg.SnapshotRangeBytes)

@@ -29,6 +29,11 @@ const DDLOffSetting = "pgjet.ddl_capture"
 // DDLFunction is the event trigger function capture installs on the source.
 const DDLFunction = "pgjet.ddl_capture()"
 
+// Own is the schema of pgjet's own tables and functions on sources and
+// targets (positions, restores, conflicts, DDL capture). Each database has
+// its own: it is never captured, copied into snapshots or restored.
+const Own = "pgjet"
+
 // DDLTriggers are the event triggers capture installs on the source.
 var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop"}
 

@@ -96,6 +96,9 @@ type SnapshotTable struct {
 	Name    string   `json:"name"`
 	Columns []string `json:"columns"`
 	LSN     LSN      `json:"lsn,omitempty"`
+	// Taken is read after the table's point (LSN): every transaction in
+	// its rows committed before it, as Started says of the snapshot's.
+	Taken time.Time `json:"taken,omitzero"`
 	// EstRows is the planner's estimate when the copy starts.
 	EstRows int64 `json:"est_rows,omitempty"`
 	Rows    int64 `json:"rows,omitempty"`
@@ -200,9 +203,14 @@ func SnapshotMsg(subject, id, kind, msgID string, data []byte) *nats.Msg {
 }
 
 // SeekLSN returns the sequence of the first message of st (a change stream)
-// that may hold a transaction committed at or after lsn: the last message
-// whose first envelope commits before lsn, or the stream's first message.
-// Messages are in commit order, so this is a binary search.
+// that holds a transaction committed at or after lsn, or the stream's end
+// when none does. Messages are in commit order, so this is a binary search
+// for the last message whose first envelope commits before lsn: a batch of
+// small transactions may hold later ones too. When that message holds
+// nothing at or after lsn (the last chunk of a transaction of several
+// chunks is a message of its own) the next one is the start, so the
+// position lands on a transaction's first chunk, never in the middle of a
+// transaction whose earlier chunks lie before it.
 func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) {
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -212,30 +220,16 @@ func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) 
 	if info.State.Msgs == 0 {
 		return info.State.LastSeq + 1, nil
 	}
-	first := func(seq uint64) (LSN, bool, error) {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return 0, false, nil
-		}
-		if err != nil {
-			return 0, false, fmt.Errorf("read stream message %d: %w", seq, err)
-		}
-		envs, err := DecodeMessage(m.Data)
-		if err != nil || len(envs) == 0 {
-			return 0, false, nil
-		}
-		return envs[0].CommitLSN, true, nil
-	}
 	// Find the last seq in [lo, hi] whose first commit LSN is below lsn.
-	ans := lo
+	ans, found := lo, false
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
-		l, ok, err := first(mid)
+		envs, err := readEnvelopes(ctx, st, mid)
 		if err != nil {
 			return 0, err
 		}
-		if ok && l < lsn {
-			ans = mid
+		if len(envs) > 0 && envs[0].CommitLSN < lsn {
+			ans, found = mid, true
 			lo = mid + 1
 		} else {
 			if mid == 0 {
@@ -244,5 +238,88 @@ func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) 
 			hi = mid - 1
 		}
 	}
+	if !found {
+		return ans, nil
+	}
+	envs, err := readEnvelopes(ctx, st, ans)
+	if err != nil {
+		return 0, err
+	}
+	if len(envs) > 0 && envs[len(envs)-1].CommitLSN < lsn {
+		return ans + 1, nil
+	}
 	return ans, nil
+}
+
+// readEnvelopes decodes the message at seq of a change stream: nil when
+// it is gone or is not pgjet's.
+func readEnvelopes(ctx context.Context, st jetstream.Stream, seq uint64) ([]*Envelope, error) {
+	m, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stream message %d: %w", seq, err)
+	}
+	envs, err := DecodeMessage(m.Data)
+	if err != nil {
+		return nil, nil
+	}
+	return envs, nil
+}
+
+// TxnStart returns the sequence of the message where the transaction the
+// message at seq belongs to begins: seq itself unless it holds a later
+// chunk of a transaction of several chunks, whose first chunk it finds.
+// Chunks of one transaction are consecutive messages, so that is one read
+// back, or a few where the stream skipped sequence numbers or the capture
+// sent the transaction again. When the first chunk is gone it returns seq.
+func TxnStart(ctx context.Context, st jetstream.Stream, seq uint64) (uint64, error) {
+	envs, err := readEnvelopes(ctx, st, seq)
+	if err != nil || len(envs) == 0 || envs[0].Kind != KindTxn || envs[0].First() {
+		return seq, err
+	}
+	txn := envs[0].CommitLSN
+	// of reports whether envs hold a chunk of txn, and its number.
+	of := func(envs []*Envelope) (uint32, bool) {
+		if len(envs) == 1 && envs[0].Kind == KindTxn && envs[0].CommitLSN == txn {
+			return envs[0].Chunk, true
+		}
+		return 0, false
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream info: %w", err)
+	}
+	first := info.State.FirstSeq
+	at, chunk := seq, envs[0].Chunk
+	for chunk > 0 && at > first {
+		at -= min(uint64(chunk), at-first)
+		envs, err := readEnvelopes(ctx, st, at)
+		if err != nil {
+			return 0, err
+		}
+		c, ok := of(envs)
+		switch {
+		case ok && c == 0:
+			return at, nil
+		case ok:
+			chunk = c
+		case envs == nil:
+			chunk = 1 // a sequence skipped: one more back
+		default:
+			// Another transaction: the first chunk lies after it.
+			for s := at + 1; s < seq; s++ {
+				envs, err := readEnvelopes(ctx, st, s)
+				if err != nil {
+					return 0, err
+				}
+				if c, ok := of(envs); ok && c == 0 {
+					return s, nil
+				}
+			}
+			return seq, nil
+		}
+	}
+	return seq, nil
 }

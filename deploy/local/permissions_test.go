@@ -465,9 +465,9 @@ func TestPermissions(t *testing.T) {
 					t.Errorf("outline of snapshot %s read as %s: %s, want %s", id, who, got, want)
 				}
 				onlyLastConsumer(t, ctx, ajs, stream.SnapshotStreamName(source), outlineName)
-				// SeekLSN on the change stream's mirror: the heartbeat
-				// (seq 2, LSN 0/20) is the last message before 0/30.
-				for lsn, want := range map[stream.LSN]uint64{0x10: 1, 0x30: 2} {
+				// SeekLSN on the change stream's mirror: the transaction
+				// at 0/30 (seq 3) follows the heartbeat (seq 2, 0/20).
+				for lsn, want := range map[stream.LSN]uint64{0x10: 1, 0x30: 3} {
 					seq, err := stream.SeekLSN(call(t), st, lsn)
 					if err != nil {
 						t.Fatalf("SeekLSN(%s) as %s: %v", lsn, who, err)

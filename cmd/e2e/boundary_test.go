@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// streamEnd decodes the first envelope of the change stream's message at
+// its first or last sequence.
+func streamEnd(t *testing.T, js jetstream.JetStream, last bool) (*stream.Envelope, uint64, error) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream.StreamName("src"))
+	if err != nil {
+		return nil, 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if info.State.Msgs == 0 {
+		return nil, 0, errors.New("the change stream is empty")
+	}
+	seq := info.State.FirstSeq
+	if last {
+		seq = info.State.LastSeq
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, seq, err
+	}
+	envs, err := stream.DecodeMessage(m.Data)
+	if err != nil {
+		return nil, seq, err
+	}
+	return envs[0], seq, nil
+}
+
+// bigTxnLast waits until the change stream ends with the last chunk of a
+// transaction of several chunks: nothing but it lies between the stream's
+// end and a snapshot taken now.
+func bigTxnLast(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the last chunk of the big transaction at the stream's end", func() (bool, string) {
+		checkDaemons(t)
+		env, seq, err := streamEnd(t, js, true)
+		if err != nil {
+			return false, err.Error()
+		}
+		return env.Kind == stream.KindTxn && env.Last() && env.Chunk > 0,
+			fmt.Sprintf("seq %d: kind %d chunk %d flags %d", seq, env.Kind, env.Chunk, env.Flags)
+	})
+}
+
+// TestSnapshot_StartsOnTransactionBoundary: with no heartbeat, a
+// transaction of many chunks is the last thing in the change stream
+// before a snapshot. A region built from that snapshot, a pgjet replay
+// from it, and the change stream trimmed to it (--stream-retention
+// snapshots) all start on a transaction's first chunk, never in the
+// middle of one.
+func TestSnapshot_StartsOnTransactionBoundary(t *testing.T) {
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE TABLE big (id int PRIMARY KEY, pad text)`, `INSERT INTO big VALUES (0, 'first')`)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src",
+		"--heartbeat", "0", "--chunk-bytes", "4096")
+	capt.waitLog(t, "snapshot complete")
+	js := natsJS(t, c.nats.ClientURL())
+
+	// About 100 chunks, then a snapshot with nothing after them.
+	exec1(t, c.src, `INSERT INTO big SELECT i, repeat('x', 200) FROM generate_series(1, 2000) i`)
+	bigTxnLast(t, js)
+	snap := []string{"snapshot", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--chunk-bytes", "4096"}
+	if code, out := runPgjet(t, snap...); code != 0 {
+		t.Fatalf("pgjet snapshot exited %d:\n%s", code, tail(out, 2000))
+	}
+
+	// A new region on an empty database.
+	app := c.apply(t)
+	app.waitLog(t, "snapshot restored; following changes")
+	exec1(t, c.src, `INSERT INTO big VALUES (-1, 'after the snapshot')`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	// Replication origins are the cluster's: the replays below, into
+	// databases of the replica's cluster, run while the applier is stopped.
+	app.Stop(t)
+
+	// pgjet replay to the stream's end.
+	exec1(t, c.dst, "CREATE DATABASE replayed")
+	if code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", c.replica.URL("replayed")); code != 0 {
+		t.Fatalf("replay exited %d:\n%s", code, tail(out, 3000))
+	}
+	waitSame(t, 5*time.Second, c.src, c.replica.URL("replayed"))
+
+	// Trimmed to a snapshot taken right after another big transaction,
+	// the stream starts on a transaction's first chunk.
+	app = c.apply(t)
+	exec1(t, c.src, `UPDATE big SET pad = repeat('y', 200)`)
+	bigTxnLast(t, js)
+	waitSame(t, 60*time.Second, c.src, c.dst) // the region needs nothing trimmed
+	if code, out := runPgjet(t, append(snap, "--snapshot-keep", "1", "--stream-retention", "snapshots")...); code != 0 {
+		t.Fatalf("pgjet snapshot --stream-retention snapshots exited %d:\n%s", code, tail(out, 2000))
+	}
+	exec1(t, c.src, `INSERT INTO big VALUES (-2, 'after the trim')`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	// The stream holds the insert now: it was empty, or began at the big
+	// transaction's last chunk, right after the trim.
+	env, seq, err := streamEnd(t, js, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq <= 1 {
+		t.Errorf("the change stream was not trimmed (first sequence %d)", seq)
+	}
+	if env.Kind == stream.KindTxn && !env.First() {
+		t.Errorf("the trimmed change stream starts at sequence %d with chunk %d of transaction %s, not on a transaction's first chunk",
+			seq, env.Chunk, env.CommitLSN)
+	}
+	app.Stop(t)
+	exec1(t, c.dst, "CREATE DATABASE trimmed")
+	if code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", c.replica.URL("trimmed")); code != 0 {
+		t.Fatalf("replay after trimming exited %d:\n%s", code, tail(out, 3000))
+	}
+	waitSame(t, 5*time.Second, c.src, c.replica.URL("trimmed"))
+	if out := capt.Output() + app.Output(); strings.Contains(out, "without the chunks before it") {
+		t.Errorf("a process met a transaction without its first chunk:\n%s", tail(out, 2000))
+	}
+	capt.Stop(t)
+}
