@@ -313,7 +313,9 @@ func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
 		return strings.Count(capt.Output(), `"message":"snapshot complete"`) >= 3, tail(capt.Output(), 1000)
 	})
 	exec1(t, c.src, "DELETE FROM t WHERE id % 7 = 0")
-	time.Sleep(1500 * time.Millisecond) // a heartbeat: the delete is in the stream
+	// The replay below must find the delete in the stream before capture
+	// stops.
+	c.waitCaptured(t)
 	capt.Stop(t)
 	// --stream-retention snapshots: the changes before the oldest kept
 	// snapshot are gone, and a replay from the snapshots kept still
