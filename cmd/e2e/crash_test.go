@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -129,9 +130,16 @@ func TestPipeline_NATSRestart(t *testing.T) {
 	app := c.apply(t)
 	pgbench(t, c.src, "-i", "-I", "g", "-s", "1", "-q")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "20", "-b", "tpcb-like@4", "-f", writeScript(t, noKeyScript)+"@1")
-	time.Sleep(5 * time.Second)
+	// NATS goes away once the load flows through it to the replica, and
+	// comes back once both daemons have lost it.
+	waitFor(t, 60*time.Second, "the load to reach the replica", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM pgbench_history")
+		return n >= 100, fmt.Sprintf("%d pgbench_history rows on the replica", n)
+	})
 	c.nats.Shutdown()
-	time.Sleep(3 * time.Second)
+	capt.waitLog(t, "nats disconnected, reconnecting")
+	app.waitLog(t, "nats disconnected, reconnecting")
 	if err := c.nats.Restart(); err != nil {
 		t.Fatalf("restart nats: %v", err)
 	}
