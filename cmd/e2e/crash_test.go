@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -132,11 +131,7 @@ func TestPipeline_NATSRestart(t *testing.T) {
 	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "20", "-b", "tpcb-like@4", "-f", writeScript(t, noKeyScript)+"@1")
 	// NATS goes away once the load flows through it to the replica, and
 	// comes back once both daemons have lost it.
-	waitFor(t, 60*time.Second, "the load to reach the replica", func() (bool, string) {
-		checkDaemons(t)
-		n := queryInt(t, c.dst, "SELECT count(*) FROM pgbench_history")
-		return n >= 100, fmt.Sprintf("%d pgbench_history rows on the replica", n)
-	})
+	waitRows(t, c.dst, "pgbench_history", 100)
 	c.nats.Shutdown()
 	capt.waitLog(t, "nats disconnected, reconnecting")
 	app.waitLog(t, "nats disconnected, reconnecting")

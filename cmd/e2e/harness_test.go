@@ -322,6 +322,17 @@ func (c *cluster) waitCaptured(t *testing.T) {
 	waitSlotPast(t, 60*time.Second, c.src, "src", queryString(t, c.src, "SELECT pg_current_wal_lsn()::text"))
 }
 
+// waitRows waits until table on the database at url holds at least n rows:
+// a load has got that far, or that much of it has been applied.
+func waitRows(t *testing.T, url, table string, n int64) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d rows in %s", n, table), func() (bool, string) {
+		checkDaemons(t)
+		got := queryInt(t, url, "SELECT count(*) FROM "+table)
+		return got >= n, fmt.Sprintf("%d rows", got)
+	})
+}
+
 var localCopySchema = local.CopySchema
 
 // natsJS connects to a NATS server for the test's own JetStream calls.

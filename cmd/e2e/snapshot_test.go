@@ -58,7 +58,7 @@ func TestSnapshot_EmptyRegions(t *testing.T) {
 	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r2"}})
 	c := snapshotPrimary(t, "2")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "3", "-T", "25", "-b", "tpcb-like@4", "-f", writeScript(t, snapshotLoad)+"@1")
-	time.Sleep(2 * time.Second)
+	waitRows(t, c.src, "pgbench_history", 50) // the snapshot starts under load
 
 	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", top.Hub.ClientURL(), "--name", "src",
 		"--heartbeat", "1s", "--snapshot-workers", "3", "--snapshot-range-bytes", "4000000")
@@ -110,7 +110,7 @@ func TestSnapshot_EmptyRegions(t *testing.T) {
 func TestSnapshot_ResumeAfterKill(t *testing.T) {
 	c := snapshotPrimary(t, "8")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "30", "-b", "tpcb-like")
-	time.Sleep(time.Second)
+	waitRows(t, c.src, "pgbench_history", 50) // the snapshot starts under load
 	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s",
 		"--snapshot-workers", "2", "--snapshot-range-bytes", "8000000", "--chunk-bytes", "65536"}
 	capt := start(t, "pgjet-capture", bins.capture, args...)
@@ -216,6 +216,9 @@ func TestReplay_ToAPoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// --until-time compares commit times: these pauses (not a guess at
+	// any state) put a clear gap between midTime and the commits on either
+	// side of it.
 	time.Sleep(1100 * time.Millisecond)
 	midTime := time.Now().UTC().Format(time.RFC3339Nano)
 	time.Sleep(1100 * time.Millisecond)
