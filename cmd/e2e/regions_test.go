@@ -183,17 +183,20 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	})
 	t.Logf("setup done after %s", time.Since(began).Round(time.Millisecond))
 
-	// The cut lasts from load+5s to load+12s: long enough to prove it, short
-	// enough that the mirror's retry backoff (5s more per failed retry, up
-	// to 2 minutes) keeps the test near a minute.
+	// The cut lasts from when the load reaches r1's mirror to load+12s: long
+	// enough to prove it, short enough that the mirror's retry backoff (5s
+	// more per failed retry, up to 2 minutes) keeps the test near a minute.
 	const loadFor, healAfter = 30 * time.Second, 12 * time.Second
+	preLoad := s.mustLastSeq(t, "hub")
 	loadStart := time.Now()
 	load := pgbenchAsync(t, s.src, "-n", "-c", "2", "-R", "200", "-T", fmt.Sprint(int(loadFor.Seconds())), "-b", "tpcb-like")
-	time.Sleep(5 * time.Second)
+	// The cut comes once the load flows into r1's mirror.
+	waitFor(t, 20*time.Second, "the load in r1's mirror", func() (bool, string) {
+		checkDaemons(t)
+		n := s.mustLastSeq(t, "r1")
+		return n >= preLoad+100, fmt.Sprintf("r1 mirror at seq %d, hub at %d before the load", n, preLoad)
+	})
 	before := s.mustLastSeq(t, "r1")
-	if before == 0 {
-		t.Fatal("r1's mirror is empty before the cut")
-	}
 
 	s.top.Proxies["r1"].Cut()
 	cutAt := time.Now()
@@ -264,7 +267,9 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	if out := s.appliers["r1"].Output(); strings.Contains(out, "apply interrupted") {
 		t.Errorf("r1's applier was interrupted during the cut (it should wait on its local mirror):\n%s", tail(out, 4096))
 	}
-	// Heal before the load ends, so that r1 catches up under load.
+	// Heal before the load ends, so that r1 catches up under load. The cut
+	// is proved already: this pause only gives it the length healAfter
+	// chose.
 	time.Sleep(time.Until(loadStart.Add(healAfter)))
 	if err := s.top.Proxies["r1"].Heal(); err != nil {
 		t.Fatal(err)
