@@ -319,6 +319,18 @@ func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
 	// The replay below must find the delete in the stream before capture
 	// stops.
 	c.waitCaptured(t)
+	// A stop in the middle of a scheduled snapshot would leave it
+	// interrupted beside the two kept: capture stops right after a
+	// snapshot completed and pruned the oldest, the longest way from the
+	// next one.
+	const complete, removed = `"message":"snapshot complete"`, `"message":"old snapshot removed"`
+	seen := strings.Count(capt.Output(), complete)
+	waitFor(t, 60*time.Second, "a snapshot to complete and prune the oldest", func() (bool, string) {
+		checkDaemons(t)
+		out := capt.Output()
+		n := strings.Count(out, complete)
+		return n > seen && strings.Count(out, removed) == n-2, tail(out, 1000)
+	})
 	capt.Stop(t)
 	// --stream-retention snapshots: the changes before the oldest kept
 	// snapshot are gone, and a replay from the snapshots kept still
