@@ -192,7 +192,7 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	loadStart := time.Now()
 	load := pgbenchAsync(t, s.src, "-n", "-c", "2", "-R", "200", "-T", fmt.Sprint(int(loadFor.Seconds())), "-b", "tpcb-like")
 	// The cut comes once the load flows into r1's mirror.
-	waitFor(t, 20*time.Second, "the load in r1's mirror", func() (bool, string) {
+	waitFor(t, 60*time.Second, "the load in r1's mirror", func() (bool, string) {
 		checkDaemons(t)
 		n := s.mustLastSeq(t, "r1")
 		return n >= preLoad+100, fmt.Sprintf("r1 mirror at seq %d, hub at %d before the load", n, preLoad)
