@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -154,7 +155,18 @@ func TestActiveActive_LastWriterWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Second)
+	// Each capture has read past everything its region's applier wrote
+	// (the applier's last commit, which its replication origin records):
+	// had it published any of that, its stream would show it by now.
+	for _, r := range []*aaRegion{a, b} {
+		other := map[string]string{"a": "b", "b": "a"}[r.name]
+		lsn := queryString(t, r.url, `SELECT s.local_lsn::text FROM pg_replication_origin_status s
+			JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = $1`, apply.OriginName(other))
+		if lsn == "" {
+			t.Fatalf("region %s has no replication origin %s: its applier wrote without one", r.name, apply.OriginName(other))
+		}
+		waitSlotPast(t, 60*time.Second, r.url, r.name, lsn)
+	}
 	checkDaemons(t)
 	if got := streamLastSeq(t, js, "a"); got != seqA {
 		t.Errorf("stream of a grew from %d to %d after the writes stopped: applied changes loop", seqA, got)

@@ -129,9 +129,13 @@ func TestPipeline_NATSRestart(t *testing.T) {
 	app := c.apply(t)
 	pgbench(t, c.src, "-i", "-I", "g", "-s", "1", "-q")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "20", "-b", "tpcb-like@4", "-f", writeScript(t, noKeyScript)+"@1")
-	time.Sleep(5 * time.Second)
+	// NATS goes away once the load runs (capture publishes it as it
+	// commits; the replica may still be applying pgbench's initial data),
+	// and comes back once both daemons have lost it.
+	waitRows(t, c.src, "pgbench_history", 100)
 	c.nats.Shutdown()
-	time.Sleep(3 * time.Second)
+	capt.waitLog(t, "nats disconnected, reconnecting")
+	app.waitLog(t, "nats disconnected, reconnecting")
 	if err := c.nats.Restart(); err != nil {
 		t.Fatalf("restart nats: %v", err)
 	}

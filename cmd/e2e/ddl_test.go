@@ -240,11 +240,13 @@ func TestDDL_UnderLoad(t *testing.T) {
 	app := c.apply(t)
 	pgbench(t, c.src, "-i", "-I", "g", "-s", "1", "-q")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "4", "-T", "20", "-b", "tpcb-like@4", "-f", writeScript(t, noKeyScript)+"@1")
-	time.Sleep(5 * time.Second)
+	// Each schema change comes once more of the load has committed: rows
+	// commit on both sides of every change, however slow the machine.
+	waitRows(t, c.src, "pgbench_history", 100)
 	exec1(t, c.src, `ALTER TABLE pgbench_accounts ADD COLUMN note text DEFAULT 'x'`)
-	time.Sleep(3 * time.Second)
+	waitRows(t, c.src, "pgbench_history", queryInt(t, c.src, "SELECT count(*) FROM pgbench_history")+200)
 	exec1(t, c.src, `CREATE INDEX ON pgbench_history (mtime)`, `ALTER TABLE pgbench_history ADD COLUMN tag text`)
-	time.Sleep(3 * time.Second)
+	waitRows(t, c.src, "pgbench_history", queryInt(t, c.src, "SELECT count(*) FROM pgbench_history")+200)
 	execTx(t, c.src, `ALTER TABLE nokey ADD COLUMN c int DEFAULT 7`, `UPDATE pgbench_branches SET filler = 'ddl' WHERE bid = 1`)
 	if err := <-load; err != nil {
 		t.Fatalf("pgbench: %v", err)

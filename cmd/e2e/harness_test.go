@@ -300,6 +300,39 @@ func (p *proc) waitLog(t *testing.T, msg string) {
 	})
 }
 
+// waitSlotPast waits until source's slot on the database at url has
+// confirmed lsn: capture confirms only what the stream acknowledged, so
+// everything it publishes of the WAL before lsn is then in the stream.
+func waitSlotPast(t *testing.T, timeout time.Duration, url, source, lsn string) {
+	t.Helper()
+	slot := "pgjet_" + source
+	waitFor(t, timeout, "slot "+slot+" to confirm "+lsn, func() (bool, string) {
+		checkDaemons(t)
+		got := queryString(t, url, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot)
+		past := queryInt(t, url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn", slot, lsn)
+		return past == 1, "confirmed " + got
+	})
+}
+
+// waitCaptured waits until capture has published everything written to
+// the source so far: its slot confirms the source's current WAL position,
+// which takes a heartbeat after the last write.
+func (c *cluster) waitCaptured(t *testing.T) {
+	t.Helper()
+	waitSlotPast(t, 60*time.Second, c.src, "src", queryString(t, c.src, "SELECT pg_current_wal_lsn()::text"))
+}
+
+// waitRows waits until table on the database at url holds at least n rows:
+// a load has got that far, or that much of it has been applied.
+func waitRows(t *testing.T, url, table string, n int64) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d rows in %s", n, table), func() (bool, string) {
+		checkDaemons(t)
+		got := queryInt(t, url, "SELECT count(*) FROM "+table)
+		return got >= n, fmt.Sprintf("%d rows", got)
+	})
+}
+
 var localCopySchema = local.CopySchema
 
 // natsJS connects to a NATS server for the test's own JetStream calls.

@@ -51,16 +51,22 @@ func TestCapture_HeartbeatAdvancesIdleSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	capt := c.capture(t)
+	// The slot cannot have confirmed past where the WAL stood before the
+	// filler; a heartbeat may move it into the filler's WAL while that is
+	// written, so "behind" is measured from there, not after the fact.
+	before := queryString(t, c.src, "SELECT pg_current_wal_lsn()::text")
 	exec1(t, c.primary.URL("other"), "CREATE TABLE filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g")
+	after := queryString(t, c.src, "SELECT pg_current_wal_lsn()::text")
+	if n := queryInt(t, c.src, "SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint", after, before); n < 5<<20 {
+		t.Fatalf("the filler wrote only %d bytes of WAL; the test needs the WAL to be behind", n)
+	}
 	retained := func() int64 {
 		return queryInt(t, c.src, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'pgjet_src'")
-	}
-	if r := retained(); r < 5<<20 {
-		t.Fatalf("slot retains only %d bytes right after 10 MB of WAL; the test needs the WAL to be behind", r)
 	}
 	waitFor(t, 30*time.Second, "heartbeats to advance the idle slot", func() (bool, string) {
 		r := retained()
 		return r < 64<<10, fmt.Sprintf("%d bytes retained", r)
 	})
+	waitSlotPast(t, 30*time.Second, c.src, "src", after)
 	capt.Stop(t)
 }

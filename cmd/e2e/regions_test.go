@@ -176,24 +176,28 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	began := time.Now()
 	s := newRegions(t, "r1", "r2")
 	pgbench(t, s.src, "-i", "-I", "g", "-s", "1", "-q")
-	waitFor(t, 30*time.Second, "r1 and r2 to mirror and apply the initial data", func() (bool, string) {
-		checkDaemons(t)
-		r1, r2 := s.appliedSeq(t, "r1"), s.appliedSeq(t, "r2")
-		return r1 > 0 && r2 > 0, fmt.Sprintf("applied seq r1=%d r2=%d", r1, r2)
-	})
+	// Both regions hold the initial data (100000 rows, which a loaded
+	// machine takes a while to apply) before the load: what r2 does during
+	// the cut is then keeping up with the load alone.
+	for _, r := range s.top.Names {
+		waitSame(t, 3*time.Minute, s.src, s.dst[r])
+	}
 	t.Logf("setup done after %s", time.Since(began).Round(time.Millisecond))
 
-	// The cut lasts from load+5s to load+12s: long enough to prove it, short
-	// enough that the mirror's retry backoff (5s more per failed retry, up
-	// to 2 minutes) keeps the test near a minute.
+	// The cut lasts from when the load reaches r1's mirror to load+12s: long
+	// enough to prove it, short enough that the mirror's retry backoff (5s
+	// more per failed retry, up to 2 minutes) keeps the test near a minute.
 	const loadFor, healAfter = 30 * time.Second, 12 * time.Second
+	preLoad := s.mustLastSeq(t, "hub")
 	loadStart := time.Now()
 	load := pgbenchAsync(t, s.src, "-n", "-c", "2", "-R", "200", "-T", fmt.Sprint(int(loadFor.Seconds())), "-b", "tpcb-like")
-	time.Sleep(5 * time.Second)
+	// The cut comes once the load flows into r1's mirror.
+	waitFor(t, 60*time.Second, "the load in r1's mirror", func() (bool, string) {
+		checkDaemons(t)
+		n := s.mustLastSeq(t, "r1")
+		return n >= preLoad+100, fmt.Sprintf("r1 mirror at seq %d, hub at %d before the load", n, preLoad)
+	})
 	before := s.mustLastSeq(t, "r1")
-	if before == 0 {
-		t.Fatal("r1's mirror is empty before the cut")
-	}
 
 	s.top.Proxies["r1"].Cut()
 	cutAt := time.Now()
@@ -222,7 +226,7 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	t.Logf("r1 mirror still at %d for %s while the hub went %d -> %d", frozen, still, hubAtFreeze, hubNow)
 
 	t.Run("r2 keeps up during the cut", func(t *testing.T) {
-		waitFor(t, 20*time.Second, "r2 to apply past r1's frozen position", func() (bool, string) {
+		waitFor(t, 60*time.Second, "r2 to apply past r1's frozen position", func() (bool, string) {
 			checkDaemons(t)
 			n := s.appliedSeq(t, "r2")
 			return n > frozen+100, fmt.Sprintf("r2 applied seq %d, r1 frozen at %d", n, frozen)
@@ -264,7 +268,9 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	if out := s.appliers["r1"].Output(); strings.Contains(out, "apply interrupted") {
 		t.Errorf("r1's applier was interrupted during the cut (it should wait on its local mirror):\n%s", tail(out, 4096))
 	}
-	// Heal before the load ends, so that r1 catches up under load.
+	// Heal before the load ends, so that r1 catches up under load. The cut
+	// is proved already: this pause only gives it the length healAfter
+	// chose.
 	time.Sleep(time.Until(loadStart.Add(healAfter)))
 	if err := s.top.Proxies["r1"].Heal(); err != nil {
 		t.Fatal(err)

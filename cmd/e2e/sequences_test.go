@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -58,7 +59,9 @@ func TestSequences(t *testing.T) {
 	exec1(t, c.dst, `SELECT setval('serials_id_seq', 10000)`)
 	exec1(t, c.src, `INSERT INTO serials (v) SELECT 'p2' FROM generate_series(1, 10)`)
 	waitSame(t, 60*time.Second, c.src, c.dst)
-	time.Sleep(3 * time.Second) // a few heartbeats, each publishing the changed values
+	// The primary's new value must have reached the replica before the
+	// replica's value proves anything.
+	waitSequenceApplied(t, c, "serials_id_seq", queryInt(t, c.src, "SELECT last_value FROM serials_id_seq"))
 	if got := queryInt(t, c.dst, "SELECT last_value FROM serials_id_seq"); got != 10000 {
 		t.Errorf("replica sequence moved from 10000 to %d: it must never go back", got)
 	}
@@ -216,4 +219,53 @@ func lastSequences(t *testing.T, js jetstream.JetStream, source string) (uint64,
 		}
 	}
 	return 0, nil
+}
+
+// waitSequenceApplied waits until the replica has applied a pgjet.sequences
+// message (capture publishes them at heartbeats) that carries sequence name
+// at value or later.
+func waitSequenceApplied(t *testing.T, c *cluster, name string, value int64) {
+	t.Helper()
+	js := natsJS(t, c.nats.ClientURL())
+	ctx := context.Background()
+	var next, found uint64 = 1, 0
+	waitFor(t, 60*time.Second, fmt.Sprintf("%s at %d in the stream", name, value), func() (bool, string) {
+		checkDaemons(t)
+		st, err := js.Stream(ctx, stream.StreamName("src"))
+		if err != nil {
+			return false, err.Error()
+		}
+		for ; found == 0 && next <= st.CachedInfo().State.LastSeq; next++ {
+			m, err := st.GetMsg(ctx, next)
+			if err != nil {
+				t.Fatalf("message %d of the stream: %v", next, err)
+			}
+			envs, err := stream.DecodeMessage(m.Data)
+			if err != nil {
+				t.Fatalf("decode message %d of the stream: %v", next, err)
+			}
+			for _, env := range envs {
+				for _, ch := range env.Changes {
+					if ch.Op != stream.OpMessage || ch.Prefix != stream.PrefixSequences {
+						continue
+					}
+					var vals []schema.SequenceValue
+					if err := json.Unmarshal(ch.Content, &vals); err != nil {
+						t.Fatalf("sequences message %d: %v", next, err)
+					}
+					for _, v := range vals {
+						if v.Name == name && v.Value >= value {
+							found = next
+						}
+					}
+				}
+			}
+		}
+		return found > 0, fmt.Sprintf("none in messages 1..%d", next-1)
+	})
+	waitFor(t, 60*time.Second, fmt.Sprintf("the replica to apply stream message %d", found), func() (bool, string) {
+		checkDaemons(t)
+		n := uint64(queryInt(t, c.dst, "SELECT coalesce(max(stream_seq), 0) FROM pgjet.applied WHERE source = 'src'"))
+		return n >= found, fmt.Sprintf("applied seq %d", n)
+	})
 }

@@ -58,7 +58,7 @@ func TestSnapshot_EmptyRegions(t *testing.T) {
 	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r2"}})
 	c := snapshotPrimary(t, "2")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "3", "-T", "25", "-b", "tpcb-like@4", "-f", writeScript(t, snapshotLoad)+"@1")
-	time.Sleep(2 * time.Second)
+	waitRows(t, c.src, "pgbench_history", 50) // the snapshot starts under load
 
 	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", top.Hub.ClientURL(), "--name", "src",
 		"--heartbeat", "1s", "--snapshot-workers", "3", "--snapshot-range-bytes", "4000000")
@@ -110,7 +110,7 @@ func TestSnapshot_EmptyRegions(t *testing.T) {
 func TestSnapshot_ResumeAfterKill(t *testing.T) {
 	c := snapshotPrimary(t, "8")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "30", "-b", "tpcb-like")
-	time.Sleep(time.Second)
+	waitRows(t, c.src, "pgbench_history", 50) // the snapshot starts under load
 	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s",
 		"--snapshot-workers", "2", "--snapshot-range-bytes", "8000000", "--chunk-bytes", "65536"}
 	capt := start(t, "pgjet-capture", bins.capture, args...)
@@ -216,6 +216,9 @@ func TestReplay_ToAPoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// --until-time compares commit times: these pauses (not a guess at
+	// any state) put a clear gap between midTime and the commits on either
+	// side of it.
 	time.Sleep(1100 * time.Millisecond)
 	midTime := time.Now().UTC().Format(time.RFC3339Nano)
 	time.Sleep(1100 * time.Millisecond)
@@ -313,7 +316,21 @@ func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
 		return strings.Count(capt.Output(), `"message":"snapshot complete"`) >= 3, tail(capt.Output(), 1000)
 	})
 	exec1(t, c.src, "DELETE FROM t WHERE id % 7 = 0")
-	time.Sleep(1500 * time.Millisecond) // a heartbeat: the delete is in the stream
+	// The replay below must find the delete in the stream before capture
+	// stops.
+	c.waitCaptured(t)
+	// A stop in the middle of a scheduled snapshot would leave it
+	// interrupted beside the two kept: capture stops right after a
+	// snapshot completed and pruned the oldest, the longest way from the
+	// next one.
+	const complete, removed = `"message":"snapshot complete"`, `"message":"old snapshot removed"`
+	seen := strings.Count(capt.Output(), complete)
+	waitFor(t, 60*time.Second, "a snapshot to complete and prune the oldest", func() (bool, string) {
+		checkDaemons(t)
+		out := capt.Output()
+		n := strings.Count(out, complete)
+		return n > seen && strings.Count(out, removed) == n-2, tail(out, 1000)
+	})
 	capt.Stop(t)
 	// --stream-retention snapshots: the changes before the oldest kept
 	// snapshot are gone, and a replay from the snapshots kept still

@@ -327,7 +327,11 @@ func TestVerify_LiveReplica(t *testing.T) {
 	// Idle: heartbeats move the source's WAL past the last transaction;
 	// the applier records the heartbeats it passed, so the wait still
 	// ends exactly (or by the idle rule, if a heartbeat is not due yet).
-	time.Sleep(2 * time.Second)
+	waitFor(t, 60*time.Second, "the target to record a heartbeat past the last transaction", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM pgjet.applied WHERE source = 'src' AND source_lsn > end_lsn")
+		return n == 1, queryString(t, c.dst, "SELECT format('end_lsn %s, source_lsn %s', end_lsn, source_lsn) FROM pgjet.applied WHERE source = 'src'")
+	})
 	code, out, errOut = runPgjetVerify(t, "--source", c.src, "--target", c.dst)
 	if code != 0 {
 		t.Fatalf("idle: exit %d, want 0; stdout:\n%s\nstderr:\n%s", code, out, errOut)
