@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -98,9 +97,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 		return stream.SnapshotManifest{}, schema.ClassifyConnect(c.cfg.DB, err)
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
-	var suffix [4]byte
-	_, _ = rand.Read(suffix[:])
-	slot := c.cfg.Slot + "_snap_" + hex.EncodeToString(suffix[:])
+	slot := c.cfg.Slot + "_snap_" + randomHex(4)
 	// A temporary slot exports a snapshot that holds exactly the
 	// transactions committed before its consistent point; it lives as long
 	// as this connection stays idle, and is dropped with it.
