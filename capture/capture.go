@@ -2,6 +2,8 @@ package capture
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -230,6 +232,13 @@ func qualified(schemaName, name string) string {
 	return pgx.Identifier{schemaName, name}.Sanitize()
 }
 
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // session runs one connection lifetime: checks, slot, stream, replication.
 func (c *Capture) session(ctx context.Context) error {
 	pool, err := c.connectPool(ctx)
@@ -295,14 +304,15 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	c.slotOnce.Do(func() { close(c.slotReady) })
 
+	session := randomHex(4)
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
-		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, Start: start,
+		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, LastSeq: tail.lastSeq, Start: start,
 	})
 	c.observe(pub)
 	defer c.observe(nil)
 	c.log.Info().Str("slot", c.cfg.Slot).Str("publication", c.cfg.Publication).
 		Str("lsn", start.String()).Str("stream", stream.StreamName(c.cfg.Name)).
-		Str("resume_after", tail.skipBelow.String()).Msg("capture started")
+		Str("resume_after", tail.skipBelow.String()).Str("session", session).Msg("capture started")
 
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(c.cfg.Publication), "messages 'true'"},
@@ -323,7 +333,7 @@ func (c *Capture) session(ctx context.Context) error {
 	go func() { pubDone <- pub.Run(pubCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, session: session, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	if c.cfg.HeartbeatInterval > 0 {
@@ -526,6 +536,7 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 
 type tailInfo struct {
 	lastID    string
+	lastSeq   uint64
 	skipBelow stream.LSN // transactions committed below this are in the stream
 	// foreign counts the messages after the last pgjet envelope that are
 	// not this source's (published into the stream's subjects by someone
@@ -550,9 +561,9 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 		return tailInfo{}, fmt.Errorf("read stream info: %w", err)
 	}
 	if info.State.Msgs == 0 || info.State.LastSeq == 0 {
-		return tailInfo{}, nil
+		return tailInfo{lastSeq: info.State.LastSeq}, nil
 	}
-	var t tailInfo
+	t := tailInfo{lastSeq: info.State.LastSeq}
 	for seq := info.State.LastSeq; seq >= max(info.State.FirstSeq, 1); seq-- {
 		m, err := st.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -25,6 +25,9 @@ type reader struct {
 	repl      *pgconn.PgConn
 	pub       *stream.Publisher
 	skipBelow stream.LSN
+	// session identifies this capture session in the ids of the chunks
+	// it publishes (see stream.MsgID).
+	session string
 	// maxPayload is the NATS server's max_payload: no message may exceed it.
 	maxPayload int
 
@@ -530,7 +533,7 @@ func (r *reader) flushPending(ctx context.Context) error {
 	first, _ := stream.Decode(r.pending[0])
 	if len(r.pending) == 1 {
 		data = r.pending[0]
-		id = stream.MsgID(r.c.cfg.Name, first.CommitLSN, 0)
+		id = stream.MsgID(r.c.cfg.Name, first.CommitLSN, 0, r.session)
 	} else {
 		last, _ := stream.Decode(r.pending[len(r.pending)-1])
 		data = stream.AppendBatch(make([]byte, 0, r.pendingBytes+8*len(r.pending)+8), r.pending)
@@ -567,7 +570,7 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 	if last {
 		confirm = r.env.EndLSN
 	}
-	id := stream.MsgID(r.c.cfg.Name, r.env.CommitLSN, r.env.Chunk)
+	id := stream.MsgID(r.c.cfg.Name, r.env.CommitLSN, r.env.Chunk, r.session)
 	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, confirm); err != nil {
 		return wrapNATS(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -53,6 +53,7 @@ type snapTable struct {
 	left      atomic.Int32 // ranges still copying
 	rows      atomic.Int64
 	bytes     atomic.Int64
+	oid       uint32
 	relkind   string
 	sizeBytes int64
 }
@@ -94,57 +95,25 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	s.stats.Running.Store(true)
 	defer s.stats.Running.Store(false)
 
-	repl, err := connectReplication(ctx, c.cfg.DB, "pgjet-capture snapshot")
-	if err != nil {
-		return stream.SnapshotManifest{}, schema.ClassifyConnect(c.cfg.DB, err)
-	}
-	defer repl.Close(context.WithoutCancel(ctx))
-	var suffix [4]byte
-	_, _ = rand.Read(suffix[:])
-	slot := c.cfg.Slot + "_snap_" + hex.EncodeToString(suffix[:])
-	// A temporary slot exports a snapshot that holds exactly the
-	// transactions committed before its consistent point; it lives as long
-	// as this connection stays idle, and is dropped with it.
-	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
-	if err != nil {
-		if schema.PgCode(err) == "53400" {
-			return stream.SnapshotManifest{}, schema.Fatalf(err, "no replication slot is free for the snapshot on %s; raise max_replication_slots (a snapshot needs one temporary slot) or pass --no-snapshot", c.where())
+	var pt *snapPoint
+	for attempt := 1; ; attempt++ {
+		pt, err = s.open(ctx)
+		var rw *rewrittenError
+		if errors.As(err, &rw) && attempt < snapshotAttempts {
+			c.log.Info().Str("reason", rw.Error()).Msg("taking the snapshot again at a new point")
+			continue
 		}
-		return stream.SnapshotManifest{}, fmt.Errorf("create temporary slot for the snapshot: %w", err)
+		if err != nil {
+			return stream.SnapshotManifest{}, err
+		}
+		break
 	}
-	s.snap = res.SnapshotName
-	if s.lsn, err = stream.ParseLSN(res.ConsistentPoint); err != nil {
-		return stream.SnapshotManifest{}, err
-	}
-	s.taken = time.Now().UTC()
-
-	// The schema comes in pg_dump's two sections, as pg_restore applies
-	// them: tables and types before the rows, indexes, constraints and
-	// triggers after (faster loads, and foreign keys that hold only once
-	// every table is full).
-	script, err := c.dumpSchema(ctx, s.snap, "pre-data")
-	if err != nil {
-		return stream.SnapshotManifest{}, err
-	}
-	post, err := c.dumpSchema(ctx, s.snap, "post-data")
-	if err != nil {
-		return stream.SnapshotManifest{}, err
-	}
+	defer pt.close(context.WithoutCancel(ctx))
+	script, post, tables := pt.script, pt.post, pt.tables
 	h := md5.New()
 	h.Write(script)
 	h.Write(post)
 	schemaMD5 := hex.EncodeToString(h.Sum(nil))
-
-	conn, err := s.connect(ctx)
-	if err != nil {
-		return stream.SnapshotManifest{}, err
-	}
-	tables, err := s.tables(ctx, conn)
-	conn.Close(context.WithoutCancel(ctx))
-	if err != nil {
-		return stream.SnapshotManifest{}, err
-	}
 
 	var man stream.SnapshotManifest
 	done := map[string]stream.SnapshotTable{}
@@ -198,7 +167,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	s.stats.TablesDone.Store(int64(len(done)))
 	pctx, stopProgress := context.WithCancel(ctx)
 	go s.progress(pctx)
-	err = s.copyTables(ctx, todo)
+	err = s.copyTables(ctx, pt.lead, todo)
 	stopProgress()
 	if err != nil {
 		return man, err
@@ -353,6 +322,158 @@ func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps
 	return nil
 }
 
+// codeLockNotAvailable is lock_not_available, the error of LOCK ... NOWAIT.
+const codeLockNotAvailable = "55P03"
+
+// snapshotAttempts bounds how often a snapshot starts again at a new
+// point because a table was rewritten before the snapshot locked it.
+const snapshotAttempts = 3
+
+// snapPoint is a snapshot's point in the WAL, as the copy holds it: the
+// temporary slot that exported it, the schema dumped in it, the captured
+// tables, and the lead transaction that has them locked.
+type snapPoint struct {
+	repl         *pgconn.PgConn
+	lead         *pgx.Conn
+	script, post []byte
+	tables       []*snapTable
+}
+
+func (p *snapPoint) close(ctx context.Context) {
+	if p.lead != nil {
+		p.lead.Close(ctx)
+	}
+	p.repl.Close(ctx)
+}
+
+// rewrittenError says that a table was rewritten (or renamed, or
+// dropped) after the snapshot's point and before the snapshot locked it:
+// its rows are not visible at that point any more.
+type rewrittenError struct {
+	what string
+	lsn  stream.LSN
+}
+
+func (e *rewrittenError) Error() string {
+	return fmt.Sprintf("%s after the snapshot's point %s and before the snapshot locked it; the snapshot is taken again at a new point", e.what, e.lsn)
+}
+
+// open sets up a snapshot's point: a temporary slot exports it, pg_dump
+// copies the schema in it, and a lead transaction in it lists the captured
+// tables and locks them all before any row is copied.
+//
+// A table-rewriting ALTER TABLE (or TRUNCATE) committed after the point
+// makes the table look empty in it, so no such change may commit before
+// the table's copy: the locks (ACCESS SHARE, as pg_dump takes, held until
+// the copy ends) make later ones wait. One committed between the point and
+// the locks is found by comparing each table's file node in the snapshot
+// with the current one, and returned as a *rewrittenError: the snapshot
+// must be taken again at a new point.
+func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
+	c := s.c
+	repl, err := connectReplication(ctx, c.cfg.DB, "pgjet-capture snapshot")
+	if err != nil {
+		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+	}
+	pt := &snapPoint{repl: repl}
+	ok := false
+	defer func() {
+		if !ok {
+			pt.close(context.WithoutCancel(ctx))
+		}
+	}()
+	slot := c.cfg.Slot + "_snap_" + randomHex(4)
+	// A temporary slot exports a snapshot that holds exactly the
+	// transactions committed before its consistent point; it lives as long
+	// as this connection stays idle, and is dropped with it.
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		if schema.PgCode(err) == "53400" {
+			return nil, schema.Fatalf(err, "no replication slot is free for the snapshot on %s; raise max_replication_slots (a snapshot needs one temporary slot) or pass --no-snapshot", c.where())
+		}
+		return nil, fmt.Errorf("create temporary slot for the snapshot: %w", err)
+	}
+	s.snap = res.SnapshotName
+	if s.lsn, err = stream.ParseLSN(res.ConsistentPoint); err != nil {
+		return nil, err
+	}
+	s.taken = time.Now().UTC()
+
+	// The schema comes in pg_dump's two sections, as pg_restore applies
+	// them: tables and types before the rows, indexes, constraints and
+	// triggers after (faster loads, and foreign keys that hold only once
+	// every table is full). pg_dump reads the catalog as of the snapshot;
+	// a rewrite it might have missed is found below.
+	if pt.script, err = c.dumpSchema(ctx, s.snap, "pre-data"); err != nil {
+		return nil, err
+	}
+	if pt.post, err = c.dumpSchema(ctx, s.snap, "post-data"); err != nil {
+		return nil, err
+	}
+	if pt.lead, err = s.connect(ctx); err != nil {
+		return nil, err
+	}
+	if pt.tables, err = s.tables(ctx, pt.lead); err != nil {
+		return nil, err
+	}
+	if err := s.lock(ctx, pt.lead, pt.tables, false); err != nil {
+		if schema.PgCode(err) == schema.CodeUndefinedTable {
+			return nil, &rewrittenError{what: fmt.Sprintf("a captured table was renamed or dropped (%v)", err), lsn: s.lsn}
+		}
+		return nil, err
+	}
+	oids := make([]uint32, len(pt.tables))
+	for i, t := range pt.tables {
+		oids[i] = t.oid
+	}
+	// pg_class read in SQL is the snapshot's; pg_relation_filenode reads
+	// the catalog as it is now. Partitions of a published root are
+	// copied through it and checked too.
+	var changed string
+	err = pt.lead.QueryRow(ctx, `WITH RECURSIVE rel(oid) AS (
+			SELECT unnest($1::oid[])
+			UNION SELECT i.inhrelid FROM pg_inherits i JOIN rel ON i.inhparent = rel.oid)
+		SELECT format('%I.%I', n.nspname, c.relname) FROM rel
+		JOIN pg_class c ON c.oid = rel.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'm') AND (pg_relation_filenode(c.oid) IS DISTINCT FROM c.relfilenode
+			OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'relation' AND l.relation = c.oid
+				AND l.pid = pg_backend_pid() AND l.granted))
+		LIMIT 1`, oids).Scan(&changed)
+	switch {
+	case err == nil:
+		return nil, &rewrittenError{what: "table " + changed + " was rewritten or renamed (ALTER TABLE, TRUNCATE, VACUUM FULL or CLUSTER)", lsn: s.lsn}
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("compare the snapshot's tables with the current ones: %w", err)
+	}
+	ok = true
+	return pt, nil
+}
+
+// lock takes ACCESS SHARE locks on every table in conn's transaction.
+// With nowait it fails with lock_not_available (55P03) instead of queueing
+// behind a schema change that itself waits for the lead's locks.
+func (s *snapshotter) lock(ctx context.Context, conn *pgx.Conn, tables []*snapTable, nowait bool) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = qualified(t.Schema, t.Name)
+	}
+	sql := "LOCK TABLE " + strings.Join(names, ", ") + " IN ACCESS SHARE MODE"
+	if nowait {
+		sql += " NOWAIT"
+	}
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		if schema.PgCode(err) == schema.CodeInsufficientPriv {
+			return schema.Fatalf(err, "the snapshot may not lock the captured tables on %s (%v); GRANT SELECT ON them TO the capture role, or exclude them", s.c.where(), err)
+		}
+		return fmt.Errorf("lock the snapshot's tables: %w", err)
+	}
+	return nil
+}
+
 // dumpSchema runs pg_dump for one section of the schema in the exported snapshot and drops
 // what belongs to pgjet on the source (its schema and event triggers).
 func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte, error) {
@@ -465,7 +586,7 @@ func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable,
 		return nil, schema.Fatalf(nil, "publication %q does not exist on %s: start pgjet-capture --name %s first (it creates it), or name it with --publication",
 			s.c.cfg.Publication, s.c.where(), s.c.cfg.Name)
 	}
-	rows, err := conn.Query(ctx, `SELECT p.schemaname, p.tablename, c.relkind::text,
+	rows, err := conn.Query(ctx, `SELECT c.oid, p.schemaname, p.tablename, c.relkind::text,
 			greatest(c.reltuples, 0)::bigint, pg_relation_size(c.oid),
 			array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 				AND a.attgenerated = '' AND (p.attnames IS NULL OR a.attname = ANY (p.attnames)) ORDER BY a.attnum)
@@ -481,7 +602,7 @@ func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable,
 	for rows.Next() {
 		t := &snapTable{}
 		var cols []string
-		if err := rows.Scan(&t.Schema, &t.Name, &t.relkind, &t.EstRows, &t.sizeBytes, &cols); err != nil {
+		if err := rows.Scan(&t.oid, &t.Schema, &t.Name, &t.relkind, &t.EstRows, &t.sizeBytes, &cols); err != nil {
 			return nil, fmt.Errorf("list published tables: %w", err)
 		}
 		if !f.table(t.Schema, t.Name) {
@@ -502,8 +623,12 @@ func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable,
 }
 
 // copyTables copies tables with Workers connections, large tables split
-// into block ranges copied in parallel.
-func (s *snapshotter) copyTables(ctx context.Context, tables []*snapTable) error {
+// into block ranges copied in parallel. The lead connection, which holds
+// the locks, is the first worker; each other worker locks every table too
+// before it copies, without waiting: a schema change already queued behind
+// the lead's locks would make it wait for the lead, and the lead for it.
+// Such a worker leaves the copy to the others.
+func (s *snapshotter) copyTables(ctx context.Context, lead *pgx.Conn, tables []*snapTable) error {
 	tasks := make(chan snapTask)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -543,11 +668,22 @@ func (s *snapshotter) copyTables(ctx context.Context, tables []*snapTable) error
 	})
 	for w := 0; w < max(s.c.cfg.SnapshotWorkers, 1); w++ {
 		g.Go(func() error {
-			conn, err := s.connect(gctx)
-			if err != nil {
-				return err
+			conn := lead
+			if w > 0 {
+				var err error
+				if conn, err = s.connect(gctx); err != nil {
+					return err
+				}
+				defer conn.Close(context.WithoutCancel(gctx))
+				if err := s.lock(gctx, conn, tables, true); err != nil {
+					if schema.PgCode(err) == codeLockNotAvailable {
+						s.c.log.Info().Str("snapshot", s.id).Int("worker", w).
+							Msg("snapshot worker left out: a schema change waits for the snapshot's locks")
+						return nil
+					}
+					return err
+				}
 			}
-			defer conn.Close(context.WithoutCancel(gctx))
 			for task := range tasks {
 				if err := s.copyRange(gctx, conn, task); err != nil {
 					return err

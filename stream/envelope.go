@@ -87,10 +87,17 @@ func (e *Envelope) First() bool { return e.Flags&FlagFirst != 0 }
 // Last reports whether this is the last chunk of its transaction.
 func (e *Envelope) Last() bool { return e.Flags&FlagLast != 0 }
 
-// MsgID is the deterministic Nats-Msg-Id of a chunk: a re-published chunk
-// after a capture restart carries the same id and JetStream drops it.
-func MsgID(source string, commit LSN, chunk uint32) string {
-	return fmt.Sprintf("%s:%016X:%d", source, uint64(commit), chunk)
+// MsgID is the Nats-Msg-Id of a chunk published by capture session
+// session. The session is part of it because a transaction re-sent after a
+// capture restart may be cut into chunks differently (another
+// --chunk-bytes or filter, a relation described anew): were chunk k of
+// the new cutting a duplicate of chunk k of the old one, JetStream would
+// drop the first chunks of the re-sent transaction and keep the rest after
+// the old ones, one transaction spliced from two. With the session in the
+// id the re-sent transaction is stored whole from its first chunk, and
+// consumers discard the partial one before it.
+func MsgID(source string, commit LSN, chunk uint32, session string) string {
+	return fmt.Sprintf("%s:%016X:%d:%s", source, uint64(commit), chunk, session)
 }
 
 // Replica identity settings, as pgoutput sends them (relreplident).

@@ -27,6 +27,8 @@ type Publisher struct {
 	maxMsg  int64
 	queue   chan pending
 	lastID  string
+	lastSeq uint64
+	first   bool // nothing published yet
 	acked   atomic.Uint64
 	sent    atomic.Uint64
 	errMu   sync.Mutex
@@ -52,6 +54,12 @@ type PublisherOptions struct {
 	// LastMsgID is the Nats-Msg-Id of the stream's last message ("" when
 	// the stream is empty); the chain of expectations starts there.
 	LastMsgID string
+	// LastSeq is the stream's last sequence. When the last message has no
+	// id (an empty or purged stream, a foreign message), the first publish
+	// expects this sequence instead: a message of an earlier session still
+	// in flight then makes it fail rather than be stored twice (message
+	// ids differ between sessions, so deduplication would not catch it).
+	LastSeq uint64
 	// Start is the position already durable (the slot's confirmed LSN).
 	Start LSN
 	// AckTimeout bounds the wait for one acknowledgement (default 30s).
@@ -67,6 +75,8 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 		maxMsg:     o.WindowBytes,
 		queue:      make(chan pending, o.Window),
 		lastID:     o.LastMsgID,
+		lastSeq:    o.LastSeq,
+		first:      true,
 		failed:     make(chan struct{}),
 		ackTimeout: o.AckTimeout,
 	}
@@ -95,13 +105,15 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
 	if p.lastID != "" {
 		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
+	} else if p.first {
+		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
 	}
 	fut, err := p.js.PublishMsgAsync(m, opts...)
 	if err != nil {
 		p.bytes.Release(size)
 		return fmt.Errorf("publish %s: %w", msgID, err)
 	}
-	p.lastID = msgID
+	p.lastID, p.first = msgID, false
 	if confirm != 0 {
 		p.sent.Store(uint64(confirm))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -380,4 +381,170 @@ func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
 	waitSame(t, 60*time.Second, c2.src, c2.dst)
 	capt2.Stop(t)
 	app2.Stop(t)
+}
+
+// rewriteSchema has two tables of rows rows, copied by two workers
+// before the table the test rewrites. At 150000 rows (16 MB) each is too
+// large for a socket's buffers: its COPY waits while capture is stopped.
+func rewriteSchema(rows int) string {
+	return fmt.Sprintf(`
+CREATE TABLE a_big (id int PRIMARY KEY, pad text);
+INSERT INTO a_big SELECT i, repeat('a', 100) FROM generate_series(1, %d) i;
+CREATE TABLE a_big2 (LIKE a_big INCLUDING ALL);
+INSERT INTO a_big2 SELECT * FROM a_big;
+CREATE TABLE b_mid (id int PRIMARY KEY, v text);
+INSERT INTO b_mid SELECT i, 'b' || i FROM generate_series(1, 2000) i;
+CREATE TABLE z_last (id int PRIMARY KEY, v int);
+INSERT INTO z_last SELECT i, i FROM generate_series(1, 2000) i;
+ANALYZE;
+`, rows)
+}
+
+// activity counts the source's backends that match cond (SQL over
+// pg_stat_activity).
+func activity(t *testing.T, url, cond string) int64 {
+	t.Helper()
+	return queryInt(t, url, "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "+cond)
+}
+
+// activityList describes the source's other backends, for failure messages.
+func activityList(t *testing.T, url string) string {
+	t.Helper()
+	return queryString(t, url, `SELECT string_agg(format('%s [%s %s/%s] %s', application_name, state, wait_event_type, wait_event, left(query, 80)), E'\n')
+		FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' OR backend_type = 'walsender'`)
+}
+
+// TestSnapshot_TableRewritten: ALTER TABLE ... TYPE rewrites a table, and
+// an older snapshot then sees it empty. Committed after the snapshot's
+// point, such a change must not leave the table's rows out of the
+// snapshot: issued while the copy runs it waits for the snapshot's locks,
+// and committed before the locks are taken it makes the snapshot start
+// again at a new point. The replica ends equal to the source either way.
+func TestSnapshot_TableRewritten(t *testing.T) {
+	args := func(c *cluster) []string {
+		return []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s",
+			"--snapshot-workers", "2"}
+	}
+	finish := func(t *testing.T, c *cluster, capt *proc) {
+		t.Helper()
+		capt.waitLog(t, "snapshot complete")
+		exec1(t, c.src, "UPDATE z_last SET v = v * 10000000000 WHERE id <= 5", "INSERT INTO z_last VALUES (5000, 5000000000)")
+		app := c.apply(t)
+		waitSame(t, 120*time.Second, c.src, c.dst)
+		waitSameSchemaOf(t, 30*time.Second, c.src, c.dst)
+		if got, want := queryInt(t, c.dst, "SELECT count(*) FROM z_last"), int64(2001); got != want {
+			t.Errorf("replica z_last has %d rows, want %d", got, want)
+		}
+		capt.Stop(t)
+		app.Stop(t)
+	}
+
+	t.Run("during the copy", func(t *testing.T) {
+		c := newCluster(t)
+		exec1(t, c.src, rewriteSchema(150000))
+		capt := start(t, "pgjet-capture", bins.capture, args(c)...)
+		// Capture is stopped (SIGSTOP) in the middle of the copy of a_big:
+		// the COPY then waits on its client, and stays in progress while
+		// the test alters z_last.
+		copying := `state = 'active' AND query LIKE 'COPY (SELECT % FROM "public"."a_big%'`
+		deadline := time.Now().Add(60 * time.Second)
+		for activity(t, c.src, copying) == 0 {
+			checkDaemons(t)
+			if time.Now().After(deadline) {
+				t.Fatalf("no copy of a_big in 60s:\n%s", activityList(t, c.src))
+			}
+		}
+		if err := capt.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if activity(t, c.src, copying) == 0 {
+			t.Fatalf("the copy of a_big ended before capture was stopped: make a_big larger")
+		}
+		altered := make(chan error, 1)
+		go func() { altered <- execErr(c.src, "ALTER TABLE z_last ALTER COLUMN v TYPE bigint") }()
+		// The change must wait for the snapshot's lock on z_last, taken
+		// before the copy began; without it, it commits at once and the
+		// snapshot later copies z_last empty.
+		waited := false
+		waitFor(t, 30*time.Second, "ALTER TABLE to wait for the snapshot's lock or commit", func() (bool, string) {
+			select {
+			case err := <-altered:
+				altered <- err
+				return true, ""
+			default:
+			}
+			waited = activity(t, c.src, `query LIKE 'ALTER TABLE z_last%' AND wait_event_type = 'Lock'`) > 0
+			return waited, activityList(t, c.src)
+		})
+		if activity(t, c.src, copying) == 0 {
+			t.Fatalf("the copy of a_big ended while capture was stopped: make a_big larger")
+		}
+		if err := capt.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-altered; err != nil {
+			t.Fatalf("ALTER TABLE: %v", err)
+		}
+		if !waited {
+			t.Errorf("ALTER TABLE z_last committed while the snapshot was copying a_big: the snapshot does not lock z_last")
+		}
+		finish(t, c, capt)
+	})
+
+	t.Run("before the locks", func(t *testing.T) {
+		c := newCluster(t)
+		exec1(t, c.src, rewriteSchema(1000))
+		// Capture is stopped (SIGSTOP) as soon as the snapshot's slot
+		// exists, before it copies anything: z_last is rewritten then, after
+		// the snapshot's point, and capture continues.
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, c.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		capt := start(t, "pgjet-capture", bins.capture, args(c)...)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var n int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgjet\_src\_snap\_%'`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			checkDaemons(t)
+			if time.Now().After(deadline) {
+				t.Fatalf("no snapshot slot in 60s:\n%s", activityList(t, c.src))
+			}
+		}
+		if err := capt.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if n := activity(t, c.src, `application_name = 'pgjet-capture snapshot' AND query LIKE 'COPY%'`); n > 0 {
+			t.Fatalf("the snapshot was copying before capture was stopped")
+		}
+		if err := execErr(c.src, "ALTER TABLE z_last ALTER COLUMN v TYPE bigint"); err != nil {
+			t.Fatalf("ALTER TABLE: %v", err)
+		}
+		if err := capt.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		finish(t, c, capt)
+		if !strings.Contains(capt.Output(), `"message":"taking the snapshot again at a new point"`) {
+			t.Errorf("capture did not say it took the snapshot again after the rewrite:\n%s", tail(capt.Output(), 4096))
+		}
+	})
+}
+
+// execErr runs sql on url and returns its error.
+func execErr(url, sql string) error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
 }
