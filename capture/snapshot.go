@@ -446,8 +446,65 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 	case !errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("compare the snapshot's tables with the current ones: %w", err)
 	}
+	if changed, err = s.columnsChanged(ctx, pt.lead, oids); err != nil {
+		return nil, err
+	}
+	if changed != "" {
+		return nil, &rewrittenError{what: "the columns of table " + changed + " changed (ADD, DROP, RENAME or ALTER COLUMN)", lsn: s.lsn}
+	}
 	ok = true
 	return pt, nil
+}
+
+// columnsShape is each table's columns, as one digest a table.
+const columnsShape = `SELECT c.oid, format('%I.%I', n.nspname, c.relname),
+	md5(string_agg(format('%s %s %s %s %s', a.attnum, a.attname, a.atttypid, a.atttypmod, a.attisdropped), ',' ORDER BY a.attnum))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+WHERE c.oid = ANY($1::oid[]) GROUP BY c.oid, n.nspname, c.relname`
+
+// columnsChanged names a table whose columns differ between the snapshot
+// (lead's transaction) and the catalog as it is now, or returns "". A
+// column renamed or dropped after the point rewrites no file, yet the
+// copy, planned by the current catalog, would fail on it or read the
+// wrong columns. The locks are held, so no later change can commit: a new
+// connection reads the catalog as it stays for the whole copy.
+func (s *snapshotter) columnsChanged(ctx context.Context, lead *pgx.Conn, oids []uint32) (string, error) {
+	shape := func(conn *pgx.Conn) (map[uint32]string, map[uint32]string, error) {
+		rows, err := conn.Query(ctx, columnsShape, oids)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the captured tables' columns: %w", err)
+		}
+		defer rows.Close()
+		digests, names := map[uint32]string{}, map[uint32]string{}
+		for rows.Next() {
+			var oid uint32
+			var name, digest string
+			if err := rows.Scan(&oid, &name, &digest); err != nil {
+				return nil, nil, fmt.Errorf("read the captured tables' columns: %w", err)
+			}
+			digests[oid], names[oid] = digest, name
+		}
+		return digests, names, rows.Err()
+	}
+	then, names, err := shape(lead)
+	if err != nil {
+		return "", err
+	}
+	now, err := s.dial(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer now.Close(context.WithoutCancel(ctx))
+	current, _, err := shape(now)
+	if err != nil {
+		return "", err
+	}
+	for oid, d := range then {
+		if current[oid] != d {
+			return names[oid], nil
+		}
+	}
+	return "", nil
 }
 
 // lock takes ACCESS SHARE locks on every table in conn's transaction.
@@ -554,14 +611,9 @@ func filterDump(script []byte) []byte {
 
 // connect opens a connection that sees the exported snapshot.
 func (s *snapshotter) connect(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(s.c.cfg.DB)
+	conn, err := s.dial(ctx)
 	if err != nil {
-		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
-	}
-	cfg.RuntimeParams["application_name"] = "pgjet-capture snapshot"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
+		return nil, err
 	}
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		conn.Close(ctx)
@@ -570,6 +622,20 @@ func (s *snapshotter) connect(ctx context.Context) (*pgx.Conn, error) {
 	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(s.snap)); err != nil {
 		conn.Close(ctx)
 		return nil, fmt.Errorf("import snapshot %s: %w", s.snap, err)
+	}
+	return conn, nil
+}
+
+// dial opens a plain connection to the source, named as the snapshot's.
+func (s *snapshotter) dial(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(s.c.cfg.DB)
+	if err != nil {
+		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
+	}
+	cfg.RuntimeParams["application_name"] = "pgjet-capture snapshot"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
 	}
 	return conn, nil
 }
