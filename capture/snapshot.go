@@ -99,8 +99,17 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	for attempt := 1; ; attempt++ {
 		pt, err = s.open(ctx)
 		var rw *rewrittenError
-		if errors.As(err, &rw) && attempt < snapshotAttempts {
-			c.log.Info().Str("reason", rw.Error()).Msg("taking the snapshot again at a new point")
+		if errors.As(err, &rw) {
+			if attempt == snapshotAttempts {
+				return stream.SnapshotManifest{}, fmt.Errorf("%d snapshot points in a row were overtaken by a schema change or TRUNCATE (the last: %w); take the snapshot again when they pause", attempt, err)
+			}
+			c.log.Info().Str("reason", rw.Error()).Int("attempt", attempt).Msg("taking the snapshot again at a new point")
+			// A short, growing pause lets a burst of schema changes pass.
+			select {
+			case <-ctx.Done():
+				return stream.SnapshotManifest{}, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
 			continue
 		}
 		if err != nil {
@@ -327,7 +336,7 @@ const codeLockNotAvailable = "55P03"
 
 // snapshotAttempts bounds how often a snapshot starts again at a new
 // point because a table was rewritten before the snapshot locked it.
-const snapshotAttempts = 3
+const snapshotAttempts = 10
 
 // snapPoint is a snapshot's point in the WAL, as the copy holds it: the
 // temporary slot that exported it, the schema dumped in it, the captured
@@ -355,7 +364,7 @@ type rewrittenError struct {
 }
 
 func (e *rewrittenError) Error() string {
-	return fmt.Sprintf("%s after the snapshot's point %s and before the snapshot locked it; the snapshot is taken again at a new point", e.what, e.lsn)
+	return fmt.Sprintf("%s after the snapshot's point %s and before the snapshot locked it", e.what, e.lsn)
 }
 
 // open sets up a snapshot's point: a temporary slot exports it, pg_dump
