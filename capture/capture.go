@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -289,6 +291,13 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 
+	src, err := identify(ctx, repl)
+	if err != nil {
+		return err
+	}
+	if err := c.checkSource(ctx, repl, src, tail); err != nil {
+		return err
+	}
 	start, err := c.ensureSlot(ctx, pool, repl)
 	if err != nil {
 		return err
@@ -297,6 +306,7 @@ func (c *Capture) session(ctx context.Context) error {
 
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, Start: start,
+		Header: nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))}},
 	})
 	c.observe(pub)
 	defer c.observe(nil)
@@ -527,6 +537,13 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 type tailInfo struct {
 	lastID    string
 	skipBelow stream.LSN // transactions committed below this are in the stream
+	// pos is the source position the stream holds everything up to: the
+	// end of its last transaction (or its commit LSN when cut short), or
+	// the LSN of its last heartbeat or message. 0: nothing of this source.
+	pos stream.LSN
+	// id is the source that published the last message, from its headers
+	// (empty in messages of older pgjet versions).
+	id sourceID
 	// foreign counts the messages after the last pgjet envelope that are
 	// not this source's (published into the stream's subjects by someone
 	// else).
@@ -575,6 +592,14 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 			continue
 		}
 		env := envs[len(envs)-1]
+		t.id.system = m.Header.Get(stream.HeaderSystem)
+		if tl, err := strconv.ParseInt(m.Header.Get(stream.HeaderTimeline), 10, 32); err == nil {
+			t.id.timeline = int32(tl)
+		}
+		t.pos = env.EndLSN
+		if t.pos == 0 {
+			t.pos = env.CommitLSN
+		}
 		switch {
 		case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
 			t.skipBelow = env.CommitLSN + 1

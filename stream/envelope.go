@@ -87,6 +87,19 @@ func (e *Envelope) First() bool { return e.Flags&FlagFirst != 0 }
 // Last reports whether this is the last chunk of its transaction.
 func (e *Envelope) Last() bool { return e.Flags&FlagLast != 0 }
 
+// Headers capture sets on every message it publishes. They name the
+// Postgres cluster the message was decoded from, so that a capture started
+// against another cluster (a restore, a migration, a promoted standby) is
+// told apart from the one that wrote the stream before it skips anything.
+const (
+	// HeaderSystem is the source's system identifier (IDENTIFY_SYSTEM,
+	// pg_control_system()), in decimal.
+	HeaderSystem = "Pgjet-System"
+	// HeaderTimeline is the source's timeline when the message was
+	// published, in decimal.
+	HeaderTimeline = "Pgjet-Timeline"
+)
+
 // MsgID is the deterministic Nats-Msg-Id of a chunk: a re-published chunk
 // after a capture restart carries the same id and JetStream drops it.
 func MsgID(source string, commit LSN, chunk uint32) string {

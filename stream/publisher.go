@@ -25,6 +25,7 @@ type Publisher struct {
 	js      jetstream.JetStream
 	bytes   *semaphore.Weighted
 	maxMsg  int64
+	header  nats.Header
 	queue   chan pending
 	lastID  string
 	acked   atomic.Uint64
@@ -56,6 +57,8 @@ type PublisherOptions struct {
 	Start LSN
 	// AckTimeout bounds the wait for one acknowledgement (default 30s).
 	AckTimeout time.Duration
+	// Header is set on every message (HeaderSystem, HeaderTimeline).
+	Header nats.Header
 }
 
 // NewPublisher returns a Publisher; it does no I/O. Run must be running
@@ -65,6 +68,7 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 		js:         js,
 		bytes:      semaphore.NewWeighted(o.WindowBytes),
 		maxMsg:     o.WindowBytes,
+		header:     o.Header,
 		queue:      make(chan pending, o.Window),
 		lastID:     o.LastMsgID,
 		failed:     make(chan struct{}),
@@ -91,7 +95,12 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 	if err := p.bytes.Acquire(ctx, size); err != nil {
 		return err
 	}
-	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	// A copy per message: the client adds the message's own headers to it.
+	h := make(nats.Header, len(p.header)+2)
+	for k, v := range p.header {
+		h[k] = v
+	}
+	m := &nats.Msg{Subject: subject, Data: data, Header: h}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
 	if p.lastID != "" {
 		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
