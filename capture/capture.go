@@ -298,7 +298,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err := c.checkSource(ctx, repl, src, tail); err != nil {
 		return err
 	}
-	start, err := c.ensureSlot(ctx, pool, repl)
+	start, err := c.ensureSlot(ctx, pool, repl, tail)
 	if err != nil {
 		return err
 	}
@@ -333,7 +333,7 @@ func (c *Capture) session(ctx context.Context) error {
 	go func() { pubDone <- pub.Run(pubCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, tailPos: tail.pos, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	if c.cfg.HeartbeatInterval > 0 {
@@ -497,12 +497,21 @@ func checkReplication(ctx context.Context, q queryRower, where string) (string, 
 }
 
 // ensureSlot creates the slot when missing and returns the position
-// streaming resumes from (the slot's confirmed flush LSN).
-func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgconn.PgConn) (stream.LSN, error) {
+// streaming resumes from (the slot's confirmed flush LSN). It checks the
+// slot against the stream's tail: a slot created anew while the stream
+// holds changes, or one that confirms more than the stream holds, leaves
+// a hole between the two, which is a FatalError.
+func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgconn.PgConn, tail tailInfo) (stream.LSN, error) {
 	var plugin, db string
 	var confirmed *string
 	err := pool.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&plugin, &db, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
+		if tail.pos != 0 {
+			// A new slot starts at the WAL's end: whatever the source
+			// committed since the stream's tail would be lost.
+			return 0, schema.Fatalf(nil, "slot %q is missing on %s, but stream %s holds its changes up to LSN %s (the slot was dropped, invalidated, or the source failed over): what the source committed since is not in the stream: %s",
+				c.cfg.Slot, c.where(), stream.StreamName(c.cfg.Name), tail.pos, newStreamRemedy(c.cfg.Name))
+		}
 		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
 		if err != nil {
@@ -531,7 +540,19 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 	if confirmed == nil {
 		return 0, schema.Fatalf(nil, "slot %q has no confirmed position (invalidated?); drop it and restart capture", c.cfg.Slot)
 	}
-	return stream.ParseLSN(*confirmed)
+	lsn, err := stream.ParseLSN(*confirmed)
+	if err != nil {
+		return 0, err
+	}
+	// The slot confirms only positions of messages JetStream acknowledged
+	// (see reader.confirm), so one ahead of the stream's last message
+	// means JetStream lost messages after acknowledging them. Messages of
+	// older pgjet versions (no source header) did not keep that rule.
+	if tail.id.system != "" && lsn > tail.pos {
+		return 0, schema.Fatalf(nil, "slot %q confirms LSN %s, but stream %s ends at %s: the stream lost acknowledged messages (a nats-server crash without jetstream { sync_interval: always }, or messages deleted); they cannot be read again: %s",
+			c.cfg.Slot, lsn, stream.StreamName(c.cfg.Name), tail.pos, newStreamRemedy(c.cfg.Name))
+	}
+	return lsn, nil
 }
 
 type tailInfo struct {

@@ -25,6 +25,13 @@ type reader struct {
 	repl      *pgconn.PgConn
 	pub       *stream.Publisher
 	skipBelow stream.LSN
+	// tailPos is the position the stream held when the session started
+	// (tailInfo.pos): positions up to it may be confirmed without a message.
+	tailPos stream.LSN
+	// unmarked is the end of the last transaction that published nothing,
+	// past the stream's last message; 0 when a message covers it.
+	// markAsked is the unmarked position a heartbeat was written for.
+	unmarked, markAsked stream.LSN
 	// maxPayload is the NATS server's max_payload: no message may exceed it.
 	maxPayload int
 
@@ -71,6 +78,9 @@ func (r *reader) run(ctx context.Context) error {
 		}
 		if !time.Now().Before(r.nextStat) {
 			if err := r.sendStatus(ctx, false); err != nil {
+				return err
+			}
+			if err := r.mark(ctx); err != nil {
 				return err
 			}
 		}
@@ -304,12 +314,7 @@ func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.
 			m.Prefix, at, len(data), r.maxPayload)
 	}
 	id := r.c.cfg.Name + ":msg:" + fmt.Sprintf("%016X", uint64(at))
-	if err := r.pub.Publish(ctx, MessageSubject(r.c.cfg.Name), data, id, at); err != nil {
-		return wrapNATS(err)
-	}
-	r.c.stats.Messages.Add(1)
-	r.c.stats.Bytes.Add(int64(len(data)))
-	return nil
+	return r.publish(ctx, MessageSubject(r.c.cfg.Name), data, id, at)
 }
 
 func (r *reader) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
@@ -506,15 +511,47 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// confirm moves the position without publishing. Behind a pending batch
-// it only extends what the batch confirms: a position never overtakes
-// transactions that are not yet acknowledged.
+// confirm moves the position for a transaction that published nothing.
+// The slot confirms only positions the stream holds a message at or past,
+// so that on start a slot ahead of the stream's last message proves lost
+// messages (ensureSlot). Past the stream's tail such a position waits for
+// the next message that confirms a position, or for the heartbeat mark
+// writes, and never overtakes a pending batch.
 func (r *reader) confirm(ctx context.Context, end stream.LSN) error {
-	if len(r.pending) > 0 {
-		r.pendingEnd = end
+	if end <= r.tailPos && len(r.pending) == 0 {
+		return r.pub.Confirm(ctx, end)
+	}
+	r.unmarked = end
+	return nil
+}
+
+// mark writes a heartbeat into the source's WAL when transactions that
+// published nothing are past the stream's last message: the heartbeat
+// comes back through the slot, is published, and its acknowledgement
+// moves the slot past them (with --heartbeat 0 too, and no further).
+func (r *reader) mark(ctx context.Context) error {
+	if r.unmarked == 0 || r.unmarked == r.markAsked {
 		return nil
 	}
-	return r.pub.Confirm(ctx, end)
+	if _, err := r.pool.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", HeartbeatPrefix, r.c.cfg.Name); err != nil {
+		return fmt.Errorf("write a heartbeat to confirm LSN %s: %w", r.unmarked, err)
+	}
+	r.markAsked = r.unmarked
+	return nil
+}
+
+// publish publishes one message; confirm, when not 0, is the position its
+// acknowledgement confirms, which covers every transaction before it.
+func (r *reader) publish(ctx context.Context, subject string, data []byte, id string, confirm stream.LSN) error {
+	if err := r.pub.Publish(ctx, subject, data, id, confirm); err != nil {
+		return wrapNATS(err)
+	}
+	if confirm != 0 {
+		r.unmarked = 0
+	}
+	r.c.stats.Messages.Add(1)
+	r.c.stats.Bytes.Add(int64(len(data)))
+	return nil
 }
 
 // flushPending publishes the pending transactions: one alone as its own
@@ -540,12 +577,7 @@ func (r *reader) flushPending(ctx context.Context) error {
 	}
 	end := r.pendingEnd
 	r.pending, r.pendingBytes, r.pendingEnd = r.pending[:0], 0, 0
-	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, end); err != nil {
-		return wrapNATS(err)
-	}
-	r.c.stats.Messages.Add(1)
-	r.c.stats.Bytes.Add(int64(len(data)))
-	return nil
+	return r.publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, end)
 }
 
 // flush publishes the current chunk; last marks the end of the transaction.
@@ -566,11 +598,9 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 		confirm = r.env.EndLSN
 	}
 	id := stream.MsgID(r.c.cfg.Name, r.env.CommitLSN, r.env.Chunk)
-	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, confirm); err != nil {
-		return wrapNATS(err)
+	if err := r.publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, confirm); err != nil {
+		return err
 	}
-	r.c.stats.Messages.Add(1)
-	r.c.stats.Bytes.Add(int64(len(data)))
 	if r.c.log.Trace().Enabled() {
 		r.c.log.Trace().Str("lsn", r.env.CommitLSN.String()).Uint32("xid", r.env.Xid).Uint32("chunk", r.env.Chunk).
 			Int("changes", len(r.env.Changes)).Int("bytes", len(data)).Bool("last", last).Msg("chunk published")
@@ -594,5 +624,6 @@ func (r *reader) heartbeat(ctx context.Context, at stream.LSN) error {
 	if err := r.pub.Publish(ctx, stream.HeartbeatSubject(r.c.cfg.Name), data, id, at); err != nil {
 		return wrapNATS(err)
 	}
+	r.unmarked = 0 // not counted in Stats: heartbeats carry no data
 	return nil
 }

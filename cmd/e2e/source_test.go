@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -71,5 +72,81 @@ func TestCapture_RefusesAnotherSource(t *testing.T) {
 		c.capture(t)
 		exec1(t, c.src, "INSERT INTO t VALUES (-1, 'after')")
 		waitConfirmed(t, c.src, "pgjet_src")
+	})
+}
+
+// walInsert is the source's WAL insert position: a transaction committed
+// after it ends past it.
+func walInsert(t *testing.T, db string) int64 {
+	t.Helper()
+	return queryInt(t, db, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+}
+
+// waitSlotPast waits until the slot confirms a position beyond lsn.
+func waitSlotPast(t *testing.T, db, slot string, lsn int64) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "slot "+slot+" to confirm past "+fmt.Sprintf("%X", lsn), func() (bool, string) {
+		n := queryInt(t, db, "SELECT coalesce((SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = $1), 0)::bigint", slot)
+		return n > lsn, fmt.Sprintf("confirmed %X", n)
+	})
+}
+
+// TestCapture_SlotAgainstStream checks the slot against the stream on
+// start. A slot ahead of the stream's last message means the stream lost
+// acknowledged messages (a nats-server crash before its fsync: here the
+// last message is deleted); a missing slot while the stream holds changes
+// means the changes between are gone (here the slot is dropped). Both
+// stop capture with one line instead of resuming past a hole. Transactions
+// that publish nothing (a filtered table, with no heartbeats) still move
+// the slot, and never ahead of the stream: a restart after them passes.
+func TestCapture_SlotAgainstStream(t *testing.T) {
+	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "CREATE TABLE u (id int PRIMARY KEY, v text)")
+	args := []string{"--heartbeat", "0", "--exclude-tables", "public.u"}
+	capt := c.capture(t, args...)
+	before := walInsert(t, c.src)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+	waitSlotPast(t, c.src, "pgjet_src", before)
+	for i := 1; i <= 20; i++ {
+		before = walInsert(t, c.src)
+		exec1(t, c.src, fmt.Sprintf("INSERT INTO u VALUES (%d, 'filtered')", i))
+	}
+	waitSlotPast(t, c.src, "pgjet_src", before)
+	capt.Stop(t)
+
+	t.Run("restart after unpublished transactions", func(t *testing.T) {
+		capt := c.capture(t, args...)
+		before := walInsert(t, c.src)
+		exec1(t, c.src, "INSERT INTO t VALUES (-1, 'after restart')")
+		waitSlotPast(t, c.src, "pgjet_src", before)
+		capt.Stop(t)
+	})
+	t.Run("stream lost its last message", func(t *testing.T) {
+		ctx := context.Background()
+		st, err := natsJS(t, c.nats.ClientURL()).Stream(ctx, "PGJET_src")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteMsg(ctx, info.State.LastSeq); err != nil {
+			t.Fatal(err)
+		}
+		out := refused(t, "pgjet-capture", append([]string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"}, args...)...)
+		if !strings.Contains(out, "the stream lost acknowledged messages") || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture did not name the lost messages and the remedy:\n%s", tail(out, 2048))
+		}
+	})
+	t.Run("slot dropped", func(t *testing.T) {
+		// The walsender of the capture refused above may linger a moment.
+		waitFor(t, 30*time.Second, "slot pgjet_src to be idle", func() (bool, string) {
+			return queryInt(t, c.src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgjet_src' AND active") == 0, "active"
+		})
+		exec1(t, c.src, "SELECT pg_drop_replication_slot('pgjet_src')")
+		out := refused(t, "pgjet-capture", append([]string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"}, args...)...)
+		if !strings.Contains(out, `slot "pgjet_src" is missing`) || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture did not name the missing slot and the remedy:\n%s", tail(out, 2048))
+		}
 	})
 }
