@@ -32,6 +32,9 @@ type reader struct {
 	// past the stream's last message; 0 when a message covers it.
 	// markAsked is the unmarked position a heartbeat was written for.
 	unmarked, markAsked stream.LSN
+	// txnData is set when the transaction being read changed a table
+	// outside pgjet's own schema (or carried a logical message).
+	txnData bool
 	// maxPayload is the NATS server's max_payload: no message may exceed it.
 	maxPayload int
 
@@ -177,6 +180,7 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 	switch m := m.(type) {
 	case *pglogrepl.BeginMessage:
 		r.inTxn = true
+		r.txnData = false
 		r.skip = stream.LSN(m.FinalLSN) < r.skipBelow
 		r.env = stream.Envelope{
 			Kind: stream.KindTxn, Source: r.c.cfg.Name, Xid: m.Xid,
@@ -195,11 +199,13 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 	case *pglogrepl.TypeMessage:
 		// Type names are resolved from the catalog with typmods; nothing to do.
 	case *pglogrepl.InsertMessage:
+		r.touch(m.RelationID)
 		if r.dropped[m.RelationID] {
 			return nil
 		}
 		return r.change(ctx, stream.Change{Op: stream.OpInsert, Relation: m.RelationID, New: r.values(m.RelationID, m.Tuple)})
 	case *pglogrepl.UpdateMessage:
+		r.touch(m.RelationID)
 		if r.dropped[m.RelationID] {
 			return nil
 		}
@@ -209,11 +215,15 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 		}
 		return r.change(ctx, ch)
 	case *pglogrepl.DeleteMessage:
+		r.touch(m.RelationID)
 		if r.dropped[m.RelationID] {
 			return nil
 		}
 		return r.change(ctx, stream.Change{Op: stream.OpDelete, Relation: m.RelationID, Old: r.values(m.RelationID, m.OldTuple)})
 	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			r.touch(id)
+		}
 		ids := m.RelationIDs
 		if len(r.dropped) > 0 {
 			ids = nil
@@ -272,6 +282,7 @@ func (r *reader) logicalMessage(ctx context.Context, m *pglogrepl.LogicalDecodin
 	if !r.inTxn {
 		return fmt.Errorf("pgoutput sent a transactional message at %s outside a transaction", at)
 	}
+	r.txnData = true
 	if m.Prefix == stream.PrefixDDL {
 		if !r.c.cfg.DDL {
 			return nil
@@ -517,13 +528,31 @@ func minTime(a, b time.Time) time.Time {
 // messages (ensureSlot). Past the stream's tail such a position waits for
 // the next message that confirms a position, or for the heartbeat mark
 // writes, and never overtakes a pending batch.
+//
+// A transaction that only wrote pgjet's own tables (an applier recording
+// its position, for another region's heartbeat too) gets no heartbeat: in
+// active-active each region's heartbeat would make the other's applier
+// write, and heartbeats would bounce between the regions forever. The
+// next message covers it.
 func (r *reader) confirm(ctx context.Context, end stream.LSN) error {
 	if end <= r.tailPos && len(r.pending) == 0 {
 		return r.pub.Confirm(ctx, end)
 	}
-	r.unmarked = end
+	if r.txnData {
+		r.unmarked = end
+	}
 	return nil
 }
+
+// touch notes a change to relation id in the transaction being read.
+func (r *reader) touch(id uint32) {
+	if rel, ok := r.rels[id]; !r.txnData && (!ok || rel.Schema != ownSchema) {
+		r.txnData = true
+	}
+}
+
+// ownSchema holds pgjet's bookkeeping tables on a target (pgjet.applied).
+const ownSchema = "pgjet"
 
 // mark writes a heartbeat into the source's WAL when transactions that
 // published nothing are past the stream's last message: the heartbeat
