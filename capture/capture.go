@@ -306,7 +306,8 @@ func (c *Capture) session(ctx context.Context) error {
 
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, Start: start,
-		Header: nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))}},
+		Header:     nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))}},
+		BySequence: c.cfg.Stream.Replicas > 1, LastSeq: tail.lastSeq,
 	})
 	c.observe(pub)
 	defer c.observe(nil)
@@ -557,6 +558,7 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 
 type tailInfo struct {
 	lastID    string
+	lastSeq   uint64     // the stream's last sequence
 	skipBelow stream.LSN // transactions committed below this are in the stream
 	// pos is the source position the stream holds everything up to: the
 	// end of its last transaction (or its commit LSN when cut short), or
@@ -588,9 +590,9 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 		return tailInfo{}, fmt.Errorf("read stream info: %w", err)
 	}
 	if info.State.Msgs == 0 || info.State.LastSeq == 0 {
-		return tailInfo{}, nil
+		return tailInfo{lastSeq: info.State.LastSeq}, nil
 	}
-	var t tailInfo
+	t := tailInfo{lastSeq: info.State.LastSeq}
 	for seq := info.State.LastSeq; seq >= max(info.State.FirstSeq, 1); seq-- {
 		m, err := st.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -28,6 +28,10 @@ type Publisher struct {
 	header  nats.Header
 	queue   chan pending
 	lastID  string
+	// bySeq chains messages by stream sequence instead of id; lastSeq is
+	// the sequence the next message expects before it.
+	bySeq   bool
+	lastSeq uint64
 	acked   atomic.Uint64
 	sent    atomic.Uint64
 	errMu   sync.Mutex
@@ -59,6 +63,16 @@ type PublisherOptions struct {
 	AckTimeout time.Duration
 	// Header is set on every message (HeaderSystem, HeaderTimeline).
 	Header nats.Header
+	// BySequence chains messages with Nats-Expected-Last-Sequence from
+	// LastSeq (the stream's last sequence) instead of message ids. A
+	// replicated stream needs it: nats-server checks an expected last
+	// sequence on the leader before it proposes the message, but repeats
+	// the expected-last-msg-id check as each replica applies it, and a
+	// replica that disagrees after a leader change stops the stream
+	// ("last msgid mismatch ... critical write error"). The publisher must
+	// be the stream's only writer.
+	BySequence bool
+	LastSeq    uint64
 }
 
 // NewPublisher returns a Publisher; it does no I/O. Run must be running
@@ -71,6 +85,8 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 		header:     o.Header,
 		queue:      make(chan pending, o.Window),
 		lastID:     o.LastMsgID,
+		bySeq:      o.BySequence,
+		lastSeq:    o.LastSeq,
 		failed:     make(chan struct{}),
 		ackTimeout: o.AckTimeout,
 	}
@@ -102,7 +118,10 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 	}
 	m := &nats.Msg{Subject: subject, Data: data, Header: h}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
-	if p.lastID != "" {
+	switch {
+	case p.bySeq:
+		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
+	case p.lastID != "":
 		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
 	}
 	fut, err := p.js.PublishMsgAsync(m, opts...)
@@ -111,6 +130,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 		return fmt.Errorf("publish %s: %w", msgID, err)
 	}
 	p.lastID = msgID
+	p.lastSeq++
 	if confirm != 0 {
 		p.sent.Store(uint64(confirm))
 	}

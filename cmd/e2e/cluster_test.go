@@ -97,7 +97,7 @@ func TestCluster_KillNode(t *testing.T) {
 	app.waitLog(t, "apply started")
 	pgbench(t, c.src, "-i", "-I", "g", "-s", "1", "-q")
 
-	load := pgbenchAsync(t, c.src, "-n", "-c", "4", "-T", "20", "-b", "tpcb-like@4", "-f", writeScript(t, noKeyScript)+"@1")
+	load := pgbenchAsync(t, c.src, "-n", "-c", "4", "-T", "12", "-b", "tpcb-like@4", "-f", writeScript(t, noKeyScript)+"@1")
 	// Kill the node that leads the stream once the load is flowing.
 	js := natsJS(t, urls)
 	ctx := context.Background()
