@@ -83,9 +83,7 @@ func (r *reader) run(ctx context.Context) error {
 			if err := r.sendStatus(ctx, false); err != nil {
 				return err
 			}
-			if err := r.mark(ctx); err != nil {
-				return err
-			}
+			r.mark(ctx)
 		}
 		// A read deadline, not a context: a context costs pgconn a watcher
 		// goroutine per message, and this loop sees several per transaction.
@@ -558,15 +556,15 @@ const ownSchema = "pgjet"
 // published nothing are past the stream's last message: the heartbeat
 // comes back through the slot, is published, and its acknowledgement
 // moves the slot past them (with --heartbeat 0 too, and no further).
-func (r *reader) mark(ctx context.Context) error {
+func (r *reader) mark(ctx context.Context) {
 	if r.unmarked == 0 || r.unmarked == r.markAsked {
-		return nil
-	}
-	if _, err := r.pool.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", HeartbeatPrefix, r.c.cfg.Name); err != nil {
-		return fmt.Errorf("write a heartbeat to confirm LSN %s: %w", r.unmarked, err)
+		return
 	}
 	r.markAsked = r.unmarked
-	return nil
+	if _, err := r.pool.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", HeartbeatPrefix, r.c.cfg.Name); err != nil && ctx.Err() == nil {
+		// Not fatal: the slot only waits for the next message.
+		r.c.log.Warn().Err(err).Str("lsn", r.unmarked.String()).Msg("write a heartbeat to confirm the slot past transactions that published nothing")
+	}
 }
 
 // publish publishes one message; confirm, when not 0, is the position its
