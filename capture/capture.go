@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -298,7 +300,14 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 
-	start, err := c.ensureSlot(ctx, pool, repl)
+	src, err := identify(ctx, repl)
+	if err != nil {
+		return err
+	}
+	if err := c.checkSource(ctx, repl, src, tail); err != nil {
+		return err
+	}
+	start, err := c.ensureSlot(ctx, pool, repl, tail)
 	if err != nil {
 		return err
 	}
@@ -307,6 +316,8 @@ func (c *Capture) session(ctx context.Context) error {
 	session := randomHex(4)
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, LastSeq: tail.lastSeq, Start: start,
+		Header:     nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))}},
+		BySequence: c.cfg.Stream.Replicas > 1,
 	})
 	c.observe(pub)
 	defer c.observe(nil)
@@ -333,7 +344,7 @@ func (c *Capture) session(ctx context.Context) error {
 	go func() { pubDone <- pub.Run(pubCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, session: session, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, session: session, tailPos: tail.pos, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	if c.cfg.HeartbeatInterval > 0 {
@@ -497,12 +508,21 @@ func checkReplication(ctx context.Context, q queryRower, where string) (string, 
 }
 
 // ensureSlot creates the slot when missing and returns the position
-// streaming resumes from (the slot's confirmed flush LSN).
-func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgconn.PgConn) (stream.LSN, error) {
+// streaming resumes from (the slot's confirmed flush LSN). It checks the
+// slot against the stream's tail: a slot created anew while the stream
+// holds changes, or one that confirms more than the stream holds, leaves
+// a hole between the two, which is a FatalError.
+func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgconn.PgConn, tail tailInfo) (stream.LSN, error) {
 	var plugin, db string
 	var confirmed *string
 	err := pool.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, c.cfg.Slot).Scan(&plugin, &db, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
+		if tail.pos != 0 {
+			// A new slot starts at the WAL's end: whatever the source
+			// committed since the stream's tail would be lost.
+			return 0, schema.Fatalf(nil, "slot %q is missing on %s, but stream %s holds its changes up to LSN %s (the slot was dropped, invalidated, or the source failed over): what the source committed since is not in the stream: %s",
+				c.cfg.Slot, c.where(), stream.StreamName(c.cfg.Name), tail.pos, newStreamRemedy(c.cfg.Name))
+		}
 		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
 		if err != nil {
@@ -531,13 +551,32 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 	if confirmed == nil {
 		return 0, schema.Fatalf(nil, "slot %q has no confirmed position (invalidated?); drop it and restart capture", c.cfg.Slot)
 	}
-	return stream.ParseLSN(*confirmed)
+	lsn, err := stream.ParseLSN(*confirmed)
+	if err != nil {
+		return 0, err
+	}
+	// The slot confirms only positions of messages JetStream acknowledged
+	// (see reader.confirm), so one ahead of the stream's last message
+	// means JetStream lost messages after acknowledging them. Messages of
+	// older pgjet versions (no source header) did not keep that rule.
+	if tail.id.system != "" && lsn > tail.pos {
+		return 0, schema.Fatalf(nil, "slot %q confirms LSN %s, but stream %s ends at %s: the stream lost acknowledged messages (a nats-server crash without jetstream { sync_interval: always }, or messages deleted); they cannot be read again: %s",
+			c.cfg.Slot, lsn, stream.StreamName(c.cfg.Name), tail.pos, newStreamRemedy(c.cfg.Name))
+	}
+	return lsn, nil
 }
 
 type tailInfo struct {
 	lastID    string
-	lastSeq   uint64
+	lastSeq   uint64     // the stream's last sequence
 	skipBelow stream.LSN // transactions committed below this are in the stream
+	// pos is the source position the stream holds everything up to: the
+	// end of its last transaction (or its commit LSN when cut short), or
+	// the LSN of its last heartbeat or message. 0: nothing of this source.
+	pos stream.LSN
+	// id is the source that published the last message, from its headers
+	// (empty in messages of older pgjet versions).
+	id sourceID
 	// foreign counts the messages after the last pgjet envelope that are
 	// not this source's (published into the stream's subjects by someone
 	// else).
@@ -586,6 +625,14 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 			continue
 		}
 		env := envs[len(envs)-1]
+		t.id.system = m.Header.Get(stream.HeaderSystem)
+		if tl, err := strconv.ParseInt(m.Header.Get(stream.HeaderTimeline), 10, 32); err == nil {
+			t.id.timeline = int32(tl)
+		}
+		t.pos = env.EndLSN
+		if t.pos == 0 {
+			t.pos = env.CommitLSN
+		}
 		switch {
 		case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
 			t.skipBelow = env.CommitLSN + 1

@@ -36,6 +36,7 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 	res = append(res, nres...)
 	if nc != nil {
 		defer nc.Close()
+		res = append(res, stream.CheckSync(nc))
 	}
 	if js != nil {
 		name := stream.StreamName(cfg.Name)

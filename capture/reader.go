@@ -28,6 +28,16 @@ type reader struct {
 	// session identifies this capture session in the ids of the chunks
 	// it publishes (see stream.MsgID).
 	session string
+	// tailPos is the position the stream held when the session started
+	// (tailInfo.pos): positions up to it may be confirmed without a message.
+	tailPos stream.LSN
+	// unmarked is the end of the last transaction that published nothing,
+	// past the stream's last message; 0 when a message covers it.
+	// markAsked is the unmarked position a heartbeat was written for.
+	unmarked, markAsked stream.LSN
+	// txnData is set when the transaction being read changed a table
+	// outside pgjet's own schema (or carried a logical message).
+	txnData bool
 	// maxPayload is the NATS server's max_payload: no message may exceed it.
 	maxPayload int
 
@@ -76,6 +86,7 @@ func (r *reader) run(ctx context.Context) error {
 			if err := r.sendStatus(ctx, false); err != nil {
 				return err
 			}
+			r.mark(ctx)
 		}
 		// A read deadline, not a context: a context costs pgconn a watcher
 		// goroutine per message, and this loop sees several per transaction.
@@ -170,6 +181,7 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 	switch m := m.(type) {
 	case *pglogrepl.BeginMessage:
 		r.inTxn = true
+		r.txnData = false
 		r.skip = stream.LSN(m.FinalLSN) < r.skipBelow
 		r.env = stream.Envelope{
 			Kind: stream.KindTxn, Source: r.c.cfg.Name, Xid: m.Xid,
@@ -188,11 +200,13 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 	case *pglogrepl.TypeMessage:
 		// Type names are resolved from the catalog with typmods; nothing to do.
 	case *pglogrepl.InsertMessage:
+		r.touch(m.RelationID)
 		if r.dropped[m.RelationID] {
 			return nil
 		}
 		return r.change(ctx, stream.Change{Op: stream.OpInsert, Relation: m.RelationID, New: r.values(m.RelationID, m.Tuple)})
 	case *pglogrepl.UpdateMessage:
+		r.touch(m.RelationID)
 		if r.dropped[m.RelationID] {
 			return nil
 		}
@@ -202,11 +216,15 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 		}
 		return r.change(ctx, ch)
 	case *pglogrepl.DeleteMessage:
+		r.touch(m.RelationID)
 		if r.dropped[m.RelationID] {
 			return nil
 		}
 		return r.change(ctx, stream.Change{Op: stream.OpDelete, Relation: m.RelationID, Old: r.values(m.RelationID, m.OldTuple)})
 	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			r.touch(id)
+		}
 		ids := m.RelationIDs
 		if len(r.dropped) > 0 {
 			ids = nil
@@ -265,6 +283,7 @@ func (r *reader) logicalMessage(ctx context.Context, m *pglogrepl.LogicalDecodin
 	if !r.inTxn {
 		return fmt.Errorf("pgoutput sent a transactional message at %s outside a transaction", at)
 	}
+	r.txnData = true
 	if m.Prefix == stream.PrefixDDL {
 		if !r.c.cfg.DDL {
 			return nil
@@ -307,12 +326,7 @@ func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.
 			m.Prefix, at, len(data), r.maxPayload)
 	}
 	id := r.c.cfg.Name + ":msg:" + fmt.Sprintf("%016X", uint64(at))
-	if err := r.pub.Publish(ctx, MessageSubject(r.c.cfg.Name), data, id, at); err != nil {
-		return wrapNATS(err)
-	}
-	r.c.stats.Messages.Add(1)
-	r.c.stats.Bytes.Add(int64(len(data)))
-	return nil
+	return r.publish(ctx, MessageSubject(r.c.cfg.Name), data, id, at)
 }
 
 func (r *reader) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
@@ -511,15 +525,65 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// confirm moves the position without publishing. Behind a pending batch
-// it only extends what the batch confirms: a position never overtakes
-// transactions that are not yet acknowledged.
+// confirm moves the position for a transaction that published nothing.
+// The slot confirms only positions the stream holds a message at or past,
+// so that on start a slot ahead of the stream's last message proves lost
+// messages (ensureSlot). Past the stream's tail such a position waits for
+// the next message that confirms a position, or for the heartbeat mark
+// writes, and never overtakes a pending batch.
+//
+// A transaction that only wrote pgjet's own tables (an applier recording
+// its position, for another region's heartbeat too) gets no heartbeat: in
+// active-active each region's heartbeat would make the other's applier
+// write, and heartbeats would bounce between the regions forever. The
+// next message covers it.
 func (r *reader) confirm(ctx context.Context, end stream.LSN) error {
-	if len(r.pending) > 0 {
-		r.pendingEnd = end
-		return nil
+	if end <= r.tailPos && len(r.pending) == 0 {
+		return r.pub.Confirm(ctx, end)
 	}
-	return r.pub.Confirm(ctx, end)
+	if r.txnData {
+		r.unmarked = end
+	}
+	return nil
+}
+
+// touch notes a change to relation id in the transaction being read.
+func (r *reader) touch(id uint32) {
+	if rel, ok := r.rels[id]; !r.txnData && (!ok || rel.Schema != ownSchema) {
+		r.txnData = true
+	}
+}
+
+// ownSchema holds pgjet's bookkeeping tables on a target (pgjet.applied).
+const ownSchema = "pgjet"
+
+// mark writes a heartbeat into the source's WAL when transactions that
+// published nothing are past the stream's last message: the heartbeat
+// comes back through the slot, is published, and its acknowledgement
+// moves the slot past them (with --heartbeat 0 too, and no further).
+func (r *reader) mark(ctx context.Context) {
+	if r.unmarked == 0 || r.unmarked == r.markAsked {
+		return
+	}
+	r.markAsked = r.unmarked
+	if _, err := r.pool.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", HeartbeatPrefix, r.c.cfg.Name); err != nil && ctx.Err() == nil {
+		// Not fatal: the slot only waits for the next message.
+		r.c.log.Warn().Err(err).Str("lsn", r.unmarked.String()).Msg("write a heartbeat to confirm the slot past transactions that published nothing")
+	}
+}
+
+// publish publishes one message; confirm, when not 0, is the position its
+// acknowledgement confirms, which covers every transaction before it.
+func (r *reader) publish(ctx context.Context, subject string, data []byte, id string, confirm stream.LSN) error {
+	if err := r.pub.Publish(ctx, subject, data, id, confirm); err != nil {
+		return wrapNATS(err)
+	}
+	if confirm != 0 {
+		r.unmarked = 0
+	}
+	r.c.stats.Messages.Add(1)
+	r.c.stats.Bytes.Add(int64(len(data)))
+	return nil
 }
 
 // flushPending publishes the pending transactions: one alone as its own
@@ -545,12 +609,7 @@ func (r *reader) flushPending(ctx context.Context) error {
 	}
 	end := r.pendingEnd
 	r.pending, r.pendingBytes, r.pendingEnd = r.pending[:0], 0, 0
-	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, end); err != nil {
-		return wrapNATS(err)
-	}
-	r.c.stats.Messages.Add(1)
-	r.c.stats.Bytes.Add(int64(len(data)))
-	return nil
+	return r.publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, end)
 }
 
 // flush publishes the current chunk; last marks the end of the transaction.
@@ -571,11 +630,9 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 		confirm = r.env.EndLSN
 	}
 	id := stream.MsgID(r.c.cfg.Name, r.env.CommitLSN, r.env.Chunk, r.session)
-	if err := r.pub.Publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, confirm); err != nil {
-		return wrapNATS(err)
+	if err := r.publish(ctx, stream.TxnSubject(r.c.cfg.Name), data, id, confirm); err != nil {
+		return err
 	}
-	r.c.stats.Messages.Add(1)
-	r.c.stats.Bytes.Add(int64(len(data)))
 	if r.c.log.Trace().Enabled() {
 		r.c.log.Trace().Str("lsn", r.env.CommitLSN.String()).Uint32("xid", r.env.Xid).Uint32("chunk", r.env.Chunk).
 			Int("changes", len(r.env.Changes)).Int("bytes", len(data)).Bool("last", last).Msg("chunk published")
@@ -599,5 +656,6 @@ func (r *reader) heartbeat(ctx context.Context, at stream.LSN) error {
 	if err := r.pub.Publish(ctx, stream.HeartbeatSubject(r.c.cfg.Name), data, id, at); err != nil {
 		return wrapNATS(err)
 	}
+	r.unmarked = 0 // not counted in Stats: heartbeats carry no data
 	return nil
 }

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -19,6 +20,9 @@ type CheckResult struct {
 	OK bool
 	// Detail says what was found, or, on failure, the cause and the fix.
 	Detail string
+	// Warn, with OK, marks a check that passed with a risk the operator
+	// should know about (or could not tell): printed WARN, not a failure.
+	Warn bool
 }
 
 // Pass and Fail build CheckResults.
@@ -29,6 +33,11 @@ func Pass(name, format string, args ...any) CheckResult {
 // Fail is a failed check; detail names the cause and the fix.
 func Fail(name, format string, args ...any) CheckResult {
 	return CheckResult{Name: name, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Warn is a check that passed with a risk; detail names it and the fix.
+func Warn(name, format string, args ...any) CheckResult {
+	return CheckResult{Name: name, OK: true, Warn: true, Detail: fmt.Sprintf(format, args...)}
 }
 
 // Result turns a check's error into a line of the report: ok says what
@@ -137,4 +146,39 @@ func JetStreamMissing(js jetstream.JetStream, err error) bool {
 	}
 	on, _ := js.Conn().ConnectedServerJetStream()
 	return !on
+}
+
+// CheckSync reports whether the connected nats-server fsyncs each JetStream
+// write before acknowledging it (jetstream { sync_interval: always }).
+// Without it an acknowledged message can be lost in a host crash, after
+// capture confirmed its position to Postgres. Only the server's own
+// monitoring answers this ($SYS.REQ.SERVER.<id>.JSZ, for users of the
+// system account); for other users the line says it could not tell.
+func CheckSync(nc *nats.Conn) CheckResult {
+	const name = "nats durability"
+	const fix = "set jetstream { sync_interval: always } on every nats-server of the stream (see deploy/nats)"
+	srv := nc.ConnectedServerName()
+	msg, err := nc.Request("$SYS.REQ.SERVER."+nc.ConnectedServerId()+".JSZ", []byte(`{}`), 2*time.Second)
+	var resp struct {
+		Data *struct {
+			Config struct {
+				SyncInterval time.Duration `json:"sync_interval"`
+				SyncAlways   bool          `json:"sync_always"`
+			} `json:"config"`
+		} `json:"data"`
+	}
+	if err == nil {
+		err = json.Unmarshal(msg.Data, &resp)
+	}
+	if err != nil || resp.Data == nil {
+		return Warn(name, "cannot tell whether nats-server %s syncs JetStream writes before acknowledging them (only a system-account user may read its settings); unless it does, a host crash can lose acknowledged changes: %s", srv, fix)
+	}
+	if !resp.Data.Config.SyncAlways {
+		interval := "default, 2m0s"
+		if d := resp.Data.Config.SyncInterval; d > 0 {
+			interval = d.String()
+		}
+		return Warn(name, "nats-server %s acknowledges JetStream writes before it fsyncs them (sync_interval %s): a host crash can lose acknowledged changes, and capture then stops until the stream is started again; %s", srv, interval, fix)
+	}
+	return Pass(name, "nats-server %s fsyncs each JetStream write before acknowledging it (sync_interval: always)", srv)
 }

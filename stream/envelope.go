@@ -87,6 +87,19 @@ func (e *Envelope) First() bool { return e.Flags&FlagFirst != 0 }
 // Last reports whether this is the last chunk of its transaction.
 func (e *Envelope) Last() bool { return e.Flags&FlagLast != 0 }
 
+// Headers capture sets on every message it publishes. They name the
+// Postgres cluster the message was decoded from, so that a capture started
+// against another cluster (a restore, a migration, a promoted standby) is
+// told apart from the one that wrote the stream before it skips anything.
+const (
+	// HeaderSystem is the source's system identifier (IDENTIFY_SYSTEM,
+	// pg_control_system()), in decimal.
+	HeaderSystem = "Pgjet-System"
+	// HeaderTimeline is the source's timeline when the message was
+	// published, in decimal.
+	HeaderTimeline = "Pgjet-Timeline"
+)
+
 // MsgID is the Nats-Msg-Id of a chunk published by capture session
 // session. The session is part of it because a transaction re-sent after a
 // capture restart may be cut into chunks differently (another

@@ -22,11 +22,15 @@ import (
 // reordering, whatever the network does. Acks are consumed strictly in
 // publish order, so Acked only ever covers a prefix of what was published.
 type Publisher struct {
-	js      jetstream.JetStream
-	bytes   *semaphore.Weighted
-	maxMsg  int64
-	queue   chan pending
-	lastID  string
+	js     jetstream.JetStream
+	bytes  *semaphore.Weighted
+	maxMsg int64
+	header nats.Header
+	queue  chan pending
+	lastID string
+	// bySeq chains messages by stream sequence instead of id; lastSeq is
+	// the sequence the next message expects before it.
+	bySeq   bool
 	lastSeq uint64
 	first   bool // nothing published yet
 	acked   atomic.Uint64
@@ -64,6 +68,17 @@ type PublisherOptions struct {
 	Start LSN
 	// AckTimeout bounds the wait for one acknowledgement (default 30s).
 	AckTimeout time.Duration
+	// Header is set on every message (HeaderSystem, HeaderTimeline).
+	Header nats.Header
+	// BySequence chains messages with Nats-Expected-Last-Sequence from
+	// LastSeq (the stream's last sequence) instead of message ids. A
+	// replicated stream needs it: nats-server checks an expected last
+	// sequence on the leader before it proposes the message, but repeats
+	// the expected-last-msg-id check as each replica applies it, and a
+	// replica that disagrees after a leader change stops the stream
+	// ("last msgid mismatch ... critical write error"). The publisher must
+	// be the stream's only writer.
+	BySequence bool
 }
 
 // NewPublisher returns a Publisher; it does no I/O. Run must be running
@@ -73,8 +88,10 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 		js:         js,
 		bytes:      semaphore.NewWeighted(o.WindowBytes),
 		maxMsg:     o.WindowBytes,
+		header:     o.Header,
 		queue:      make(chan pending, o.Window),
 		lastID:     o.LastMsgID,
+		bySeq:      o.BySequence,
 		lastSeq:    o.LastSeq,
 		first:      true,
 		failed:     make(chan struct{}),
@@ -101,11 +118,19 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 	if err := p.bytes.Acquire(ctx, size); err != nil {
 		return err
 	}
-	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	// A copy per message: the client adds the message's own headers to it.
+	h := make(nats.Header, len(p.header)+2)
+	for k, v := range p.header {
+		h[k] = v
+	}
+	m := &nats.Msg{Subject: subject, Data: data, Header: h}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
-	if p.lastID != "" {
+	switch {
+	case p.bySeq:
+		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
+	case p.lastID != "":
 		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
-	} else if p.first {
+	case p.first:
 		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
 	}
 	fut, err := p.js.PublishMsgAsync(m, opts...)
@@ -114,6 +139,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 		return fmt.Errorf("publish %s: %w", msgID, err)
 	}
 	p.lastID, p.first = msgID, false
+	p.lastSeq++
 	if confirm != 0 {
 		p.sent.Store(uint64(confirm))
 	}

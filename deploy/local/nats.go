@@ -61,6 +61,16 @@ type NATSOptions struct {
 	// NoJetStream runs the server without JetStream, as a misconfigured
 	// one would be: for tests of what pgjet says about it.
 	NoJetStream bool
+	// SyncInterval > 0 makes JetStream fsync in the background at that
+	// interval, acknowledging writes before they are on disk (nats-server's
+	// default, 2 minutes). 0 syncs every write before its ack
+	// (jetstream { sync_interval: always }), which pgjet's "acknowledged
+	// means durable" needs.
+	SyncInterval time.Duration
+	// SystemUser and SystemPassword, when set, add a user of the system
+	// account (with User, which then must be set too): --check-config reads
+	// the server's JetStream settings through it.
+	SystemUser, SystemPassword string
 }
 
 // NATS is an embedded nats-server with JetStream running in this process.
@@ -131,6 +141,9 @@ func (n *NATS) serverOptions() (*server.Options, error) {
 		JetStreamMaxMemory: jsMaxMemory,
 		JetStreamMaxStore:  jsMaxStore,
 		StoreDir:           o.StoreDir,
+		// An acknowledged message must survive a host crash.
+		SyncAlways:   o.SyncInterval <= 0,
+		SyncInterval: o.SyncInterval,
 		// Signals belong to the program embedding the server.
 		NoSigs: true,
 	}
@@ -147,6 +160,11 @@ func (n *NATS) serverOptions() (*server.Options, error) {
 		so.Users = []*server.User{{Username: o.User, Password: o.Password}}
 	}
 	so.Authorization = o.Token
+	if o.SystemUser != "" {
+		sys := server.NewAccount("SYS")
+		so.Accounts, so.SystemAccount = []*server.Account{sys}, "SYS"
+		so.Users = append(so.Users, &server.User{Username: o.SystemUser, Password: o.SystemPassword, Account: sys})
+	}
 	if o.LeafListenPort > 0 {
 		so.LeafNode.Host = "127.0.0.1"
 		so.LeafNode.Port = o.LeafListenPort

@@ -36,6 +36,9 @@ func TestNATSConfigs(t *testing.T) {
 		if got := o.JetStreamDomain; got != name {
 			t.Errorf("%s.conf: jetstream domain = %q, want %q", name, got, name)
 		}
+		if !o.SyncAlways {
+			t.Errorf("%s.conf: jetstream sync_interval is not always: an acknowledged message could be lost in a host crash", name)
+		}
 		if o.StoreDir == "" {
 			t.Errorf("%s.conf: no jetstream store_dir", name)
 		}

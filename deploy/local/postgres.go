@@ -79,6 +79,11 @@ type PostgresOptions struct {
 	// (see GenerateTLS) and accepts TCP connections only over TLS
 	// (hostssl); URL then asks for verify-full against TLS.CA.
 	TLS *TLSFiles
+	// BackupOf, when set, makes the data directory a pg_basebackup of that
+	// running cluster instead of a new initdb: the same system identifier,
+	// timeline and data as of the backup, as a restored backup has (its
+	// replication slots are not copied).
+	BackupOf *Postgres
 }
 
 // Postgres is a PostgreSQL cluster run as a child process of this one.
@@ -175,7 +180,11 @@ func StartPostgres(ctx context.Context, opts PostgresOptions, log zerolog.Logger
 	if opts.WALLevel == "" {
 		opts.WALLevel = "logical"
 	}
-	initdb, err := findPGTool(opts.BinDir, "initdb")
+	tool := "initdb"
+	if opts.BackupOf != nil {
+		tool = "pg_basebackup"
+	}
+	initdb, err := findPGTool(opts.BinDir, tool)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +211,12 @@ func StartPostgres(ctx context.Context, opts PostgresOptions, log zerolog.Logger
 			p.removeDirs()
 		}
 	}()
-	if err := p.initdb(ctx, initdb); err != nil {
+	if opts.BackupOf != nil {
+		err = p.basebackup(ctx, initdb, opts.BackupOf)
+	} else {
+		err = p.initdb(ctx, initdb)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := p.writeConfig(); err != nil {
@@ -322,6 +336,16 @@ func (p *Postgres) initdb(ctx context.Context, initdb string) error {
 		os.RemoveAll(p.DataDir())
 	}
 	return firstErr
+}
+
+// basebackup copies the data directory of the running cluster src.
+func (p *Postgres) basebackup(ctx context.Context, bin string, src *Postgres) error {
+	cmd := p.command(ctx, bin, "-D", p.DataDir(), "-h", "127.0.0.1", "-p", strconv.Itoa(src.Port()), "-U", "postgres",
+		"-X", "stream", "-c", "fast", "--no-sync")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_basebackup of %s into %s: %w\n%s", src.Name(), p.DataDir(), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // writeConfig appends pgjet's settings to postgresql.conf and replaces

@@ -23,18 +23,26 @@ func ConfigResult(fs *pflag.FlagSet) stream.CheckResult {
 // Report prints a --check-config report, one line a check, and returns
 // the exit status: 0 when every check passed, 1 otherwise.
 func Report(w io.Writer, results []stream.CheckResult) int {
-	failed := 0
+	failed, warned := 0, 0
 	for _, r := range results {
 		mark := "OK  "
-		if !r.OK {
+		switch {
+		case !r.OK:
 			mark = "FAIL"
 			failed++
+		case r.Warn:
+			mark = "WARN"
+			warned++
 		}
 		fmt.Fprintf(w, "%s  %-26s %s\n", mark, r.Name, r.Detail)
 	}
 	if failed > 0 {
 		fmt.Fprintf(w, "%d of %d checks failed\n", failed, len(results))
 		return 1
+	}
+	if warned > 0 {
+		fmt.Fprintf(w, "all %d checks passed, %d with a warning\n", len(results), warned)
+		return 0
 	}
 	fmt.Fprintf(w, "all %d checks passed\n", len(results))
 	return 0

@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgjet/pgjet/deploy/local"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// waitConfirmed waits until the slot has confirmed everything the source
+// has written so far: the stream holds it.
+func waitConfirmed(t *testing.T, db, slot string) {
+	t.Helper()
+	want := queryInt(t, db, "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+	waitFor(t, 60*time.Second, "slot "+slot+" to confirm the last write", func() (bool, string) {
+		n := queryInt(t, db, "SELECT coalesce((SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = $1), 0)::bigint", slot)
+		return n >= want, fmt.Sprintf("confirmed %X, want %X", n, want)
+	})
+}
+
+// refused runs pgjet-capture with args and returns its output once it has
+// exited 1, failing the test when it runs on or exits otherwise.
+func refused(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	p := start(t, name, bins.capture, args...)
+	if code := p.Wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("%s exited %d, want 1:\n%s", name, code, tail(p.Output(), 4096))
+	}
+	out := strings.TrimSpace(p.Output())
+	t.Logf("%s: %s", name, out[strings.LastIndex(out, "\n")+1:])
+	return out
+}
+
+// TestCapture_RefusesAnotherSource points capture, with the same --name,
+// at Postgres clusters other than the one that wrote its stream: another
+// cluster (another system identifier) and a restored backup of the source
+// (same system, WAL behind the stream). Either would have transactions
+// below the stream's tail skipped silently; capture must stop with one
+// line that names the remedy.
+func TestCapture_RefusesAnotherSource(t *testing.T) {
+	const ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)"
+	c := newCluster(t, ddl)
+	capt := c.capture(t)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+	waitConfirmed(t, c.src, "pgjet_src")
+	backup := local.NewTestPostgres(t, local.PostgresOptions{Name: "backup", BackupOf: c.primary})
+	// The source goes on past the backup, and the stream with it.
+	for i := 1; i <= 5; i++ {
+		exec1(t, c.src, fmt.Sprintf("INSERT INTO t SELECT g, 'b' FROM generate_series(%d, %d) g", 1000*i, 1000*i+500))
+	}
+	waitConfirmed(t, c.src, "pgjet_src")
+	capt.Stop(t)
+
+	t.Run("another cluster", func(t *testing.T) {
+		other := local.NewTestPostgres(t, local.PostgresOptions{Name: "other"})
+		exec1(t, other.URL("postgres"), ddl)
+		out := refused(t, "pgjet-capture other", "--db", other.URL("postgres"), "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s")
+		if !strings.Contains(out, "holds changes of Postgres system") || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture of another cluster did not name the cause and the remedy:\n%s", tail(out, 2048))
+		}
+	})
+	t.Run("restored backup", func(t *testing.T) {
+		out := refused(t, "pgjet-capture backup", "--db", backup.URL("postgres"), "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s")
+		if !strings.Contains(out, "the stream's last transactions are not in this source") || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture of a restored backup did not name the cause and the remedy:\n%s", tail(out, 2048))
+		}
+	})
+	t.Run("same source resumes", func(t *testing.T) {
+		c.capture(t)
+		exec1(t, c.src, "INSERT INTO t VALUES (-1, 'after')")
+		waitConfirmed(t, c.src, "pgjet_src")
+	})
+}
+
+// walInsert is the source's WAL insert position: a transaction committed
+// after it ends past it.
+func walInsert(t *testing.T, db string) int64 {
+	t.Helper()
+	return queryInt(t, db, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+}
+
+// TestCapture_SlotAgainstStream checks the slot against the stream on
+// start. A slot ahead of the stream's last message means the stream lost
+// acknowledged messages (a nats-server crash before its fsync: here the
+// last message is deleted); a missing slot while the stream holds changes
+// means the changes between are gone (here the slot is dropped). Both
+// stop capture with one line instead of resuming past a hole. Transactions
+// that publish nothing (a filtered table, with no heartbeats) still move
+// the slot, and never ahead of the stream: a restart after them passes.
+func TestCapture_SlotAgainstStream(t *testing.T) {
+	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "CREATE TABLE u (id int PRIMARY KEY, v text)")
+	args := []string{"--heartbeat", "0", "--exclude-tables", "public.u"}
+	capt := c.capture(t, args...)
+	before := walInsert(t, c.src)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+	waitSlotPast(t, 60*time.Second, c.src, "src", stream.LSN(before+1).String())
+	for i := 1; i <= 20; i++ {
+		before = walInsert(t, c.src)
+		exec1(t, c.src, fmt.Sprintf("INSERT INTO u VALUES (%d, 'filtered')", i))
+	}
+	waitSlotPast(t, 60*time.Second, c.src, "src", stream.LSN(before+1).String())
+	capt.Stop(t)
+
+	t.Run("restart after unpublished transactions", func(t *testing.T) {
+		capt := c.capture(t, args...)
+		before := walInsert(t, c.src)
+		exec1(t, c.src, "INSERT INTO t VALUES (-1, 'after restart')")
+		waitSlotPast(t, 60*time.Second, c.src, "src", stream.LSN(before+1).String())
+		capt.Stop(t)
+	})
+	t.Run("stream lost its last message", func(t *testing.T) {
+		ctx := context.Background()
+		st, err := natsJS(t, c.nats.ClientURL()).Stream(ctx, "PGJET_src")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteMsg(ctx, info.State.LastSeq); err != nil {
+			t.Fatal(err)
+		}
+		out := refused(t, "pgjet-capture", append([]string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"}, args...)...)
+		if !strings.Contains(out, "the stream lost acknowledged messages") || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture did not name the lost messages and the remedy:\n%s", tail(out, 2048))
+		}
+	})
+	t.Run("slot dropped", func(t *testing.T) {
+		// The walsender of the capture refused above may linger a moment.
+		waitFor(t, 30*time.Second, "slot pgjet_src to be idle", func() (bool, string) {
+			return queryInt(t, c.src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgjet_src' AND active") == 0, "active"
+		})
+		exec1(t, c.src, "SELECT pg_drop_replication_slot('pgjet_src')")
+		out := refused(t, "pgjet-capture", append([]string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"}, args...)...)
+		if !strings.Contains(out, `slot "pgjet_src" is missing`) || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture did not name the missing slot and the remedy:\n%s", tail(out, 2048))
+		}
+	})
+}
