@@ -173,9 +173,12 @@ func TestActiveActive_LastWriterWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each capture has read past everything its region's applier wrote
+	// Each capture has been sent everything its region's applier wrote
 	// (the applier's last commit, which its replication origin records):
-	// had it published any of that, its stream would show it by now.
+	// had it published any of that, its stream would show it by now. The
+	// walsender's sent position is the mark, not the slot: a transaction
+	// that only moved pgjet's own tables is confirmed only by the next
+	// message, and with the writes stopped none comes.
 	for _, r := range []*aaRegion{a, b} {
 		other := map[string]string{"a": "b", "b": "a"}[r.name]
 		lsn := queryString(t, r.url, `SELECT s.local_lsn::text FROM pg_replication_origin_status s
@@ -183,7 +186,11 @@ func TestActiveActive_LastWriterWins(t *testing.T) {
 		if lsn == "" {
 			t.Fatalf("region %s has no replication origin %s: its applier wrote without one", r.name, apply.OriginName(other))
 		}
-		waitSlotPast(t, 60*time.Second, r.url, r.name, lsn)
+		waitFor(t, 60*time.Second, "capture of "+r.name+" to be sent "+lsn, func() (bool, string) {
+			checkDaemons(t)
+			n := queryInt(t, r.url, `SELECT count(*) FROM pg_stat_replication WHERE application_name LIKE 'pgjet-capture%' AND sent_lsn >= $1::pg_lsn`, lsn)
+			return n > 0, "walsender not past it"
+		})
 	}
 	checkDaemons(t)
 	if got := streamTxnMsgs(t, js, "a"); got != seqA {
