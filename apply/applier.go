@@ -82,6 +82,13 @@ func (a *Applier) Run(ctx context.Context) error {
 		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) || errors.Is(err, errReplayDone) {
 			return nil
 		}
+		if ctx.Err() != nil && errors.Is(err, errShutdownTimeout) {
+			// Nothing is lost: the position commits with the rows, so what
+			// the target did not confirm is applied again on restart.
+			a.log.Warn().Err(err).Dur("shutdown_timeout", a.cfg.ShutdownTimeout).
+				Msg("apply stopped without a final commit: the target did not answer within --shutdown-timeout; unconfirmed transactions are applied again on restart")
+			return nil
+		}
 		if err == nil {
 			continue
 		}
@@ -102,6 +109,10 @@ func (a *Applier) Run(ctx context.Context) error {
 }
 
 var errNATS = errors.New("nats")
+
+// errShutdownTimeout ends the statements of a session whose shutdown
+// outlasted Config.ShutdownTimeout.
+var errShutdownTimeout = errors.New("the target did not answer within the shutdown timeout")
 
 type natsError struct{ err error }
 
@@ -275,6 +286,17 @@ func (a *Applier) session(ctx context.Context) error {
 	}
 	defer it.Stop()
 
+	// Statements run under work, which outlives ctx by ShutdownTimeout: on
+	// a shutdown the batch in flight and the final commit may finish, but
+	// a target that stopped answering (packets dropped, no reset) cannot
+	// hold the process for ever.
+	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+	stopWork := context.AfterFunc(ctx, func() {
+		time.AfterFunc(a.cfg.ShutdownTimeout, func() { cancelWork(errShutdownTimeout) })
+	})
+	defer stopWork()
+
 	msgs := make(chan jetstream.Msg, 64)
 	fetchErr := make(chan error, 1)
 	go func() {
@@ -298,9 +320,9 @@ func (a *Applier) session(ctx context.Context) error {
 		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).
 		Str("conflict", a.cfg.policies()).Bool("origin", s.cx.origin != 0).Msg("apply started")
 
-	err = s.loop(ctx, msgs, fetchErr)
+	err = s.loop(ctx, work, msgs, fetchErr)
 	// Shutdown: commit what is complete, roll back a partial transaction.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	fctx, cancel := context.WithTimeoutCause(work, a.cfg.ShutdownTimeout, errShutdownTimeout)
 	defer cancel()
 	if s.open {
 		if err == nil && !s.cur {
@@ -528,7 +550,9 @@ func (s *session) consumer(ctx context.Context, st jetstream.Stream) (jetstream.
 // none is at hand.
 const groupGrace = 5 * time.Millisecond
 
-func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
+// loop applies messages until stop ends or an error; statements run under
+// work.
+func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
 	for {
 		var m jetstream.Msg
 		var ok bool
@@ -568,7 +592,7 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 				continue
 			case err := <-fetchErr:
 				return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(s.a.cfg.Name), err)}
-			case <-ctx.Done():
+			case <-stop.Done():
 				return nil
 			}
 		}

@@ -65,6 +65,11 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
+	// ShutdownTimeout bounds a shutdown: the batch in flight and the final
+	// commit get this long to finish after the context ends. A target
+	// that stopped answering is then given up on (what it did not confirm
+	// is applied again on restart), so the process still exits.
+	ShutdownTimeout time.Duration
 	// ConflictPolicy is how a change that collides with the target's rows
 	// is resolved: source-wins (default), last-writer-wins, keep-local or
 	// error. See Policy.
@@ -120,6 +125,7 @@ func DefaultConfig() Config {
 		SynchronousCommit:      "off",
 		ProgressInterval:       10 * time.Second,
 		RetryMax:               30 * time.Second,
+		ShutdownTimeout:        15 * time.Second,
 		ConflictPolicy:         PolicySourceWins.String(),
 		OnBadMessage:           OnBadMessageStop,
 	}
@@ -150,6 +156,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OnBadMessage != OnBadMessageStop && c.OnBadMessage != OnBadMessageDeadLetter {
 		errs = append(errs, fmt.Errorf("--on-bad-message %q: use %s or %s", c.OnBadMessage, OnBadMessageStop, OnBadMessageDeadLetter))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive (e.g. 15s)", c.ShutdownTimeout))
 	}
 	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
 		errs = append(errs, errors.New("group and pipeline limits must be positive"))

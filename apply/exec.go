@@ -284,14 +284,24 @@ func (s *session) send(ctx context.Context, b *pgconn.Batch, info []stmtInfo, c 
 
 // wait collects the results of the batch in flight, if any; after a
 // COMMIT it acknowledges JetStream (AckAll: the group's newest message
-// covers all of it) and publishes the position in the stats.
+// covers all of it) and publishes the position in the stats. It blocks
+// until the target answers or ctx ends; then it closes the connection,
+// which ends the batch (the target rolls back its open transaction, and
+// the position stored with it), and returns an error naming ctx's cause.
 func (s *session) wait(ctx context.Context) error {
 	f := s.inflight
 	if f == nil {
 		return nil
 	}
 	s.inflight = nil
-	res := <-f.done
+	var res batchResult
+	select {
+	case res = <-f.done:
+	case <-ctx.Done():
+		_ = s.pg.Conn().Close()
+		<-f.done // the batch's reader ends with the connection
+		return fmt.Errorf("wait for the target: %w", context.Cause(ctx))
+	}
 	st := &s.a.stats
 	for i, r := range res.results {
 		if r.Err != nil {

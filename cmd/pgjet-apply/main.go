@@ -41,6 +41,7 @@ func main() {
 	fs.IntVar(&cfg.PipelineStatements, "pipeline", cfg.PipelineStatements, "most statements sent in one round trip")
 	fs.StringVar(&cfg.SynchronousCommit, "synchronous-commit", cfg.SynchronousCommit, "synchronous_commit of the apply session (off is safe: the position commits with the rows)")
 	fs.BoolVar(&cfg.SessionReplicationRole, "replica-role", cfg.SessionReplicationRole, "apply with session_replication_role = replica (triggers and FKs off; needs superuser)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "after SIGTERM, how long the last batch and commit may take before a target that does not answer is given up on (its unconfirmed work is applied again on restart)")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
 	fs.DurationVar(&stall, "stall-timeout", metrics.DefaultStallTimeout, "/readyz fails after this long without a transaction or heartbeat (keep above 3x the capture's --heartbeat)")
 	fs.StringVar(&cfg.ConflictPolicy, "conflict", cfg.ConflictPolicy, "conflict policy: source-wins, last-writer-wins, keep-local or error")
