@@ -299,7 +299,18 @@ func (a *Applier) session(ctx context.Context) error {
 
 	msgs := make(chan jetstream.Msg, 64)
 	fetchErr := make(chan error, 1)
+	// The fetcher ends with the session, not only with ctx: after an error
+	// nobody reads msgs, and a fetcher blocked on it would live (holding
+	// the session) for as long as the process, one more per retry.
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	fetched := make(chan struct{})
+	defer func() {
+		stopFetch()
+		it.Stop() // unblocks Next
+		<-fetched
+	}()
 	go func() {
+		defer close(fetched)
 		defer close(msgs)
 		for {
 			m, err := it.Next()
@@ -311,7 +322,7 @@ func (a *Applier) session(ctx context.Context) error {
 			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done():
+			case <-fetchCtx.Done():
 				return
 			}
 		}
