@@ -175,6 +175,13 @@ type session struct {
 	skipping bool // cur is a transaction applied before
 	curLSN   stream.LSN
 	curNext  uint32
+	curFirst uint64 // stream sequence of cur's first chunk
+	// drop is the transaction being dead-lettered whole (see deadLetter);
+	// cur is set meanwhile, so that no group commits in its middle.
+	drop *dropped
+	// src is the stream consumed (the source's, or the region's mirror):
+	// dead-lettering a transaction reads its earlier chunks back from it.
+	src jetstream.Stream
 	// prevRels are the relations the previous chunk of cur described.
 	prevRels []stream.Relation
 	lsnText  []byte
@@ -254,6 +261,7 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.src = changes
 	restored, err := s.maybeRestore(ctx, js, changes)
 	if err != nil {
 		return err
@@ -735,6 +743,12 @@ func (s *session) advance(ctx context.Context, m jetstream.Msg, seq uint64) erro
 // handleEnvelope applies one envelope of message m (stream sequence seq).
 func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
 	a := s.a
+	if s.drop != nil {
+		if env.Kind == stream.KindTxn && !env.First() && env.CommitLSN == s.drop.lsn {
+			return s.dropMsg(ctx, m, seq, nil)
+		}
+		s.endDrop()
+	}
 	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
 		if s.cur {
 			return nil
@@ -789,7 +803,7 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 				}
 			}
 			s.multi = true
-			s.cur, s.curLSN, s.curNext = true, env.CommitLSN, 1
+			s.cur, s.curLSN, s.curNext, s.curFirst = true, env.CommitLSN, 1, seq
 		}
 	} else {
 		if !s.cur || env.CommitLSN != s.curLSN || env.Chunk != s.curNext {
