@@ -35,7 +35,10 @@ type Stats struct {
 	// DeadLetters counts messages set aside by --on-bad-message
 	// dead-letter.
 	DeadLetters atomic.Int64
-	AppliedLSN  atomic.Uint64
+	// Prepared is the number of change statements the session holds
+	// prepared on the target (bounded by Config.StatementCache).
+	Prepared   atomic.Int64
+	AppliedLSN atomic.Uint64
 	// SourceLSN is the source WAL position the target has caught up to:
 	// the end of the newest applied transaction, or a newer heartbeat
 	// when nothing was pending. Source WAL position minus it is the lag
