@@ -147,6 +147,7 @@ type session struct {
 	plans   map[string]*plan
 	tables  map[string]*target
 	stmtN   int
+	stmts   *stmtCache // the change statements prepared
 	posStmt string
 
 	lastSeq uint64
@@ -237,7 +238,9 @@ func (a *Applier) session(ctx context.Context) error {
 		return schema.ClassifyConnect(a.cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{}}
+	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
+		stmts: newStmtCache(a.cfg.StatementCache)}
+	a.stats.Prepared.Store(0)
 	if err := s.setup(ctx); err != nil {
 		return err
 	}

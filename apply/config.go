@@ -52,6 +52,9 @@ type Config struct {
 	GroupDelay time.Duration
 	// PipelineStatements is the most statements sent in one round trip.
 	PipelineStatements int
+	// StatementCache is the most change statements kept prepared on the
+	// target; the least recently used are deallocated to make room.
+	StatementCache int
 	// SessionReplicationRole sets session_replication_role = replica on
 	// the target (triggers and foreign keys do not fire for replicated
 	// rows, as in native logical replication). Needs superuser.
@@ -121,6 +124,7 @@ func DefaultConfig() Config {
 		GroupBytes:             16 << 20,
 		GroupDelay:             200 * time.Millisecond,
 		PipelineStatements:     1000,
+		StatementCache:         512,
 		SessionReplicationRole: true,
 		SynchronousCommit:      "off",
 		ProgressInterval:       10 * time.Second,
@@ -160,8 +164,8 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive (e.g. 15s)", c.ShutdownTimeout))
 	}
-	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
-		errs = append(errs, errors.New("group and pipeline limits must be positive"))
+	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 || c.StatementCache < 1 {
+		errs = append(errs, errors.New("group, pipeline and statement cache limits must be positive"))
 	}
 	if _, err := ParsePolicy(c.ConflictPolicy); err != nil {
 		errs = append(errs, fmt.Errorf("--conflict: %w", err))

@@ -107,14 +107,10 @@ const timeFormat = "2006-01-02 15:04:05.999999Z07:00"
 
 // single queues a change as a single-row statement.
 func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn, ts []byte, info stmtInfo) error {
-	if _, ok := p.stmts[shape(ch.Op, ch)]; !ok {
-		if err := s.wait(ctx); err != nil { // preparing needs the connection
-			return err
-		}
-	}
-	name, err := p.prepare(ctx, s.pg, s.a.cfg.Name, ch, &s.stmtN)
+	name, err := s.prepared(ctx, stmtKey{p, p.stmtShape(ch)}, info, opName(ch.Op)+" of "+p.t.qname,
+		func() (string, []uint32) { return p.statement(s.a.cfg.Name, ch) })
 	if err != nil {
-		return s.stmtError(err, info)
+		return err
 	}
 	args := p.args(ch, lsn, ts, nil)
 	s.batch.ExecPrepared(name, args, nil, nil)
@@ -238,6 +234,11 @@ func (s *session) flush(ctx context.Context) error {
 			return err
 		}
 	}
+	return s.sendQueued(ctx)
+}
+
+// sendQueued sends the statements queued so far, open runs aside.
+func (s *session) sendQueued(ctx context.Context) error {
 	if s.batch == nil || s.batchLen == 0 {
 		return nil
 	}

@@ -39,6 +39,7 @@ func main() {
 	fs.IntVar(&cfg.GroupBytes, "group-bytes", cfg.GroupBytes, "most bytes of changes in one target transaction")
 	fs.DurationVar(&cfg.GroupDelay, "group-delay", cfg.GroupDelay, "longest a target transaction waits for more source transactions")
 	fs.IntVar(&cfg.PipelineStatements, "pipeline", cfg.PipelineStatements, "most statements sent in one round trip")
+	fs.IntVar(&cfg.StatementCache, "statement-cache", cfg.StatementCache, "most change statements kept prepared on the target (the least recently used are deallocated)")
 	fs.StringVar(&cfg.SynchronousCommit, "synchronous-commit", cfg.SynchronousCommit, "synchronous_commit of the apply session (off is safe: the position commits with the rows)")
 	fs.BoolVar(&cfg.SessionReplicationRole, "replica-role", cfg.SessionReplicationRole, "apply with session_replication_role = replica (triggers and FKs off; needs superuser)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "after SIGTERM, how long the last batch and commit may take before a target that does not answer is given up on (its unconfirmed work is applied again on restart)")
