@@ -463,9 +463,22 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 	var st jetstream.Stream
 	var err error
 	if a.cfg.UpstreamDomain != "" {
-		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain)
+		lim := stream.MirrorLimits{MaxAge: a.cfg.MirrorMaxAge, MaxBytes: a.cfg.MirrorMaxBytes}
+		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
 		if err != nil {
 			return nil, natsError{err}
+		}
+		// A mirror made before, or with other flags, takes these limits.
+		// Least-privilege users may not update it: then it keeps its own,
+		// and the warning says how to change them.
+		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		changed, err := stream.UpdateMirrorLimits(uctx, js, st, lim)
+		cancel()
+		switch {
+		case err != nil:
+			a.log.Warn().Err(err).Msg("mirror keeps its limits: update them as a NATS admin (nats stream edit), or run pgjet-apply once as one")
+		case changed:
+			a.log.Info().Str("stream", name).Dur("max_age", lim.MaxAge).Int64("max_bytes", lim.MaxBytes).Msg("mirror limits updated")
 		}
 	} else {
 		st, err = js.Stream(ctx, name)

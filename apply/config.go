@@ -41,6 +41,13 @@ type Config struct {
 	// applier keeps a mirror of it in Domain and consumes the mirror, so
 	// the region reads locally and keeps its copy while cut off.
 	UpstreamDomain string
+	// MirrorMaxAge and MirrorMaxBytes bound the mirror kept with
+	// UpstreamDomain (0: no bound of that kind). The origin's limits do
+	// not reach a mirror; keep these at least as large as the capture's
+	// --stream-max-age and --stream-max-bytes, or a region that falls
+	// behind loses changes it still needs.
+	MirrorMaxAge   time.Duration
+	MirrorMaxBytes int64
 	// GroupTxns bounds how many source transactions share one target
 	// transaction.
 	GroupTxns int
@@ -125,6 +132,7 @@ func DefaultConfig() Config {
 		GroupDelay:             200 * time.Millisecond,
 		PipelineStatements:     1000,
 		StatementCache:         512,
+		MirrorMaxAge:           7 * 24 * time.Hour, // capture's default --stream-max-age
 		SessionReplicationRole: true,
 		SynchronousCommit:      "off",
 		ProgressInterval:       10 * time.Second,
@@ -160,6 +168,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OnBadMessage != OnBadMessageStop && c.OnBadMessage != OnBadMessageDeadLetter {
 		errs = append(errs, fmt.Errorf("--on-bad-message %q: use %s or %s", c.OnBadMessage, OnBadMessageStop, OnBadMessageDeadLetter))
+	}
+	if c.MirrorMaxAge < 0 || c.MirrorMaxBytes < 0 {
+		errs = append(errs, errors.New("--mirror-max-age and --mirror-max-bytes must not be negative (0 is no bound)"))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive (e.g. 15s)", c.ShutdownTimeout))

@@ -35,6 +35,8 @@ func main() {
 	fs.StringVar(&cfg.Region, "region", "", "this region's name (names the durable consumer)")
 	fs.StringVar(&cfg.Domain, "domain", "", "JetStream domain to consume in (default: the connected server's)")
 	fs.StringVar(&cfg.UpstreamDomain, "upstream-domain", "", "the stream's home domain: keep a local mirror of it and consume that")
+	fs.DurationVar(&cfg.MirrorMaxAge, "mirror-max-age", cfg.MirrorMaxAge, "with --upstream-domain: how long the mirror keeps changes (0 = no bound); keep it at least the capture's --stream-max-age")
+	fs.Int64Var(&cfg.MirrorMaxBytes, "mirror-max-bytes", 0, "with --upstream-domain: the mirror's size limit in bytes (0 = unlimited); keep it at least the capture's --stream-max-bytes")
 	fs.IntVar(&cfg.GroupTxns, "group-txns", cfg.GroupTxns, "most source transactions in one target transaction")
 	fs.IntVar(&cfg.GroupBytes, "group-bytes", cfg.GroupBytes, "most bytes of changes in one target transaction")
 	fs.DurationVar(&cfg.GroupDelay, "group-delay", cfg.GroupDelay, "longest a target transaction waits for more source transactions")
