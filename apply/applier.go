@@ -35,7 +35,10 @@ type Stats struct {
 	// DeadLetters counts messages set aside by --on-bad-message
 	// dead-letter.
 	DeadLetters atomic.Int64
-	AppliedLSN  atomic.Uint64
+	// Prepared is the number of change statements the session holds
+	// prepared on the target (bounded by Config.StatementCache).
+	Prepared   atomic.Int64
+	AppliedLSN atomic.Uint64
 	// SourceLSN is the source WAL position the target has caught up to:
 	// the end of the newest applied transaction, or a newer heartbeat
 	// when nothing was pending. Source WAL position minus it is the lag
@@ -82,6 +85,13 @@ func (a *Applier) Run(ctx context.Context) error {
 		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) || errors.Is(err, errReplayDone) {
 			return nil
 		}
+		if ctx.Err() != nil && errors.Is(err, errShutdownTimeout) {
+			// Nothing is lost: the position commits with the rows, so what
+			// the target did not confirm is applied again on restart.
+			a.log.Warn().Err(err).Dur("shutdown_timeout", a.cfg.ShutdownTimeout).
+				Msg("apply stopped without a final commit: the target did not answer within --shutdown-timeout; unconfirmed transactions are applied again on restart")
+			return nil
+		}
 		if err == nil {
 			continue
 		}
@@ -102,6 +112,10 @@ func (a *Applier) Run(ctx context.Context) error {
 }
 
 var errNATS = errors.New("nats")
+
+// errShutdownTimeout ends the statements of a session whose shutdown
+// outlasted Config.ShutdownTimeout.
+var errShutdownTimeout = errors.New("the target did not answer within the shutdown timeout")
 
 type natsError struct{ err error }
 
@@ -133,6 +147,7 @@ type session struct {
 	plans   map[string]*plan
 	tables  map[string]*target
 	stmtN   int
+	stmts   *stmtCache // the change statements prepared
 	posStmt string
 
 	lastSeq uint64
@@ -164,6 +179,13 @@ type session struct {
 	skipping bool // cur is a transaction applied before
 	curLSN   stream.LSN
 	curNext  uint32
+	curFirst uint64 // stream sequence of cur's first chunk
+	// drop is the transaction being dead-lettered whole (see deadLetter);
+	// cur is set meanwhile, so that no group commits in its middle.
+	drop *dropped
+	// src is the stream consumed (the source's, or the region's mirror):
+	// dead-lettering a transaction reads its earlier chunks back from it.
+	src jetstream.Stream
 	// prevRels are the relations the previous chunk of cur described.
 	prevRels []stream.Relation
 	lsnText  []byte
@@ -216,7 +238,9 @@ func (a *Applier) session(ctx context.Context) error {
 		return schema.ClassifyConnect(a.cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{}}
+	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
+		stmts: newStmtCache(a.cfg.StatementCache)}
+	a.stats.Prepared.Store(0)
 	if err := s.setup(ctx); err != nil {
 		return err
 	}
@@ -243,6 +267,7 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.src = changes
 	restored, err := s.maybeRestore(ctx, js, changes)
 	if err != nil {
 		return err
@@ -275,9 +300,31 @@ func (a *Applier) session(ctx context.Context) error {
 	}
 	defer it.Stop()
 
+	// Statements run under work, which outlives ctx by ShutdownTimeout: on
+	// a shutdown the batch in flight and the final commit may finish, but
+	// a target that stopped answering (packets dropped, no reset) cannot
+	// hold the process for ever.
+	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+	stopWork := context.AfterFunc(ctx, func() {
+		time.AfterFunc(a.cfg.ShutdownTimeout, func() { cancelWork(errShutdownTimeout) })
+	})
+	defer stopWork()
+
 	msgs := make(chan jetstream.Msg, 64)
 	fetchErr := make(chan error, 1)
+	// The fetcher ends with the session, not only with ctx: after an error
+	// nobody reads msgs, and a fetcher blocked on it would live (holding
+	// the session) for as long as the process, one more per retry.
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	fetched := make(chan struct{})
+	defer func() {
+		stopFetch()
+		it.Stop() // unblocks Next
+		<-fetched
+	}()
 	go func() {
+		defer close(fetched)
 		defer close(msgs)
 		for {
 			m, err := it.Next()
@@ -289,7 +336,7 @@ func (a *Applier) session(ctx context.Context) error {
 			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done():
+			case <-fetchCtx.Done():
 				return
 			}
 		}
@@ -298,9 +345,9 @@ func (a *Applier) session(ctx context.Context) error {
 		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).
 		Str("conflict", a.cfg.policies()).Bool("origin", s.cx.origin != 0).Msg("apply started")
 
-	err = s.loop(ctx, msgs, fetchErr)
+	err = s.loop(ctx, work, msgs, fetchErr)
 	// Shutdown: commit what is complete, roll back a partial transaction.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	fctx, cancel := context.WithTimeoutCause(work, a.cfg.ShutdownTimeout, errShutdownTimeout)
 	defer cancel()
 	if s.open {
 		if err == nil && !s.cur {
@@ -416,9 +463,22 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 	var st jetstream.Stream
 	var err error
 	if a.cfg.UpstreamDomain != "" {
-		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain)
+		lim := stream.MirrorLimits{MaxAge: a.cfg.MirrorMaxAge, MaxBytes: a.cfg.MirrorMaxBytes}
+		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
 		if err != nil {
 			return nil, natsError{err}
+		}
+		// A mirror made before, or with other flags, takes these limits.
+		// Least-privilege users may not update it: then it keeps its own,
+		// and the warning says how to change them.
+		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		changed, err := stream.UpdateMirrorLimits(uctx, js, st, lim)
+		cancel()
+		switch {
+		case err != nil:
+			a.log.Warn().Err(err).Msg("mirror keeps its limits: update them as a NATS admin (nats stream edit), or run pgjet-apply once as one")
+		case changed:
+			a.log.Info().Str("stream", name).Dur("max_age", lim.MaxAge).Int64("max_bytes", lim.MaxBytes).Msg("mirror limits updated")
 		}
 	} else {
 		st, err = js.Stream(ctx, name)
@@ -528,7 +588,9 @@ func (s *session) consumer(ctx context.Context, st jetstream.Stream) (jetstream.
 // none is at hand.
 const groupGrace = 5 * time.Millisecond
 
-func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
+// loop applies messages until stop ends or an error; statements run under
+// work.
+func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
 	for {
 		var m jetstream.Msg
 		var ok bool
@@ -568,7 +630,7 @@ func (s *session) loop(ctx context.Context, msgs <-chan jetstream.Msg, fetchErr 
 				continue
 			case err := <-fetchErr:
 				return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(s.a.cfg.Name), err)}
-			case <-ctx.Done():
+			case <-stop.Done():
 				return nil
 			}
 		}
@@ -700,6 +762,12 @@ func (s *session) advance(ctx context.Context, m jetstream.Msg, seq uint64) erro
 // handleEnvelope applies one envelope of message m (stream sequence seq).
 func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
 	a := s.a
+	if s.drop != nil {
+		if env.Kind == stream.KindTxn && !env.First() && env.CommitLSN == s.drop.lsn {
+			return s.dropMsg(ctx, m, seq, nil)
+		}
+		s.endDrop()
+	}
 	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
 		if s.cur {
 			return nil
@@ -754,7 +822,7 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 				}
 			}
 			s.multi = true
-			s.cur, s.curLSN, s.curNext = true, env.CommitLSN, 1
+			s.cur, s.curLSN, s.curNext, s.curFirst = true, env.CommitLSN, 1, seq
 		}
 	} else {
 		if !s.cur || env.CommitLSN != s.curLSN || env.Chunk != s.curNext {

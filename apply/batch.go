@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgjet/pgjet/stream"
 )
@@ -186,14 +185,11 @@ func (s *session) emitRun(ctx context.Context, r *run) error {
 		for n*2 <= len(rows) {
 			n *= 2
 		}
-		if !p.runPrepared(r.op, rows[0], n) {
-			if err := s.wait(ctx); err != nil { // preparing needs the connection
-				return err
-			}
-		}
-		name, err := p.prepareRun(ctx, s.pg, s.a.cfg.Name, r.op, rows[0], n, &s.stmtN)
+		name, err := s.prepared(ctx, stmtKey{p, runKey(r.op, rows[0], n)}, r.first,
+			fmt.Sprintf("%s of %d rows of %s", opName(r.op), n, p.t.qname),
+			func() (string, []uint32) { return p.runStatement(s.a.cfg.Name, r.op, rows[0], n) })
 		if err != nil {
-			return s.stmtError(err, r.first)
+			return err
 		}
 		args := make([][]byte, 0, n*r.width)
 		for i, ch := range rows[:n] {
@@ -275,36 +271,16 @@ func (p *plan) runArgs(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte
 type runSQL struct {
 	sql  string
 	oids []uint32
-	name string // prepared statement, once prepared
 }
 
-// runPrepared reports whether the statement of a run of n rows of ch's
-// shape is prepared already.
-func (p *plan) runPrepared(op stream.Op, ch *stream.Change, n int) bool {
-	r, ok := p.runs[shape(op, ch)+"#"+strconv.Itoa(n)]
-	return ok && r.name != ""
-}
-
-// prepareRun returns the prepared statement of a run of n rows of ch's
-// shape, preparing it on conn the first time.
-func (p *plan) prepareRun(ctx context.Context, conn *pgconn.PgConn, source string, op stream.Op, ch *stream.Change, n int, seq *int) (string, error) {
-	key := shape(op, ch) + "#" + strconv.Itoa(n)
-	if r, ok := p.runs[key]; ok && r.name != "" {
-		return r.name, nil
-	}
-	sql, oids := p.runStatement(source, op, ch, n)
-	*seq++
-	name := "pgjet_" + strconv.Itoa(*seq)
-	if _, err := conn.Prepare(ctx, name, sql, oids); err != nil {
-		return "", fmt.Errorf("prepare %s of %d rows of %s: %w", opName(op), n, p.t.qname, err)
-	}
-	p.runs[key] = runSQL{sql: sql, oids: oids, name: name}
-	return name, nil
+// runKey is the cache key of a run of n rows of ch's shape.
+func runKey(op stream.Op, ch *stream.Change, n int) string {
+	return shape(op, ch) + "#" + strconv.Itoa(n)
 }
 
 // runStatement builds (and caches) the statement of a run of n rows.
 func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n int) (string, []uint32) {
-	key := shape(op, ch) + "#" + strconv.Itoa(n)
+	key := runKey(op, ch, n)
 	if p.runs == nil {
 		p.runs = map[string]runSQL{}
 	}

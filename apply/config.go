@@ -41,6 +41,13 @@ type Config struct {
 	// applier keeps a mirror of it in Domain and consumes the mirror, so
 	// the region reads locally and keeps its copy while cut off.
 	UpstreamDomain string
+	// MirrorMaxAge and MirrorMaxBytes bound the mirror kept with
+	// UpstreamDomain (0: no bound of that kind). The origin's limits do
+	// not reach a mirror; keep these at least as large as the capture's
+	// --stream-max-age and --stream-max-bytes, or a region that falls
+	// behind loses changes it still needs.
+	MirrorMaxAge   time.Duration
+	MirrorMaxBytes int64
 	// GroupTxns bounds how many source transactions share one target
 	// transaction.
 	GroupTxns int
@@ -52,6 +59,9 @@ type Config struct {
 	GroupDelay time.Duration
 	// PipelineStatements is the most statements sent in one round trip.
 	PipelineStatements int
+	// StatementCache is the most change statements kept prepared on the
+	// target; the least recently used are deallocated to make room.
+	StatementCache int
 	// SessionReplicationRole sets session_replication_role = replica on
 	// the target (triggers and foreign keys do not fire for replicated
 	// rows, as in native logical replication). Needs superuser.
@@ -65,6 +75,11 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
+	// ShutdownTimeout bounds a shutdown: the batch in flight and the final
+	// commit get this long to finish after the context ends. A target
+	// that stopped answering is then given up on (what it did not confirm
+	// is applied again on restart), so the process still exits.
+	ShutdownTimeout time.Duration
 	// ConflictPolicy is how a change that collides with the target's rows
 	// is resolved: source-wins (default), last-writer-wins, keep-local or
 	// error. See Policy.
@@ -116,10 +131,13 @@ func DefaultConfig() Config {
 		GroupBytes:             16 << 20,
 		GroupDelay:             200 * time.Millisecond,
 		PipelineStatements:     1000,
+		StatementCache:         512,
+		MirrorMaxAge:           7 * 24 * time.Hour, // capture's default --stream-max-age
 		SessionReplicationRole: true,
 		SynchronousCommit:      "off",
 		ProgressInterval:       10 * time.Second,
 		RetryMax:               30 * time.Second,
+		ShutdownTimeout:        15 * time.Second,
 		ConflictPolicy:         PolicySourceWins.String(),
 		OnBadMessage:           OnBadMessageStop,
 	}
@@ -151,8 +169,14 @@ func (c *Config) Validate() error {
 	if c.OnBadMessage != OnBadMessageStop && c.OnBadMessage != OnBadMessageDeadLetter {
 		errs = append(errs, fmt.Errorf("--on-bad-message %q: use %s or %s", c.OnBadMessage, OnBadMessageStop, OnBadMessageDeadLetter))
 	}
-	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 {
-		errs = append(errs, errors.New("group and pipeline limits must be positive"))
+	if c.MirrorMaxAge < 0 || c.MirrorMaxBytes < 0 {
+		errs = append(errs, errors.New("--mirror-max-age and --mirror-max-bytes must not be negative (0 is no bound)"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive (e.g. 15s)", c.ShutdownTimeout))
+	}
+	if c.GroupTxns < 1 || c.GroupBytes < 1 || c.PipelineStatements < 1 || c.StatementCache < 1 {
+		errs = append(errs, errors.New("group, pipeline and statement cache limits must be positive"))
 	}
 	if _, err := ParsePolicy(c.ConflictPolicy); err != nil {
 		errs = append(errs, fmt.Errorf("--conflict: %w", err))

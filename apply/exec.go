@@ -107,14 +107,10 @@ const timeFormat = "2006-01-02 15:04:05.999999Z07:00"
 
 // single queues a change as a single-row statement.
 func (s *session) single(ctx context.Context, p *plan, ch *stream.Change, lsn, ts []byte, info stmtInfo) error {
-	if _, ok := p.stmts[shape(ch.Op, ch)]; !ok {
-		if err := s.wait(ctx); err != nil { // preparing needs the connection
-			return err
-		}
-	}
-	name, err := p.prepare(ctx, s.pg, s.a.cfg.Name, ch, &s.stmtN)
+	name, err := s.prepared(ctx, stmtKey{p, p.stmtShape(ch)}, info, opName(ch.Op)+" of "+p.t.qname,
+		func() (string, []uint32) { return p.statement(s.a.cfg.Name, ch) })
 	if err != nil {
-		return s.stmtError(err, info)
+		return err
 	}
 	args := p.args(ch, lsn, ts, nil)
 	s.batch.ExecPrepared(name, args, nil, nil)
@@ -238,6 +234,11 @@ func (s *session) flush(ctx context.Context) error {
 			return err
 		}
 	}
+	return s.sendQueued(ctx)
+}
+
+// sendQueued sends the statements queued so far, open runs aside.
+func (s *session) sendQueued(ctx context.Context) error {
 	if s.batch == nil || s.batchLen == 0 {
 		return nil
 	}
@@ -284,14 +285,24 @@ func (s *session) send(ctx context.Context, b *pgconn.Batch, info []stmtInfo, c 
 
 // wait collects the results of the batch in flight, if any; after a
 // COMMIT it acknowledges JetStream (AckAll: the group's newest message
-// covers all of it) and publishes the position in the stats.
+// covers all of it) and publishes the position in the stats. It blocks
+// until the target answers or ctx ends; then it closes the connection,
+// which ends the batch (the target rolls back its open transaction, and
+// the position stored with it), and returns an error naming ctx's cause.
 func (s *session) wait(ctx context.Context) error {
 	f := s.inflight
 	if f == nil {
 		return nil
 	}
 	s.inflight = nil
-	res := <-f.done
+	var res batchResult
+	select {
+	case res = <-f.done:
+	case <-ctx.Done():
+		_ = s.pg.Conn().Close()
+		<-f.done // the batch's reader ends with the connection
+		return fmt.Errorf("wait for the target: %w", context.Cause(ctx))
+	}
 	st := &s.a.stats
 	for i, r := range res.results {
 		if r.Err != nil {

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
@@ -47,7 +46,6 @@ type plan struct {
 	// column: the source's values are kept, as native replication does.
 	overriding bool
 	always     []bool            // per source column: GENERATED ALWAYS identity on the target
-	stmts      map[string]string // shape → prepared statement name
 	runs       map[string]runSQL // shape and row count → run statement
 	// policy resolves conflicts on this table; cx describes the session's
 	// origin and commit timestamps (nil: neither).
@@ -145,7 +143,7 @@ func sameSet(a, b []string) bool {
 // newPlan checks that the target can hold what the source sends and
 // decides how rows are found.
 func newPlan(t *target, rel *stream.Relation) (*plan, error) {
-	p := &plan{t: t, rel: *rel, stmts: map[string]string{}}
+	p := &plan{t: t, rel: *rel}
 	p.rel.Columns = append([]stream.Column(nil), rel.Columns...)
 	p.oids = make([]uint32, len(rel.Columns))
 	idx := map[string]int{}
@@ -199,12 +197,20 @@ func newPlan(t *target, rel *stream.Relation) (*plan, error) {
 }
 
 // shape is the cache key of one statement form: the operation and which
-// values are unchanged TOAST (they are left out of the statement).
+// values are unchanged TOAST (they are left out of the statement). NULL
+// travels as a parameter like any value: a key per NULL pattern would
+// prepare up to 2^columns statements for one table.
 func shape(op stream.Op, ch *stream.Change) string {
+	kind := func(v stream.Value) byte {
+		if v.Kind == stream.ValueUnchanged {
+			return 'u'
+		}
+		return 'v'
+	}
 	var b []byte
 	b = append(b, byte(op))
 	for _, v := range ch.New {
-		b = append(b, v.Kind)
+		b = append(b, kind(v))
 	}
 	b = append(b, '|')
 	if op == stream.OpUpdate && ch.Old != nil {
@@ -212,7 +218,7 @@ func shape(op stream.Op, ch *stream.Change) string {
 	}
 	if op != stream.OpInsert {
 		for _, v := range ch.Old {
-			b = append(b, v.Kind)
+			b = append(b, kind(v))
 		}
 	}
 	return string(b)
@@ -451,24 +457,13 @@ func (p *plan) args(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
 	return dst
 }
 
-// prepare returns the name of the prepared statement for ch's shape,
-// preparing it on conn when new.
-func (p *plan) prepare(ctx context.Context, conn *pgconn.PgConn, source string, ch *stream.Change, seq *int) (string, error) {
+// stmtShape is the cache key of ch's single-row statement.
+func (p *plan) stmtShape(ch *stream.Change) string {
 	k := shape(ch.Op, ch)
 	if p.policy == PolicyLastWriterWins && p.keyChange(ch) {
 		k += "k" // the old key was sent (identity FULL) and differs
 	}
-	if name, ok := p.stmts[k]; ok {
-		return name, nil
-	}
-	sql, oids := p.statement(source, ch)
-	*seq++
-	name := "pgjet_" + strconv.Itoa(*seq)
-	if _, err := conn.Prepare(ctx, name, sql, oids); err != nil {
-		return "", fmt.Errorf("prepare %s of %s: %w", opName(ch.Op), p.t.qname, err)
-	}
-	p.stmts[k] = name
-	return name, nil
+	return k
 }
 
 func opName(op stream.Op) string {

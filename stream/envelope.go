@@ -12,6 +12,8 @@ package stream
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -111,6 +113,22 @@ const (
 // consumers discard the partial one before it.
 func MsgID(source string, commit LSN, chunk uint32, session string) string {
 	return fmt.Sprintf("%s:%016X:%d:%s", source, uint64(commit), chunk, session)
+}
+
+// ParseMsgID reads back what MsgID wrote: the source, commit LSN and
+// chunk of a transaction's message. ok is false for an id of another form
+// (a batch's or a stranger's, or none).
+func ParseMsgID(id string) (source string, commit LSN, chunk uint32, ok bool) {
+	parts := strings.Split(id, ":")
+	if len(parts) != 3 || len(parts[1]) != 16 {
+		return "", 0, 0, false
+	}
+	c, err1 := strconv.ParseUint(parts[1], 16, 64)
+	n, err2 := strconv.ParseUint(parts[2], 10, 32)
+	if err1 != nil || err2 != nil {
+		return "", 0, 0, false
+	}
+	return parts[0], LSN(c), uint32(n), true
 }
 
 // Replica identity settings, as pgoutput sends them (relreplident).

@@ -143,9 +143,10 @@ func EnsureSnapshotStream(ctx context.Context, js jetstream.JetStream, source st
 
 // EnsureSnapshotMirror mirrors the source's snapshot stream from
 // upstreamDomain into the domain js talks to, like EnsureMirror does for
-// the change stream.
+// the change stream, but without limits: a snapshot is kept until a newer
+// one replaces it, whatever its age.
 func EnsureSnapshotMirror(ctx context.Context, js jetstream.JetStream, source, upstreamDomain string) (jetstream.Stream, error) {
-	return ensureMirror(ctx, js, SnapshotStreamName(source), "pgjet snapshot mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain)
+	return ensureMirror(ctx, js, SnapshotStreamName(source), "pgjet snapshot mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain, nil)
 }
 
 // ListSnapshots returns the snapshots in st, oldest first.

@@ -72,15 +72,50 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o 
 	return s, nil
 }
 
-// EnsureMirror creates, in the JetStream domain js talks to, a mirror of
-// the source's stream that lives in upstreamDomain. Mirrors keep the
-// origin's sequence numbers, so positions are comparable across regions.
-// It is idempotent.
-func EnsureMirror(ctx context.Context, js jetstream.JetStream, source, upstreamDomain string) (jetstream.Stream, error) {
-	return ensureMirror(ctx, js, StreamName(source), "pgjet mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain)
+// MirrorLimits bound a region's mirror of a source's stream. The origin's
+// own limits do not reach a mirror, which without limits of its own would
+// keep every change for ever.
+type MirrorLimits struct {
+	// MaxAge bounds how long changes are kept; 0 keeps them until MaxBytes.
+	MaxAge time.Duration
+	// MaxBytes bounds the mirror's size; 0 is unlimited.
+	MaxBytes int64
 }
 
-func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description, upstreamDomain string) (jetstream.Stream, error) {
+func (l MirrorLimits) apply(cfg *jetstream.StreamConfig) {
+	cfg.MaxAge, cfg.MaxBytes = l.MaxAge, l.MaxBytes
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+}
+
+// EnsureMirror creates, in the JetStream domain js talks to, a mirror of
+// the source's stream that lives in upstreamDomain, with limits lim.
+// Mirrors keep the origin's sequence numbers, so positions are comparable
+// across regions. It is idempotent: an existing mirror is returned as it
+// is (see UpdateMirrorLimits).
+func EnsureMirror(ctx context.Context, js jetstream.JetStream, source, upstreamDomain string, lim MirrorLimits) (jetstream.Stream, error) {
+	return ensureMirror(ctx, js, StreamName(source), "pgjet mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain, &lim)
+}
+
+// UpdateMirrorLimits sets the limits of mirror st to lim when they
+// differ, and reports whether it changed them.
+func UpdateMirrorLimits(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, lim MirrorLimits) (bool, error) {
+	cfg := st.CachedInfo().Config
+	want := cfg
+	lim.apply(&want)
+	if want.MaxAge == cfg.MaxAge && want.MaxBytes == cfg.MaxBytes {
+		return false, nil
+	}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return false, fmt.Errorf("update the limits of mirror %s to max age %s, max bytes %d: %w", cfg.Name, want.MaxAge, want.MaxBytes, err)
+	}
+	return true, nil
+}
+
+// ensureMirror makes mirror name of upstreamDomain's stream; lim nil
+// leaves it without limits.
+func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description, upstreamDomain string, lim *MirrorLimits) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if err == nil {
 		info := s.CachedInfo()
@@ -92,12 +127,16 @@ func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("look up mirror %s: %w", name, err)
 	}
-	s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        name,
 		Description: description,
 		Storage:     jetstream.FileStorage,
 		Mirror:      &jetstream.StreamSource{Name: name, Domain: upstreamDomain},
-	})
+	}
+	if lim != nil {
+		lim.apply(&cfg)
+	}
+	s, err = js.CreateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create mirror %s of domain %s: %w", name, upstreamDomain, err)
 	}

@@ -349,7 +349,7 @@ func TestPermissions(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				st, err := stream.EnsureMirror(call(t), js, source, "hub")
+				st, err := stream.EnsureMirror(call(t), js, source, "hub", stream.MirrorLimits{MaxAge: time.Hour})
 				if err != nil {
 					t.Fatalf("EnsureMirror as %s (domain %q): %v", user, domain, err)
 				}

@@ -31,7 +31,11 @@ type Proxy struct {
 	ln     net.Listener // nil while cut or closed
 	conns  map[net.Conn]struct{}
 	closed bool
-	wg     sync.WaitGroup // accept loops and copy goroutines
+	// blackholed drops every byte and forwards no new connection; held
+	// are the clients accepted meanwhile.
+	blackholed bool
+	held       map[net.Conn]struct{}
+	wg         sync.WaitGroup // accept loops and copy goroutines
 }
 
 // StartProxy listens on 127.0.0.1:listenPort (0 picks a free port, which
@@ -50,6 +54,7 @@ func StartProxy(listenPort int, target string) (*Proxy, error) {
 		port:   ln.Addr().(*net.TCPAddr).Port,
 		ln:     ln,
 		conns:  map[net.Conn]struct{}{},
+		held:   map[net.Conn]struct{}{},
 	}
 	p.wg.Add(1)
 	go p.accept(ln)
@@ -87,18 +92,41 @@ func (p *Proxy) cut() {
 		p.ln.Close()
 		p.ln = nil
 	}
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
+	p.closeConns()
 }
 
-// Healed reports whether the proxy listens (it was not Cut, or was healed
-// since).
+// closeConns closes every connection, forwarded or held.
+func (p *Proxy) closeConns() {
+	for _, m := range []map[net.Conn]struct{}{p.conns, p.held} {
+		for c := range m {
+			c.Close()
+		}
+		clear(m)
+	}
+}
+
+// Blackhole drops, from now on, every byte in both directions and accepts
+// new connections without forwarding them, closing nothing: a peer's
+// writes succeed and its reads wait, as behind a firewall that drops
+// packets. It does not block and is idempotent; Heal ends it.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blackholed = true
+}
+
+func (p *Proxy) dropping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.blackholed
+}
+
+// Healed reports whether the proxy listens and forwards (it was not Cut or
+// blackholed, or was healed since).
 func (p *Proxy) Healed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.ln != nil
+	return p.ln != nil && !p.blackholed
 }
 
 // Heal listens again on the same port and forwards new connections. It is
@@ -109,6 +137,12 @@ func (p *Proxy) Heal() error {
 	defer p.mu.Unlock()
 	if p.closed {
 		return errors.New("heal proxy: closed")
+	}
+	if p.blackholed {
+		// The connections lost bytes: they end, as a link that comes back
+		// after its peers gave up on it.
+		p.blackholed = false
+		p.closeConns()
 	}
 	if p.ln != nil {
 		return nil
@@ -162,6 +196,9 @@ func (p *Proxy) accept(ln net.Listener) {
 // link would.
 func (p *Proxy) forward(ln net.Listener, c net.Conn) {
 	defer p.wg.Done()
+	if p.swallow(ln, c) {
+		return
+	}
 	t, err := net.DialTimeout("tcp", p.target, proxyDialTimeout)
 	if err != nil {
 		c.Close()
@@ -180,7 +217,18 @@ func (p *Proxy) forward(ln net.Listener, c net.Conn) {
 
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.dropping() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		done <- struct{}{}
 	}
 	go pipe(t, c)
@@ -193,4 +241,23 @@ func (p *Proxy) forward(ln net.Listener, c net.Conn) {
 	delete(p.conns, c)
 	delete(p.conns, t)
 	p.mu.Unlock()
+}
+
+// swallow holds client c, accepted on ln while the proxy is blackholed:
+// it reads and drops what c sends until c is closed (by Cut, Heal or
+// Close, or the client), and reports whether it did.
+func (p *Proxy) swallow(ln net.Listener, c net.Conn) bool {
+	p.mu.Lock()
+	if !p.blackholed || p.ln != ln {
+		p.mu.Unlock()
+		return false
+	}
+	p.held[c] = struct{}{}
+	p.mu.Unlock()
+	_, _ = io.Copy(io.Discard, c)
+	c.Close()
+	p.mu.Lock()
+	delete(p.held, c)
+	p.mu.Unlock()
+	return true
 }

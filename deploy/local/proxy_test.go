@@ -126,6 +126,52 @@ func TestProxy_CutAndHeal(t *testing.T) {
 	}
 }
 
+// TestProxy_Blackhole: a blackholed link keeps its connections open and
+// silent, in both directions and for new dials, and Heal ends them and
+// forwards again.
+func TestProxy_Blackhole(t *testing.T) {
+	target := startEcho(t)
+	p, err := StartProxy(0, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	c := dialEcho(t, p.Addr())
+	p.Blackhole()
+	p.Blackhole() // idempotent
+	if p.Healed() {
+		t.Error("Healed() while blackholed")
+	}
+	silent := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		defer c.SetDeadline(time.Time{})
+		if _, err := io.WriteString(c, "lost\n"); err != nil {
+			t.Fatalf("write while blackholed: %v, want it to succeed", err)
+		}
+		if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+			t.Fatalf("read while blackholed: %v, want a timeout", err)
+		}
+	}
+	t.Run("open connection silent", func(t *testing.T) { silent(t, c) })
+	t.Run("new connection silent", func(t *testing.T) {
+		n, err := net.DialTimeout("tcp", p.Addr(), time.Second)
+		if err != nil {
+			t.Fatalf("dial while blackholed: %v, want it accepted", err)
+		}
+		defer n.Close()
+		silent(t, n)
+	})
+	if err := p.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Errorf("read on a connection blackholed then healed: %v, want it closed", err)
+	}
+	dialEcho(t, p.Addr())
+}
+
 func TestProxy_FixedPortAndDeadTarget(t *testing.T) {
 	port, err := FreePort()
 	if err != nil {

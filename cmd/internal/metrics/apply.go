@@ -57,6 +57,8 @@ func (m *Apply) Register(reg prometheus.Registerer) error {
 			func() float64 { return float64(st.Commits.Load()) }),
 		counter("pgjet_apply_conflicts_total", "Conflicts recorded in pgjet.conflicts.", l,
 			func() float64 { return float64(st.Conflicts.Load()) }),
+		gauge("pgjet_apply_prepared_statements", "Change statements the apply session holds prepared on the target (at most --statement-cache).", l,
+			func() float64 { return float64(st.Prepared.Load()) }),
 		counter("pgjet_apply_dead_letters_total", "Messages that could not be decoded, or belonged to another source, republished to the dead-letter subject (--on-bad-message dead-letter).", l,
 			func() float64 { return float64(st.DeadLetters.Load()) }),
 	)
