@@ -537,9 +537,11 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 func TestParseMsgID(t *testing.T) {
-	src, lsn, chunk, ok := ParseMsgID(MsgID("app", 0x16B3748, 7))
-	if !ok || src != "app" || lsn != 0x16B3748 || chunk != 7 {
-		t.Errorf("ParseMsgID(MsgID(app, 0/16B3748, 7)) = %q, %s, %d, %v", src, lsn, chunk, ok)
+	for _, id := range []string{MsgID("app", 0x16B3748, 7, "0a1b2c3d"), "app:00000000016B3748:7"} {
+		src, lsn, chunk, ok := ParseMsgID(id)
+		if !ok || src != "app" || lsn != 0x16B3748 || chunk != 7 {
+			t.Errorf("ParseMsgID(%q) = %q, %s, %d, %v", id, src, lsn, chunk, ok)
+		}
 	}
 	for _, id := range []string{"", "app:0000000001508C70-0000000001508D00:b", "app:16B3748:0", "app:000000000016B3748:x", "hb:1"} {
 		if _, _, _, ok := ParseMsgID(id); ok {

@@ -119,8 +119,9 @@ func MsgID(source string, commit LSN, chunk uint32, session string) string {
 // chunk of a transaction's message. ok is false for an id of another form
 // (a batch's or a stranger's, or none).
 func ParseMsgID(id string) (source string, commit LSN, chunk uint32, ok bool) {
+	// Three parts in streams written before ids named the session.
 	parts := strings.Split(id, ":")
-	if len(parts) != 3 || len(parts[1]) != 16 {
+	if len(parts) != 3 && len(parts) != 4 || len(parts[1]) != 16 {
 		return "", 0, 0, false
 	}
 	c, err1 := strconv.ParseUint(parts[1], 16, 64)
