@@ -659,6 +659,25 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 	}
 }
 
+// chained reports whether message m follows, in capture's chain
+// (stream.HeaderPrev), the message at the session's last sequence: the
+// sequences between then hold no message of the source. Messages written
+// before the chain existed never count as chained.
+func (s *session) chained(ctx context.Context, m jetstream.Msg) (bool, error) {
+	prev := m.Headers().Get(stream.HeaderPrev)
+	if prev == "" {
+		return false, nil
+	}
+	last, err := s.src.GetMsg(ctx, s.lastSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, natsError{fmt.Errorf("read stream %s sequence %d back: %w", stream.StreamName(s.a.cfg.Name), s.lastSeq, err)}
+	}
+	return last.Header.Get(jetstream.MsgIDHeader) == prev, nil
+}
+
 func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 	a := s.a
 	md, err := m.Metadata()
@@ -670,8 +689,16 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		return nil // redelivered: already seen in this session
 	}
 	if s.lastSeq != 0 && seq != s.lastSeq+1 {
-		return schema.Fatalf(nil, "stream %s jumps from sequence %d to %d: messages this region needs are gone (retention expired or purged); rebuild this target from a newer snapshot",
-			stream.StreamName(a.cfg.Name), s.lastSeq, seq)
+		whole, err := s.chained(ctx, m)
+		if err != nil {
+			return err
+		}
+		if !whole {
+			return schema.Fatalf(nil, "stream %s jumps from sequence %d to %d: messages this region needs are gone (retention expired or purged); rebuild this target from a newer snapshot",
+				stream.StreamName(a.cfg.Name), s.lastSeq, seq)
+		}
+		a.log.Warn().Uint64("stream_seq", seq).Uint64("after", s.lastSeq).
+			Msg("stream sequence skips numbers that hold no message (proposals a NATS cluster dropped in a leader change); the chain of capture's messages is whole")
 	}
 	s.lastSeq = seq
 	envs, bad := s.decode(m, seq)

@@ -315,7 +315,7 @@ func (c *Capture) session(ctx context.Context) error {
 
 	session := randomHex(4)
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
-		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, LastSeq: tail.lastSeq, Start: start,
+		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, PrevMsgID: tail.prevID, LastSeq: tail.lastSeq, Start: start,
 		Header:     nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))}},
 		BySequence: c.cfg.Stream.Replicas > 1,
 	})
@@ -567,8 +567,11 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 }
 
 type tailInfo struct {
-	lastID    string
-	lastSeq   uint64     // the stream's last sequence
+	lastID  string
+	lastSeq uint64 // the stream's last sequence
+	// prevID is the id of the source's last message in the stream, which
+	// the next message names as its predecessor (stream.HeaderPrev).
+	prevID    string
 	skipBelow stream.LSN // transactions committed below this are in the stream
 	// pos is the source position the stream holds everything up to: the
 	// end of its last transaction (or its commit LSN when cut short), or
@@ -625,6 +628,7 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 			continue
 		}
 		env := envs[len(envs)-1]
+		t.prevID = m.Header.Get(jetstream.MsgIDHeader)
 		t.id.system = m.Header.Get(stream.HeaderSystem)
 		if tl, err := strconv.ParseInt(m.Header.Get(stream.HeaderTimeline), 10, 32); err == nil {
 			t.id.timeline = int32(tl)

@@ -100,6 +100,12 @@ const (
 	// HeaderTimeline is the source's timeline when the message was
 	// published, in decimal.
 	HeaderTimeline = "Pgjet-Timeline"
+	// HeaderPrev is the Nats-Msg-Id of the message capture published
+	// before this one. A clustered stream can skip sequence numbers
+	// (proposals that failed in a leader change) without losing a
+	// message; where the sequence jumps, this chain tells such a hole
+	// from lost messages.
+	HeaderPrev = "Pgjet-Prev"
 )
 
 // MsgID is the Nats-Msg-Id of a chunk published by capture session

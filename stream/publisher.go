@@ -28,6 +28,7 @@ type Publisher struct {
 	header nats.Header
 	queue  chan pending
 	lastID string
+	prevID string // the last message of the chain (HeaderPrev)
 	// bySeq chains messages by stream sequence instead of id; lastSeq is
 	// the sequence the next message expects before it.
 	bySeq   bool
@@ -58,6 +59,10 @@ type PublisherOptions struct {
 	// LastMsgID is the Nats-Msg-Id of the stream's last message ("" when
 	// the stream is empty); the chain of expectations starts there.
 	LastMsgID string
+	// PrevMsgID is the id of the source's last message in the stream
+	// (LastMsgID unless foreign or deleted messages follow it): the first
+	// message published names it in HeaderPrev.
+	PrevMsgID string
 	// LastSeq is the stream's last sequence. When the last message has no
 	// id (an empty or purged stream, a foreign message), the first publish
 	// expects this sequence instead: a message of an earlier session still
@@ -91,6 +96,7 @@ func NewPublisher(js jetstream.JetStream, o PublisherOptions) *Publisher {
 		header:     o.Header,
 		queue:      make(chan pending, o.Window),
 		lastID:     o.LastMsgID,
+		prevID:     o.PrevMsgID,
 		bySeq:      o.BySequence,
 		lastSeq:    o.LastSeq,
 		first:      true,
@@ -119,9 +125,12 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 		return err
 	}
 	// A copy per message: the client adds the message's own headers to it.
-	h := make(nats.Header, len(p.header)+2)
+	h := make(nats.Header, len(p.header)+3)
 	for k, v := range p.header {
 		h[k] = v
+	}
+	if p.prevID != "" {
+		h.Set(HeaderPrev, p.prevID)
 	}
 	m := &nats.Msg{Subject: subject, Data: data, Header: h}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
@@ -138,7 +147,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 		p.bytes.Release(size)
 		return fmt.Errorf("publish %s: %w", msgID, err)
 	}
-	p.lastID, p.first = msgID, false
+	p.lastID, p.prevID, p.first = msgID, msgID, false
 	p.lastSeq++
 	if confirm != 0 {
 		p.sent.Store(uint64(confirm))

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pgjet/pgjet/stream"
+)
+
+// TestApply_SequenceHoleWithoutMessage: a stream sequence that holds no
+// message (here a stranger's message, deleted; in a NATS cluster a
+// proposal dropped in a leader change) is not a loss when capture's chain
+// of messages (Pgjet-Prev) runs across it: the applier goes on. A message
+// of capture's that is gone is a loss, and stops it.
+func TestApply_SequenceHoleWithoutMessage(t *testing.T) {
+	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+	capt := c.capture(t)
+	app := c.apply(t)
+	exec1(t, c.src, `INSERT INTO items SELECT g, 'a' FROM generate_series(1, 100) g`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	capt.Stop(t)
+	app.Stop(t)
+
+	ctx := context.Background()
+	js := natsJS(t, c.nats.ClientURL())
+	st, err := js.Stream(ctx, stream.StreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: stream.TxnSubject("src"), Data: []byte("not pgjet's")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+
+	capt = c.capture(t)
+	app = c.apply(t)
+	exec1(t, c.src, `INSERT INTO items SELECT g, 'b' FROM generate_series(101, 200) g`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	if !strings.Contains(app.Output(), "the chain of capture's messages is whole") {
+		t.Errorf("apply did not say it passed over the hole at sequence %d:\n%s", ack.Sequence, tail(app.Output(), 4096))
+	}
+	capt.Stop(t)
+	app.Stop(t)
+
+	// A message of capture's deleted: the chain breaks there, a loss.
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	capt = c.capture(t)
+	exec1(t, c.src, `INSERT INTO items VALUES (201, 'c')`, `INSERT INTO items VALUES (202, 'd')`)
+	waitFor(t, 30*time.Second, "two more transactions in the stream", func() (bool, string) {
+		checkDaemons(t)
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.LastSeq >= last+2, "not yet"
+	})
+	capt.Stop(t)
+	if err := st.DeleteMsg(ctx, last+1); err != nil {
+		t.Fatal(err)
+	}
+	app = start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1")
+	if code := app.Wait(t, 60*time.Second); code == 0 || !strings.Contains(app.Output(), "messages this region needs are gone") {
+		t.Errorf("apply exited %d over a lost message, want non-zero naming the gap:\n%s", code, tail(app.Output(), 4096))
+	}
+}
