@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/pgjet/pgjet/stream"
 	"testing"
 	"time"
 
@@ -56,5 +59,54 @@ func TestReview_HeartbeatAbutsCommit(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if n := queryInt(t, c.dst, "SELECT count(*) FROM t WHERE id = 2"); n != 1 {
 		t.Fatalf("row 2 (committed right after the heartbeat that was the stream's last message) is missing on the replica: the restarted capture skipped its transaction")
+	}
+}
+
+// TestReview_DeadLetterHoldsGroupOpen: a bad single message with a pgjet
+// message id is dead-lettered as a "whole transaction" (deadLetter sets
+// s.drop and s.cur = true). s.cur stays set until the NEXT message
+// arrives (handleEnvelope calls endDrop), and loop never commits an open
+// group while s.cur: the good transactions grouped before the bad message
+// stay in an open target transaction, invisible and holding their row
+// locks, for as long as the source sends nothing (--heartbeat 0, capture
+// down). On SIGTERM they are rolled back (s.cur).
+func TestReview_DeadLetterHoldsGroupOpen(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	capt := c.capture(t, "--heartbeat", "0")
+	app := c.apply(t, "--on-bad-message", "dead-letter")
+	exec1(t, c.src, "INSERT INTO t VALUES (1, 'first')")
+	waitRows(t, c.dst, "t", 1)
+	app.Stop(t)
+
+	before := walInsert(t, c.src)
+	exec1(t, c.src, "INSERT INTO t VALUES (2, 'grouped before the bad message')")
+	waitSlotPast(t, 60*time.Second, c.src, "src", stream.LSN(before+1).String())
+	capt.Stop(t)
+
+	js := natsJS(t, c.nats.ClientURL())
+	bad := nats.NewMsg(stream.TxnSubject("src"))
+	bad.Data = []byte("PJ\x01\x01garbage")
+	bad.Header.Set(jetstream.MsgIDHeader, stream.MsgID("src", stream.LSN(0x7FFFFFF0), 0, "deadbeef"))
+	if _, err := js.PublishMsg(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+
+	app = c.apply(t, "--on-bad-message", "dead-letter")
+	defer app.Stop(t)
+	app.waitLog(t, "bad message dead-lettered: kept with its origin in the dead-letter stream; apply goes on past it")
+	deadline := time.Now().Add(15 * time.Second)
+	for queryInt(t, c.dst, "SELECT count(*) FROM t WHERE id = 2") == 0 {
+		if time.Now().After(deadline) {
+			conn, err := pgx.Connect(ctx, c.dst)
+			if err == nil {
+				_, lerr := conn.Exec(ctx, "SET lock_timeout = '2s'; INSERT INTO t VALUES (2, 'local')")
+				conn.Close(ctx)
+				t.Logf("a local INSERT of key 2 on the replica meanwhile: %v", lerr)
+			}
+			t.Logf("replica sessions idle in transaction: %d", queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"))
+			t.Fatalf("row 2, applied before the dead-lettered message, is still not committed on the replica 15s later: the group stays open while s.cur is set by the drop")
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
