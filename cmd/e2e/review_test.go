@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/pgjet/pgjet/stream"
@@ -103,4 +104,67 @@ func TestReview_DeadLetterHoldsGroupOpen(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestReview_ReplayHangsOnPartialTail: the stream ends with a transaction
+// cut short (capture died while publishing its chunks and has not come
+// back: the source is gone, which is when one replays). `pgjet replay`
+// reads to the stream's end as it was at the start, but its stop check
+// (loop: endSeq reached && !s.cur) never fires while the partial
+// transaction is open, and nothing else arrives: replay never ends.
+func TestReview_ReplayHangsOnPartialTail(t *testing.T) {
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE TABLE big (id int PRIMARY KEY, pad text)`, `INSERT INTO big VALUES (0, 'first')`)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src",
+		"--heartbeat", "0", "--chunk-bytes", "4096")
+	capt.waitLog(t, "snapshot complete")
+	exec1(t, c.src, `INSERT INTO big VALUES (1, 'single')`)
+	ctx := context.Background()
+	st, err := natsJS(t, c.nats.ClientURL()).Stream(ctx, "PGJET_src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := info.State.LastSeq
+	// A transaction of thousands of chunks; capture is killed while it
+	// publishes them.
+	exec1(t, c.src, `INSERT INTO big SELECT i, repeat('x', 200) FROM generate_series(2, 150000) i`)
+	waitFor(t, 60*time.Second, "the big transaction's first chunks in the stream", func() (bool, string) {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.LastSeq > from+200, fmt.Sprint(info.State.LastSeq)
+	})
+	capt.Kill()
+	info, err = st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	envs, err := stream.DecodeMessage(last.Data)
+	if err != nil || len(envs) != 1 || envs[0].Last() {
+		t.Skipf("the stream's last message (seq %d) is not a chunk of a transaction cut short; the kill came too late", info.State.LastSeq)
+	}
+	t.Logf("stream ends at seq %d with chunk %d of transaction %s", info.State.LastSeq, envs[0].Chunk, envs[0].CommitLSN)
+
+	exec1(t, c.dst, "CREATE DATABASE replayed")
+	p := start(t, "pgjet replay", bins.pgjet, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", c.replica.URL("replayed"))
+	p.expectExit = true
+	deadline := time.Now().Add(60 * time.Second)
+	for !p.Exited() {
+		if time.Now().After(deadline) {
+			n := queryInt(t, c.replica.URL("replayed"), "SELECT count(*) FROM big")
+			p.Kill()
+			t.Fatalf("pgjet replay still running 60s after start on a stream whose tail is a partial transaction (rows committed: %d):\n%s", n, tail(p.Output(), 2000))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("replay exited:\n%s", tail(p.Output(), 1500))
 }
