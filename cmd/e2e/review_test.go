@@ -168,3 +168,48 @@ func TestReview_ReplayHangsOnPartialTail(t *testing.T) {
 	}
 	t.Logf("replay exited:\n%s", tail(p.Output(), 1500))
 }
+
+// TestReview_ReplayHangsOnDeletedLastMessage: replay stops once it has read
+// the stream's LastSeq as it was at the start (endSeq). A deleted last
+// message (an operator removed a bad message, as the decode error advises:
+// "inspect it with `pgjet tail`, then remove it") keeps LastSeq, but is
+// never delivered: replay never ends.
+func TestReview_ReplayHangsOnDeletedLastMessage(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE TABLE t (id int PRIMARY KEY, v text)`, `INSERT INTO t VALUES (0, 'first')`)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "0")
+	capt.waitLog(t, "snapshot complete")
+	before := walInsert(t, c.src)
+	exec1(t, c.src, `INSERT INTO t VALUES (1, 'after the snapshot')`)
+	waitSlotPast(t, 60*time.Second, c.src, "src", stream.LSN(before+1).String())
+	capt.Stop(t)
+
+	js := natsJS(t, c.nats.ClientURL())
+	bad := nats.NewMsg(stream.TxnSubject("src"))
+	bad.Data = []byte("PJ\x01\x01garbage")
+	ack, err := js.PublishMsg(ctx, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "PGJET_src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+
+	exec1(t, c.dst, "CREATE DATABASE replayed")
+	p := start(t, "pgjet replay", bins.pgjet, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", c.replica.URL("replayed"))
+	p.expectExit = true
+	deadline := time.Now().Add(45 * time.Second)
+	for !p.Exited() {
+		if time.Now().After(deadline) {
+			n := queryInt(t, c.replica.URL("replayed"), "SELECT count(*) FROM t")
+			p.Kill()
+			t.Fatalf("pgjet replay still running 45s after start on a stream whose last message was deleted (rows replayed: %d of 2):\n%s", n, tail(p.Output(), 1500))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
