@@ -638,7 +638,12 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 			t.pos = env.CommitLSN
 		}
 		switch {
-		case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage || env.Last():
+		case env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage:
+			// A logical message's LSN is the END of its record, where the
+			// next record (maybe a commit) begins: that one is not in the
+			// stream yet.
+			t.skipBelow = env.CommitLSN
+		case env.Last():
 			t.skipBelow = env.CommitLSN + 1
 		default:
 			// A transaction cut short: re-send it whole; consumers restart it

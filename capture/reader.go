@@ -314,7 +314,7 @@ func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.
 	if err := r.flushPending(ctx); err != nil { // commit order
 		return err
 	}
-	if at < r.skipBelow {
+	if at <= r.tailPos { // in the stream already (a logical message is the tail, or before it)
 		return r.pub.Confirm(ctx, at)
 	}
 	env := stream.Envelope{Kind: stream.KindMessage, Source: r.c.cfg.Name, CommitLSN: at, EndLSN: at, CommitTime: time.Now(),
@@ -647,7 +647,7 @@ func (r *reader) heartbeat(ctx context.Context, at stream.LSN) error {
 	if err := r.flushPending(ctx); err != nil { // commit order
 		return err
 	}
-	if at < r.skipBelow {
+	if at <= r.tailPos { // in the stream already (a logical message is the tail, or before it)
 		return r.pub.Confirm(ctx, at)
 	}
 	env := stream.Envelope{Kind: stream.KindHeartbeat, Source: r.c.cfg.Name, CommitLSN: at, EndLSN: at, CommitTime: time.Now(), Flags: stream.FlagFirst | stream.FlagLast}
