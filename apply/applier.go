@@ -283,7 +283,18 @@ func (a *Applier) session(ctx context.Context) error {
 		if err != nil {
 			return natsError{fmt.Errorf("read stream %s: %w", stream.StreamName(a.cfg.Name), err)}
 		}
+		// The last message that still exists: a deleted one is never
+		// delivered, and waiting for it would never end.
 		s.endSeq = info.State.LastSeq
+		for ; s.endSeq > s.pos.seq && s.endSeq >= info.State.FirstSeq; s.endSeq-- {
+			_, err := changes.GetMsg(ctx, s.endSeq)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return natsError{fmt.Errorf("read stream %s sequence %d: %w", stream.StreamName(a.cfg.Name), s.endSeq, err)}
+			}
+		}
 		if s.endSeq <= s.pos.seq {
 			a.log.Info().Uint64("stream_seq", s.pos.seq).Msg("nothing to replay: the target is at the stream's end")
 			return errReplayDone
@@ -601,7 +612,7 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 			// rows back. Under load groups fill up instead. A young group
 			// gets a few milliseconds' grace: a backlog's next fetch is
 			// usually on its way, and each commit costs a round trip.
-			if s.open && !s.cur {
+			if s.open && (!s.cur || s.drop != nil) {
 				if grace := groupGrace - time.Since(s.groupAt); grace > 0 {
 					select {
 					case m, ok = <-msgs:
@@ -646,11 +657,24 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 		if err := s.handle(ctx, m); err != nil {
 			return err
 		}
-		if s.endSeq > 0 && s.lastSeq >= s.endSeq && !s.cur {
+		if s.endSeq > 0 && s.lastSeq >= s.endSeq {
+			if s.cur && s.drop == nil {
+				// The stream ends inside a transaction (capture died while
+				// publishing it): the replica stops at the one before.
+				s.a.log.Warn().Uint64("stream_seq", s.lastSeq).Str("lsn", s.curLSN.String()).
+					Msg("the stream ends inside a transaction cut short; it is left out and the replay ends at the transaction before it")
+				s.rollback(ctx)
+				s.cur, s.skipping = false, false
+			}
+			if s.drop != nil {
+				s.endDrop()
+			}
 			s.a.log.Info().Uint64("stream_seq", s.lastSeq).Msg("replay reached the stream's end as it was at the start")
 			return s.stopHere(ctx, 0)
 		}
-		if s.open && !s.cur && (s.groupTxns >= s.groupMax || s.groupSize >= s.a.cfg.GroupBytes ||
+		// A dead-lettered transaction leaves s.cur set until the next one
+		// begins; the complete transactions grouped before it need not wait.
+		if s.open && (!s.cur || s.drop != nil) && (s.groupTxns >= s.groupMax || s.groupSize >= s.a.cfg.GroupBytes ||
 			time.Since(s.groupAt) >= s.a.cfg.GroupDelay || s.multi || s.ddl) {
 			if err := s.commit(ctx); err != nil {
 				return err
