@@ -324,12 +324,12 @@ func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
 	// interrupted beside the two kept: capture stops right after a
 	// snapshot completed and pruned the oldest, the longest way from the
 	// next one.
-	const complete, removed = `"message":"snapshot complete"`, `"message":"old snapshot removed"`
-	seen := strings.Count(capt.Output(), complete)
+	const completed, removed = `"message":"snapshot complete"`, `"message":"old snapshot removed"`
+	seen := strings.Count(capt.Output(), completed)
 	waitFor(t, 60*time.Second, "a snapshot to complete and prune the oldest", func() (bool, string) {
 		checkDaemons(t)
 		out := capt.Output()
-		n := strings.Count(out, complete)
+		n := strings.Count(out, completed)
 		return n > seen && strings.Count(out, removed) == n-2, tail(out, 1000)
 	})
 	capt.Stop(t)
@@ -352,8 +352,19 @@ func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
 	}
 	waitSame(t, 5*time.Second, c.src, c.replica.URL("replayed"))
 	snaps, _ := snapshotList(t, c.nats.ClientURL())
-	if len(snaps) != 2 || !snaps[0].Complete || !snaps[1].Complete {
-		t.Errorf("snapshots kept: %+v, want the 2 newest, complete", snaps)
+	// The stop may still land in a scheduled snapshot (one that takes
+	// longer than the gap to the next): that one is left interrupted,
+	// newest, beside the two complete ones kept.
+	complete := 0
+	for i, sn := range snaps {
+		if sn.Complete {
+			complete++
+		} else if i != len(snaps)-1 {
+			t.Errorf("snapshot %d of %d is incomplete and not the newest: %+v", i+1, len(snaps), snaps)
+		}
+	}
+	if complete != 2 {
+		t.Errorf("snapshots kept: %+v, want the 2 newest complete (and at most one interrupted by the stop)", snaps)
 	}
 	if !strings.Contains(capt.Output(), `"message":"old snapshot removed"`) {
 		t.Errorf("capture did not log the removal of an old snapshot")
