@@ -22,7 +22,7 @@ type NATSProcess struct {
 	Name string
 	// Conf is the config file; URL the client URL it listens on.
 	Conf, URL string
-	log  string
+	log       string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
