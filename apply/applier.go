@@ -151,7 +151,10 @@ type session struct {
 	posStmt string
 
 	lastSeq uint64
-	endSeq  uint64 // StopAtEnd: the stream's last sequence at the start
+	// delivered is the consumer's delivery count of the last message seen:
+	// a jump in it means deliveries were lost on the way (see handle).
+	delivered uint64
+	endSeq    uint64 // StopAtEnd: the stream's last sequence at the start
 	// snapSkip holds tables whose snapshot rows are newer than the
 	// position: their changes before the LSN are in the rows already.
 	snapSkip map[string]stream.LSN
@@ -709,8 +712,18 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		return natsError{fmt.Errorf("read message metadata: %w", err)}
 	}
 	seq := md.Sequence.Stream
+	lostDeliveries := s.delivered != 0 && md.Sequence.Consumer > s.delivered+1
+	s.delivered = md.Sequence.Consumer
 	if seq <= s.lastSeq {
 		return nil // redelivered: already seen in this session
+	}
+	if s.lastSeq != 0 && seq != s.lastSeq+1 && lostDeliveries {
+		// The consumer delivered messages this session never received: a
+		// NATS server died or the link dropped with them in flight. The
+		// stream still holds them, and the consumer would only send them
+		// again after AckWait: consume again from what the target applied.
+		return natsError{fmt.Errorf("stream %s: deliveries after sequence %d were lost on the way (NATS connection dropped); consuming again from the applied position",
+			stream.StreamName(a.cfg.Name), s.lastSeq)}
 	}
 	if s.lastSeq != 0 && seq != s.lastSeq+1 {
 		whole, err := s.chained(ctx, m)
