@@ -35,10 +35,14 @@ bench: deps build
 # soak runs the torture test (cmd/e2e/torture_test.go) for DURATION: a
 # seeded random workload with faults, checked against the primary at
 # quiescent points. make test runs three minutes of it. Replay a failed run
-# with SEED=<the seed it printed>.
+# with SEED=<the seed it printed>. It also kills KILLS nodes of a three-node
+# NATS cluster in turn under load (cmd/e2e/cluster_test.go); make test kills
+# three, one of each role.
 DURATION ?= 30m
 SEED     ?=
+KILLS    ?= 10
 soak: deps
+	PGJET_CLUSTER_KILLS=$(KILLS) $(GO) test -count=1 -timeout 0 -v -run 'TestCluster_KillNode$$' ./cmd/e2e/
 	PGJET_TORTURE_DURATION=$(DURATION) PGJET_TORTURE_SEED=$(SEED) $(GO) test -count=1 -timeout 0 -v -run 'TestTorture$$' ./cmd/e2e/
 
 fuzz:
