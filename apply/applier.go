@@ -24,6 +24,7 @@ type Applier struct {
 	// originWarned is set once the lack of replication origins was
 	// reported: sessions reconnect, the warning is given once.
 	originWarned atomic.Bool
+	outage       *stream.Outage
 }
 
 // Stats are an Applier's live counters; safe for concurrent reads.
@@ -62,7 +63,27 @@ func (s *Stats) Lag() time.Duration {
 // New returns an Applier for cfg, which must have passed Validate. It does
 // no I/O.
 func New(cfg Config, log zerolog.Logger) *Applier {
-	return &Applier{cfg: cfg, log: log.With().Str("component", "apply").Str("source", cfg.Name).Str("region", cfg.Region).Logger()}
+	return &Applier{cfg: cfg, log: log.With().Str("component", "apply").Str("source", cfg.Name).Str("region", cfg.Region).Logger(),
+		outage: stream.NewOutage(stream.StreamName(cfg.Name), cfg.OutageLimit)}
+}
+
+// Outage returns why the stream has been unreachable for longer than
+// Config.OutageLimit, or nil.
+func (a *Applier) Outage() error { return a.outage.Err() }
+
+// streamFailed records a failure to reach the stream, and reports the
+// outage once it has lasted Config.OutageLimit.
+func (a *Applier) streamFailed(err error) {
+	if rep := a.outage.Fail(err, time.Now()); rep != nil {
+		a.log.Error().Msg(rep.Error())
+	}
+}
+
+// streamAnswered ends an outage of the stream.
+func (a *Applier) streamAnswered() {
+	if d := a.outage.OK(time.Now()); d > 0 {
+		a.log.Info().Str("stream", stream.StreamName(a.cfg.Name)).Dur("down", d).Msg("stream reachable again: apply resumed")
+	}
 }
 
 // Stats returns the Applier's live counters.
@@ -100,6 +121,9 @@ func (a *Applier) Run(ctx context.Context) error {
 		}
 		if time.Since(started) > time.Minute {
 			backoff = 500 * time.Millisecond
+		}
+		if errors.Is(err, errNATS) {
+			a.streamFailed(err)
 		}
 		a.log.Warn().Err(err).Dur("retry_in", backoff).Msg("apply interrupted, retrying")
 		select {
@@ -358,6 +382,7 @@ func (a *Applier) session(ctx context.Context) error {
 	a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).
 		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).
 		Str("conflict", a.cfg.policies()).Bool("origin", s.cx.origin != 0).Msg("apply started")
+	a.streamAnswered()
 
 	err = s.loop(ctx, work, msgs, fetchErr)
 	// Shutdown: commit what is complete, roll back a partial transaction.
@@ -605,6 +630,8 @@ const groupGrace = 5 * time.Millisecond
 // loop applies messages until stop ends or an error; statements run under
 // work.
 func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fetchErr <-chan error) error {
+	probe := time.NewTicker(outageProbe)
+	defer probe.Stop()
 	for {
 		var m jetstream.Msg
 		var ok bool
@@ -641,6 +668,11 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 			select {
 			case m, ok = <-msgs:
 			case <-timeout:
+				continue
+			case <-probe.C:
+				// Idle: a stream that lost its leader delivers nothing and
+				// reports no error, which looks like a quiet source.
+				s.probe(ctx)
 				continue
 			case err := <-fetchErr:
 				return natsError{fmt.Errorf("consume %s: %w", stream.StreamName(s.a.cfg.Name), err)}
@@ -684,6 +716,22 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 			}
 		}
 	}
+}
+
+// outageProbe is how often an idle applier checks that its stream answers.
+const outageProbe = 5 * time.Second
+
+// probe asks the stream for its state, recording whether it answered.
+func (s *session) probe(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, outageProbe)
+	defer cancel()
+	if _, err := s.src.Info(pctx); err != nil {
+		if ctx.Err() == nil {
+			s.a.streamFailed(fmt.Errorf("read stream %s: %w", stream.StreamName(s.a.cfg.Name), err))
+		}
+		return
+	}
+	s.a.streamAnswered()
 }
 
 // chained reports whether message m follows, in capture's chain

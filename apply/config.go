@@ -75,6 +75,9 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
+	// OutageLimit is how long the stream may stay unreachable before the
+	// applier says so in one line and /readyz fails.
+	OutageLimit time.Duration
 	// ShutdownTimeout bounds a shutdown: the batch in flight and the final
 	// commit get this long to finish after the context ends. A target
 	// that stopped answering is then given up on (what it did not confirm
@@ -137,6 +140,7 @@ func DefaultConfig() Config {
 		SynchronousCommit:      "off",
 		ProgressInterval:       10 * time.Second,
 		RetryMax:               30 * time.Second,
+		OutageLimit:            stream.DefaultOutageLimit,
 		ShutdownTimeout:        15 * time.Second,
 		ConflictPolicy:         PolicySourceWins.String(),
 		OnBadMessage:           OnBadMessageStop,

@@ -39,6 +39,7 @@ type Capture struct {
 	// are taken after it, so no change falls between the two.
 	slotReady chan struct{}
 	slotOnce  sync.Once
+	outage    *stream.Outage
 }
 
 // Stats are counters a Capture keeps while it runs; safe for concurrent reads.
@@ -53,8 +54,13 @@ type Stats struct {
 // New returns a Capture for cfg, which must have passed Validate. It does
 // no I/O.
 func New(cfg Config, log zerolog.Logger) *Capture {
-	return &Capture{cfg: cfg, log: log.With().Str("component", "capture").Str("source", cfg.Name).Logger(), slotReady: make(chan struct{})}
+	return &Capture{cfg: cfg, log: log.With().Str("component", "capture").Str("source", cfg.Name).Logger(), slotReady: make(chan struct{}),
+		outage: stream.NewOutage(stream.StreamName(cfg.Name), cfg.OutageLimit)}
 }
+
+// Outage returns why the stream has been unreachable for longer than
+// Config.OutageLimit, or nil.
+func (c *Capture) Outage() error { return c.outage.Err() }
 
 // Stats returns the Capture's live counters.
 func (c *Capture) Stats() *Stats { return &c.stats }
@@ -109,6 +115,11 @@ func (c *Capture) Run(ctx context.Context) error {
 		}
 		if time.Since(started) > time.Minute {
 			backoff = 500 * time.Millisecond
+		}
+		if isNATSRetryable(err) {
+			if rep := c.outage.Fail(err, time.Now()); rep != nil {
+				c.log.Error().Msg(rep.Error())
+			}
 		}
 		c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("capture interrupted, retrying")
 		select {
@@ -324,6 +335,9 @@ func (c *Capture) session(ctx context.Context) error {
 	c.log.Info().Str("slot", c.cfg.Slot).Str("publication", c.cfg.Publication).
 		Str("lsn", start.String()).Str("stream", stream.StreamName(c.cfg.Name)).
 		Str("resume_after", tail.skipBelow.String()).Str("session", session).Msg("capture started")
+	if d := c.outage.OK(time.Now()); d > 0 {
+		c.log.Info().Str("stream", stream.StreamName(c.cfg.Name)).Dur("down", d).Msg("stream reachable again: capture resumed")
+	}
 
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(c.cfg.Publication), "messages 'true'"},

@@ -63,6 +63,9 @@ type Config struct {
 	ProgressInterval time.Duration
 	// RetryMax caps the backoff between reconnection attempts.
 	RetryMax time.Duration
+	// OutageLimit is how long the stream may stay unreachable before
+	// capture says so in one line and /readyz fails.
+	OutageLimit time.Duration
 
 	// DDL installs pgjet's event triggers on the source (superuser only;
 	// otherwise a warning) and publishes the schema changes they capture.
@@ -121,6 +124,7 @@ func DefaultConfig() Config {
 		Stream:             stream.StreamOptions{MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute},
 		ProgressInterval:   10 * time.Second,
 		RetryMax:           30 * time.Second,
+		OutageLimit:        stream.DefaultOutageLimit,
 		DDL:                true,
 		Sequences:          true,
 		Snapshot:           true,

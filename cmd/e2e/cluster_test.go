@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -214,6 +215,65 @@ func TestCluster_KillNode(t *testing.T) {
 	if n := queryInt(t, c.dst, "SELECT count(*) FROM pgjet.conflicts"); n != 0 {
 		t.Errorf("conflicts = %d, want 0: a change was applied twice or lost", n)
 	}
+	capt.Stop(t)
+	app.Stop(t)
+}
+
+// TestCluster_StreamWithoutLeader: two of the three nodes down leave the
+// stream without a leader. Past --nats-outage-limit, capture and apply
+// each say so in one error line and their /readyz fails; neither stops,
+// and both resume by themselves when the nodes come back.
+func TestCluster_StreamWithoutLeader(t *testing.T) {
+	nodes, urls := natsCluster(t)
+	c := &cluster{
+		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}),
+		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
+	}
+	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+	copySchema(t, c)
+	capAddr, appAddr := metricsAddr(t), metricsAddr(t)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "1s",
+		"--stream-replicas", "3", "--nats-outage-limit", "3s", "--metrics-addr", capAddr)
+	capt.waitLog(t, "capture started")
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", urls, "--name", "src", "--region", "r1",
+		"--nats-outage-limit", "3s", "--metrics-addr", appAddr)
+	app.waitLog(t, "apply started")
+	exec1(t, c.src, "INSERT INTO items SELECT g, 'before' FROM generate_series(1, 100) g")
+	waitSame(t, time.Minute, c.src, c.dst)
+
+	nodes[0].Kill()
+	nodes[1].Kill()
+	exec1(t, c.src, "INSERT INTO items VALUES (101, 'while the stream has no leader')")
+	for _, d := range []struct {
+		p    *proc
+		addr string
+	}{{capt, capAddr}, {app, appAddr}} {
+		waitFor(t, 2*time.Minute, d.p.name+" to report the stream unreachable", func() (bool, string) {
+			checkDaemons(t)
+			code, body := get(t, d.addr, "/readyz")
+			logged := strings.Count(d.p.Output(), "stream PGJET_src unreachable for")
+			return logged == 1 && code == http.StatusServiceUnavailable && strings.Contains(body, "unreachable"),
+				fmt.Sprintf("logged %d times; /readyz %d %s", logged, code, body)
+		})
+	}
+	for _, n := range nodes[:2] {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []struct {
+		p    *proc
+		addr string
+	}{{capt, capAddr}, {app, appAddr}} {
+		waitFor(t, 2*time.Minute, d.p.name+" to resume", func() (bool, string) {
+			checkDaemons(t)
+			code, body := get(t, d.addr, "/readyz")
+			return strings.Contains(d.p.Output(), "stream reachable again") && code == http.StatusOK, fmt.Sprintf("/readyz %d %s", code, body)
+		})
+	}
+	exec1(t, c.src, "INSERT INTO items VALUES (102, 'after')")
+	waitSame(t, time.Minute, c.src, c.dst)
 	capt.Stop(t)
 	app.Stop(t)
 }

@@ -41,6 +41,7 @@ func main() {
 	fs.Int64Var(&cfg.WindowBytes, "window-bytes", cfg.WindowBytes, "most bytes awaiting JetStream acks")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval (0 disables)")
 	fs.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "how often the confirmed position is reported to Postgres")
+	fs.DurationVar(&cfg.OutageLimit, "nats-outage-limit", cfg.OutageLimit, "how long the stream may stay unreachable (a NATS cluster without a leader for it) before this says so in one line and /readyz fails; it keeps retrying")
 	fs.DurationVar(&cfg.Stream.MaxAge, "stream-max-age", cfg.Stream.MaxAge, "stream retention when capture creates it: must outlast the longest region outage")
 	fs.Int64Var(&cfg.Stream.MaxBytes, "stream-max-bytes", 0, "stream size limit when capture creates it (0 = unlimited)")
 	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 1, "stream replicas in a NATS cluster")

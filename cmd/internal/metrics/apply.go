@@ -70,6 +70,9 @@ func (m *Apply) Register(reg prometheus.Registerer) error {
 // applied). An idle source still sends heartbeats, so a silent stream means
 // the capture, NATS or this applier is stuck.
 func (m *Apply) Ready(context.Context) error {
+	if err := m.a.Outage(); err != nil {
+		return err
+	}
 	st := m.a.Stats()
 	src := st.SourceTime.Load()
 	if src == 0 {

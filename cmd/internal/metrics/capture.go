@@ -194,6 +194,9 @@ func (m *Capture) slotState(ctx context.Context) (slotState, error) {
 // slot's client within three status intervals, and, while messages await
 // JetStream's acks, they keep moving.
 func (m *Capture) Ready(ctx context.Context) error {
+	if err := m.c.Outage(); err != nil {
+		return err
+	}
 	stats := m.c.Stats()
 	if stats.Confirmed.Load() == 0 {
 		return errors.New("not streaming yet: no position reported to Postgres")
