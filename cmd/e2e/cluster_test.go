@@ -61,6 +61,19 @@ func natsCluster(t *testing.T) ([]*local.NATSProcess, string) {
 	return nodes, strings.Join(urls, ",")
 }
 
+// newClusterOnNATSCluster returns a primary and a replica beside the
+// three-node NATS cluster of natsCluster (c.nats is nil: use urls).
+func newClusterOnNATSCluster(t *testing.T) (*cluster, []*local.NATSProcess, string) {
+	t.Helper()
+	nodes, urls := natsCluster(t)
+	c := &cluster{
+		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}),
+		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
+	}
+	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	return c, nodes, urls
+}
+
 // warnings keeps the first warnings and errors a daemon logged.
 func warnings(out string) string {
 	var b strings.Builder
@@ -96,12 +109,7 @@ func clusterKills(t *testing.T) int {
 // applied twice: pgbench_history and nokey have no key, so a duplicate
 // shows in their digests).
 func TestCluster_KillNode(t *testing.T) {
-	nodes, urls := natsCluster(t)
-	c := &cluster{
-		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}),
-		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
-	}
-	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	c, nodes, urls := newClusterOnNATSCluster(t)
 	pgbench(t, c.src, "-i", "-I", "dtp", "-s", "1", "-q")
 	exec1(t, c.src, "CREATE TABLE nokey (a int, b text)", "ALTER TABLE nokey REPLICA IDENTITY FULL")
 	copySchema(t, c)
@@ -224,12 +232,7 @@ func TestCluster_KillNode(t *testing.T) {
 // each say so in one error line and their /readyz fails; neither stops,
 // and both resume by themselves when the nodes come back.
 func TestCluster_StreamWithoutLeader(t *testing.T) {
-	nodes, urls := natsCluster(t)
-	c := &cluster{
-		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}),
-		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
-	}
-	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	c, nodes, urls := newClusterOnNATSCluster(t)
 	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 	copySchema(t, c)
 	capAddr, appAddr := metricsAddr(t), metricsAddr(t)
