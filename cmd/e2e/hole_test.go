@@ -134,3 +134,40 @@ func TestApply_DeliveriesLostInReconnect(t *testing.T) {
 		t.Errorf("apply did not say deliveries were lost:\n%s", tail(app.Output(), 4096))
 	}
 }
+
+// TestRegions_HoleInMirror: a hole in the hub's stream (a stranger's
+// message, deleted before the region saw it) reaches a region's mirror as a hole too, since a
+// mirror keeps the hub's sequence numbers; the region's applier passes
+// over it by capture's chain as on the hub.
+func TestRegions_HoleInMirror(t *testing.T) {
+	ctx := context.Background()
+	s := newRegions(t, "r1")
+	exec1(t, s.src, "INSERT INTO pgbench_branches VALUES (1, 0, 'before')")
+	waitSame(t, time.Minute, s.src, s.dst["r1"])
+
+	hub, err := s.js["hub"].Stream(ctx, stream.StreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The region is cut off while the stranger's message exists, so its
+	// mirror only ever sees the hole.
+	s.top.Proxies["r1"].Cut()
+	ack, err := s.js["hub"].PublishMsg(ctx, &nats.Msg{Subject: stream.TxnSubject("src"), Data: []byte("not pgjet's")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, s.src, "INSERT INTO pgbench_branches VALUES (2, 0, 'after the hole')")
+	if err := s.top.Proxies["r1"].Heal(); err != nil {
+		t.Fatal(err)
+	}
+	waitSame(t, time.Minute, s.src, s.dst["r1"])
+	if hubLast, mirrorLast := s.mustLastSeq(t, "hub"), s.mustLastSeq(t, "r1"); mirrorLast != hubLast {
+		t.Errorf("mirror ends at sequence %d, hub at %d: the mirror renumbers", mirrorLast, hubLast)
+	}
+	if out := s.appliers["r1"].Output(); !strings.Contains(out, "the chain of capture's messages is whole") {
+		t.Errorf("the region's applier did not pass over the hole at sequence %d:\n%s", ack.Sequence, tail(out, 4096))
+	}
+}
