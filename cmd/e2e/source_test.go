@@ -48,6 +48,7 @@ func TestCapture_RefusesAnotherSource(t *testing.T) {
 	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
 	waitConfirmed(t, c.src, "pgjet_src")
 	backup := local.NewTestPostgres(t, local.PostgresOptions{Name: "backup", BackupOf: c.primary})
+	standby := local.NewTestPostgres(t, local.PostgresOptions{Name: "standby", BackupOf: c.primary, Standby: true})
 	// The source goes on past the backup, and the stream with it.
 	for i := 1; i <= 5; i++ {
 		exec1(t, c.src, fmt.Sprintf("INSERT INTO t SELECT g, 'b' FROM generate_series(%d, %d) g", 1000*i, 1000*i+500))
@@ -67,6 +68,23 @@ func TestCapture_RefusesAnotherSource(t *testing.T) {
 		out := refused(t, "pgjet-capture backup", "--db", backup.URL("postgres"), "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s")
 		if !strings.Contains(out, "the stream's last transactions are not in this source") || !strings.Contains(out, "start a new stream") {
 			t.Errorf("capture of a restored backup did not name the cause and the remedy:\n%s", tail(out, 2048))
+		}
+	})
+	t.Run("promoted standby on another timeline", func(t *testing.T) {
+		// A failover to a replica that lagged: it starts timeline 2 where
+		// it stood, before the stream's tail, and writes on past it. Its
+		// WAL reaches beyond the stream's tail, but on another history.
+		db := standby.URL("postgres")
+		exec1(t, db, "SELECT pg_promote()")
+		waitFor(t, time.Minute, "the standby to be promoted", func() (bool, string) {
+			return queryInt(t, db, "SELECT CASE WHEN pg_is_in_recovery() THEN 0 ELSE 1 END") == 1, "in recovery"
+		})
+		for i := 0; walInsert(t, db) <= walInsert(t, c.src); i++ {
+			exec1(t, db, fmt.Sprintf("INSERT INTO t SELECT g, 'c' FROM generate_series(%d, %d) g", -1000*(i+1), -1000*i-1))
+		}
+		out := refused(t, "pgjet-capture standby", "--db", db, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s")
+		if !strings.Contains(out, "which left timeline 1 at") || !strings.Contains(out, "start a new stream") {
+			t.Errorf("capture of a promoted standby did not name the timeline switch and the remedy:\n%s", tail(out, 2048))
 		}
 	})
 	t.Run("same source resumes", func(t *testing.T) {

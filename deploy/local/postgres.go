@@ -84,6 +84,11 @@ type PostgresOptions struct {
 	// timeline and data as of the backup, as a restored backup has (its
 	// replication slots are not copied).
 	BackupOf *Postgres
+	// Standby, with BackupOf, starts the copy as a standby that streams
+	// nothing (standby.signal, no primary_conninfo): it stays at the
+	// backup's point until promoted (SELECT pg_promote()), which starts a
+	// new timeline there, as a failover to a lagging replica does.
+	Standby bool
 }
 
 // Postgres is a PostgreSQL cluster run as a child process of this one.
@@ -213,6 +218,9 @@ func StartPostgres(ctx context.Context, opts PostgresOptions, log zerolog.Logger
 	}()
 	if opts.BackupOf != nil {
 		err = p.basebackup(ctx, initdb, opts.BackupOf)
+		if err == nil && opts.Standby {
+			err = p.copyPrivate(os.DevNull, filepath.Join(p.DataDir(), "standby.signal"))
+		}
 	} else {
 		err = p.initdb(ctx, initdb)
 	}
