@@ -101,6 +101,7 @@ func streamTxnMsgs(t *testing.T, js jetstream.JetStream, source string) uint64 {
 // are identical, conflicts were recorded, and nothing loops: once the
 // writes stop, neither stream grows and neither database changes.
 func TestActiveActive_LastWriterWins(t *testing.T) {
+	t.Parallel()
 	a, b, js := newActiveActive(t, "CREATE TABLE item (id int PRIMARY KEY, v int NOT NULL, writer text NOT NULL, n bigint NOT NULL DEFAULT 0)",
 		"--conflict", "last-writer-wins")
 	// Seeded in a; b gets the rows through the pipeline.
@@ -332,6 +333,7 @@ func checkConflicts(t *testing.T, got []conflictRecord, want [][4]string) {
 // there; the source's changes to them are skipped and recorded, the rest
 // applies.
 func TestConflict_KeepLocal(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance int)")
 	capt := c.capture(t)
 	app := c.apply(t, "--conflict", "keep-local", "--local-name", "replica")
@@ -395,6 +397,7 @@ func pgxQueryRow(t *testing.T, url, sql string, dst ...any) error {
 // source transaction is applied, the conflict is recorded, and a restart
 // with another policy for the table goes on from there.
 func TestConflict_Error(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance int)", "CREATE TABLE other (id int PRIMARY KEY)")
 	capt := c.capture(t)
 	app := c.apply(t, "--conflict", "error")
@@ -433,6 +436,7 @@ func TestConflict_Error(t *testing.T) {
 // on a unique violation it cannot resolve without deleting a row of
 // another key.
 func TestConflict_SourceWinsOrigins(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance int, email text UNIQUE)")
 	exec1(t, c.src, "INSERT INTO acct VALUES (1, 'one', 10, 'one@x')")
 	exec1(t, c.dst, "INSERT INTO acct VALUES (1, 'one', 10, 'one@x')")
@@ -470,6 +474,7 @@ func TestConflict_SourceWinsOrigins(t *testing.T) {
 // TestApply_LastWriterWinsNeedsOrigins: a role that may not use
 // replication origins cannot apply under last-writer-wins.
 func TestApply_LastWriterWinsNeedsOrigins(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.dst, "CREATE ROLE app LOGIN", "GRANT CREATE ON DATABASE postgres TO app")
 	u, err := url.Parse(c.dst)

@@ -10,6 +10,7 @@ import (
 // targets must equal the primary (exit 0), and the ratio must be printed.
 // The figures themselves are not checked: at this size they are noise.
 func TestBench(t *testing.T) {
+	t.Parallel()
 	p := start(t, "pgjet bench", bins.pgjet, "bench", "--scale", "1", "--txns", "2000")
 	if code := p.Wait(t, 5*time.Minute); code != 0 {
 		t.Fatalf("pgjet bench exited %d, want 0:\n%s", code, tail(p.Output(), 8192))
@@ -32,6 +33,7 @@ func TestBench(t *testing.T) {
 // TestBench_Flags checks the cheap paths: --help exits 0 and a bad flag
 // value exits 2 with a message naming the flag, before anything starts.
 func TestBench_Flags(t *testing.T) {
+	t.Parallel()
 	t.Run("help", func(t *testing.T) {
 		p := start(t, "pgjet bench --help", bins.pgjet, "bench", "--help")
 		if code := p.Wait(t, 30*time.Second); code != 0 {

@@ -67,6 +67,7 @@ func bigTxnLast(t *testing.T, js jetstream.JetStream) {
 // snapshots) all start on a transaction's first chunk, never in the
 // middle of one.
 func TestSnapshot_StartsOnTransactionBoundary(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE big (id int PRIMARY KEY, pad text)`, `INSERT INTO big VALUES (0, 'first')`)
 	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src",

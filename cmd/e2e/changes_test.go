@@ -9,6 +9,7 @@ import (
 // values sends them as unchanged ('u'); the replica keeps its copy intact,
 // and large text and jsonb values round-trip exactly.
 func TestChanges_TOAST(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE docs (id int PRIMARY KEY, counter int, body text, meta jsonb, raw bytea)`,
 		`CREATE TABLE docs_full (id int, counter int, body text)`, `ALTER TABLE docs_full REPLICA IDENTITY FULL`)
 	capt := c.capture(t)
@@ -35,6 +36,7 @@ func TestChanges_TOAST(t *testing.T) {
 // TestChanges_IdentityModes covers every replica identity: default (primary
 // key), USING INDEX, FULL with duplicates, and NOTHING (inserts only).
 func TestChanges_IdentityModes(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t,
 		`CREATE TABLE by_index (id int NOT NULL, code text NOT NULL, v int)`,
 		`CREATE UNIQUE INDEX by_index_code ON by_index (code)`,
@@ -64,6 +66,7 @@ func TestChanges_IdentityModes(t *testing.T) {
 // TestChanges_Truncate: TRUNCATE of several tables at once, with CASCADE
 // and RESTART IDENTITY.
 func TestChanges_Truncate(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t,
 		`CREATE TABLE parent (id int PRIMARY KEY)`,
 		`CREATE TABLE child (id serial PRIMARY KEY, parent_id int REFERENCES parent(id))`,
@@ -93,6 +96,7 @@ CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');`
 // same partition on the replica; with --partitions root it is applied
 // through the root, so a replica partitioned differently still works.
 func TestChanges_Partitions(t *testing.T) {
+	t.Parallel()
 	work := []string{
 		`INSERT INTO events SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 100) g`,
 		`UPDATE events SET v = v * 10 WHERE id % 3 = 0`,

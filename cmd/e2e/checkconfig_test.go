@@ -38,6 +38,7 @@ func checkConfig(t *testing.T, bin string, code int, want []string, args ...stri
 // fails with the cause and the fix on the check's line, and exit 1. The
 // checks change nothing: no slot, publication, stream or schema appears.
 func TestCheckConfig(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY)")
 	capArgs := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"}
 	appArgs := []string{"--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1"}

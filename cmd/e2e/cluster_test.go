@@ -109,6 +109,7 @@ func clusterKills(t *testing.T) int {
 // applied twice: pgbench_history and nokey have no key, so a duplicate
 // shows in their digests).
 func TestCluster_KillNode(t *testing.T) {
+	t.Parallel()
 	c, nodes, urls := newClusterOnNATSCluster(t)
 	pgbench(t, c.src, "-i", "-I", "dtp", "-s", "1", "-q")
 	exec1(t, c.src, "CREATE TABLE nokey (a int, b text)", "ALTER TABLE nokey REPLICA IDENTITY FULL")
@@ -232,6 +233,7 @@ func TestCluster_KillNode(t *testing.T) {
 // each say so in one error line and their /readyz fails; neither stops,
 // and both resume by themselves when the nodes come back.
 func TestCluster_StreamWithoutLeader(t *testing.T) {
+	t.Parallel()
 	c, nodes, urls := newClusterOnNATSCluster(t)
 	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 	copySchema(t, c)

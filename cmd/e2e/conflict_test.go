@@ -15,6 +15,7 @@ import (
 // locally) converges to the primary, and each collision is recorded in
 // pgjet.conflicts with both row images.
 func TestApply_SourceWins(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance int)")
 	exec1(t, c.src, "INSERT INTO acct VALUES (2, 'two', 20), (3, 'three', 30)")
 	exec1(t, c.dst, "INSERT INTO acct VALUES (1, 'local', -1)") // collides with the insert below
@@ -78,6 +79,7 @@ func TestApply_SourceWins(t *testing.T) {
 //   - 51: a changes the key to 52, b inserts a newer 52: b's 52 wins;
 //   - 61: a inserts 62, b changes the key 61 to 62 (newer): b's wins.
 func TestActiveActive_KeyChange(t *testing.T) {
+	t.Parallel()
 	a, b, js := newActiveActive(t, "CREATE TABLE item (id int PRIMARY KEY, v text NOT NULL)", "--conflict", "last-writer-wins")
 	exec1(t, a.url, "INSERT INTO item SELECT g, 'seed' FROM unnest(ARRAY[1, 11, 21, 31, 41, 51, 61]) g")
 	waitSame(t, 60*time.Second, a.url, b.url)

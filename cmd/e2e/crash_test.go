@@ -83,6 +83,7 @@ func writeScript(t *testing.T, body string) string {
 // nothing lost, nothing applied twice (pgbench_history and nokey have no
 // primary key, so a duplicate shows in their digests).
 func TestPipeline_KillNine(t *testing.T) {
+	t.Parallel()
 	c := pgbenchCluster(t)
 	capt := c.capture(t)
 	app := c.apply(t)
@@ -124,6 +125,7 @@ func TestPipeline_KillNine(t *testing.T) {
 
 // TestPipeline_NATSRestart restarts the NATS server in the middle of a load.
 func TestPipeline_NATSRestart(t *testing.T) {
+	t.Parallel()
 	c := pgbenchCluster(t)
 	capt := c.capture(t)
 	app := c.apply(t)

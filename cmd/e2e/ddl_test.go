@@ -82,6 +82,7 @@ func waitSameSchemaOf(t *testing.T, timeout time.Duration, primary, replica stri
 // rows and in transactions of their own, sent one statement at a time or
 // as one multi-statement query string.
 func TestDDL_Statements(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE items (id int PRIMARY KEY, name text)`)
 	capt := c.capture(t)
 	if !strings.Contains(capt.Output(), "DDL capture installed") {
@@ -155,6 +156,7 @@ func TestDDL_Statements(t *testing.T) {
 // applier with the statement, the position and what to do; marked done
 // after fixing the target by hand, it is not replayed again.
 func TestDDL_Failure(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY)`)
 	// The replica already has the column the primary is about to add.
 	exec1(t, c.dst, `ALTER TABLE t ADD COLUMN c int`)
@@ -235,6 +237,7 @@ func markDoneSQL(t *testing.T, out string) string {
 // TestDDL_UnderLoad: a column added to pgbench_accounts and an index
 // created while pgbench runs are replicated with no row lost around them.
 func TestDDL_UnderLoad(t *testing.T) {
+	t.Parallel()
 	c := pgbenchCluster(t)
 	capt := c.capture(t)
 	app := c.apply(t)
@@ -266,6 +269,7 @@ func TestDDL_UnderLoad(t *testing.T) {
 // TestDDL_NotSuperuser: a capture role without superuser cannot install
 // the event triggers: capture warns that DDL capture is off, and runs.
 func TestDDL_NotSuperuser(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY)`)
 	exec1(t, c.src, `CREATE ROLE capturer LOGIN REPLICATION`, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO capturer`,
 		`CREATE PUBLICATION pgjet_src FOR ALL TABLES`)

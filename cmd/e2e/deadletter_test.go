@@ -24,6 +24,7 @@ import (
 // to the region's dead-letter stream; apply goes on, the rows after it
 // arrive, the metric counts it, and a restart does not set it aside twice.
 func TestApply_DeadLetter(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	capt := c.capture(t)
@@ -125,6 +126,7 @@ func TestApply_DeadLetter(t *testing.T) {
 // rebuilt from the capture's own messages with that chunk garbled, as a
 // damaged store would hold it.
 func TestApply_DeadLetterWholeTransaction(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	capt := c.capture(t, "--chunk-bytes", "1024", "--no-snapshot")

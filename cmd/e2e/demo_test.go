@@ -7,6 +7,7 @@ import (
 )
 
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	p := start(t, "pgjet demo", bins.pgjet, "demo", "--duration", "20s")
 	if code := p.Wait(t, 5*time.Minute); code != 0 {
 		t.Fatalf("pgjet demo exited %d, want 0:\n%s", code, tail(p.Output(), 8192))

@@ -57,6 +57,7 @@ func expectRetrying(t *testing.T, p *proc, want string) {
 }
 
 func TestCapture_Errors(t *testing.T) {
+	t.Parallel()
 	nats := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"})
 
 	t.Run("wal_level replica", func(t *testing.T) {
@@ -116,6 +117,7 @@ func TestCapture_Errors(t *testing.T) {
 }
 
 func TestApply_Errors(t *testing.T) {
+	t.Parallel()
 	t.Run("table missing on target", func(t *testing.T) {
 		c := newCluster(t, "CREATE TABLE present (id int PRIMARY KEY)")
 		exec1(t, c.src, "CREATE TABLE absent (id int PRIMARY KEY, v text)")

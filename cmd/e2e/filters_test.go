@@ -11,6 +11,7 @@ import (
 // --exclude-columns leaves a column NULL on the replica while the others
 // match.
 func TestFilters(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t,
 		`CREATE TABLE users (id int PRIMARY KEY, name text, ssn text, email text)`,
 		`CREATE TABLE orders (id int PRIMARY KEY, user_id int, total numeric)`,
@@ -69,6 +70,7 @@ func TestFilters(t *testing.T) {
 // TestFilters_KeyColumn: excluding a key column stops capture with an
 // error naming it.
 func TestFilters_KeyColumn(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE users (id int PRIMARY KEY, ssn text)`)
 	capt := c.capture(t, "--exclude-columns", "public.users.id")
 	exec1(t, c.src, `INSERT INTO users VALUES (1, 'x')`)

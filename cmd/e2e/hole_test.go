@@ -20,6 +20,7 @@ import (
 // of messages (Pgjet-Prev) runs across it: the applier goes on. A message
 // of capture's that is gone is a loss, and stops it.
 func TestApply_SequenceHoleWithoutMessage(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 	capt := c.capture(t)
 	app := c.apply(t)
@@ -85,6 +86,7 @@ func TestApply_SequenceHoleWithoutMessage(t *testing.T) {
 // delivery the applier sees jumps past them. That is not a loss in the
 // stream: the applier consumes again from what it applied, and converges.
 func TestApply_DeliveriesLostInReconnect(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 	px, err := local.StartProxy(0, strings.TrimPrefix(c.nats.ClientURL(), "nats://"))
@@ -140,6 +142,7 @@ func TestApply_DeliveriesLostInReconnect(t *testing.T) {
 // mirror keeps the hub's sequence numbers; the region's applier passes
 // over it by capture's chain as on the hub.
 func TestRegions_HoleInMirror(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newRegions(t, "r1")
 	exec1(t, s.src, "INSERT INTO pgbench_branches VALUES (1, 0, 'before')")

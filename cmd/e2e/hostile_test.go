@@ -13,6 +13,7 @@ import (
 // replicate as data through inserts, updates (of the key too), deletes,
 // truncates and a schema change; the table the names try to drop survives.
 func TestHostile_Identifiers(t *testing.T) {
+	t.Parallel()
 	const (
 		inject   = `"""; drop table x; --"`        // table "; drop table x; --
 		injCol   = `""" or 1=1; --"`               // column " or 1=1; --

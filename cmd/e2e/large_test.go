@@ -32,6 +32,7 @@ func peakRSS(t *testing.T, p *proc) int64 {
 // capture's memory stays bounded (it never holds the transaction) and the
 // replica shows either none or all of its rows, never a part.
 func TestPipeline_LargeTransaction(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE big (id int PRIMARY KEY, payload text)", "CREATE TABLE small (id int PRIMARY KEY)")
 	capt := c.capture(t, "--window-bytes", strconv.Itoa(16<<20))
 	app := c.apply(t)

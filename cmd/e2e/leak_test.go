@@ -46,6 +46,7 @@ func sessionGoroutines() int {
 // of chunks waits: each session fails, and the goroutines it started must
 // end with it, not pile up, one per retry, for the life of the process.
 func TestApplier_SessionErrorsLeakNothing(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	exec1(t, c.dst, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
 		$$BEGIN RAISE EXCEPTION 'test: the target refuses rows for now' USING ERRCODE = '40001'; END$$`,

@@ -10,6 +10,7 @@ import (
 // non-transactional one on its own. `pgjet tail` shows them, and apply
 // passes over them.
 func TestMessages(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY)`)
 	capt := c.capture(t)
 	app := c.apply(t)

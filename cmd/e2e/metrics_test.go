@@ -17,6 +17,7 @@ import (
 // replicate and whose lag is present. The applier's /readyz fails when the
 // stream goes silent.
 func TestMetrics_Endpoints(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
 	capAddr, appAddr := metricsAddr(t), metricsAddr(t)
 	capt := c.capture(t, "--metrics-addr", capAddr)

@@ -17,6 +17,7 @@ import (
 // it does not grow for ever; --mirror-max-age and --mirror-max-bytes set
 // them, and a restart with other values updates the existing mirror.
 func TestRegions_MirrorLimits(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r1"}})
 	src := local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}).URL("postgres")

@@ -17,6 +17,7 @@ import (
 // third database's restore keeps its own pgjet.restore and nothing of the
 // middle database's positions.
 func TestSnapshot_LeavesOutPgjetSchema(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE t (id int PRIMARY KEY, v text)`, `INSERT INTO t SELECT i, 'v' FROM generate_series(1, 100) i`)
 	c.capture(t)

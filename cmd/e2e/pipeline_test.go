@@ -14,6 +14,7 @@ CREATE TABLE nokey (a int, b text);
 ALTER TABLE nokey REPLICA IDENTITY FULL;`
 
 func TestPipeline_Changes(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, basicSchema)
 	cap := c.capture(t)
 	app := c.apply(t)
@@ -46,6 +47,7 @@ func TestPipeline_Changes(t *testing.T) {
 // database) is not decoded into changes for this slot, yet the slot must
 // not hold it back: heartbeats move the confirmed position.
 func TestCapture_HeartbeatAdvancesIdleSlot(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE idle (id int PRIMARY KEY)")
 	if err := c.primary.CreateDatabase(context.Background(), "other"); err != nil {
 		t.Fatal(err)

@@ -173,6 +173,7 @@ func (st statusJSON) domainErrors() map[string]string {
 // the other region go on, its applier must keep running, and after the
 // heal both regions must end identical to the primary.
 func TestRegions_PartitionHeals(t *testing.T) {
+	t.Parallel()
 	began := time.Now()
 	s := newRegions(t, "r1", "r2")
 	pgbench(t, s.src, "-i", "-I", "g", "-s", "1", "-q")

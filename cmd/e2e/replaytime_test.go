@@ -19,6 +19,7 @@ import (
 // before it. pgjet replay --until-time, like --until-lsn, must not build
 // from that snapshot: it takes the older one and the changes after it.
 func TestReplay_UntilTimeResumedSnapshot(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE a (id int PRIMARY KEY, v text)`, `CREATE TABLE b (id int PRIMARY KEY, v text)`,
 		`INSERT INTO a SELECT i, 'a' FROM generate_series(1, 100) i`,

@@ -11,6 +11,7 @@ import (
 // not local writes: every change after the snapshot's point applies, no
 // conflict is recorded, and each replica equals the source.
 func TestSnapshot_RestoreUnderSourceOrigin(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE acct (id int PRIMARY KEY, v int NOT NULL, note text)`,
 		`INSERT INTO acct SELECT i, 0, 'n' || i FROM generate_series(1, 3000) i`)

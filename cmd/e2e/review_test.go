@@ -19,6 +19,7 @@ import (
 // capture computes skipBelow = E+1 (streamTail) and skips that transaction
 // (FinalLSN E < E+1): it is never published, the replica misses it.
 func TestReview_HeartbeatAbutsCommit(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	capt := c.capture(t, "--heartbeat", "0")
 	ap := c.apply(t)
@@ -72,6 +73,7 @@ func TestReview_HeartbeatAbutsCommit(t *testing.T) {
 // locks, for as long as the source sends nothing (--heartbeat 0, capture
 // down). On SIGTERM they are rolled back (s.cur).
 func TestReview_DeadLetterHoldsGroupOpen(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	capt := c.capture(t, "--heartbeat", "0")
@@ -113,6 +115,7 @@ func TestReview_DeadLetterHoldsGroupOpen(t *testing.T) {
 // (loop: endSeq reached && !s.cur) never fires while the partial
 // transaction is open, and nothing else arrives: replay never ends.
 func TestReview_ReplayHangsOnPartialTail(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE big (id int PRIMARY KEY, pad text)`, `INSERT INTO big VALUES (0, 'first')`)
 	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src",
@@ -166,6 +169,7 @@ func TestReview_ReplayHangsOnPartialTail(t *testing.T) {
 // "inspect it with `pgjet tail`, then remove it") keeps LastSeq, but is
 // never delivered: replay never ends.
 func TestReview_ReplayHangsOnDeletedLastMessage(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE t (id int PRIMARY KEY, v text)`, `INSERT INTO t VALUES (0, 'first')`)

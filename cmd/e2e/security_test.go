@@ -16,6 +16,7 @@ import (
 // that a missing CA or a missing client certificate ends in one line
 // naming the cause and the fix.
 func TestNATS_TLS(t *testing.T) {
+	t.Parallel()
 	files, err := local.GenerateTLS(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +113,7 @@ func TestNATS_Auth(t *testing.T) {
 // TestConfigFile_Errors checks that a config file with an unknown key or a
 // value of the wrong type stops a daemon with exit 2, naming key and file.
 func TestConfigFile_Errors(t *testing.T) {
+	t.Parallel()
 	cfg := filepath.Join(t.TempDir(), "pgjet.yaml")
 	if err := os.WriteFile(cfg, []byte("db: postgres://x@127.0.0.1/db\nnats: nats://127.0.0.1:1\nname: src\nregion: r1\ngroup_txns: 5\nheartbeat: 5\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -151,6 +153,7 @@ func TestConfigFile_Errors(t *testing.T) {
 // line stops each daemon right after the file is read, before it would
 // connect to the example hosts.
 func TestConfigFile_DeployExamples(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ bin, file string }{
 		{bins.capture, "capture.yaml.example"},
 		{bins.apply, "apply.yaml.example"},
@@ -168,6 +171,7 @@ func TestConfigFile_DeployExamples(t *testing.T) {
 // capture's walsender connection is encrypted too; and that a URL without
 // the CA stops with one line naming sslrootcert.
 func TestPostgres_TLS(t *testing.T) {
+	t.Parallel()
 	dir, err := os.MkdirTemp("", "pgjet-pgtls-*")
 	if err != nil {
 		t.Fatal(err)

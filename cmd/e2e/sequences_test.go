@@ -22,6 +22,7 @@ import (
 // ahead is never moved back; a sequence missing on the replica is passed
 // over.
 func TestSequences(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE serials (id serial PRIMARY KEY, v text)`,
 		`CREATE TABLE idents (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int)`,
 		`CREATE SEQUENCE down INCREMENT BY -1 MAXVALUE 0 START WITH 0`,
@@ -91,6 +92,7 @@ func TestSequences(t *testing.T) {
 // collide. A sequence named in --follow-sequences does follow the other
 // region.
 func TestActiveActive_SequencesStayLocal(t *testing.T) {
+	t.Parallel()
 	a, b, js := newActiveActiveCapture(t, `CREATE SEQUENCE order_id START 1 INCREMENT 2;
 		CREATE TABLE orders (id bigint PRIMARY KEY DEFAULT nextval('order_id'), region text NOT NULL);
 		CREATE SEQUENCE ticket`,

@@ -20,6 +20,7 @@ import (
 // answer; a restart over a working link applies what the cut-off batch
 // held.
 func TestApply_ShutdownBlackholedTarget(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	px, err := local.StartProxy(0, "127.0.0.1:"+strconv.Itoa(c.replica.Port()))

@@ -56,6 +56,7 @@ INSERT INTO pets (owner, name) VALUES (:a, 'new');
 // later, through its own NATS domain and with no route to the primary,
 // builds itself from the mirrored streams alone. Both end identical.
 func TestSnapshot_EmptyRegions(t *testing.T) {
+	t.Parallel()
 	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r2"}})
 	c := snapshotPrimary(t, "2")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "3", "-T", "25", "-b", "tpcb-like@4", "-f", writeScript(t, snapshotLoad)+"@1")
@@ -109,6 +110,7 @@ func TestSnapshot_EmptyRegions(t *testing.T) {
 // an empty database still ends identical (the keyless pgbench_history
 // would show a change applied twice).
 func TestSnapshot_ResumeAfterKill(t *testing.T) {
+	t.Parallel()
 	c := snapshotPrimary(t, "8")
 	load := pgbenchAsync(t, c.src, "-n", "-c", "2", "-T", "30", "-b", "tpcb-like")
 	waitRows(t, c.src, "pgbench_history", 50) // the snapshot starts under load
@@ -200,6 +202,7 @@ func runPgjet(t *testing.T, args ...string) (int, string) {
 // history, at a time in the middle of it, and then, rolled forward, to the
 // end. A database with tables of its own is refused.
 func TestReplay_ToAPoint(t *testing.T) {
+	t.Parallel()
 	// The replica starts empty: it is built from the snapshot too.
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2), note text)`,
@@ -306,6 +309,7 @@ func snapshotList(t *testing.T, natsURL string) ([]stream.SnapshotInfo, bool) {
 // one on demand; --no-snapshot takes none, and an empty target with
 // --skip-snapshot follows the changes only.
 func TestSnapshot_ScheduleAndOptOut(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
 	exec1(t, c.src, `INSERT INTO t SELECT i, 'v' FROM generate_series(1, 100) i`)
 	capt := c.capture(t, "--snapshot-every", "2s", "--snapshot-keep", "2", "--stream-retention", "snapshots")
@@ -432,6 +436,7 @@ func activityList(t *testing.T, url string) string {
 // and committed before the locks are taken it makes the snapshot start
 // again at a new point. The replica ends equal to the source either way.
 func TestSnapshot_TableRewritten(t *testing.T) {
+	t.Parallel()
 	args := func(c *cluster) []string {
 		return []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s",
 			"--snapshot-workers", "2"}

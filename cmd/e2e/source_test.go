@@ -42,6 +42,7 @@ func refused(t *testing.T, name string, args ...string) string {
 // below the stream's tail skipped silently; capture must stop with one
 // line that names the remedy.
 func TestCapture_RefusesAnotherSource(t *testing.T) {
+	t.Parallel()
 	const ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)"
 	c := newCluster(t, ddl)
 	capt := c.capture(t)
@@ -110,6 +111,7 @@ func walInsert(t *testing.T, db string) int64 {
 // that publish nothing (a filtered table, with no heartbeats) still move
 // the slot, and never ahead of the stream: a restart after them passes.
 func TestCapture_SlotAgainstStream(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "CREATE TABLE u (id int PRIMARY KEY, v text)")
 	args := []string{"--heartbeat", "0", "--exclude-tables", "public.u"}
 	capt := c.capture(t, args...)

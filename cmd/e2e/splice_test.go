@@ -19,6 +19,7 @@ import (
 // cuttings into one transaction: rows lost or applied twice). The keyless
 // table shows either.
 func TestCapture_KillMidTransactionNewChunking(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, first, second string }{
 		{"larger", "4096", "65536"},
 		{"smaller", "65536", "4096"},

@@ -15,6 +15,7 @@ import (
 // deallocated, and prepared again when needed), and the replica equals
 // the source.
 func TestApply_StatementCacheBounded(t *testing.T) {
+	t.Parallel()
 	var cols, nulls []string
 	for i := range 12 {
 		cols = append(cols, fmt.Sprintf("c%d int", i))

@@ -51,6 +51,7 @@ func tailLines(t *testing.T, out string) []map[string]any {
 }
 
 func TestTail(t *testing.T) {
+	t.Parallel()
 	n := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"})
 	ctx := context.Background()
 	nc, err := stream.Connect(n.ClientURL(), "test", stream.ConnectOptions{}, local.TestLogger(t))

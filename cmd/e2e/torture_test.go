@@ -92,6 +92,7 @@ func (x *torture) logf(format string, args ...any) {
 }
 
 func TestTorture(t *testing.T) {
+	t.Parallel()
 	seed, dur := tortureConfig(t)
 	replay := fmt.Sprintf("make soak SEED=%d DURATION=%s", seed, dur)
 	t.Logf("torture seed %d, duration %s; replay with: %s", seed, dur, replay)

@@ -15,6 +15,7 @@ import (
 // the TRUNCATE lands in must still describe a as well, or every region
 // stops on it.
 func TestTruncate_RelationChangedInTransaction(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, `CREATE TABLE a (id int PRIMARY KEY, v text)`, `CREATE TABLE b (id int PRIMARY KEY, v text)`)
 	capt := c.capture(t)
 	app := c.apply(t)
@@ -33,6 +34,7 @@ func TestTruncate_RelationChangedInTransaction(t *testing.T) {
 // again, after the TRUNCATE: an applier built from it must empty small
 // (copied before the TRUNCATE) and leave z's copy as it is.
 func TestTruncate_TableCopiedAgain(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.src, `CREATE TABLE a_small (id int PRIMARY KEY, v text)`, `CREATE TABLE big (id int PRIMARY KEY, pad text)`,
 		`CREATE TABLE z (id int PRIMARY KEY, v text)`,

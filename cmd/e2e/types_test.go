@@ -70,6 +70,7 @@ UPDATE identity_always SET v = 'c' WHERE id = 1;`
 // TestTypes_RoundTrip: every type's edge values arrive exactly: the
 // replica's digest of every table equals the primary's.
 func TestTypes_RoundTrip(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, typesSchema)
 	capt := c.capture(t)
 	app := c.apply(t)

@@ -149,6 +149,7 @@ func newVerifyCluster(t *testing.T) *cluster {
 }
 
 func TestVerify_Identical(t *testing.T) {
+	t.Parallel()
 	c := newVerifyCluster(t)
 
 	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--chunk-rows", "1000")
@@ -190,6 +191,7 @@ func TestVerify_Identical(t *testing.T) {
 }
 
 func TestVerify_Differences(t *testing.T) {
+	t.Parallel()
 	c := newVerifyCluster(t)
 	exec1(t, c.dst,
 		`UPDATE items SET name = 'tampered' WHERE id = 4500`,
@@ -269,6 +271,7 @@ func TestVerify_Differences(t *testing.T) {
 }
 
 func TestVerify_BadFlags(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -293,6 +296,7 @@ func TestVerify_BadFlags(t *testing.T) {
 }
 
 func TestVerify_Unreachable(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := runPgjetVerify(t, "--source", "postgres://postgres:secret@127.0.0.1:1/postgres", "--target", "postgres://postgres@127.0.0.1:1/postgres")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1; stdout:\n%s\nstderr:\n%s", code, out, errOut)
@@ -309,6 +313,7 @@ func TestVerify_Unreachable(t *testing.T) {
 // capture stopped (the wait times out), and while the applier catches up
 // during the rechecks.
 func TestVerify_LiveReplica(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 	capt := c.capture(t)
 	app := c.apply(t)
@@ -382,6 +387,7 @@ func TestVerify_LiveReplica(t *testing.T) {
 // pg_dump is a wrapper that waits for the test's word, which holds the
 // snapshot open for as long as the test needs.
 func TestVerify_DuringSnapshot(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 
 	dir := t.TempDir()
