@@ -268,9 +268,6 @@ func (a *Applier) session(ctx context.Context) error {
 	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
 		stmts: newStmtCache(a.cfg.StatementCache)}
 	a.stats.Prepared.Store(0)
-	if err := s.setup(ctx); err != nil {
-		return err
-	}
 
 	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.cfg.NATSOptions, a.log)
 	if stream.IsPermanent(err) {
@@ -285,14 +282,22 @@ func (a *Applier) session(ctx context.Context) error {
 		return natsError{err}
 	}
 	s.js = js
+	changes, err := s.changeStream(ctx, js)
+	if err != nil {
+		return err
+	}
+	// Before anything is written to the target: pointed at the source,
+	// it must stay as it is.
+	if err := notSource(ctx, s.conn, changes, a.cfg.Name); err != nil {
+		return err
+	}
+	if err := s.setup(ctx); err != nil {
+		return err
+	}
 	if a.cfg.OnBadMessage == OnBadMessageDeadLetter {
 		if err := EnsureDeadLetters(ctx, js, a.cfg.Name, a.cfg.Region); err != nil {
 			return natsError{err}
 		}
-	}
-	changes, err := s.changeStream(ctx, js)
-	if err != nil {
-		return err
 	}
 	s.src = changes
 	restored, err := s.maybeRestore(ctx, js, changes)

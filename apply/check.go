@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
@@ -46,6 +47,7 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 		}
 		return stream.Pass("stream "+name, "no local mirror yet; pgjet-apply creates it from domain %s on start", cfg.UpstreamDomain)
 	})...)
+	res = append(res, checkNotSource(ctx, cfg, js))
 	if cfg.OnBadMessage == OnBadMessageDeadLetter {
 		dlq := DeadLetterStream(cfg.Name, cfg.Region)
 		for _, r := range stream.CheckStream(ctx, js, dlq, func() stream.CheckResult {
@@ -101,4 +103,25 @@ func checkPgjetSchema(ctx context.Context, conn *pgx.Conn) stream.CheckResult {
 		}
 	}
 	return stream.Pass(name, "present and writable by role %s", role)
+}
+
+// checkNotSource checks that the target is not the stream's source itself
+// (see notSource).
+func checkNotSource(ctx context.Context, cfg Config, js jetstream.JetStream) stream.CheckResult {
+	const name = "target is not the source"
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	st, err := js.Stream(ctx, stream.StreamName(cfg.Name))
+	if err != nil {
+		return stream.Pass(name, "nothing to compare yet: stream %s is not readable here", stream.StreamName(cfg.Name))
+	}
+	conn, _, err := schema.CheckConnect(ctx, cfg.DB)
+	if err != nil {
+		return stream.Pass(name, "not checked: the target is unreachable (above)")
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := notSource(ctx, conn, st, cfg.Name); err != nil {
+		return stream.Fail(name, "%v", err)
+	}
+	return stream.Pass(name, "the target holds no slot of source %s", cfg.Name)
 }

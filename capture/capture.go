@@ -327,7 +327,8 @@ func (c *Capture) session(ctx context.Context) error {
 	session := randomHex(4)
 	pub := stream.NewPublisher(js, stream.PublisherOptions{
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, PrevMsgID: tail.prevID, LastSeq: tail.lastSeq, Start: start,
-		Header:     nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))}},
+		Header: nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))},
+			stream.HeaderDatabase: {src.database}, stream.HeaderSlot: {c.cfg.Slot}},
 		BySequence: c.cfg.Stream.Replicas > 1,
 	})
 	c.observe(pub)

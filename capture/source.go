@@ -20,6 +20,7 @@ import (
 type sourceID struct {
 	system   string // system identifier, decimal
 	timeline int32
+	database string
 	walEnd   stream.LSN // flush position when asked; 0 when read from the stream
 }
 
@@ -116,5 +117,5 @@ func identify(ctx context.Context, repl *pgconn.PgConn) (sourceID, error) {
 	if err != nil {
 		return sourceID{}, fmt.Errorf("identify system: %w", err)
 	}
-	return sourceID{system: sys.SystemID, timeline: sys.Timeline, walEnd: stream.LSN(sys.XLogPos)}, nil
+	return sourceID{system: sys.SystemID, timeline: sys.Timeline, database: sys.DBName, walEnd: stream.LSN(sys.XLogPos)}, nil
 }

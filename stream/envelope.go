@@ -100,6 +100,13 @@ const (
 	// HeaderTimeline is the source's timeline when the message was
 	// published, in decimal.
 	HeaderTimeline = "Pgjet-Timeline"
+	// HeaderDatabase is the source's database name and HeaderSlot the
+	// slot capture streams from: an applier pointed at a database of the
+	// same system, of that name and holding that slot, is pointed at the
+	// source itself. (A replica seeded by a base backup shares the system
+	// and the name, but not the slot.)
+	HeaderDatabase = "Pgjet-Database"
+	HeaderSlot     = "Pgjet-Slot"
 	// HeaderPrev is the Nats-Msg-Id of the message capture published
 	// before this one. A clustered stream can skip sequence numbers
 	// (proposals that failed in a leader change) without losing a

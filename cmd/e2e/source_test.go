@@ -26,7 +26,13 @@ func waitConfirmed(t *testing.T, db, slot string) {
 // exited 1, failing the test when it runs on or exits otherwise.
 func refused(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	p := start(t, name, bins.capture, args...)
+	return refusedBy(t, name, bins.capture, args...)
+}
+
+// refusedBy is refused for the binary bin.
+func refusedBy(t *testing.T, name, bin string, args ...string) string {
+	t.Helper()
+	p := start(t, name, bin, args...)
 	if code := p.Wait(t, 60*time.Second); code != 1 {
 		t.Fatalf("%s exited %d, want 1:\n%s", name, code, tail(p.Output(), 4096))
 	}
@@ -161,4 +167,31 @@ func TestCapture_SlotAgainstStream(t *testing.T) {
 			t.Errorf("capture did not name the missing slot and the remedy:\n%s", tail(out, 2048))
 		}
 	})
+}
+
+// TestApply_RefusesTheSource: pgjet-apply pointed at the source database
+// itself (the primary, which holds capture's slot) stops with one line
+// before it writes anything, and --check-config fails on it.
+func TestApply_RefusesTheSource(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	capt := c.capture(t)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 10) g")
+	c.waitCaptured(t)
+	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "oops"}
+	check := start(t, "pgjet-apply --check-config", bins.apply, append(args, "--check-config")...)
+	if code := check.Wait(t, 60*time.Second); code == 0 || !strings.Contains(check.Output(), "it is the source itself") {
+		t.Errorf("--check-config against the source exited %d, want non-zero naming it:\n%s", code, tail(check.Output(), 2048))
+	}
+	out := refusedBy(t, "pgjet-apply at the source", bins.apply, args...)
+	if !strings.Contains(out, "it is the source itself") || !strings.Contains(out, "point --db at the replica") {
+		t.Errorf("apply at the source did not name the cause and the fix:\n%s", tail(out, 2048))
+	}
+	if n := queryInt(t, c.src, "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'pgjet%'"); n != 0 {
+		t.Errorf("apply at the source left %d replication origins behind", n)
+	}
+	if n := queryInt(t, c.src, "SELECT count(*) FROM t"); n != 10 {
+		t.Errorf("the source holds %d rows, want 10", n)
+	}
+	capt.Stop(t)
 }
