@@ -117,7 +117,7 @@ func TestCheckConfig(t *testing.T) {
 		checkConfig(t, bins.apply, 0, []string{
 			"OK    postgres connection", "OK    pgjet schema", "missing; pgjet-apply creates it",
 			"OK    nats connection", "OK    stream PGJET_src", "present (stream",
-			"OK    stream PGJET_DLQ_src_r1", "all 7 checks passed",
+			"OK    stream PGJET_DLQ_src_r1", "OK    roles", "all 8 checks passed",
 		}, append(appArgs, "--on-bad-message", "dead-letter")...)
 	})
 }
