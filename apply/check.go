@@ -19,10 +19,10 @@ const checkTimeout = 10 * time.Second
 // Check runs pgjet-apply --check-config: with cfg already validated, it
 // checks, without changing anything, what the applier needs of the target
 // (reachable with these credentials, the right to create or write the
-// pgjet schema, the source's roles) and of NATS (reachable, credentials, JetStream in the
-// domain, the stream or, with --upstream-domain, the local mirror or the
-// upstream stream it mirrors, and the dead-letter stream when that policy
-// is on).
+// pgjet schema, the source's roles) and of NATS (reachable, credentials,
+// JetStream in the domain, the stream or, with --upstream-domain, the
+// local mirror or the upstream stream it mirrors, and the dead-letter
+// stream when that policy is on).
 func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 	res := checkTarget(ctx, cfg)
 	nc, js, nres := stream.CheckNATS(cfg.NATS, "pgjet-apply check "+cfg.Name+" "+cfg.Region, cfg.NATSOptions, cfg.Domain)
@@ -97,8 +97,10 @@ func checkRoles(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.Jet
 	}
 	i := newestComplete(snaps, func(stream.SnapshotInfo) bool { return true })
 	switch {
+	case err != nil && stream.JetStreamMissing(js, err):
+		return stream.CheckResult{}, false // reported by the JetStream check
 	case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
-		return stream.Fail(name, "read the snapshots of source %s to compare roles: %v", cfg.Name, err), true
+		return stream.Warn(name, "cannot read the snapshots of source %s to compare the target's roles with the source's (%v)", cfg.Name, err), true
 	case i < 0:
 		return stream.Pass(name, "no complete snapshot of source %s to compare the target's roles with yet; a schema change made by a role the target lacks stops pgjet-apply (pgjet roles copies the source's roles)", cfg.Name), true
 	case !snaps[i].Manifest.Privileges:
