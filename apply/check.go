@@ -2,9 +2,11 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/schema"
@@ -17,10 +19,10 @@ const checkTimeout = 10 * time.Second
 // Check runs pgjet-apply --check-config: with cfg already validated, it
 // checks, without changing anything, what the applier needs of the target
 // (reachable with these credentials, the right to create or write the
-// pgjet schema) and of NATS (reachable, credentials, JetStream in the
-// domain, the stream or, with --upstream-domain, the local mirror or the
-// upstream stream it mirrors, and the dead-letter stream when that policy
-// is on).
+// pgjet schema, the source's roles) and of NATS (reachable, credentials,
+// JetStream in the domain, the stream or, with --upstream-domain, the
+// local mirror or the upstream stream it mirrors, and the dead-letter
+// stream when that policy is on).
 func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 	res := checkTarget(ctx, cfg)
 	nc, js, nres := stream.CheckNATS(cfg.NATS, "pgjet-apply check "+cfg.Name+" "+cfg.Region, cfg.NATSOptions, cfg.Domain)
@@ -48,6 +50,9 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 		return stream.Pass("stream "+name, "no local mirror yet; pgjet-apply creates it from domain %s on start", cfg.UpstreamDomain)
 	})...)
 	res = append(res, checkNotSource(ctx, cfg, js))
+	if r, ok := checkRoles(ctx, cfg, nc, js); ok {
+		res = append(res, r)
+	}
 	if cfg.OnBadMessage == OnBadMessageDeadLetter {
 		dlq := DeadLetterStream(cfg.Name, cfg.Region)
 		for _, r := range stream.CheckStream(ctx, js, dlq, func() stream.CheckResult {
@@ -59,6 +64,63 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 		}
 	}
 	return res
+}
+
+// checkRoles compares the roles of the source, as its newest complete
+// snapshot lists them, with the target's: every role the snapshot's schema
+// names must exist (and the apply role must be able to become its
+// owners) for a restore; any other role of the source the target lacks
+// stops pgjet-apply at its first schema change. It reports nothing (false)
+// when the target cannot be reached, which checkTarget reported.
+func checkRoles(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.JetStream) (stream.CheckResult, bool) {
+	const name = "roles"
+	if cfg.NoOwners {
+		return stream.Pass(name, "not compared: with --no-owners the schema is restored and changed as the apply role"), true
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	conn, _, err := schema.CheckConnect(ctx, cfg.DB)
+	if err != nil {
+		return stream.CheckResult{}, false
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	snapName := stream.SnapshotStreamName(cfg.Name)
+	st, err := js.Stream(ctx, snapName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.UpstreamDomain != "" {
+		// No local mirror yet: the upstream stream it would mirror.
+		if up, uerr := stream.NewJetStream(nc, cfg.UpstreamDomain); uerr == nil {
+			st, err = up.Stream(ctx, snapName)
+		}
+	}
+	var snaps []stream.SnapshotInfo
+	if err == nil {
+		snaps, err = stream.ListSnapshots(ctx, st, cfg.Name)
+	}
+	i := newestComplete(snaps, func(stream.SnapshotInfo) bool { return true })
+	switch {
+	case err != nil && stream.JetStreamMissing(js, err):
+		return stream.CheckResult{}, false // reported by the JetStream check
+	case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+		return stream.Warn(name, "cannot read the snapshots of source %s to compare the target's roles with the source's (%v)", cfg.Name, err), true
+	case i < 0:
+		return stream.Pass(name, "no complete snapshot of source %s to compare the target's roles with yet; a schema change made by a role the target lacks stops pgjet-apply (pgjet roles copies the source's roles)", cfg.Name), true
+	case !snaps[i].Manifest.Privileges:
+		return stream.Pass(name, "the newest snapshot (%s) is of an older pgjet and lists no roles", snaps[i].ID), true
+	}
+	man := snaps[i].Manifest
+	rc, err := CheckRoles(ctx, conn, man)
+	if err != nil {
+		return stream.Fail(name, "%v", err), true
+	}
+	if p := rc.Problem(); p != "" {
+		return stream.Fail(name, "as of snapshot %s: %s", man.ID, p), true
+	}
+	if len(rc.SourceMissing) > 0 {
+		return stream.Warn(name, "the source has roles the target lacks: %s (as of snapshot %s); a schema change one of them makes stops pgjet-apply: copy them with pgjet roles --source SOURCE_URL --target TARGET_URL",
+			quoteNames(rc.SourceMissing), man.ID), true
+	}
+	return stream.Pass(name, "the target has every role of the source (as of snapshot %s), and the apply role %s may become the %d that own objects",
+		man.ID, rc.ApplyRole, len(man.Owners)), true
 }
 
 // checkTarget checks the target database: reachable, and the pgjet

@@ -105,6 +105,14 @@ type Config struct {
 	// SkipSnapshot follows changes only, even on an empty target: for a
 	// target seeded by other means.
 	SkipSnapshot bool
+	// NoOwners gives up the source's owners and privileges: snapshots are
+	// restored without owners, GRANTs and default privileges, and schema
+	// changes replay as the apply role instead of the role that made them,
+	// so every object on the target belongs to the apply role (as pgjet
+	// did before it kept them). For targets where the source's roles do
+	// not exist and need not: a SECURITY DEFINER function then runs as the
+	// apply role, so never with untrusted roles on the source.
+	NoOwners bool
 
 	// UntilLSN, UntilTime and StopAtEnd make the applier stop (Run
 	// returns nil) before the first transaction past a point, or at the

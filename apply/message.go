@@ -89,14 +89,32 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	if err := s.conn.QueryRow(ctx, "SELECT current_setting('search_path')").Scan(&prev); err != nil {
 		return fmt.Errorf("read search_path before schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
 	}
+	// A message of a pgjet older than the role field, or --no-owners,
+	// replays as the apply role.
+	role := d.Role
+	if s.a.cfg.NoOwners {
+		role = ""
+	}
+	if role != "" {
+		if err := s.setRole(ctx, env, seq, d, key, hasDone); err != nil {
+			return err
+		}
+	}
 	if _, err := s.conn.Exec(ctx, "SELECT set_config('search_path', $1, true)", d.SearchPath); err != nil {
-		return s.ddlError(err, env, seq, "SET search_path = "+d.SearchPath, key, hasDone)
+		return s.ddlError(err, env, seq, "SET search_path = "+d.SearchPath, key, hasDone, role)
 	}
 	for _, st := range replay {
 		// Simple protocol: no parameters, and the statement may be any
 		// utility command.
 		if _, err := s.pg.Exec(ctx, st).ReadAll(); err != nil {
-			return s.ddlError(err, env, seq, st, key, hasDone)
+			return s.ddlError(err, env, seq, st, key, hasDone, role)
+		}
+	}
+	if role != "" {
+		// The rows after the change in this transaction are written by
+		// the apply role again.
+		if _, err := s.conn.Exec(ctx, "RESET ROLE"); err != nil {
+			return fmt.Errorf("reset role after schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
 		}
 	}
 	if _, err := s.conn.Exec(ctx, "SELECT set_config('search_path', $1, true)", prev); err != nil {
@@ -104,7 +122,42 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	}
 	s.schemaChanged()
 	s.a.log.Info().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("tag", d.Tag).
-		Str("sql", schema.Truncate(d.SQL, 200)).Msg("schema change applied")
+		Str("role", role).Str("sql", schema.Truncate(d.SQL, 200)).Msg("schema change applied")
+	return nil
+}
+
+// setRole makes the open target transaction run as the role that made a
+// schema change on the source (SET LOCAL ROLE, until RESET ROLE): what
+// the change creates gets the owner it has there, a SECURITY DEFINER
+// function its definer, and the change is checked against that role's
+// privileges, never the apply role's. A role missing on the target, or
+// one the apply role may not become, stops apply naming the fix.
+func (s *session) setRole(ctx context.Context, env *stream.Envelope, seq uint64, d *schema.DDL, key string, hasDone bool) error {
+	var applyRole string
+	var exists, member, super bool
+	// SET ROLE is allowed to the roles the session user is a member of
+	// (any role, for a superuser).
+	err := s.conn.QueryRow(ctx, `SELECT session_user, r.oid IS NOT NULL,
+			coalesce(pg_has_role(session_user, r.oid, 'MEMBER'), false), coalesce(r.rolsuper, false)
+		FROM (SELECT $1::text AS name) x LEFT JOIN pg_roles r ON r.rolname = x.name`, d.Role).Scan(&applyRole, &exists, &member, &super)
+	if err != nil {
+		return fmt.Errorf("look up role %q of schema change at LSN %s (stream seq %d): %w", d.Role, env.CommitLSN, seq, err)
+	}
+	ident := pgx.Identifier{d.Role}.Sanitize()
+	switch {
+	case !exists:
+		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which does not exist on the target; create it there (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles, or CREATE ROLE %s) and restart pgjet-apply",
+			d.Tag, env.CommitLSN, seq, d.Role, ident)
+	case !member && super:
+		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, a superuser, which the apply role %q may not become; make schema changes on the source as a role that is no superuser, or make this one on the target by hand, then %s",
+			d.Tag, env.CommitLSN, seq, d.Role, applyRole, s.markDone(env, key, !hasDone))
+	case !member:
+		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which the apply role %q may not become on the target; GRANT %s TO %s there (the apply role replays each schema change as the role that made it, see deploy/postgres/roles.sql) and restart pgjet-apply",
+			d.Tag, env.CommitLSN, seq, d.Role, applyRole, ident, pgx.Identifier{applyRole}.Sanitize())
+	}
+	if _, err := s.conn.Exec(ctx, "SET LOCAL ROLE "+ident); err != nil {
+		return s.ddlError(err, env, seq, "SET ROLE "+ident, key, hasDone, d.Role)
+	}
 	return nil
 }
 
@@ -145,8 +198,8 @@ func (s *session) markDone(env *stream.Envelope, key string, create bool) string
 }
 
 // ddlError says which statement of a schema change failed, where, and how
-// to proceed.
-func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key string, hasDone bool) error {
+// to proceed; role is the role it ran as ("" for the apply role).
+func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key string, hasDone bool, role string) error {
 	if schema.IsRetryable(err) {
 		return fmt.Errorf("apply schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
 	}
@@ -154,6 +207,10 @@ func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key 
 	if errors.As(err, &pe) && pe.Code == CodeActiveSQLTransaction {
 		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) cannot run inside a transaction block, where pgjet-apply replays it with the rows around it; run it by hand on the target, then %s",
 			schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, key, !hasDone))
+	}
+	if role != "" && schema.PgCode(err) == schema.CodeInsufficientPriv {
+		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target as role %q, which made it on the source: the role lacks a privilege there that it has on the source (ownership of an object a replica built by an older pgjet gave the apply role, CREATE on a schema, ...); give it the same ownership and grants as on the source and restart pgjet-apply, or make the change by hand, then %s",
+			schema.Truncate(st, 200), env.CommitLSN, seq, role, s.markDone(env, key, !hasDone))
 	}
 	return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target; make the target's schema match the source by hand (run the statement or its equivalent), then %s",
 		schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, key, !hasDone))

@@ -105,7 +105,7 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		man := snaps[i].Manifest
 		log.Info().Str("snapshot", man.ID).Str("lsn", man.LSN.String()).Time("taken", man.Started).Msg("replaying from snapshot")
 		if err := Restore(ctx, RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, Snapshot: man.ID,
-			ChangeStream: changes, Origin: OriginName(cfg.Name), Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force}); err != nil {
+			ChangeStream: changes, Origin: OriginName(cfg.Name), Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force, NoOwners: cfg.NoOwners}); err != nil {
 			return err
 		}
 	}

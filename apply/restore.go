@@ -136,7 +136,7 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 		}
 	}
 	if err := Restore(ctx, RestoreOptions{DB: a.cfg.DB, Source: a.cfg.Name, SnapshotStream: st, Snapshot: id,
-		ChangeStream: changes, FromSeq: from, Origin: origin, Log: a.log}); err != nil {
+		ChangeStream: changes, FromSeq: from, Origin: origin, NoOwners: a.cfg.NoOwners, Log: a.log}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -227,7 +227,11 @@ type RestoreOptions struct {
 	// SchemaExists loads rows only: the target has the tables already
 	// (pgjet replay --force).
 	SchemaExists bool
-	Log          zerolog.Logger
+	// NoOwners restores the schema without the source's owners and
+	// privileges: every object then belongs to the restoring role (see
+	// Config.NoOwners).
+	NoOwners bool
+	Log      zerolog.Logger
 	// ProgressInterval is how often progress is logged (default 10s).
 	ProgressInterval time.Duration
 }
@@ -289,6 +293,9 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if o.FromSeq > 0 {
 		// The table messages before the resume point name the columns.
 		if err := r.loadTables(ctx); err != nil {
+			return err
+		}
+		if err := r.checkRoles(ctx); err != nil {
 			return err
 		}
 		if err := r.stamp(ctx); err != nil {
@@ -416,6 +423,9 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 		if r.man.Version > stream.SnapshotVersion {
 			return false, schema.Fatalf(nil, "snapshot %s has format version %d; this pgjet-apply reads up to %d: upgrade pgjet-apply", r.o.Snapshot, r.man.Version, stream.SnapshotVersion)
 		}
+		if err := r.checkRoles(ctx); err != nil {
+			return false, err
+		}
 		if err := r.stamp(ctx); err != nil {
 			return false, err
 		}
@@ -496,10 +506,87 @@ func (r *restorer) saveSeq(ctx context.Context) error {
 	return nil
 }
 
+// checkRoles stops a restore whose snapshot names roles the target lacks,
+// or owners the restoring role may not become, before the schema and any
+// row are loaded: a script that stopped on the first of them would name
+// only that one.
+func (r *restorer) checkRoles(ctx context.Context) error {
+	if r.o.SchemaExists || r.o.NoOwners || !r.man.Privileges {
+		return nil
+	}
+	rc, err := CheckRoles(ctx, r.conn, r.man)
+	if err != nil {
+		return err
+	}
+	if msg := rc.Problem(); msg != "" {
+		return schema.Fatalf(nil, "snapshot %s of source %s cannot be restored into %s with the source's owners and privileges: %s; or pass --no-owners to restore without them",
+			r.o.Snapshot, r.o.Source, schema.Redact(r.o.DB), msg)
+	}
+	return nil
+}
+
+// RolesCheck compares the roles a snapshot names with a target's.
+type RolesCheck struct {
+	// ApplyRole is the role connected to the target.
+	ApplyRole string
+	// Missing are the snapshot's roles the target lacks.
+	Missing []string
+	// NotMember are the snapshot's owners ApplyRole may not become.
+	NotMember []string
+	// SourceMissing are roles of the source's cluster the target lacks
+	// that the snapshot's schema does not name.
+	SourceMissing []string
+}
+
+// CheckRoles compares the roles man names with the target conn is
+// connected to.
+func CheckRoles(ctx context.Context, conn *pgx.Conn, man stream.SnapshotManifest) (RolesCheck, error) {
+	var rc RolesCheck
+	err := conn.QueryRow(ctx, `SELECT session_user,
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE r.oid IS NULL AND x.named), '{}'),
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER')), '{}'),
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE r.oid IS NULL AND NOT x.named), '{}')
+		FROM (SELECT name, bool_or(named) AS named FROM (
+				SELECT unnest($1::text[]) AS name, true AS named
+				UNION ALL SELECT unnest($3::text[]), false) u GROUP BY name) x
+		LEFT JOIN pg_roles r ON r.rolname = x.name`, man.Roles, man.Owners, man.SourceRoles).Scan(&rc.ApplyRole, &rc.Missing, &rc.NotMember, &rc.SourceMissing)
+	if err != nil {
+		return rc, fmt.Errorf("compare the snapshot's roles with the target's: %w", err)
+	}
+	return rc, nil
+}
+
+// Problem says what keeps the snapshot from being restored with its
+// owners and privileges, and the fix, or returns "".
+func (rc RolesCheck) Problem() string {
+	var p []string
+	if len(rc.Missing) > 0 {
+		p = append(p, fmt.Sprintf("roles %s own objects, hold privileges or are named by policies on the source and are missing on the target; create them (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles) and start again",
+			quoteNames(rc.Missing)))
+	}
+	if len(rc.NotMember) > 0 {
+		p = append(p, fmt.Sprintf("the apply role %q may not become %s, which own objects on the source; GRANT %s TO %s on the target (or restore as a superuser) and start again",
+			rc.ApplyRole, quoteNames(rc.NotMember), quoteNames(rc.NotMember), pgx.Identifier{rc.ApplyRole}.Sanitize()))
+	}
+	return strings.Join(p, "; ")
+}
+
+// quoteNames renders role names as quoted identifiers, comma-separated.
+func quoteNames(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = pgx.Identifier{n}.Sanitize()
+	}
+	return strings.Join(q, ", ")
+}
+
 // runScript runs a schema section in one transaction with the progress.
 func (r *restorer) runScript(ctx context.Context) error {
 	script := r.script.String()
 	r.script.Reset()
+	if r.o.NoOwners && r.man.Privileges {
+		script = schema.WithoutOwners(script)
+	}
 	tx, err := r.conn.Begin(ctx)
 	if err != nil {
 		return err

@@ -147,7 +147,8 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	if !resumed {
 		s.id = stream.NewSnapshotID(time.Now())
 		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn,
-			Started: time.Now().UTC(), SchemaMD5: schemaMD5}
+			Started: time.Now().UTC(), SchemaMD5: schemaMD5,
+			Privileges: true, Roles: pt.roles.roles, Owners: pt.roles.owners, SourceRoles: pt.roles.source}
 		for _, t := range tables {
 			man.Tables = append(man.Tables, t.SnapshotTable)
 		}
@@ -346,6 +347,42 @@ type snapPoint struct {
 	lead         *pgx.Conn
 	script, post []byte
 	tables       []*snapTable
+	roles        snapRoles
+}
+
+// snapRoles are the roles a snapshot's schema names, and the source's
+// roles (see stream.SnapshotManifest).
+type snapRoles struct {
+	roles, owners, source []string
+}
+
+// readRoles reads, in the snapshot's transaction, the roles its schema
+// names and the source's roles pgjet roles would copy.
+func readRoles(ctx context.Context, conn *pgx.Conn) (snapRoles, error) {
+	var r snapRoles
+	rows, err := conn.Query(ctx, schema.SnapshotRolesSQL)
+	if err != nil {
+		return r, fmt.Errorf("list the roles the snapshot's schema names: %w", err)
+	}
+	for rows.Next() {
+		var name string
+		var owns bool
+		if err := rows.Scan(&name, &owns); err != nil {
+			rows.Close()
+			return r, fmt.Errorf("list the roles the snapshot's schema names: %w", err)
+		}
+		r.roles = append(r.roles, name)
+		if owns {
+			r.owners = append(r.owners, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return r, fmt.Errorf("list the roles the snapshot's schema names: %w", err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT coalesce(array_agg(rolname::text ORDER BY rolname), '{}') FROM pg_roles WHERE "+schema.CopiedRolesWhere).Scan(&r.source); err != nil {
+		return r, fmt.Errorf("list the source's roles: %w", err)
+	}
+	return r, nil
 }
 
 func (p *snapPoint) close(ctx context.Context) {
@@ -424,6 +461,9 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 		return nil, err
 	}
 	if pt.tables, err = s.tables(ctx, pt.lead); err != nil {
+		return nil, err
+	}
+	if pt.roles, err = readRoles(ctx, pt.lead); err != nil {
 		return nil, err
 	}
 	if err := s.lock(ctx, pt.lead, pt.tables, false); err != nil {
@@ -552,7 +592,11 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 		return nil, schema.Fatalf(nil, "%s not found: the snapshot copies the schema with pg_dump; install the PostgreSQL client (version %s or newer), set --pg-dump, or pass --no-snapshot", bin, "15")
 	}
 	dsn, password := splitPassword(c.cfg.DB)
-	cmd := exec.CommandContext(ctx, path, "--section="+section, "--snapshot="+snap, "--no-owner", "--no-privileges",
+	// Owners and privileges are kept (no --no-owner, --no-privileges): a
+	// region built from the snapshot gives each role the rights it has
+	// on the source, and no more. The roles they name are listed in the
+	// manifest (snapRoles).
+	cmd := exec.CommandContext(ctx, path, "--section="+section, "--snapshot="+snap,
 		"--no-publications", "--no-subscriptions", "--exclude-schema=pgjet", "--dbname="+dsn)
 	cmd.Env = os.Environ()
 	if password != "" {

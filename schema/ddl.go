@@ -46,7 +46,8 @@ var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop"}
 // temporary objects and objects created by extension scripts are left out;
 // a command that touches only such objects is not captured. CREATE TABLE AS
 // is captured at ddl_command_start, before its rows enter the WAL, when the
-// query itself is that statement.
+// query itself is that statement. The function is not SECURITY DEFINER, so
+// current_user is the role the command ran as: the owner of what it made.
 const DDLFunctionBody = `
 DECLARE
 	q text := current_query();
@@ -114,7 +115,8 @@ BEGIN
 	END IF;
 	PERFORM set_config('pgjet.ddl_marker', marker, true);
 	PERFORM pg_logical_emit_message(true, 'pgjet.ddl', jsonb_build_object('tag', TG_TAG, 'sql', q,
-		'search_path', current_setting('search_path'), 'objects', objs)::text);
+		'search_path', current_setting('search_path'), 'objects', objs,
+		'role', current_user, 'session_role', session_user)::text);
 END
 `
 
@@ -144,6 +146,14 @@ type DDL struct {
 	SQL string `json:"sql"`
 	// SearchPath is the source session's search_path when it ran.
 	SearchPath string `json:"search_path"`
+	// Role is the role the change ran as on the source (current_user):
+	// what it created belongs to that role, and its privileges were
+	// checked. The target replays it as that role. Empty in messages of
+	// a pgjet older than this field; those replay as the apply role.
+	Role string `json:"role,omitempty"`
+	// SessionRole is the role that logged in (session_user), for logs:
+	// it differs from Role after SET ROLE.
+	SessionRole string `json:"session_role,omitempty"`
 	// Objects are the objects the first command created, altered or
 	// dropped.
 	Objects []DDLObject `json:"objects"`

@@ -79,12 +79,21 @@ func TestParseDDL(t *testing.T) {
 		{"type": "index", "table": "t", "schema": "public", "identity": "public.t_a_idx", "table_schema": "public"},
 		{"type": "type", "table": null, "schema": "public", "identity": "public.mood", "table_schema": null},
 		{"type": "table", "table": "t", "schema": "public", "identity": "public.t", "table_schema": "public"}],
-		"search_path": "\"$user\", public"}`))
+		"search_path": "\"$user\", public", "role": "app", "session_role": "alice"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := d.SearchPath, `"$user", public`; got != want {
 		t.Errorf("search_path = %q, want %q", got, want)
+	}
+	if d.Role != "app" || d.SessionRole != "alice" {
+		t.Errorf("role, session_role = %q, %q, want app, alice", d.Role, d.SessionRole)
+	}
+	// A message of an older capture names no role: it replays as the
+	// apply role, as it did.
+	old, err := ParseDDL([]byte(`{"sql": "CREATE INDEX ON t(a)", "tag": "CREATE INDEX", "search_path": "public"}`))
+	if err != nil || old.Role != "" {
+		t.Errorf("ParseDDL of a message without role = %+v, %v; want Role empty", old, err)
 	}
 	if got, want := d.Tables(), [][2]string{{"public", "t"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Tables() = %q, want %q", got, want)

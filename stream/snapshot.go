@@ -88,6 +88,21 @@ type SnapshotManifest struct {
 	// SchemaMD5 identifies the schema script: an interrupted snapshot is
 	// resumed only while the source's schema is unchanged.
 	SchemaMD5 string `json:"schema_md5,omitempty"`
+	// Privileges is set when the schema scripts keep the source's owners
+	// and privileges (ALTER ... OWNER TO, GRANT, REVOKE, ALTER DEFAULT
+	// PRIVILEGES); snapshots of an older pgjet have none.
+	Privileges bool `json:"privileges,omitempty"`
+	// Roles are the roles the schema scripts name: owners, grantees and
+	// grantors, roles of default privileges and of policies. A restore
+	// checks that the target has them all before it loads anything.
+	Roles []string `json:"roles,omitempty"`
+	// Owners are the Roles that own objects: the restoring role must be
+	// able to become each of them (ALTER ... OWNER TO).
+	Owners []string `json:"owners,omitempty"`
+	// SourceRoles are the roles of the source's cluster that pgjet roles
+	// copies (neither superusers nor Postgres' own), when the snapshot
+	// was taken: pgjet-apply --check-config names those a target lacks.
+	SourceRoles []string `json:"source_roles,omitempty"`
 }
 
 // SnapshotTable is one table of a snapshot.

@@ -118,7 +118,7 @@ func TestCheckConfig(t *testing.T) {
 		checkConfig(t, bins.apply, 0, []string{
 			"OK    postgres connection", "OK    pgjet schema", "missing; pgjet-apply creates it",
 			"OK    nats connection", "OK    stream PGJET_src", "present (stream",
-			"OK    target is not the source", "OK    stream PGJET_DLQ_src_r1", "all 8 checks passed",
+			"OK    target is not the source", "OK    stream PGJET_DLQ_src_r1", "OK    roles", "all 9 checks passed",
 		}, append(appArgs, "--on-bad-message", "dead-letter")...)
 	})
 }

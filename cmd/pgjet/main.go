@@ -1,6 +1,6 @@
 // Command pgjet is the operator tool of pgjet: it runs the demo, tails a
-// change stream and benchmarks the pipeline against native logical
-// replication.
+// change stream, copies roles to replicas and benchmarks the pipeline
+// against native logical replication.
 package main
 
 import (
@@ -21,6 +21,7 @@ var commands = []command{
 	{"verify", "prove a replica equals its primary, table by table", runVerify},
 	{"snapshot", "copy a source's schema and tables into its snapshot stream now", runSnapshot},
 	{"replay", "rebuild a database from the stream, to any point", runReplay},
+	{"roles", "copy the source cluster's roles and memberships to a replica's", runRoles},
 }
 
 func usage() {

@@ -103,6 +103,7 @@ func runReplay(args []string) int {
 	fs.StringVar(&untilLSN, "until-lsn", "", "stop before the first transaction committed after this source LSN, e.g. 0/3A2B1C0")
 	fs.StringVar(&untilTime, "until-time", "", "stop before the first transaction committed after this time (RFC 3339)")
 	fs.BoolVar(&force, "force", false, "replay into a target that holds the tables already: they are emptied and loaded")
+	fs.BoolVar(&cfg.NoOwners, "no-owners", false, "restore without the source's owners and privileges and replay schema changes as the connecting role (every object then belongs to it)")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often progress is logged")
 	dbf.Register(fs)
 	natsf.Register(fs)

@@ -18,6 +18,12 @@
 --   ddl       on (default) or off: whether the target replays schema
 --             changes (pgjet-capture --ddl, on by default). See the target
 --             section for what it costs.
+--   authors   target side, with ddl=on: the roles that make schema changes
+--             on the source, comma-separated (default: the owner). The
+--             target replays each change as the role that made it, so
+--             pgjet_apply becomes a member of each. They must exist on the
+--             target first: `pgjet roles --source ... --target ...` copies
+--             the source's roles.
 --
 -- The roles get no password here. Set one afterwards, in psql:
 --   \password pgjet_capture      \password pgjet_apply
@@ -53,6 +59,10 @@ SET pgjet.ddl_capture = off;
 \if :{?owner}
 \else
   SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = current_database() \gset
+\endif
+\if :{?authors}
+\else
+  \set authors :owner
 \endif
 
 SELECT :'side' = 'source' AS is_source, :'side' = 'target' AS is_target,
@@ -165,28 +175,49 @@ SELECT format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO pgje
 SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO pgjet_apply', :'owner') \gexec
 SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO pgjet_apply', :'owner') \gexec
 
--- Schema changes. Replaying CREATE, ALTER or DROP TABLE, and TRUNCATE ...
--- RESTART IDENTITY (which resets sequences), takes ownership of the
--- objects, not a grant. With ddl=on, pgjet_apply becomes a member of the
--- owner role: it may then do whatever that role may do in this
--- database, which for a read replica is replication's job anyway. With
--- ddl=off it keeps the row grants above only (a membership granted by
--- an earlier run is revoked). pgjet-apply then stops (exit status 1) at
--- each replicated schema change, naming it and saying how to make it by
--- hand and mark it done in pgjet.ddl_done, and at a TRUNCATE ... RESTART
+-- Schema changes. pgjet-apply replays each schema change as the role
+-- that made it on the source (SET ROLE), so objects keep their owners and
+-- SECURITY DEFINER functions their definers, and no change gets more
+-- rights on a replica than its author had on the source. SET ROLE needs
+-- membership, not superuser: with ddl=on, pgjet_apply becomes a member of
+-- the owner and of each role in authors. It may then do whatever those
+-- roles may do in this database, which for a read replica is
+-- replication's job anyway; TRUNCATE ... RESTART IDENTITY (which resets
+-- the owner's sequences) needs it too. A change made by a role pgjet_apply
+-- may not become stops pgjet-apply (exit status 1) with the GRANT that
+-- fixes it; one made by a role missing here names `pgjet roles`. Make
+-- schema changes on the source as these roles, not as a superuser: none of
+-- them may be a superuser (a member could SET ROLE to it), so a
+-- superuser's change stops pgjet-apply, which then says how to make it
+-- by hand and mark it done in pgjet.ddl_done.
+-- With ddl=off pgjet_apply keeps the row grants above only (memberships
+-- granted by an earlier run are revoked). pgjet-apply then stops at each
+-- replicated schema change, naming it and saying how to make it by hand
+-- and mark it done in pgjet.ddl_done, and at a TRUNCATE ... RESTART
 -- IDENTITY with Postgres' "must be owner of sequence" error. Use it with
 -- pgjet-capture --ddl=false, or when schema changes are rare.
--- The owner must not be a superuser: a member could SET ROLE to it.
+CREATE TEMP TABLE pgjet_authors AS
+  SELECT DISTINCT btrim(a) AS name
+  FROM unnest(string_to_array(:'owner' || ',' || :'authors', ',')) a WHERE btrim(a) <> '';
+SELECT coalesce(string_agg(quote_ident(name), ', '), '') AS missing_authors FROM pgjet_authors
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) \gset
 \if :replay_ddl
-SELECT rolsuper AS owner_is_superuser FROM pg_roles WHERE rolname = :'owner' \gset
-\if :owner_is_superuser
-  SELECT set_config('pgjet.roles_error', format('roles.sql: the owner role %I is a superuser; make a non-superuser role own the replicated tables and pass it as -v owner=ROLE, or use -v ddl=off', :'owner'), false) AS roles_error \gset
+SELECT :'missing_authors' <> '' AS authors_missing \gset
+\if :authors_missing
+  SELECT set_config('pgjet.roles_error', format('roles.sql: role(s) %s missing on this cluster; copy the source''s roles first (pgjet roles --source SOURCE_URL --target TARGET_URL) or fix -v owner / -v authors', :'missing_authors'), false) AS roles_error \gset
   DO $$ BEGIN RAISE EXCEPTION '%', current_setting('pgjet.roles_error'); END $$;
 \endif
-SELECT format('GRANT %I TO pgjet_apply', :'owner') \gexec
+SELECT coalesce(string_agg(quote_ident(name), ', '), '') AS super_authors FROM pgjet_authors a JOIN pg_roles r ON r.rolname = a.name
+  WHERE r.rolsuper \gset
+SELECT :'super_authors' <> '' AS authors_super \gset
+\if :authors_super
+  SELECT set_config('pgjet.roles_error', format('roles.sql: %s: superuser; make the replicated tables owned, and the schema changes made, by roles that are not (-v owner=ROLE -v authors=ROLE,...), or use -v ddl=off', :'super_authors'), false) AS roles_error \gset
+  DO $$ BEGIN RAISE EXCEPTION '%', current_setting('pgjet.roles_error'); END $$;
+\endif
+SELECT format('GRANT %I TO pgjet_apply', name) FROM pgjet_authors \gexec
 \else
-SELECT format('REVOKE %I FROM pgjet_apply', :'owner')
-  WHERE pg_has_role('pgjet_apply', :'owner', 'MEMBER') \gexec
+SELECT format('REVOKE %I FROM pgjet_apply', name) FROM pgjet_authors a JOIN pg_roles r ON r.rolname = a.name
+  WHERE pg_has_role('pgjet_apply', r.oid, 'MEMBER') \gexec
 \endif
 
 -- session_replication_role = replica, pgjet-apply's default (--replica-role):
