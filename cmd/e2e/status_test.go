@@ -75,7 +75,7 @@ func TestStatus_Unhealthy(t *testing.T) {
 	t.Run("dead letters", func(t *testing.T) {
 		js := natsJS(t, c.nats.ClientURL())
 		bad := nats.NewMsg(stream.TxnSubject("src"))
-		bad.Data = []byte("PJ\x01\x01garbage")
+		bad.Data = garbageMsg
 		if _, err := js.PublishMsg(ctx, bad); err != nil {
 			t.Fatal(err)
 		}
