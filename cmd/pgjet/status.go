@@ -58,11 +58,11 @@ func runStatus(args []string) int {
 			"  - per JetStream domain: the stream's last sequence and message time; for a mirror, its\n"+
 			"    lag behind the origin, its last contact with it and any error (a cut-off region shows\n"+
 			"    a growing last contact);\n"+
-			"  - per applier consumer (pgjet_apply_<region>): ack floor, pending messages and lag in\n"+
-			"    messages (stream last sequence - ack floor);\n"+
+			"  - per applier consumer (pgjet_apply_<region>): ack floor, pending messages, lag in\n"+
+			"    messages (stream last sequence - ack floor), and whether an applier pulls from it;\n"+
 			"  - with --db-region: the position in the target's pgjet.applied, the lag in seconds (now -\n"+
 			"    commit time of the last applied transaction), the source WAL bytes between it and the\n"+
-			"    newest transaction in the stream, and conflicts in the last hour.\n"+
+			"    newest transaction in the stream, and conflicts in the last hour;\n"+
 			"  - per region: the dead letters its applier set aside (--on-bad-message dead-letter);\n"+
 			"  - with --source-db: capture's slot on the source (active, confirmed position).\n"+
 			"The lag in seconds keeps growing while the source is idle, because no transaction commits;\n"+
