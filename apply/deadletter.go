@@ -77,6 +77,7 @@ type dropped struct {
 	cause       error
 	first, last uint64 // stream sequences of its first and last message
 	n           int    // messages dead-lettered
+	counted     bool   // counted in Stats.DeadLetterTxns
 }
 
 // deadLetter sets aside message m (stream sequence seq), which cannot be
@@ -93,10 +94,13 @@ type dropped struct {
 func (s *session) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, cause error) error {
 	src, lsn, _, ok := stream.ParseMsgID(m.Headers().Get(jetstream.MsgIDHeader))
 	if !ok || src != s.a.cfg.Name {
-		if err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, cause, true); err != nil {
+		stored, err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, cause, true)
+		if err != nil {
 			return err
 		}
-		s.reportHeld(m, seq)
+		if stored {
+			s.reportHeld(m, seq)
+		}
 		if s.cur {
 			// Inside a transaction: its last chunk, later in the stream,
 			// carries the position past this message.
@@ -125,15 +129,13 @@ func (s *session) deadLetterTxn(ctx context.Context, m jetstream.Msg, seq uint64
 				if err != nil {
 					return natsError{fmt.Errorf("read back stream %s sequence %d to dead-letter its transaction: %w", stream.StreamName(s.a.cfg.Name), q, err)}
 				}
-				if err := s.publishDead(ctx, raw.Subject, raw.Header, raw.Data, q, d.partOf(), false); err != nil {
+				stored, err := s.publishDead(ctx, raw.Subject, raw.Header, raw.Data, q, d.partOf(), false)
+				if err != nil {
 					return err
 				}
-				d.n++
+				s.noteDropped(d, stored)
 			}
 			d.first = s.curFirst
-		}
-		if d.copies {
-			s.a.stats.DeadLetterTxns.Add(1)
 		}
 		s.drop = d
 		s.cur, s.skipping = true, false
@@ -272,13 +274,25 @@ func (s *session) dropMsg(ctx context.Context, m jetstream.Msg, seq uint64, caus
 		if why == nil {
 			why = d.partOf()
 		}
-		if err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, why, cause != nil); err != nil {
+		stored, err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, why, cause != nil)
+		if err != nil {
 			return err
 		}
-		d.n++
+		s.noteDropped(d, stored)
 	}
 	d.last = seq
 	return s.advance(ctx, m, seq)
+}
+
+// noteDropped counts a message of d handed to the dead-letter stream, and
+// d among the transactions set aside once one of its messages is stored
+// there in this process (one stored before a restart was counted then).
+func (s *session) noteDropped(d *dropped, stored bool) {
+	d.n++
+	if stored && d.copies && !d.counted {
+		d.counted = true
+		s.a.stats.DeadLetterTxns.Add(1)
+	}
 }
 
 // endDrop ends the transaction being set aside: the next one begins.
@@ -315,8 +329,9 @@ func (s *session) keptAlready(ctx context.Context, ack *jetstream.PubAck, out *n
 // waits for JetStream to store it; bad says whether the message itself is
 // bad (or good, but of a transaction set aside). A failure to store it is
 // returned (and retried by the session): a message is never skipped
-// without a copy.
-func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Header, data []byte, seq uint64, cause error, bad bool) error {
+// without a copy. stored is false when the dead-letter stream held the
+// same dead letter already (set aside before a restart).
+func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Header, data []byte, seq uint64, cause error, bad bool) (stored bool, err error) {
 	a := s.a
 	dlq := DeadLetterSubject(a.cfg.Name, a.cfg.Region)
 	out := nats.NewMsg(dlq)
@@ -339,13 +354,14 @@ func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Head
 	}
 	// Deduplicated by origin: a restart before the position moved past the
 	// message dead-letters it again, and JetStream drops the copy (within
-	// its dedup window).
+	// its dedup window); a duplicate ack is checked below, since it is
+	// also what a dead letter purged since gets.
 	out.Header.Set(jetstream.MsgIDHeader, stream.StreamName(a.cfg.Name)+":"+strconv.FormatUint(seq, 10))
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ack, err := s.js.PublishMsg(pctx, out)
 	if err != nil {
-		return natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
+		return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
 	}
 	if ack.Duplicate {
 		// JetStream stored nothing: it saw the id within its dedup
@@ -354,19 +370,19 @@ func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Head
 		// another (a recreated source stream reuses sequences).
 		kept, err := s.keptAlready(pctx, ack, out)
 		if err != nil {
-			return natsError{fmt.Errorf("dead-letter stream %s sequence %d: read back the duplicate %s sequence %d: %w", stream.StreamName(a.cfg.Name), seq, ack.Stream, ack.Sequence, err)}
+			return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d: read back the duplicate %s sequence %d: %w", stream.StreamName(a.cfg.Name), seq, ack.Stream, ack.Sequence, err)}
 		}
 		if kept {
 			a.log.Info().Uint64("stream_seq", seq).Uint64("dead_letter_seq", ack.Sequence).
 				Msg("message already in the dead-letter stream (set aside before a restart); not stored twice")
-			return nil
+			return false, nil
 		}
 		out.Header.Set(jetstream.MsgIDHeader, out.Header.Get(jetstream.MsgIDHeader)+":"+strconv.FormatInt(time.Now().UnixNano(), 36))
 		if ack, err = s.js.PublishMsg(pctx, out); err != nil {
-			return natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
+			return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
 		}
 		if ack.Duplicate {
-			return natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: dropped as a duplicate twice", stream.StreamName(a.cfg.Name), seq, dlq)}
+			return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: dropped as a duplicate twice", stream.StreamName(a.cfg.Name), seq, dlq)}
 		}
 		a.log.Warn().Uint64("stream_seq", seq).Uint64("dead_letter_seq", ack.Sequence).
 			Msg("the dead-letter stream dropped this message as a duplicate of one it no longer holds (purged, or of a recreated stream); stored it again under a new id")
@@ -379,5 +395,5 @@ func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Head
 	} else {
 		a.log.Debug().Uint64("stream_seq", seq).Uint64("dead_letter_seq", ack.Sequence).Msg("chunk dead-lettered with its transaction")
 	}
-	return nil
+	return true, nil
 }
