@@ -321,6 +321,7 @@ func republish(t *testing.T, js jetstream.JetStream, msgs []*jetstream.RawStream
 // transactions of the source went with it and their LSNs, and the metric
 // of dead-lettered transactions counts them.
 func TestApply_DeadLetterBatchOfTransactions(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	c.capture(t)
@@ -382,6 +383,7 @@ func TestApply_DeadLetterBatchOfTransactions(t *testing.T) {
 // meantime, the duplicate ack points at nothing: the dead letter is
 // stored anew, never counted as kept while it is not.
 func TestApply_DeadLetterDuplicateAck(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	capt := c.capture(t)
@@ -544,6 +546,7 @@ func bigTxnEmptied(t *testing.T, c *cluster) (jetstream.JetStream, []*jetstream.
 // stream is damaged", at every restart. It now goes on setting the
 // transaction aside, and applies what follows.
 func TestApply_DeadLetterResumesAfterRestart(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	js, msgs, chunks := bigTxnEmptied(t, c)
 	// The stream up to the big transaction's third chunk, its second
@@ -574,6 +577,7 @@ func TestApply_DeadLetterResumesAfterRestart(t *testing.T) {
 // used to stop the applier ("the stream is damaged"), again at every
 // restart; now the whole transaction is set aside and apply goes on.
 func TestApply_DeadLetterChunkWithoutID(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	js, msgs, chunks := bigTxnEmptied(t, c)
 	republish(t, js, msgs, func(m *nats.Msg, seq uint64) {

@@ -58,6 +58,7 @@ func waitStatus(t *testing.T, what string, code int, want []string, args ...stri
 // applier that stopped (not a slow one), a capture that is down, and a
 // target database that does not answer.
 func TestStatus_Unhealthy(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
 	capt := c.capture(t)
@@ -128,6 +129,7 @@ func TestStatus_Unhealthy(t *testing.T) {
 // not with its own stale mirror, and exits 1. Asked through the cut
 // region's own server, status reaches for the hub and says it cannot.
 func TestStatus_RegionCutOff(t *testing.T) {
+	t.Parallel()
 	s := newRegions(t, "r1")
 	exec1(t, s.src, "INSERT INTO pgbench_branches VALUES (1, 0, 'before the cut')")
 	waitSame(t, 60*time.Second, s.src, s.dst["r1"])
