@@ -133,9 +133,8 @@ func (c *Capture) snapshots(ctx context.Context) error {
 	}
 	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.cfg.NATSOptions, c.log)
 	if err != nil {
-		var authErr *stream.AuthError
-		if errors.As(err, &authErr) {
-			return schema.Fatalf(nil, "%s", authErr.Error())
+		if stream.IsPermanent(err) {
+			return schema.Fatalf(nil, "%s", err.Error())
 		}
 		// The session reports NATS trouble; retry with it.
 		for err != nil {

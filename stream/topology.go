@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	neturl "net/url"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/internal/redact"
 )
 
 var sourceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -152,19 +152,7 @@ func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) 
 	return jetstream.NewWithDomain(nc, domain, opts...)
 }
 
-// RedactURL returns a NATS URL (or comma-separated list) with passwords
-// and tokens replaced, fit for logs.
-func RedactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		if pu, err := neturl.Parse(strings.TrimSpace(p)); err == nil && pu.User != nil {
-			if _, ok := pu.User.Password(); ok {
-				pu.User = neturl.UserPassword(pu.User.Username(), "xxxxx")
-			} else {
-				pu.User = neturl.User("xxxxx") // a token
-			}
-			parts[i] = pu.String()
-		}
-	}
-	return strings.Join(parts, ",")
-}
+// RedactURL returns a NATS URL or comma-separated list with passwords and
+// tokens replaced, fit for logs, also when a URL is malformed or has no
+// scheme (see package redact).
+func RedactURL(u string) string { return redact.NATS(u) }

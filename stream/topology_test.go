@@ -8,6 +8,19 @@ func TestRedactURL(t *testing.T) {
 		{"nats://tok3n@h:4222", "nats://xxxxx@h:4222"},
 		{"nats://h:4222", "nats://h:4222"},
 		{"nats://a:p1@h1:4222,nats://a:p2@h2:4222", "nats://a:xxxxx@h1:4222,nats://a:xxxxx@h2:4222"},
+		{"nats://u:p1@a,nats://u:p2@b", "nats://u:xxxxx@a,nats://u:xxxxx@b"},
+		{"nats://a:p1@h1:4222, nats://a:p2@h2:4222", "nats://a:xxxxx@h1:4222, nats://a:xxxxx@h2:4222"},
+		// nats.go reads a server without a scheme as nats://.
+		{"u:secret@h:4222", "u:xxxxx@h:4222"},
+		{"tok3n@h:4222", "xxxxx@h:4222"},
+		{"h1:4222,nats://u:secret@h2:4222", "h1:4222,nats://u:xxxxx@h2:4222"},
+		// A comma in the password: nats.go splits there, the redactor not.
+		{"nats://u:1234,:@h:4222", "nats://u:xxxxx@h:4222"},
+		{"nats://to,ken@h:4222", "nats://xxxxx@h:4222"},
+		// url.Parse rejects these; the password must go all the same.
+		{"nats://u:se%cret@h:4222", "nats://u:xxxxx@h:4222"},
+		{"nats://u:sec/ret@h:4222", "nats://u:xxxxx@h:4222"},
+		{"tls://u:sec#ret@h:4222", "tls://u:xxxxx@h:4222"},
 	} {
 		if got := RedactURL(tc.in); got != tc.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)

@@ -258,7 +258,7 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 	if len(domains) == 0 {
 		domains = []string{""}
 	}
-	rep := &statusReport{At: time.Now().UTC(), NATS: redactNATS(f.nats), Domains: make([]domainReport, len(domains))}
+	rep := &statusReport{At: time.Now().UTC(), NATS: stream.RedactURL(f.nats), Domains: make([]domainReport, len(domains))}
 	streams := make([][]streamReport, len(domains))
 	var wg sync.WaitGroup
 	for i, d := range domains {
@@ -348,9 +348,6 @@ func roleOrder(role string) int {
 	}
 	return 1
 }
-
-// redactNATS hides a password in a NATS URL.
-func redactNATS(u string) string { return schema.Redact(u) }
 
 // domainStatus reports the pgjet streams of one domain ("" = the connected
 // server's) and returns the domain's name as its JetStream reports it.
