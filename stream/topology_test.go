@@ -1,6 +1,10 @@
 package stream
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 func TestRedactURL(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -24,6 +28,24 @@ func TestRedactURL(t *testing.T) {
 	} {
 		if got := RedactURL(tc.in); got != tc.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestMirrorDomain(t *testing.T) {
+	tests := []struct {
+		src  jetstream.StreamSource
+		want string
+	}{
+		{jetstream.StreamSource{Domain: "hub"}, "hub"},
+		{jetstream.StreamSource{External: &jetstream.ExternalStream{APIPrefix: "$JS.hub.API"}}, "hub"},
+		{jetstream.StreamSource{External: &jetstream.ExternalStream{APIPrefix: "$JS.ACC.API"}}, "ACC"},
+		{jetstream.StreamSource{External: &jetstream.ExternalStream{APIPrefix: "other.prefix"}}, "other.prefix"},
+		{jetstream.StreamSource{}, ""},
+	}
+	for _, tt := range tests {
+		if got := MirrorDomain(&tt.src); got != tt.want {
+			t.Errorf("MirrorDomain(%+v) = %q, want %q", tt.src, got, tt.want)
 		}
 	}
 }

@@ -427,7 +427,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	if m := info.Config.Mirror; m != nil {
 		sr.Role = "mirror"
-		mr := &mirrorReport{Upstream: mirrorUpstream(m)}
+		mr := &mirrorReport{Upstream: stream.MirrorDomain(m)}
 		if mi := info.Mirror; mi != nil {
 			mr.Lag = mi.Lag
 			if mi.Active >= 0 {
@@ -488,22 +488,6 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	slices.SortFunc(sr.Consumers, func(a, b consumerReport) int { return cmp.Compare(a.Name, b.Name) })
 	return sr, nil
-}
-
-// mirrorUpstream returns the domain a mirror copies from. The server
-// stores StreamSource.Domain as the API prefix $JS.<domain>.API; another
-// prefix (a mirror from another account) is returned as is.
-func mirrorUpstream(m *jetstream.StreamSource) string {
-	if m.Domain != "" || m.External == nil {
-		return m.Domain
-	}
-	p := m.External.APIPrefix
-	if d, ok := strings.CutPrefix(p, "$JS."); ok {
-		if d, ok := strings.CutSuffix(d, ".API"); ok && d != "" {
-			return d
-		}
-	}
-	return p
 }
 
 // markMirrorGaps flags mirrors that can no longer copy everything: the
