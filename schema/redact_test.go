@@ -13,8 +13,9 @@ import (
 
 // FuzzRedact embeds a random password in every form a Postgres connection
 // string takes, written as libpq wants it and written raw (malformed), and
-// checks that neither Redact nor the error ClassifyConnect makes of pgx's
-// parse error shows it. `make test` runs the seeds and testdata/fuzz.
+// checks that neither Redact, nor the error ClassifyConnect makes of pgx's
+// parse error, nor redact.WithoutPassword (pg_dump's command line) of a
+// string pgx reads shows it. `make test` runs the seeds and testdata/fuzz.
 func FuzzRedact(f *testing.F) {
 	for _, pw := range []string{
 		"secret", "a b c", `it's\`, `\'q\'`, "se%cret", "sec/ret", "sec#ret", "1234#secret", "sec@ret",
@@ -28,7 +29,12 @@ func FuzzRedact(f *testing.F) {
 		}
 		for _, form := range postgresForms(pw) {
 			checkHidden(t, form, "Redact", Redact(form.conn))
-			if _, err := pgx.ParseConfig(form.conn); err != nil {
+			cfg, err := pgx.ParseConfig(form.conn)
+			if err == nil && cfg.Password == pw {
+				// What pg_dump's command line gets of a string pgx reads.
+				checkHidden(t, form, "WithoutPassword", redact.WithoutPassword(form.conn))
+			}
+			if err != nil {
 				err = ClassifyConnect(form.conn, err)
 				var fe *FatalError
 				if !errors.As(err, &fe) {

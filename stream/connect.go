@@ -115,7 +115,7 @@ func Connect(url, name string, o ConnectOptions, log zerolog.Logger, extra ...na
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("url", ConnectedURL(c)).Msg("nats reconnected")
 		}),
 	}
 	auth, err := o.natsOptions()
@@ -129,6 +129,10 @@ func Connect(url, name string, o ConnectOptions, log zerolog.Logger, extra ...na
 	}
 	return nc, nil
 }
+
+// ConnectedURL returns the URL nc is connected to without its password or
+// token: nats.go's ConnectedUrlRedacted hides only a password.
+func ConnectedURL(nc *nats.Conn) string { return RedactURL(nc.ConnectedUrl()) }
 
 // classifyConnect tells refused credentials and TLS failures, which no
 // retry cures, from a server that is not (yet) there.

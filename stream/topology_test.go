@@ -1,9 +1,14 @@
 package stream
 
 import (
+	"context"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/deploy/local"
 )
 
 func TestRedactURL(t *testing.T) {
@@ -55,5 +60,53 @@ func TestValidateSource(t *testing.T) {
 		if got := ValidateSource(name) == nil; got != ok {
 			t.Errorf("ValidateSource(%q) ok = %v, want %v", name, got, ok)
 		}
+	}
+}
+
+// TestEnsureStream updates an existing stream when capture's flags change
+// and drops sources someone added, and leaves a stream as wanted alone.
+func TestEnsureStream(t *testing.T) {
+	n := local.NewTestNATS(t, local.NATSOptions{Name: "ensure"})
+	nc, err := nats.Connect(n.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	config := func() jetstream.StreamConfig {
+		t.Helper()
+		st, err := js.Stream(ctx, StreamName("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config
+	}
+	if _, err := EnsureStream(ctx, js, "other", StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureStream(ctx, js, "app", StreamOptions{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureStream(ctx, js, "app", StreamOptions{MaxAge: 2 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := config().MaxAge, 2*time.Hour; got != want {
+		t.Errorf("max age after EnsureStream = %s, want %s", got, want)
+	}
+	cfg := config()
+	cfg.Sources = []*jetstream.StreamSource{{Name: StreamName("other")}}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureStream(ctx, js, "app", StreamOptions{MaxAge: 2 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if got := config().Sources; len(got) != 0 {
+		t.Errorf("sources after EnsureStream = %v, want none", got)
 	}
 }

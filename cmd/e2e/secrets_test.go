@@ -122,3 +122,19 @@ func TestSecrets_PasswordFileWins(t *testing.T) {
 		})
 	}
 }
+
+// TestSecrets_NATSTokenInURL connects with a token in the NATS URL: the
+// --check-config report names the server without it (nats.go's redacted
+// URL hides only a password).
+func TestSecrets_NATSTokenInURL(t *testing.T) {
+	pg := local.NewTestPostgres(t, local.PostgresOptions{Name: "token"})
+	nats := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", Token: "tokQ7zz"})
+	url := strings.Replace(nats.ClientURL(), "nats://", "nats://tokQ7zz@", 1)
+	p := start(t, "check-config", bins.capture, "--db", pg.URL("postgres"), "--nats", url, "--name", "src", "--check-config")
+	p.Wait(t, 60*time.Second)
+	out := p.Output()
+	if !strings.Contains(out, "OK    nats connection") {
+		t.Errorf("the token in the URL did not connect:\n%s", out)
+	}
+	noSecrets(t, "--check-config", out, "tokQ7zz")
+}
