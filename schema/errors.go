@@ -92,7 +92,7 @@ func ClassifyConnect(url string, err error) error {
 	case errors.As(err, &pe) && errors.As(err, &pathErr):
 		return Fatalf(withheld{err, redact.Within(pathErr.Error(), url)}, "a file that %s names cannot be read (sslrootcert, sslcert, sslkey or passfile): fix the path or its permissions", where)
 	case errors.As(err, &pe):
-		return Fatalf(withheld{err, parseDetail(url, pe)}, "connection URL %s is malformed: use postgres://user:password@host:port/dbname with characters such as @ : / ? # %% in the password percent-encoded, or give the password with --db-password-file", where)
+		return Fatalf(withheld{err, parseDetail(url, pe)}, "connection URL %s is malformed: use postgres://user:password@host:port/dbname with characters such as @ : / ? # %% in the password percent-encoded, or give the password with --db-password-file or PGPASSWORD", where)
 	}
 	// TLS to Postgres that cannot be established: waiting cures nothing.
 	var unknownCA x509.UnknownAuthorityError
