@@ -49,6 +49,8 @@ soak: deps
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./stream/
+	$(GO) test -run XXX -fuzz '^FuzzRedact$$' -fuzztime 60s ./schema/
+	$(GO) test -run XXX -fuzz FuzzRedactURL -fuzztime 60s ./stream/
 
 clean:
 	rm -rf $(BIN)

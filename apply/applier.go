@@ -537,7 +537,7 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 			return nil, natsError{fmt.Errorf("stream %s not found in this domain (has pgjet-capture --name %s started? is --upstream-domain needed?)", name, a.cfg.Name)}
 		}
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return nil, schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js", a.cfg.NATS)
+			return nil, schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js", stream.RedactURL(a.cfg.NATS))
 		}
 		if err != nil {
 			return nil, natsError{fmt.Errorf("look up stream %s: %w", name, err)}

@@ -71,9 +71,8 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 
 	nc, err := stream.Connect(cfg.NATS, "pgjet replay "+cfg.Name, cfg.NATSOptions, log)
 	if err != nil {
-		var authErr *stream.AuthError
-		if errors.As(err, &authErr) {
-			return schema.Fatalf(nil, "%s", authErr.Error())
+		if stream.IsPermanent(err) {
+			return schema.Fatalf(nil, "%s", err.Error())
 		}
 		return schema.Fatalf(err, "NATS at %s cannot be reached; check --nats", stream.RedactURL(cfg.NATS))
 	}

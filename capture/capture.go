@@ -144,9 +144,8 @@ func (c *Capture) snapshots(ctx context.Context) error {
 	}
 	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.cfg.NATSOptions, c.log)
 	if err != nil {
-		var authErr *stream.AuthError
-		if errors.As(err, &authErr) {
-			return schema.Fatalf(nil, "%s", authErr.Error())
+		if stream.IsPermanent(err) {
+			return schema.Fatalf(nil, "%s", err.Error())
 		}
 		// The session reports NATS trouble; retry with it.
 		for err != nil {
@@ -285,11 +284,11 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	st, err := stream.EnsureStream(ctx, js, c.cfg.Name, c.cfg.Stream)
 	if stream.JetStreamMissing(js, err) {
-		return schema.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, nc.ConnectedUrlRedacted())
+		return schema.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.ConnectedURL(nc))
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js (or jetstream {} in its config)", nc.ConnectedUrlRedacted())
+			return schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js (or jetstream {} in its config)", stream.ConnectedURL(nc))
 		}
 		return wrapNATS(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	neturl "net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -613,24 +613,20 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 		if strings.Contains(msg, "server version mismatch") {
 			return nil, schema.Fatalf(nil, "pg_dump at %s is older than the source server: install the PostgreSQL client of the server's version or newer, set --pg-dump, or pass --no-snapshot (%s)", path, msg)
 		}
-		return nil, fmt.Errorf("pg_dump --schema-only of %s: %v: %s", c.where(), err, schema.Redact(msg))
+		return nil, fmt.Errorf("pg_dump --schema-only of %s: %v: %s", c.where(), err, redact.Within(msg, c.cfg.DB))
 	}
 	return filterDump(out.Bytes()), nil
 }
 
-// splitPassword returns a URL-form connection string without its password,
-// and the password.
+// splitPassword returns the connection string dsn without its passwords,
+// for pg_dump's command line, which every local user can read (ps), and
+// the password pgx uses for dsn, for pg_dump's environment.
 func splitPassword(dsn string) (string, string) {
-	u, err := neturl.Parse(dsn)
-	if err != nil || u.User == nil || !strings.Contains(dsn, "://") {
-		return dsn, ""
+	var pw string
+	if cfg, err := pgx.ParseConfig(dsn); err == nil {
+		pw = cfg.Password
 	}
-	pw, ok := u.User.Password()
-	if !ok {
-		return dsn, ""
-	}
-	u.User = neturl.User(u.User.Username())
-	return u.String(), pw
+	return redact.WithoutPassword(dsn), pw
 }
 
 // filterDump removes from a plain pg_dump script what a replica must not

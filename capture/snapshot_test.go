@@ -66,12 +66,25 @@ CREATE EVENT TRIGGER pgjet_ddl_x ON sql_drop
 	}
 }
 
+// TestSplitPassword checks that pg_dump gets the password pgx would use
+// in PGPASSWORD and a connection string without any password, since its
+// command line is visible to every local user (ps).
 func TestSplitPassword(t *testing.T) {
-	dsn, pw := splitPassword("postgres://app:s3cret@db:5432/app?sslmode=require")
-	if pw != "s3cret" || strings.Contains(dsn, "s3cret") || !strings.Contains(dsn, "app@db:5432/app?sslmode=require") {
-		t.Errorf("splitPassword = %q, %q", dsn, pw)
-	}
-	if dsn, pw := splitPassword("host=db user=app"); dsn != "host=db user=app" || pw != "" {
-		t.Errorf("keyword form changed: %q, %q", dsn, pw)
+	for _, tc := range []struct{ in, dsn, pw string }{
+		{"postgres://app:s3cret@db:5432/app?sslmode=require", "postgres://app@db:5432/app?sslmode=require", "s3cret"},
+		{"postgres://app@db/app?sslmode=require&password=s3cret", "postgres://app@db/app?sslmode=require", "s3cret"},
+		{"postgres://app:old@db/app?password=s3cret&application_name=a", "postgres://app@db/app?application_name=a", "s3cret"},
+		{"host=db user=app password='s3 cret' dbname=app", "host=db user=app dbname=app", "s3 cret"},
+		{"host=db password=old user=app password = s3cret", "host=db user=app", "s3cret"},
+		{"host=db user=app", "host=db user=app", ""},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			t.Setenv("PGPASSWORD", "")
+			t.Setenv("PGPASSFILE", "/nonexistent")
+			dsn, pw := splitPassword(tc.in)
+			if dsn != tc.dsn || pw != tc.pw {
+				t.Errorf("splitPassword(%q) = %q, %q; want %q, %q", tc.in, dsn, pw, tc.dsn, tc.pw)
+			}
+		})
 	}
 }

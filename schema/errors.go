@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // FatalError is an error that retrying cannot cure: the user must change
@@ -88,9 +90,9 @@ func ClassifyConnect(url string, err error) error {
 	var pathErr *fs.PathError
 	switch {
 	case errors.As(err, &pe) && errors.As(err, &pathErr):
-		return Fatalf(err, "a file that %s names cannot be read (sslrootcert, sslcert, sslkey or passfile): fix the path or its permissions", where)
+		return Fatalf(withheld{err, redact.Within(pathErr.Error(), url)}, "a file that %s names cannot be read (sslrootcert, sslcert, sslkey or passfile): fix the path or its permissions", where)
 	case errors.As(err, &pe):
-		return Fatalf(err, "connection URL %s is malformed: use postgres://user:password@host:port/dbname", where)
+		return Fatalf(withheld{err, parseDetail(url, pe)}, "connection URL %s is malformed: use postgres://user:password@host:port/dbname with characters such as @ : / ? # %% in the password percent-encoded, or give the password with --db-password-file or PGPASSWORD", where)
 	}
 	// TLS to Postgres that cannot be established: waiting cures nothing.
 	var unknownCA x509.UnknownAuthorityError
@@ -132,28 +134,34 @@ func IsRetryable(err error) bool {
 	return false
 }
 
-// Redact returns a Postgres URL or DSN with its password replaced, fit
-// for logs and error messages.
-func Redact(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-			u.RawQuery = q.Encode()
-		}
-		return u.String()
+// Redact returns a Postgres URL or keyword/value string with its passwords
+// replaced, fit for logs and error messages, also when the string is
+// malformed (see package redact).
+func Redact(dsn string) string { return redact.Postgres(dsn) }
+
+// withheld wraps an error whose message may quote a password: errors.Is
+// and errors.As still reach it, but msg is shown instead.
+type withheld struct {
+	err error
+	msg string
+}
+
+func (w withheld) Error() string { return w.msg }
+func (w withheld) Unwrap() error { return w.err }
+
+// quotedPiece is a quoted piece of input in a pgx parse error.
+var quotedPiece = regexp.MustCompile(`"[^"]*"`)
+
+// parseDetail returns what pgx found wrong in the connection string dsn,
+// without the string itself: pgx quotes it with a best-effort redaction
+// that lets parts of a malformed password through.
+func parseDetail(dsn string, pe *pgconn.ParseConfigError) string {
+	msg := pe.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+len("`: "):]
 	}
-	// key=value DSN
-	fields := strings.Fields(dsn)
-	for i, f := range fields {
-		if strings.HasPrefix(f, "password=") {
-			fields[i] = "password=xxxxx"
-		}
-	}
-	return strings.Join(fields, " ")
+	msg = quotedPiece.ReplaceAllString(msg, `"..."`)
+	return redact.Within(msg, dsn)
 }
 
 // CheckConnect connects to db once, for a --check-config report. On

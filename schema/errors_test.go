@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -13,12 +15,56 @@ func TestRedact(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"postgres://u:secret@h:5432/db", "postgres://u:xxxxx@h:5432/db"},
 		{"postgres://u@h/db?password=secret&sslmode=disable", "postgres://u@h/db?password=xxxxx&sslmode=disable"},
+		{"postgres://u@h/db?sslmode=disable&sslpassword=secret", "postgres://u@h/db?sslmode=disable&sslpassword=xxxxx"},
+		{"postgres://u@h/db?pass%77ord=secret", "postgres://u@h/db?pass%77ord=xxxxx"},
 		{"postgres://h/db", "postgres://h/db"},
+		{"postgres://u@h1:5432,h2:5433/db", "postgres://u@h1:5432,h2:5433/db"},
 		{"host=h user=u password=secret dbname=d", "host=h user=u password=xxxxx dbname=d"},
+		// url.Parse rejects these; the password must go all the same.
+		{"postgres://u:se%cret@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u:sec/ret@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u:sec#ret@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u:1234#secret@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u:sec@ret@h/db", "postgres://u:xxxxx@h/db"},
+		// Keyword form as libpq reads it: quoted, spaced, escaped.
+		{"host=h password='a b c' dbname=d", "host=h password=xxxxx dbname=d"},
+		{"host=h password = secret dbname=d", "host=h password = xxxxx dbname=d"},
+		{`host=h password='it\'s secret' dbname=d`, "host=h password=xxxxx dbname=d"},
+		{`host=h password=sec\ ret dbname=d`, "host=h password=xxxxx dbname=d"},
+		{"host=h password='unterminated secret", "host=h password=xxxxx"},
+		{"host=h sslpassword=secret", "host=h sslpassword=xxxxx"},
+		{"host='h'password=secret", "host='h'password=xxxxx"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			if got := Redact(tc.in); got != tc.want {
 				t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestClassifyConnect_Malformed checks that the error for a connection
+// string pgx cannot parse names the fix without quoting the password, which
+// pgx's own message may do.
+func TestClassifyConnect_Malformed(t *testing.T) {
+	for _, tc := range []struct{ url, secret string }{
+		{"postgres://u:se%cret@h/db", "se%cret"},
+		{"postgres://u:sec/ret@h/db", "sec/ret"},
+		{"postgres://u:sec#ret@h:x/db", "sec#ret"},
+		{"postgres://a@u:sec:ret@h/db", "sec:ret"},
+		{"host=h password='never closed", "never closed"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			_, err := pgx.ParseConfig(tc.url)
+			if err == nil {
+				t.Fatalf("pgx parsed %q; the test wants a malformed one", tc.url)
+			}
+			got := ClassifyConnect(tc.url, err)
+			if !IsFatal(got) {
+				t.Errorf("ClassifyConnect = %v, want a fatal error", got)
+			}
+			if msg := got.Error(); strings.Contains(msg, tc.secret) || strings.Count(msg, "\n") > 0 {
+				t.Errorf("error is not one line without the password %q: %s", tc.secret, msg)
 			}
 		})
 	}

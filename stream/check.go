@@ -70,7 +70,7 @@ func CheckNATS(url, name string, o ConnectOptions, domain string) (*nats.Conn, j
 	if _, err := nc.TLSConnectionState(); err == nil {
 		tls = "with TLS"
 	}
-	res := []CheckResult{Pass("nats connection", "connected to %s (%s, nats-server %s) %s", nc.ConnectedUrlRedacted(), nc.ConnectedServerName(), nc.ConnectedServerVersion(), tls)}
+	res := []CheckResult{Pass("nats connection", "connected to %s (%s, nats-server %s) %s", ConnectedURL(nc), nc.ConnectedServerName(), nc.ConnectedServerVersion(), tls)}
 	js, err := NewJetStream(nc, domain)
 	if err != nil {
 		return nc, nil, append(res, Fail("nats jetstream", "%v", err))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"os"
 	"time"
 
@@ -114,7 +115,7 @@ func Connect(url, name string, o ConnectOptions, log zerolog.Logger, extra ...na
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
+			log.Info().Str("url", ConnectedURL(c)).Msg("nats reconnected")
 		}),
 	}
 	auth, err := o.natsOptions()
@@ -129,9 +130,17 @@ func Connect(url, name string, o ConnectOptions, log zerolog.Logger, extra ...na
 	return nc, nil
 }
 
+// ConnectedURL returns the URL nc is connected to without its password or
+// token: nats.go's ConnectedUrlRedacted hides only a password.
+func ConnectedURL(nc *nats.Conn) string { return RedactURL(nc.ConnectedUrl()) }
+
 // classifyConnect tells refused credentials and TLS failures, which no
 // retry cures, from a server that is not (yet) there.
 func classifyConnect(url string, o ConnectOptions, err error) error {
+	var bad *neturl.Error
+	if errors.As(err, &bad) && bad.Op == "parse" {
+		return &URLError{URL: url, Err: err}
+	}
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		return &AuthError{URL: url, Err: err}
 	}
@@ -180,6 +189,20 @@ func (e *AuthError) Error() string {
 
 func (e *AuthError) Unwrap() error { return e.Err }
 
+// URLError is returned by Connect when a server URL does not parse:
+// retrying cannot cure it. Its message leaves out url.Parse's, which
+// quotes the URL and pieces of it, password and all.
+type URLError struct {
+	URL string // redacted
+	Err error
+}
+
+func (e *URLError) Error() string {
+	return "NATS URL " + e.URL + " is malformed: use nats://user:password@host:4222 with characters such as @ : / ? # % in the password percent-encoded, or give it with --nats-user and --nats-password-file"
+}
+
+func (e *URLError) Unwrap() error { return e.Err }
+
 // TLSError is returned by Connect when a TLS connection to NATS cannot be
 // established: retrying cannot cure it.
 type TLSError struct {
@@ -196,9 +219,10 @@ func (e *TLSError) Error() string {
 func (e *TLSError) Unwrap() error { return e.Err }
 
 // IsPermanent reports whether err from Connect is one that retrying cannot
-// cure (refused credentials, a TLS failure).
+// cure (refused credentials, a TLS failure, a malformed URL).
 func IsPermanent(err error) bool {
 	var a *AuthError
 	var t *TLSError
-	return errors.As(err, &a) || errors.As(err, &t)
+	var u *URLError
+	return errors.As(err, &a) || errors.As(err, &t) || errors.As(err, &u)
 }

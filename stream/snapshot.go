@@ -147,13 +147,10 @@ func SnapshotStreamConfig(source string, replicas int) jetstream.StreamConfig {
 	}
 }
 
-// EnsureSnapshotStream creates the source's snapshot stream when missing.
+// EnsureSnapshotStream creates the source's snapshot stream when missing,
+// or updates it as EnsureStream does.
 func EnsureSnapshotStream(ctx context.Context, js jetstream.JetStream, source string, replicas int) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, SnapshotStreamConfig(source, replicas))
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", SnapshotStreamName(source), err)
-	}
-	return s, nil
+	return ensureStream(ctx, js, SnapshotStreamConfig(source, replicas))
 }
 
 // EnsureSnapshotMirror mirrors the source's snapshot stream from

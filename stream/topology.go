@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	neturl "net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 var sourceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -47,8 +49,8 @@ type StreamOptions struct {
 	Duplicates time.Duration
 }
 
-// EnsureStream creates the source's stream, or updates its limits when it
-// exists. It is idempotent.
+// EnsureStream creates the source's stream, or updates it when it exists
+// with another config (see ensureStream). It is idempotent.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o StreamOptions) (jetstream.Stream, error) {
 	cfg := jetstream.StreamConfig{
 		Name:        StreamName(source),
@@ -65,11 +67,40 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o 
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = -1
 	}
-	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	return ensureStream(ctx, js, cfg)
+}
+
+// ensureStream creates stream cfg, or updates the stream when what exists
+// differs from cfg in a field pgjet sets or has sources or a mirror. A
+// stream as wanted is only looked up (STREAM.INFO), so that once an admin
+// made it, a user without STREAM.CREATE and STREAM.UPDATE can run: those
+// rights let a user write any config, another source's stream as a source
+// included, since nats-server checks only the request's subject.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.UpdateStream(ctx, cfg) // made meanwhile, with another config
+		}
+	case err == nil && !streamAsWanted(s.CachedInfo().Config, cfg):
+		s, err = js.UpdateStream(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
+}
+
+// streamAsWanted reports whether the config of an existing stream, as the
+// server returns it, is want in every field pgjet sets.
+func streamAsWanted(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Description == want.Description &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.Discard == want.Discard &&
+		have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Replicas == want.Replicas &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) && have.AllowDirect == want.AllowDirect &&
+		have.Mirror == nil && len(have.Sources) == 0
 }
 
 // MirrorLimits bound a region's mirror of a source's stream. The origin's
@@ -118,9 +149,15 @@ func UpdateMirrorLimits(ctx context.Context, js jetstream.JetStream, st jetstrea
 func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description, upstreamDomain string, lim *MirrorLimits) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if err == nil {
-		info := s.CachedInfo()
-		if info.Config.Mirror == nil {
+		m := s.CachedInfo().Config.Mirror
+		if m == nil {
 			return nil, fmt.Errorf("stream %s exists in this domain and is not a mirror: point --upstream-domain at another domain or drop the flag", name)
+		}
+		// A mirror of another stream, which a user allowed STREAM.CREATE
+		// on this name can make, would feed this source's target with
+		// another source's changes.
+		if from := MirrorDomain(m); m.Name != name || from != upstreamDomain {
+			return nil, fmt.Errorf("stream %s in this domain mirrors %s of domain %q, not %s of domain %q: delete it (nats stream rm %s) and let pgjet-apply make it, or check --upstream-domain", name, m.Name, from, name, upstreamDomain, name)
 		}
 		return s, nil
 	}
@@ -143,6 +180,22 @@ func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description
 	return s, nil
 }
 
+// MirrorDomain returns the JetStream domain mirror m copies from. The
+// server stores StreamSource.Domain as the API prefix $JS.<domain>.API;
+// another prefix (a mirror from another account) is returned as it is.
+func MirrorDomain(m *jetstream.StreamSource) string {
+	if m.Domain != "" || m.External == nil {
+		return m.Domain
+	}
+	p := m.External.APIPrefix
+	if d, ok := strings.CutPrefix(p, "$JS."); ok {
+		if d, ok := strings.CutSuffix(d, ".API"); ok && d != "" {
+			return d
+		}
+	}
+	return p
+}
+
 // NewJetStream returns a JetStream context for domain ("" = the domain of
 // the server nc is connected to).
 func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
@@ -152,19 +205,7 @@ func NewJetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) 
 	return jetstream.NewWithDomain(nc, domain, opts...)
 }
 
-// RedactURL returns a NATS URL (or comma-separated list) with passwords
-// and tokens replaced, fit for logs.
-func RedactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		if pu, err := neturl.Parse(strings.TrimSpace(p)); err == nil && pu.User != nil {
-			if _, ok := pu.User.Password(); ok {
-				pu.User = neturl.UserPassword(pu.User.Username(), "xxxxx")
-			} else {
-				pu.User = neturl.User("xxxxx") // a token
-			}
-			parts[i] = pu.String()
-		}
-	}
-	return strings.Join(parts, ",")
-}
+// RedactURL returns a NATS URL or comma-separated list with passwords and
+// tokens replaced, fit for logs, also when a URL is malformed or has no
+// scheme (see package redact).
+func RedactURL(u string) string { return redact.NATS(u) }

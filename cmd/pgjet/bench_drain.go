@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/capture"
+	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -294,16 +295,7 @@ func (c *benchComponent) stop(log zerolog.Logger) {
 func benchConnect(ctx context.Context, url string) (*pgx.Conn, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", benchRedact(url), err)
+		return nil, fmt.Errorf("connect to %s: %w", schema.Redact(url), err)
 	}
 	return conn, nil
-}
-
-// benchRedact shows where a URL points without its credentials.
-func benchRedact(url string) string {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -160,7 +161,7 @@ func runReplay(args []string) int {
 func fail(cmd string, err error) int {
 	msg := err.Error()
 	if !schema.IsFatal(err) {
-		msg = schema.Redact(msg)
+		msg = redact.Text(msg)
 	}
 	fmt.Fprintf(os.Stderr, "%s: %s\n", cmd, msg)
 	return 1

@@ -313,7 +313,7 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 	if len(domains) == 0 {
 		domains = []string{""}
 	}
-	rep := &statusReport{At: time.Now().UTC(), NATS: redactNATS(f.nats)}
+	rep := &statusReport{At: time.Now().UTC(), NATS: stream.RedactURL(f.nats)}
 	var found []domainFound
 	askDomains(ctx, nc, f, domains, rep, &found)
 	// A region is judged against its source's own stream: a mirror's home
@@ -461,9 +461,6 @@ func roleOrder(role string) int {
 	return 1
 }
 
-// redactNATS hides a password in a NATS URL.
-func redactNATS(u string) string { return schema.Redact(u) }
-
 // domainStatus reports the pgjet change streams and dead-letter streams of
 // one domain ("" = the connected server's) and returns the domain's name
 // as its JetStream reports it.
@@ -568,7 +565,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	if m := info.Config.Mirror; m != nil {
 		sr.Role = "mirror"
-		mr := &mirrorReport{Upstream: mirrorUpstream(m)}
+		mr := &mirrorReport{Upstream: stream.MirrorDomain(m)}
 		if mi := info.Mirror; mi != nil {
 			mr.Lag = mi.Lag
 			if mi.Active >= 0 {
@@ -630,22 +627,6 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	slices.SortFunc(sr.Consumers, func(a, b consumerReport) int { return cmp.Compare(a.Name, b.Name) })
 	return sr, nil
-}
-
-// mirrorUpstream returns the domain a mirror copies from. The server
-// stores StreamSource.Domain as the API prefix $JS.<domain>.API; another
-// prefix (a mirror from another account) is returned as is.
-func mirrorUpstream(m *jetstream.StreamSource) string {
-	if m.Domain != "" || m.External == nil {
-		return m.Domain
-	}
-	p := m.External.APIPrefix
-	if d, ok := strings.CutPrefix(p, "$JS."); ok {
-		if d, ok := strings.CutSuffix(d, ".API"); ok && d != "" {
-			return d
-		}
-	}
-	return p
 }
 
 // markMirrorGaps flags mirrors that can no longer copy everything: the

@@ -49,24 +49,6 @@ func TestStatus_ParseDBRegions(t *testing.T) {
 	}
 }
 
-func TestStatus_MirrorUpstream(t *testing.T) {
-	tests := []struct {
-		src  jetstream.StreamSource
-		want string
-	}{
-		{jetstream.StreamSource{Domain: "hub"}, "hub"},
-		{jetstream.StreamSource{External: &jetstream.ExternalStream{APIPrefix: "$JS.hub.API"}}, "hub"},
-		{jetstream.StreamSource{External: &jetstream.ExternalStream{APIPrefix: "$JS.ACC.API"}}, "ACC"},
-		{jetstream.StreamSource{External: &jetstream.ExternalStream{APIPrefix: "other.prefix"}}, "other.prefix"},
-		{jetstream.StreamSource{}, ""},
-	}
-	for _, tt := range tests {
-		if got := mirrorUpstream(&tt.src); got != tt.want {
-			t.Errorf("mirrorUpstream(%+v) = %q, want %q", tt.src, got, tt.want)
-		}
-	}
-}
-
 func TestStatus_Gaps(t *testing.T) {
 	streams := []streamReport{
 		{Domain: "hub", Role: "home", Messages: 50, FirstSeq: 51, LastSeq: 100},

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,15 @@ func TestPermissions(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+
+	// The tighter setup the Security model describes: once an admin has
+	// made the streams, the daemons' users need no STREAM.CREATE or
+	// STREAM.UPDATE, which let them write any config (see "stream configs").
+	tightUser(t, servers["hub"], "pgjet_capture_app", "pgjet_capture_app_tight",
+		"$JS.API.STREAM.CREATE.PGJET_app", "$JS.API.STREAM.UPDATE.PGJET_app",
+		"$JS.API.STREAM.CREATE.PGJET_SNAP_app", "$JS.API.STREAM.UPDATE.PGJET_SNAP_app")
+	tightUser(t, servers["r1"], "pgjet_apply_app_r1", "pgjet_apply_app_r1_tight",
+		"$JS.API.STREAM.CREATE.PGJET_app", "$JS.API.STREAM.CREATE.PGJET_SNAP_app", "$JS.API.STREAM.CREATE.PGJET_DLQ_app_r1")
 
 	leafPort, err := FreePort()
 	if err != nil {
@@ -520,6 +530,184 @@ func TestPermissions(t *testing.T) {
 			deniedSubscribe(t, nc, errs, "pgjetsnap.app.>")
 		})
 	}
+	if t.Failed() {
+		return
+	}
+
+	t.Run("capture without STREAM.CREATE and UPDATE", func(t *testing.T) {
+		// The streams exist (made above, as an admin would): a capture
+		// start only looks them up.
+		nc, errs := permConnect(t, urls["hub"], "pgjet_capture_app_tight", "PGJET_CAPTURE_APP_PASSWORD")
+		js, err := stream.NewJetStream(nc, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.EnsureStream(call(t), js, source, stream.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
+			t.Fatalf("EnsureStream as pgjet_capture_app_tight: %v", err)
+		}
+		if _, err := stream.EnsureSnapshotStream(call(t), js, source, 1); err != nil {
+			t.Fatalf("EnsureSnapshotStream as pgjet_capture_app_tight: %v", err)
+		}
+		if _, err := js.Publish(call(t), stream.HeartbeatSubject(source), []byte("hb")); err != nil {
+			t.Fatalf("publish as pgjet_capture_app_tight: %v", err)
+		}
+		noViolation(t, "pgjet_capture_app_tight", errs)
+		for _, subj := range []string{
+			"$JS.API.STREAM.CREATE.PGJET_app", "$JS.API.STREAM.UPDATE.PGJET_app",
+			"$JS.API.STREAM.CREATE.PGJET_SNAP_app", "$JS.API.STREAM.UPDATE.PGJET_SNAP_app",
+		} {
+			deniedPublish(t, nc, errs, subj)
+		}
+	})
+
+	t.Run("apply r1 without STREAM.CREATE", func(t *testing.T) {
+		// The mirrors and the dead-letter stream exist (made above, as an
+		// admin would): an applier start only looks them up.
+		nc, errs := permConnect(t, urls["r1"], "pgjet_apply_app_r1_tight", "PGJET_APPLY_APP_R1_PASSWORD")
+		js, err := stream.NewJetStream(nc, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := stream.EnsureMirror(call(t), js, source, "hub", stream.MirrorLimits{MaxAge: time.Hour})
+		if err != nil {
+			t.Fatalf("EnsureMirror as pgjet_apply_app_r1_tight: %v", err)
+		}
+		if _, err := stream.EnsureSnapshotMirror(call(t), js, source, "hub"); err != nil {
+			t.Fatalf("EnsureSnapshotMirror as pgjet_apply_app_r1_tight: %v", err)
+		}
+		if err := apply.EnsureDeadLetters(call(t), js, source, "r1"); err != nil {
+			t.Fatalf("EnsureDeadLetters as pgjet_apply_app_r1_tight: %v", err)
+		}
+		if _, err := st.GetMsg(call(t), 1); err != nil {
+			t.Fatalf("read the mirror as pgjet_apply_app_r1_tight: %v", err)
+		}
+		noViolation(t, "pgjet_apply_app_r1_tight", errs)
+		for _, subj := range []string{
+			"$JS.API.STREAM.CREATE.PGJET_app", "$JS.API.STREAM.CREATE.PGJET_SNAP_app", "$JS.API.STREAM.CREATE.PGJET_DLQ_app_r1",
+		} {
+			deniedPublish(t, nc, errs, subj)
+		}
+	})
+
+	// nats-server checks a JetStream API request's subject, which names
+	// the stream, never the config it carries. A user allowed to create
+	// or update its own stream may therefore point it at another source's
+	// stream and read that through its own. This checks the exposure the
+	// README's Security model states, so that a nats-server that starts
+	// to refuse it makes the test fail and the README be revised.
+	t.Run("stream configs", func(t *testing.T) {
+		ajs, err := jetstream.New(admin["hub"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		const secret = "a row of source other"
+		if _, err := ajs.Publish(ctx, stream.TxnSubject("other"), []byte(secret)); err != nil {
+			t.Fatal(err)
+		}
+		readOther := func(t *testing.T, who string, st jetstream.Stream) {
+			t.Helper()
+			eventually(t, 20*time.Second, who+" reads source other's message through "+st.CachedInfo().Config.Name, func() (bool, error) {
+				info, err := st.Info(call(t), jetstream.WithSubjectFilter(stream.TxnSubject("other")))
+				if err != nil {
+					return false, err
+				}
+				if info.State.Msgs == 0 {
+					return false, fmt.Errorf("no message of source other yet")
+				}
+				m, err := st.GetLastMsgForSubject(call(t), stream.TxnSubject("other"))
+				if err != nil {
+					return false, err
+				}
+				return string(m.Data) == secret, fmt.Errorf("read %q", m.Data)
+			})
+		}
+
+		t.Run("capture adds another source's stream as a source", func(t *testing.T) {
+			nc, errs := permConnect(t, urls["hub"], "pgjet_capture_app", "PGJET_CAPTURE_APP_PASSWORD")
+			js, err := stream.NewJetStream(nc, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := js.Stream(call(t), stream.StreamName(source))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			cfg.Sources = []*jetstream.StreamSource{{Name: stream.StreamName("other")}}
+			if st, err = js.UpdateStream(call(t), cfg); err != nil {
+				t.Fatalf("STREAM.UPDATE.PGJET_app adding PGJET_other as a source: %v; if nats-server now refuses this, revise the README's Security model", err)
+			}
+			readOther(t, "pgjet_capture_app", st)
+			noViolation(t, "pgjet_capture_app", errs)
+			// pgjet-capture puts its own config back at its next start.
+			if _, err := stream.EnsureStream(call(t), js, source, stream.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+			if st, err = js.Stream(call(t), stream.StreamName(source)); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.Sources; len(got) != 0 {
+				t.Errorf("after EnsureStream, PGJET_app still sources %v", got)
+			}
+		})
+
+		t.Run("apply mirrors another source's stream", func(t *testing.T) {
+			// As before the real mirror exists (admin deletes it here).
+			ar1, err := jetstream.New(admin["r1"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ar1.DeleteStream(ctx, stream.StreamName(source)); err != nil {
+				t.Fatal(err)
+			}
+			nc, errs := permConnect(t, urls["r1"], "pgjet_apply_app_r1", "PGJET_APPLY_APP_R1_PASSWORD")
+			js, err := stream.NewJetStream(nc, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := js.CreateStream(call(t), jetstream.StreamConfig{
+				Name:   stream.StreamName(source),
+				Mirror: &jetstream.StreamSource{Name: stream.StreamName("other"), Domain: "hub"},
+			})
+			if err != nil {
+				t.Fatalf("STREAM.CREATE.PGJET_app as a mirror of PGJET_other: %v; if nats-server now refuses this, revise the README's Security model", err)
+			}
+			readOther(t, "pgjet_apply_app_r1", st)
+			noViolation(t, "pgjet_apply_app_r1", errs)
+			// pgjet-apply refuses such a mirror rather than apply another
+			// source's changes.
+			_, err = stream.EnsureMirror(call(t), js, source, "hub", stream.MirrorLimits{})
+			if err == nil || !strings.Contains(err.Error(), "PGJET_other") {
+				t.Errorf("EnsureMirror on a mirror of PGJET_other: err = %v, want one naming it", err)
+			}
+		})
+	})
+}
+
+// tightUser adds to o a user named name with the permissions of user from,
+// less the publish subjects drop (each must be among them).
+func tightUser(t *testing.T, o *server.Options, from, name string, drop ...string) {
+	t.Helper()
+	for _, u := range o.Users {
+		if u.Username != from {
+			continue
+		}
+		p := *u.Permissions
+		pub := *p.Publish
+		pub.Allow = nil
+		for _, s := range u.Permissions.Publish.Allow {
+			if !slices.Contains(drop, s) {
+				pub.Allow = append(pub.Allow, s)
+			}
+		}
+		if got, want := len(pub.Allow), len(u.Permissions.Publish.Allow)-len(drop); got != want {
+			t.Fatalf("user %s lacks some of %v", from, drop)
+		}
+		p.Publish = &pub
+		o.Users = append(o.Users, &server.User{Username: name, Password: u.Password, Permissions: &p})
+		return
+	}
+	t.Fatalf("no user %s", from)
 }
 
 // loadWithPermissions parses deploy/nats/<name>.conf with

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // CopySchema copies the schema (no data, owners or grants) of the database
@@ -58,21 +60,12 @@ func CopySchema(ctx context.Context, fromURL, toURL string) error {
 	restoreWaitErr := restore.Wait()
 	// psql failing first makes pg_dump die of SIGPIPE; psql's error is the cause.
 	if restoreWaitErr != nil {
-		return fmt.Errorf("copy schema: psql into %s: %w: %s", redactURL(toURL), restoreWaitErr, strings.TrimSpace(restoreErr.String()))
+		return fmt.Errorf("copy schema: psql into %s: %w: %s", redact.Postgres(toURL), restoreWaitErr, strings.TrimSpace(restoreErr.String()))
 	}
 	if dumpWaitErr != nil {
-		return fmt.Errorf("copy schema: pg_dump from %s: %w: %s", redactURL(fromURL), dumpWaitErr, strings.TrimSpace(dumpErr.String()))
+		return fmt.Errorf("copy schema: pg_dump from %s: %w: %s", redact.Postgres(fromURL), dumpWaitErr, strings.TrimSpace(dumpErr.String()))
 	}
 	return nil
-}
-
-// redactURL hides a password in a connection URL before it reaches an error.
-func redactURL(s string) string {
-	cfg, err := pgx.ParseConfig(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
 // TableDigest summarises one table's contents independently of row order.
@@ -99,7 +92,7 @@ type TableDigest struct {
 func Digest(ctx context.Context, url string, tables ...string) ([]TableDigest, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("digest: connect to %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("digest: connect to %s: %w", redact.Postgres(url), err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})

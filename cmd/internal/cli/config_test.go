@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 )
 
@@ -127,6 +128,39 @@ func TestWithPassword(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("WithPassword(%q, %q) = %q, want %q", tc.in, tc.pw, got, tc.want)
 		}
+	}
+}
+
+// TestWithPassword_FileWins checks, with pgx's own parser, that the
+// password given with --db-password-file is the one used, whatever
+// password --db holds and wherever: --db-password-file's help says it
+// replaces any password in --db.
+func TestWithPassword_FileWins(t *testing.T) {
+	for _, db := range []string{
+		"postgres://u@h/db?password=old",
+		"postgres://u:old@h/db?sslmode=disable&password=old2&application_name=a",
+		"postgres://u@h/db?pass%77ord=old",
+		"postgres://u@h/db?password=old&password=old2",
+		"postgresql://u:old@h1:5432,h2:5433/db?password=old2&options=-c%20search_path%3Dx",
+		"host=h user=u password=old dbname=db",
+		"password='old' host=h user=u",
+	} {
+		t.Run(db, func(t *testing.T) {
+			got, err := WithPassword(db, "fromfile")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := pgx.ParseConfig(got)
+			if err != nil {
+				t.Fatalf("pgx cannot parse %q: %v", got, err)
+			}
+			if cfg.Password != "fromfile" {
+				t.Errorf("WithPassword(%q) = %q: pgx uses the password %q, want the file's", db, got, cfg.Password)
+			}
+			if strings.Contains(got, "old") {
+				t.Errorf("WithPassword(%q) = %q still holds the old password", db, got)
+			}
+		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -102,23 +103,26 @@ func (d *DBFlags) URL(db string) (string, error) {
 	return url, nil
 }
 
-// WithPassword returns the connection string db with its password set to
-// pw.
+// WithPassword returns the connection string db with pw as its only
+// password: any password db holds (in the user info, a password= query
+// parameter or keyword) is dropped, so that the file's wins.
 func WithPassword(db, pw string) (string, error) {
+	db = redact.WithoutPassword(db)
 	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
-		u, err := neturl.Parse(db)
-		if err != nil {
-			// The error would quote the URL, password and all.
-			return "", fmt.Errorf("--db is not a valid URL")
-		}
+		scheme, rest, _ := strings.Cut(db, "://")
 		user := ""
-		if u.User != nil {
-			user = u.User.Username()
+		// pgx's user info ends at an '@' before any '/'.
+		if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
+			user, rest = rest[:i], rest[i+1:]
 		}
-		u.User = neturl.UserPassword(user, pw)
-		return u.String(), nil
+		name, err := neturl.PathUnescape(user)
+		if err != nil {
+			// The error would quote the user name.
+			return "", fmt.Errorf("--db: the user name in the URL is not valid percent-encoding")
+		}
+		return scheme + "://" + neturl.UserPassword(name, pw).String() + "@" + rest, nil
 	}
-	// Keyword/value form: a later keyword wins in libpq and pgx alike.
+	// Keyword/value form.
 	quoted := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw)
-	return db + " password='" + quoted + "'", nil
+	return strings.TrimSpace(db + " password='" + quoted + "'"), nil
 }
