@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,7 +59,19 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 			return fmt.Errorf("inspect target: %w", err)
 		}
 	}
+	// An interrupted replay left a restore to finish: its tables are its
+	// own, and it goes on as it began (creating the schema, or loading
+	// rows only), whatever --force says now.
+	var rs *restoreState
 	if !positioned {
+		if rs, err = readRestore(ctx, conn, cfg.Name); err != nil {
+			return err
+		}
+		if rs != nil && rs.done {
+			rs = nil
+		}
+	}
+	if !positioned && rs == nil {
 		n, err := userTables(ctx, conn)
 		if err != nil {
 			return err
@@ -97,15 +110,33 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		if err != nil {
 			return err
 		}
-		i := newestComplete(snaps, func(si stream.SnapshotInfo) bool { return before(si.Manifest, o) })
-		if i < 0 {
-			return schema.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
-				cfg.Name, len(snaps))
+		fits := func(si stream.SnapshotInfo) bool { return before(si.Manifest, o) }
+		ro := RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, ChangeStream: changes, Origin: OriginName(cfg.Name),
+			Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force}
+		if rs != nil {
+			i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == rs.snapshot })
+			switch {
+			case i >= 0 && snaps[i].Complete && fits(snaps[i]):
+				ro.Snapshot, ro.FromSeq, ro.SchemaExists = rs.snapshot, rs.seq, rs.rowsOnly
+				log.Info().Str("snapshot", rs.snapshot).Uint64("snapshot_seq", rs.seq).Bool("rows_only", rs.rowsOnly).Msg("resuming interrupted replay")
+			case !rs.rowsOnly || !o.Force:
+				// The restore made the tables, and may not have given
+				// them their keys yet: loading rows only would never.
+				return schema.Fatalf(nil, "an interrupted replay left %s half restored from snapshot %s, which is gone or after the requested point; drop the target's tables and schema pgjet (or use another database) and replay again",
+					schema.Redact(cfg.DB), rs.snapshot)
+			}
 		}
-		man := snaps[i].Manifest
-		log.Info().Str("snapshot", man.ID).Str("lsn", man.LSN.String()).Time("taken", man.Started).Msg("replaying from snapshot")
-		if err := Restore(ctx, RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, Snapshot: man.ID,
-			ChangeStream: changes, Origin: OriginName(cfg.Name), Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force}); err != nil {
+		if ro.Snapshot == "" {
+			i := newestComplete(snaps, fits)
+			if i < 0 {
+				return schema.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
+					cfg.Name, len(snaps))
+			}
+			man := snaps[i].Manifest
+			log.Info().Str("snapshot", man.ID).Str("lsn", man.LSN.String()).Time("taken", man.Started).Msg("replaying from snapshot")
+			ro.Snapshot = man.ID
+		}
+		if err := Restore(ctx, ro); err != nil {
 			return err
 		}
 	}
