@@ -23,9 +23,11 @@ type ReplayOptions struct {
 	// Config is the applier's configuration (DB, NATS, Name, Domain...);
 	// Region names the replay's consumer (default "replay").
 	Config Config
-	// UntilLSN stops before the first transaction committed after it.
+	// UntilLSN stops before the first transaction committed after it: one
+	// whose commit LSN equals it is replayed (see pastPoint).
 	UntilLSN stream.LSN
-	// UntilTime stops before the first transaction committed after it.
+	// UntilTime stops before the first transaction committed after it:
+	// one committed at exactly that time is replayed.
 	UntilTime time.Time
 	// Force replays into a target that holds tables already.
 	Force bool
@@ -199,8 +201,12 @@ func before(m stream.SnapshotManifest, o ReplayOptions) bool {
 	return true
 }
 
-// pastPoint reports whether a transaction (or heartbeat) of env lies past
-// the replay's point.
+// pastPoint reports whether the transaction of env lies past the replay's
+// point. The point is inclusive, as PostgreSQL's recovery_target_lsn and
+// recovery_target_time are with recovery_target_inclusive on: a
+// transaction whose commit LSN (the LSN of its commit record, the
+// commit_lsn pgjet tail and pgjet.applied show) or commit time equals it
+// is replayed.
 func (c *Config) pastPoint(env *stream.Envelope) bool {
 	if c.UntilLSN > 0 && env.CommitLSN > c.UntilLSN {
 		return true
