@@ -31,13 +31,7 @@ func TestReplay_PointInclusive(t *testing.T) {
 	app.Stop(t)
 
 	for _, until := range [][]string{{"--until-lsn", lsn}, {"--until-time", at}} {
-		db := "replay" + strings.TrimPrefix(until[0], "--until-")
-		exec1(t, c.dst, "CREATE DATABASE "+db)
-		url := c.replica.URL(db)
-		code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", url, until[0], until[1])
-		if code != 0 {
-			t.Fatalf("replay %v exited %d:\n%s", until, code, tail(out, 3000))
-		}
+		url, _ := c.replayInto(t, "replay"+strings.TrimPrefix(until[0], "--until-"), until...)
 		if got := queryString(t, url, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"); got != "1" {
 			t.Errorf("replay %v: rows %q, want 1 (the transaction at the point, not the one after it)", until, got)
 		}
@@ -48,4 +42,18 @@ func TestReplay_PointInclusive(t *testing.T) {
 		}
 	}
 	capt.Stop(t)
+}
+
+// replayInto runs pgjet replay of source src with args into a new database
+// db of the replica's cluster, fails the test unless it exits 0, and
+// returns the database's URL and the replay's output.
+func (c *cluster) replayInto(t *testing.T, db string, args ...string) (string, string) {
+	t.Helper()
+	exec1(t, c.dst, "CREATE DATABASE "+db)
+	url := c.replica.URL(db)
+	code, out := runPgjet(t, append([]string{"replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", url}, args...)...)
+	if code != 0 {
+		t.Fatalf("replay %v into %s exited %d:\n%s", args, db, code, tail(out, 3000))
+	}
+	return url, out
 }
