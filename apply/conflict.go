@@ -215,6 +215,14 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		switch {
 		case a.cfg.uses(PolicyLastWriterWins):
 			why = "--conflict last-writer-wins needs"
+		case a.cfg.uses(PolicyKeepLocal), a.cfg.uses(PolicyError):
+			// They tell rows written here by the origin of the row
+			// version: without one, every row would look the source's,
+			// and changes over local rows would apply as source-wins.
+			why = "--conflict error needs"
+			if a.cfg.uses(PolicyKeepLocal) {
+				why = "--conflict keep-local needs"
+			}
 		case a.cfg.LocalName != "":
 			// This database is captured too: unmarked, what this applier
 			// writes would be published again and loop between regions.
@@ -225,7 +233,7 @@ func (s *session) setupOrigin(ctx context.Context) error {
 				why, name, schema.Redact(a.cfg.DB))
 		}
 		if a.originWarned.CompareAndSwap(false, true) {
-			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active), and update_changed/delete_changed conflicts are not detected")
+			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active)")
 		}
 		return nil
 	case err != nil:
