@@ -472,12 +472,8 @@ func TestConflict_SourceWinsOrigins(t *testing.T) {
 func TestApply_LastWriterWinsNeedsOrigins(t *testing.T) {
 	c := newCluster(t)
 	exec1(t, c.dst, "CREATE ROLE app LOGIN", "GRANT CREATE ON DATABASE postgres TO app")
-	u, err := url.Parse(c.dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User("app")
-	app := start(t, "pgjet-apply", bins.apply, "--db", u.String(), "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
+	u := asUser(t, c.dst, "app")
+	app := start(t, "pgjet-apply", bins.apply, "--db", u, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
 		"--conflict", "last-writer-wins", "--local-name", "here")
 	expectFatal(t, app, "last-writer-wins needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
 }
@@ -490,16 +486,24 @@ func TestApply_LastWriterWinsNeedsOrigins(t *testing.T) {
 func TestApply_KeepLocalAndErrorNeedOrigins(t *testing.T) {
 	c := newCluster(t)
 	exec1(t, c.dst, "CREATE ROLE app LOGIN", "GRANT CREATE ON DATABASE postgres TO app")
-	u, err := url.Parse(c.dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User("app")
+	u := asUser(t, c.dst, "app")
 	for _, flags := range [][]string{{"--conflict", "keep-local"}, {"--conflict", "error"}, {"--conflict-table", "public.acct=keep-local"}} {
 		t.Run(strings.Join(flags, "="), func(t *testing.T) {
 			policy := flags[1][strings.Index(flags[1], "=")+1:]
-			app := start(t, "pgjet-apply", bins.apply, append([]string{"--db", u.String(), "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1"}, flags...)...)
+			app := start(t, "pgjet-apply", bins.apply, append([]string{"--db", u, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1"}, flags...)...)
 			expectFatal(t, app, "--conflict "+policy+" needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
 		})
 	}
+}
+
+// asUser is the database URL dbURL with the role user instead (the test
+// clusters trust local connections).
+func asUser(t *testing.T, dbURL, user string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(user)
+	return u.String()
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -67,13 +66,9 @@ func TestReplay_ForceNeedsReplicaRole(t *testing.T) {
 	capt := c.capture(t)
 	capt.waitLog(t, "snapshot complete")
 	exec1(t, c.dst, "CREATE ROLE app LOGIN", "CREATE DATABASE forced OWNER app")
-	u, err := url.Parse(c.replica.URL("forced"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User("app")
-	exec1(t, u.String(), `CREATE TABLE parent (id int PRIMARY KEY)`, `CREATE TABLE child (id int PRIMARY KEY, p int REFERENCES parent)`)
-	p := start(t, "pgjet replay", bins.pgjet, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", u.String(), "--force")
+	u := asUser(t, c.replica.URL("forced"), "app")
+	exec1(t, u, `CREATE TABLE parent (id int PRIMARY KEY)`, `CREATE TABLE child (id int PRIMARY KEY, p int REFERENCES parent)`)
+	p := start(t, "pgjet replay", bins.pgjet, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", u, "--force")
 	expectFatal(t, p, "session_replication_role", "GRANT SET ON PARAMETER session_replication_role")
 	capt.Stop(t)
 }
