@@ -112,7 +112,15 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		if err != nil {
 			return err
 		}
-		fits := func(si stream.SnapshotInfo) bool { return before(si.Manifest, o) }
+		var cut *timeCut
+		if !o.UntilTime.IsZero() {
+			lsn, past, err := stream.SeekTime(ctx, changes, cfg.Name, o.UntilTime)
+			if err != nil {
+				return natsError{err}
+			}
+			cut = &timeCut{lsn: lsn, past: past}
+		}
+		fits := func(si stream.SnapshotInfo) bool { return before(si.Manifest, o, cut) }
 		ro := RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, ChangeStream: changes, Origin: OriginName(cfg.Name),
 			Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force}
 		if rs != nil {
@@ -163,39 +171,68 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 	return nil
 }
 
+// timeCut is where the source's commit times pass --until-time in the
+// change stream (see stream.SeekTime): the commit LSN of the first
+// transaction after it (past), or the end of what the stream holds.
+type timeCut struct {
+	lsn  stream.LSN
+	past bool
+}
+
 // before reports whether a snapshot holds only transactions before the
 // replay's point, so the point can be reached from it. Tables copied again
 // after an interrupted snapshot resumed hold transactions up to their own,
 // later point, by LSN and by time alike.
-func before(m stream.SnapshotManifest, o ReplayOptions) bool {
-	if o.UntilLSN > 0 {
-		for _, t := range m.Tables {
-			if t.LSN > o.UntilLSN {
+//
+// A time point is judged by the source's commit times (cut), not by the
+// snapshot's own times, which are the capture host's clock: a snapshot
+// fits when each of its points lies at or before the first transaction
+// past the time. Only a snapshot newer than all the change stream holds
+// is judged by its own times.
+func before(m stream.SnapshotManifest, o ReplayOptions, cut *timeCut) bool {
+	if o.UntilLSN > 0 && !copiedBy(m, o.UntilLSN) {
+		return false
+	}
+	if o.UntilTime.IsZero() {
+		return true
+	}
+	switch {
+	case cut != nil && cut.past:
+		return copiedBy(m, cut.lsn)
+	case cut != nil && copiedBy(m, cut.lsn):
+		return true
+	}
+	// Started, and each table's Taken, are read after their point:
+	// every transaction in the rows committed before them.
+	if m.Started.After(o.UntilTime) {
+		return false
+	}
+	for _, t := range m.Tables {
+		taken := t.Taken
+		if taken.IsZero() && t.LSN > m.LSN {
+			// A snapshot of an older pgjet: the table was copied
+			// again before the snapshot ended.
+			if taken = m.Finished; taken.IsZero() {
 				return false
 			}
 		}
-		if m.LSN > o.UntilLSN {
+		if taken.After(o.UntilTime) {
 			return false
 		}
 	}
-	if !o.UntilTime.IsZero() {
-		// Started, and each table's Taken, are read after their point:
-		// every transaction in the rows committed before them.
-		if m.Started.After(o.UntilTime) {
+	return true
+}
+
+// copiedBy reports whether the snapshot's point, and that of every table
+// copied again later, is at or before lsn: it holds only transactions
+// committed before lsn.
+func copiedBy(m stream.SnapshotManifest, lsn stream.LSN) bool {
+	if m.LSN > lsn {
+		return false
+	}
+	for _, t := range m.Tables {
+		if t.LSN > lsn {
 			return false
-		}
-		for _, t := range m.Tables {
-			taken := t.Taken
-			if taken.IsZero() && t.LSN > m.LSN {
-				// A snapshot of an older pgjet: the table was copied
-				// again before the snapshot ended.
-				if taken = m.Finished; taken.IsZero() {
-					return false
-				}
-			}
-			if taken.After(o.UntilTime) {
-				return false
-			}
 		}
 	}
 	return true
