@@ -893,20 +893,35 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		if s.cur {
 			return nil
 		}
+		if a.cfg.UntilLSN > 0 && env.CommitLSN > a.cfg.UntilLSN {
+			// The target holds the source as it was at the point, not
+			// as it was at this heartbeat: it must not say it caught up
+			// to it.
+			a.log.Info().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).
+				Msg("replay reached its point: stopping before this heartbeat")
+			return s.stopHere(ctx, seq)
+		}
+		if err := s.advance(ctx, m, seq); err != nil {
+			return err
+		}
+		if !a.cfg.UntilTime.IsZero() {
+			// A heartbeat's time is when capture read it, by its own
+			// clock, not a source commit time: it cannot tell on which
+			// side of the point it lies, so it moves no caught-up
+			// position. Transactions decide where the replay stops.
+			return nil
+		}
 		if env.Kind == stream.KindHeartbeat {
 			a.stats.SourceTime.Store(env.CommitTime.UnixNano())
 		}
 		// Everything before it is applied: the target has caught up to
 		// this point of the source, which the position records (so verify
 		// and status can tell an idle source from a stalled applier).
-		if err := s.advance(ctx, m, seq); err != nil {
-			return err
-		}
 		s.groupPos.caughtUp = max(s.groupPos.caughtUp, env.EndLSN)
 		return nil
 	}
 
-	if (env.First() || env.Kind == stream.KindHeartbeat) && a.cfg.pastPoint(env) && !s.cur {
+	if env.First() && a.cfg.pastPoint(env) && !s.cur {
 		a.log.Info().Str("lsn", env.CommitLSN.String()).Time("commit_time", env.CommitTime).Uint64("stream_seq", seq).
 			Msg("replay reached its point: stopping before this transaction")
 		return s.stopHere(ctx, seq)

@@ -215,6 +215,14 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		switch {
 		case a.cfg.uses(PolicyLastWriterWins):
 			why = "--conflict last-writer-wins needs"
+		case a.cfg.uses(PolicyKeepLocal), a.cfg.uses(PolicyError):
+			// They tell rows written here by the origin of the row
+			// version: without one, every row would look the source's,
+			// and changes over local rows would apply as source-wins.
+			why = "--conflict error needs"
+			if a.cfg.uses(PolicyKeepLocal) {
+				why = "--conflict keep-local needs"
+			}
 		case a.cfg.LocalName != "":
 			// This database is captured too: unmarked, what this applier
 			// writes would be published again and loop between regions.
@@ -225,7 +233,7 @@ func (s *session) setupOrigin(ctx context.Context) error {
 				why, name, schema.Redact(a.cfg.DB))
 		}
 		if a.originWarned.CompareAndSwap(false, true) {
-			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active), and update_changed/delete_changed conflicts are not detected")
+			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active)")
 		}
 		return nil
 	case err != nil:
@@ -234,7 +242,7 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		return fmt.Errorf("set up replication origin %q: %w", name, err)
 	}
 	if !s.cx.commitTS && (a.cfg.uses(PolicyKeepLocal) || a.cfg.uses(PolicyError)) && a.originWarned.CompareAndSwap(false, true) {
-		a.log.Warn().Msg("track_commit_timestamp is off: update_changed and delete_changed conflicts are not detected; set track_commit_timestamp = on in postgresql.conf and restart Postgres")
+		a.log.Warn().Msg("track_commit_timestamp is off: update_changed, delete_changed and truncate_changed conflicts are not detected; set track_commit_timestamp = on in postgresql.conf and restart Postgres")
 	}
 	s.originStmt = "pgjet_origin"
 	if _, err := s.pg.Prepare(ctx, s.originStmt, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))", nil); err != nil {
@@ -295,25 +303,114 @@ func (s *session) stopError(records []byte, in stmtInfo) error {
 		Table    string          `json:"table_name"`
 		Key      json.RawMessage `json:"key"`
 		Decision string          `json:"decision"`
-		LOrigin  *string         `json:"local_origin"`
-		LTime    *string         `json:"local_commit_time"`
+		Local    struct {
+			Rows int64 `json:"rows"`
+		} `json:"local_row"`
+		LOrigin *string `json:"local_origin"`
+		LTime   *string `json:"local_commit_time"`
 	}
 	_ = json.Unmarshal(records, &recs)
 	s.stopped = &stop{records: records}
-	kind, table, key, local := "conflict", in.table, "", ""
+	kind, table, key, local, fix := "conflict", in.table, "", "", "make the row what it should be"
 	if len(recs) > 0 {
 		r := recs[0]
 		kind, table = r.Kind, r.Table
 		if len(r.Key) > 0 && string(r.Key) != "null" {
 			key = " key " + string(r.Key)
 		}
-		if r.LOrigin != nil && r.LTime != nil {
+		switch {
+		case kind == kindTruncateChanged && r.LOrigin != nil && r.LTime != nil:
+			local = fmt.Sprintf("; %d rows here were written by %s, the newest at %s", r.Local.Rows, *r.LOrigin, *r.LTime)
+			fix = "delete those rows here"
+		case r.LOrigin != nil && r.LTime != nil:
 			local = fmt.Sprintf("; the row here was written by %s at %s", *r.LOrigin, *r.LTime)
 		}
 	}
 	policy := s.a.cfg.policyFor(splitQualified(table))
-	return schema.Fatalf(nil, "%s on %s%s at LSN %s (stream seq %d, source %s)%s; the conflict policy of the table is %s, which stops here. The conflict is recorded in pgjet.conflicts and nothing of this source transaction was applied: make the row what it should be (or choose another policy for the table with --conflict-table %s=POLICY) and restart pgjet-apply",
-		kind, table, key, in.lsn, in.seq, s.a.cfg.Name, local, policy, table)
+	return schema.Fatalf(nil, "%s on %s%s at LSN %s (stream seq %d, source %s)%s; the conflict policy of the table is %s, which stops here. The conflict is recorded in pgjet.conflicts and nothing of this source transaction was applied: %s (or choose another policy for the table with --conflict-table %s=POLICY) and restart pgjet-apply",
+		kind, table, key, in.lsn, in.seq, s.a.cfg.Name, local, policy, fix, table)
+}
+
+// kindTruncateChanged is the conflict of a TRUNCATE that meets rows last
+// written by someone else than its source (see truncateConflicts).
+const kindTruncateChanged = "truncate_changed"
+
+// detects reports whether the session can tell who last wrote a row: it
+// writes under its own origin and the target keeps commit timestamps.
+func (cx *conflictEnv) detects() bool {
+	return cx != nil && cx.origin != 0 && cx.commitTS
+}
+
+// writtenElsewhere renders whether the row version whose xmin is the
+// expression x was last written by someone else than this source: here,
+// or by the applier of another source. A version whose writer is unknown
+// (frozen, or committed before track_commit_timestamp was on) counts as
+// the source's, as it does for update_changed.
+func (cx *conflictEnv) writtenElsewhere(x string) string {
+	return "coalesce((SELECT o.timestamp IS NOT NULL AND o.roident <> " + strconv.FormatUint(uint64(cx.origin), 10) +
+		" FROM pg_catalog.pg_xact_commit_timestamp_origin(" + x + ") o), false)"
+}
+
+// truncateConflicts decides a TRUNCATE of tables under keep-local or error
+// (policy statements decide row changes; a TRUNCATE names no rows). It
+// locks the tables, then counts in each the rows last written by someone
+// else than this source. A table without such rows is truncated as the
+// source asks. Under keep-local the others keep those rows and lose only
+// the source's: truncateConflicts records one truncate_changed conflict
+// (decision skip) per such table and returns them. Under error the first
+// such table stops the applier, its conflict recorded, nothing of the
+// source transaction applied. The count reads the whole table: the price
+// of not wiping rows written here, paid only under these two policies.
+func (s *session) truncateConflicts(ctx context.Context, env *stream.Envelope, seq uint64, tables []*plan) (map[*plan]bool, error) {
+	// The row changes before the TRUNCATE are part of what it empties.
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(tables))
+	for i, p := range tables {
+		names[i] = p.t.qname
+	}
+	info := stmtInfo{seq: seq, lsn: env.CommitLSN, table: strings.Join(names, ", "), op: stream.OpTruncate}
+	// Locked before counting, as TRUNCATE would lock them: no local write
+	// slips in between the count and the truncate.
+	if _, err := s.conn.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		return nil, s.stmtError(err, info)
+	}
+	lsn, ts := env.CommitLSN.String(), env.CommitTime.UTC().Format(timeFormat)
+	keep := map[*plan]bool{}
+	for _, p := range tables {
+		decision := "skip"
+		if p.policy == PolicyError {
+			decision = "error"
+		}
+		src, tbl := lit(s.a.cfg.Name), lit(p.rel.Schema+"."+p.rel.Name)
+		name, lts, join := s.cx.writer("r.x")
+		// Grouped by transaction first: the writer is looked up once per
+		// writing transaction, not once per row.
+		sql := "WITH pgjet_r AS (SELECT r.n, " + name + " AS w, " + lts + " AS ts FROM (SELECT xmin AS x, count(*) AS n FROM " + p.t.qname + " GROUP BY xmin) r" + join +
+			" WHERE " + s.cx.writtenElsewhere("r.x") + ")" +
+			", pgjet_k AS (SELECT sum(n)::bigint AS n, string_agg(DISTINCT w, ', ' ORDER BY w) AS w, max(ts) AS ts FROM pgjet_r)" +
+			", pgjet_c AS (INSERT INTO pgjet.conflicts AS c (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time)" +
+			" SELECT " + src + ", " + lit(kindTruncateChanged) + ", " + tbl + ", $1::pg_lsn, NULL, jsonb_build_object('rows', k.n), NULL, " + lit(decision) + ", k.w, k.ts, " + src + ", $2::timestamptz" +
+			" FROM pgjet_k k WHERE k.n > 0 RETURNING to_jsonb(c) AS j)" +
+			" SELECT jsonb_agg(j) FROM pgjet_c"
+		var records []byte
+		if err := s.conn.QueryRow(ctx, sql, lsn, ts).Scan(&records); err != nil {
+			return nil, s.stmtError(err, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.t.qname, op: stream.OpTruncate})
+		}
+		if records == nil {
+			continue
+		}
+		s.a.stats.Conflicts.Add(1)
+		if p.policy == PolicyError {
+			return nil, s.stopError(records, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.rel.Schema + "." + p.rel.Name, op: stream.OpTruncate})
+		}
+		keep[p] = true
+	}
+	return keep, nil
 }
 
 func splitQualified(t string) (string, string) {

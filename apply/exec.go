@@ -132,7 +132,7 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 	if err := s.emitRuns(ctx); err != nil { // a barrier: rows before it go first
 		return err
 	}
-	var names []string
+	var truncated, checked []*plan // checked: tables whose policy looks for rows written here
 	kept := false
 	for _, id := range ch.Truncated {
 		var r *stream.Relation
@@ -146,10 +146,41 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 			kept = true
 			continue
 		}
-		if _, err := s.plan(ctx, r, env, seq); err != nil {
+		p, err := s.plan(ctx, r, env, seq)
+		if err != nil {
 			return err
 		}
-		names = append(names, pgx.Identifier{r.Schema, r.Name}.Sanitize())
+		if s.cx.detects() && (p.policy == PolicyKeepLocal || p.policy == PolicyError) {
+			checked = append(checked, p)
+		}
+		truncated = append(truncated, p)
+	}
+	if len(checked) > 0 {
+		keep, err := s.truncateConflicts(ctx, env, seq, checked)
+		if err != nil {
+			return err
+		}
+		if len(keep) > 0 {
+			// Rows written here stay: the table loses only the source's
+			// rows, by DELETE, and keeps its identity where it is (the
+			// kept rows may hold values a restarted one would hand out).
+			kept = true
+			all := truncated
+			truncated = nil
+			for _, p := range all {
+				if !keep[p] {
+					truncated = append(truncated, p)
+					continue
+				}
+				s.batch.ExecParams("DELETE FROM "+p.t.qname+" t WHERE NOT "+s.cx.writtenElsewhere("t.xmin"), nil, nil, nil, nil)
+				s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.t.qname, op: stream.OpTruncate})
+				s.batchLen++
+			}
+		}
+	}
+	var names []string
+	for _, p := range truncated {
+		names = append(names, p.t.qname)
 	}
 	if len(names) == 0 {
 		return nil

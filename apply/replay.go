@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,9 +23,11 @@ type ReplayOptions struct {
 	// Config is the applier's configuration (DB, NATS, Name, Domain...);
 	// Region names the replay's consumer (default "replay").
 	Config Config
-	// UntilLSN stops before the first transaction committed after it.
+	// UntilLSN stops before the first transaction committed after it: one
+	// whose commit LSN equals it is replayed (see pastPoint).
 	UntilLSN stream.LSN
-	// UntilTime stops before the first transaction committed after it.
+	// UntilTime stops before the first transaction committed after it:
+	// one committed at exactly that time is replayed.
 	UntilTime time.Time
 	// Force replays into a target that holds tables already.
 	Force bool
@@ -58,7 +61,19 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 			return fmt.Errorf("inspect target: %w", err)
 		}
 	}
+	// An interrupted replay left a restore to finish: its tables are its
+	// own, and it goes on as it began (creating the schema, or loading
+	// rows only), whatever --force says now.
+	var rs *restoreState
 	if !positioned {
+		if rs, err = readRestore(ctx, conn, cfg.Name); err != nil {
+			return err
+		}
+		if rs != nil && rs.done {
+			rs = nil
+		}
+	}
+	if !positioned && rs == nil {
 		n, err := userTables(ctx, conn)
 		if err != nil {
 			return err
@@ -96,15 +111,41 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		if err != nil {
 			return err
 		}
-		i := newestComplete(snaps, func(si stream.SnapshotInfo) bool { return before(si.Manifest, o) })
-		if i < 0 {
-			return schema.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
-				cfg.Name, len(snaps))
+		var cut *timeCut
+		if !o.UntilTime.IsZero() {
+			lsn, past, err := stream.SeekTime(ctx, changes, cfg.Name, o.UntilTime)
+			if err != nil {
+				return natsError{err}
+			}
+			cut = &timeCut{lsn: lsn, past: past}
 		}
-		man := snaps[i].Manifest
-		log.Info().Str("snapshot", man.ID).Str("lsn", man.LSN.String()).Time("taken", man.Started).Msg("replaying from snapshot")
-		if err := Restore(ctx, RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, Snapshot: man.ID,
-			ChangeStream: changes, Origin: OriginName(cfg.Name), Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force, NoOwners: cfg.NoOwners}); err != nil {
+		fits := func(si stream.SnapshotInfo) bool { return before(si.Manifest, o, cut) }
+		ro := RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, ChangeStream: changes, Origin: OriginName(cfg.Name),
+			Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force, NoOwners: cfg.NoOwners}
+		if rs != nil {
+			i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == rs.snapshot })
+			switch {
+			case i >= 0 && snaps[i].Complete && fits(snaps[i]):
+				ro.Snapshot, ro.FromSeq, ro.SchemaExists = rs.snapshot, rs.seq, rs.rowsOnly
+				log.Info().Str("snapshot", rs.snapshot).Uint64("snapshot_seq", rs.seq).Bool("rows_only", rs.rowsOnly).Msg("resuming interrupted replay")
+			case !rs.rowsOnly || !o.Force:
+				// The restore made the tables, and may not have given
+				// them their keys yet: loading rows only would never.
+				return schema.Fatalf(nil, "an interrupted replay left %s half restored from snapshot %s, which is gone or after the requested point; drop the target's tables and schema pgjet (or use another database) and replay again",
+					schema.Redact(cfg.DB), rs.snapshot)
+			}
+		}
+		if ro.Snapshot == "" {
+			i := newestComplete(snaps, fits)
+			if i < 0 {
+				return schema.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
+					cfg.Name, len(snaps))
+			}
+			man := snaps[i].Manifest
+			log.Info().Str("snapshot", man.ID).Str("lsn", man.LSN.String()).Time("taken", man.Started).Msg("replaying from snapshot")
+			ro.Snapshot = man.ID
+		}
+		if err := Restore(ctx, ro); err != nil {
 			return err
 		}
 	}
@@ -129,46 +170,79 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 	return nil
 }
 
+// timeCut is where the source's commit times pass --until-time in the
+// change stream (see stream.SeekTime): the commit LSN of the first
+// transaction after it (past), or the end of what the stream holds.
+type timeCut struct {
+	lsn  stream.LSN
+	past bool
+}
+
 // before reports whether a snapshot holds only transactions before the
 // replay's point, so the point can be reached from it. Tables copied again
 // after an interrupted snapshot resumed hold transactions up to their own,
 // later point, by LSN and by time alike.
-func before(m stream.SnapshotManifest, o ReplayOptions) bool {
-	if o.UntilLSN > 0 {
-		for _, t := range m.Tables {
-			if t.LSN > o.UntilLSN {
-				return false
-			}
-		}
-		if m.LSN > o.UntilLSN {
-			return false
-		}
+//
+// A time point is judged by the source's commit times (cut), not by the
+// snapshot's own times, which are the capture host's clock: a snapshot
+// fits when each of its points lies at or before the first transaction
+// past the time. Only a snapshot newer than all the change stream holds
+// is judged by its own times.
+func before(m stream.SnapshotManifest, o ReplayOptions, cut *timeCut) bool {
+	if o.UntilLSN > 0 && !copiedBy(m, o.UntilLSN) {
+		return false
 	}
-	if !o.UntilTime.IsZero() {
-		// Started, and each table's Taken, are read after their point:
-		// every transaction in the rows committed before them.
-		if m.Started.After(o.UntilTime) {
-			return false
-		}
-		for _, t := range m.Tables {
-			taken := t.Taken
-			if taken.IsZero() && t.LSN > m.LSN {
-				// A snapshot of an older pgjet: the table was copied
-				// again before the snapshot ended.
-				if taken = m.Finished; taken.IsZero() {
-					return false
-				}
-			}
-			if taken.After(o.UntilTime) {
+	if o.UntilTime.IsZero() {
+		return true
+	}
+	switch {
+	case cut != nil && cut.past:
+		return copiedBy(m, cut.lsn)
+	case cut != nil && copiedBy(m, cut.lsn):
+		return true
+	}
+	// Started, and each table's Taken, are read after their point:
+	// every transaction in the rows committed before them.
+	if m.Started.After(o.UntilTime) {
+		return false
+	}
+	for _, t := range m.Tables {
+		taken := t.Taken
+		if taken.IsZero() && t.LSN > m.LSN {
+			// A snapshot of an older pgjet: the table was copied
+			// again before the snapshot ended.
+			if taken = m.Finished; taken.IsZero() {
 				return false
 			}
+		}
+		if taken.After(o.UntilTime) {
+			return false
 		}
 	}
 	return true
 }
 
-// pastPoint reports whether a transaction (or heartbeat) of env lies past
-// the replay's point.
+// copiedBy reports whether the snapshot's point, and that of every table
+// copied again later, is at or before lsn: it holds only transactions
+// committed before lsn.
+func copiedBy(m stream.SnapshotManifest, lsn stream.LSN) bool {
+	if m.LSN > lsn {
+		return false
+	}
+	for _, t := range m.Tables {
+		if t.LSN > lsn {
+			return false
+		}
+	}
+	return true
+}
+
+// pastPoint reports whether the transaction of env lies past the replay's
+// point. The point is inclusive, as PostgreSQL's recovery_target_lsn and
+// recovery_target_time are with recovery_target_inclusive on: a
+// transaction whose commit LSN (the LSN of its commit record, the
+// commit_lsn pgjet tail and pgjet.applied show) or commit time equals it
+// is replayed.
 func (c *Config) pastPoint(env *stream.Envelope) bool {
 	if c.UntilLSN > 0 && env.CommitLSN > c.UntilLSN {
 		return true

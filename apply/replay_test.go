@@ -26,22 +26,30 @@ func TestBefore(t *testing.T) {
 		name string
 		man  stream.SnapshotManifest
 		o    ReplayOptions
+		cut  *timeCut // where the source's commit times pass UntilTime
 		want bool
 	}{
-		{"no point", resumed, ReplayOptions{}, true},
-		{"lsn after", whole, ReplayOptions{UntilLSN: 0x200}, true},
-		{"lsn before the snapshot", whole, ReplayOptions{UntilLSN: 0x50}, false},
-		{"lsn before a table copied again", resumed, ReplayOptions{UntilLSN: 0x200}, false},
-		{"lsn after a table copied again", resumed, ReplayOptions{UntilLSN: 0x300}, true},
-		{"time after", whole, ReplayOptions{UntilTime: at(10)}, true},
-		{"time before the snapshot", whole, ReplayOptions{UntilTime: at(-1)}, false},
-		{"time before a table copied again", resumed, ReplayOptions{UntilTime: at(10)}, false},
-		{"time after a table copied again", resumed, ReplayOptions{UntilTime: at(20)}, true},
-		{"old format, time before the end", old, ReplayOptions{UntilTime: at(25)}, false},
-		{"old format, time after the end", old, ReplayOptions{UntilTime: at(31)}, true},
-		{"old format, not resumed", oldWhole, ReplayOptions{UntilTime: at(1)}, true},
+		{"no point", resumed, ReplayOptions{}, nil, true},
+		{"lsn after", whole, ReplayOptions{UntilLSN: 0x200}, nil, true},
+		{"lsn before the snapshot", whole, ReplayOptions{UntilLSN: 0x50}, nil, false},
+		{"lsn before a table copied again", resumed, ReplayOptions{UntilLSN: 0x200}, nil, false},
+		{"lsn after a table copied again", resumed, ReplayOptions{UntilLSN: 0x300}, nil, true},
+		{"time after", whole, ReplayOptions{UntilTime: at(10)}, nil, true},
+		{"time before the snapshot", whole, ReplayOptions{UntilTime: at(-1)}, nil, false},
+		{"time before a table copied again", resumed, ReplayOptions{UntilTime: at(10)}, nil, false},
+		{"time after a table copied again", resumed, ReplayOptions{UntilTime: at(20)}, nil, true},
+		{"old format, time before the end", old, ReplayOptions{UntilTime: at(25)}, nil, false},
+		{"old format, time after the end", old, ReplayOptions{UntilTime: at(31)}, nil, true},
+		{"old format, not resumed", oldWhole, ReplayOptions{UntilTime: at(1)}, nil, true},
+		// By the source's commit times: the capture host's clock says
+		// nothing then.
+		{"commit past the point after the snapshot", whole, ReplayOptions{UntilTime: at(-100)}, &timeCut{lsn: 0x100, past: true}, true},
+		{"commit past the point in the snapshot", whole, ReplayOptions{UntilTime: at(100)}, &timeCut{lsn: 0xff, past: true}, false},
+		{"commit past the point in a table copied again", resumed, ReplayOptions{UntilTime: at(100)}, &timeCut{lsn: 0x200, past: true}, false},
+		{"no commit past the point, snapshot in the stream", resumed, ReplayOptions{UntilTime: at(-100)}, &timeCut{lsn: 0x300}, true},
+		{"no commit past the point, snapshot past the stream", resumed, ReplayOptions{UntilTime: at(10)}, &timeCut{lsn: 0x200}, false},
 	} {
-		if got := before(tc.man, tc.o); got != tc.want {
+		if got := before(tc.man, tc.o, tc.cut); got != tc.want {
 			t.Errorf("%s: before = %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -36,13 +37,18 @@ CREATE TABLE IF NOT EXISTS pgjet.snapshot_tables (
 	table_name  text NOT NULL,
 	lsn         pg_lsn NOT NULL,
 	PRIMARY KEY (source, schema_name, table_name)
-);`
+);
+-- rows_only: the restore loads rows into tables the target had (pgjet
+-- replay --force); a resumed restore must not create the schema again,
+-- and one that created it must not skip the rest of it.
+ALTER TABLE pgjet.restore ADD COLUMN IF NOT EXISTS rows_only boolean NOT NULL DEFAULT false;`
 
 // restoreState is a restore recorded in the target.
 type restoreState struct {
 	snapshot string
 	seq      uint64
 	done     bool
+	rowsOnly bool
 }
 
 // maybeRestore builds an empty target from the newest snapshot in the
@@ -136,7 +142,7 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 		}
 	}
 	if err := Restore(ctx, RestoreOptions{DB: a.cfg.DB, Source: a.cfg.Name, SnapshotStream: st, Snapshot: id,
-		ChangeStream: changes, FromSeq: from, Origin: origin, NoOwners: a.cfg.NoOwners, Log: a.log}); err != nil {
+		ChangeStream: changes, FromSeq: from, Origin: origin, NoOwners: a.cfg.NoOwners, Log: a.log, SchemaExists: rs != nil && rs.rowsOnly}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -151,7 +157,9 @@ func snapshotGone(id, source string) error {
 func readRestore(ctx context.Context, conn *pgx.Conn, source string) (*restoreState, error) {
 	var rs restoreState
 	var seq int64
-	err := conn.QueryRow(ctx, "SELECT snapshot, stream_seq, done FROM pgjet.restore WHERE source = $1", source).Scan(&rs.snapshot, &seq, &rs.done)
+	// rows_only through to_jsonb: a restore table of an older pgjet lacks it.
+	err := conn.QueryRow(ctx, "SELECT snapshot, stream_seq, done, coalesce((to_jsonb(r)->>'rows_only')::boolean, false) FROM pgjet.restore r WHERE source = $1", source).
+		Scan(&rs.snapshot, &seq, &rs.done, &rs.rowsOnly)
 	if errors.Is(err, pgx.ErrNoRows) || schema.PgCode(err) == schema.CodeUndefinedTable { // Restore creates the table
 		return nil, nil
 	}
@@ -225,7 +233,10 @@ type RestoreOptions struct {
 	// writes, and a capture of the target does not publish them again.
 	Origin string
 	// SchemaExists loads rows only: the target has the tables already
-	// (pgjet replay --force).
+	// (pgjet replay --force), with their keys, indexes, foreign keys and
+	// triggers. The snapshot's tables are emptied together when the
+	// restore begins; the target's other tables are left as they are.
+	// The restore records it, and a resumed restore must say the same.
 	SchemaExists bool
 	// NoOwners restores the schema without the source's owners and
 	// privileges: every object then belongs to the restoring role (see
@@ -251,9 +262,22 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		return schema.ClassifyConnect(o.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	// Foreign keys and triggers come with the post-data section, after
-	// the rows; replica role also spares user triggers made by hand.
-	_, _ = conn.Exec(ctx, "SET session_replication_role = replica")
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		switch {
+		case schema.PgCode(err) != schema.CodeInsufficientPriv:
+			return fmt.Errorf("set session_replication_role: %w", err)
+		case o.SchemaExists:
+			// Rows go into tables in name order, whose foreign keys and
+			// triggers are in place: a child's rows before its parent's.
+			return schema.Fatalf(err, "loading the snapshot's rows into the existing tables of %s (replay --force) needs session_replication_role = replica, so that their foreign keys and triggers do not fire on the restored rows, and the role may not set it; run as a superuser, or GRANT SET ON PARAMETER session_replication_role TO the role",
+				schema.Redact(o.DB))
+		default:
+			// Foreign keys and triggers come with the post-data section,
+			// after the rows: replica role only spares triggers made by
+			// hand in between.
+			o.Log.Debug().Err(err).Msg("restoring without session_replication_role = replica")
+		}
+	}
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
@@ -273,9 +297,10 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		return fmt.Errorf("create pgjet's tables: %w", err)
 	}
 	if o.FromSeq == 0 {
-		if _, err := conn.Exec(ctx, `INSERT INTO pgjet.restore (source, snapshot, stream_seq) VALUES ($1, $2, 0)
-			ON CONFLICT (source) DO UPDATE SET snapshot = EXCLUDED.snapshot, stream_seq = 0, done = false, started_at = now(), finished_at = NULL`,
-			o.Source, o.Snapshot); err != nil {
+		if _, err := conn.Exec(ctx, `INSERT INTO pgjet.restore (source, snapshot, stream_seq, rows_only) VALUES ($1, $2, 0, $3)
+			ON CONFLICT (source) DO UPDATE SET snapshot = EXCLUDED.snapshot, stream_seq = 0, done = false, started_at = now(), finished_at = NULL,
+				rows_only = EXCLUDED.rows_only`,
+			o.Source, o.Snapshot, o.SchemaExists); err != nil {
 			return fmt.Errorf("record restore: %w", err)
 		}
 	}
@@ -429,6 +454,9 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 		if err := r.stamp(ctx); err != nil {
 			return false, err
 		}
+		if r.o.SchemaExists {
+			return false, r.emptyTables(ctx, seq)
+		}
 		return false, r.advance(ctx, seq)
 	case stream.SnapSchema:
 		if r.o.SchemaExists {
@@ -448,10 +476,21 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 			// target keeps its own (this restore's progress is one).
 			return false, r.advance(ctx, seq)
 		}
+		_, again := r.tables[t.Key()]
 		r.tables[t.Key()] = t
 		// A table copied again after an interrupted snapshot starts over.
-		if _, err := r.conn.Exec(ctx, "TRUNCATE "+pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
-			return false, r.tableError(err, t)
+		// Existing tables were emptied together when the restore began;
+		// one copied again is emptied by DELETE, as TRUNCATE of a table
+		// that others reference fails (the replica role keeps its foreign
+		// keys from firing).
+		empty := "TRUNCATE "
+		if r.o.SchemaExists {
+			empty = "DELETE FROM "
+		}
+		if !r.o.SchemaExists || again {
+			if _, err := r.conn.Exec(ctx, empty+pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
+				return false, r.tableError(err, t)
+			}
 		}
 		return false, r.advance(ctx, seq)
 	case stream.SnapData:
@@ -473,6 +512,68 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 		return false, r.bad(seq, fmt.Errorf("unknown kind %q", kind))
 	}
 }
+
+// emptyTables empties the snapshot's tables in a target that has them
+// (SchemaExists), in one TRUNCATE, so that foreign keys between them do
+// not stop it, and records the snapshot sequence reached with it. The
+// target's other tables are left as they are, and the log says which.
+func (r *restorer) emptyTables(ctx context.Context, seq uint64) error {
+	var names, keys []string
+	for _, t := range r.man.Tables {
+		if t.Schema == schema.Own {
+			continue
+		}
+		names = append(names, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		keys = append(keys, t.Key())
+	}
+	// A partition is the snapshot's when it or a table it is a partition
+	// of is (snapshots copy leaves, or roots under --partitions root).
+	rows, err := r.conn.Query(ctx, `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
+		AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+		AND NOT EXISTS (SELECT 1 FROM pg_partition_ancestors(c.oid) a JOIN pg_class ac ON ac.oid = a.relid
+			JOIN pg_namespace an ON an.oid = ac.relnamespace WHERE an.nspname || '.' || ac.relname = ANY($2))
+		ORDER BY 1`, schema.Own, keys)
+	if err != nil {
+		return fmt.Errorf("list the target's tables: %w", err)
+	}
+	others, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list the target's tables: %w", err)
+	}
+	if len(others) > 0 {
+		r.o.Log.Warn().Strs("tables", others).Str("snapshot", r.o.Snapshot).
+			Msg("tables the snapshot does not hold are left as they were (rows and all); drop or empty them if the replayed database must be the source's alone")
+	}
+	tx, err := r.conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if len(names) > 0 {
+		if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == codeFeatureNotSupported {
+				return schema.Fatalf(err, "cannot empty the snapshot's tables on %s: a table the snapshot does not hold references one of them (%s); drop that foreign key, or empty that table too, and replay again",
+					schema.Redact(r.o.DB), pe.Detail)
+			}
+			if schema.IsRetryable(err) {
+				return fmt.Errorf("empty the snapshot's tables: %w", err)
+			}
+			return schema.Fatalf(err, "cannot empty the snapshot's tables on %s; --force loads the snapshot's rows into tables of the same names and columns: make the target's schema the source's (or replay into an empty database)",
+				schema.Redact(r.o.DB))
+		}
+	}
+	r.seq = seq
+	if _, err := tx.Exec(ctx, "UPDATE pgjet.restore SET stream_seq = $2 WHERE source = $1", r.o.Source, int64(r.seq)); err != nil {
+		return fmt.Errorf("record restore progress: %w", err)
+	}
+	return tx.Commit(ctx)
+}
+
+// codeFeatureNotSupported is the SQLSTATE of a TRUNCATE of a table that a
+// table left out of it references.
+const codeFeatureNotSupported = "0A000"
 
 // stamp gives the restore's transactions from here on the snapshot's
 // start as their commit time, under the origin: no row in the snapshot is

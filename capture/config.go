@@ -157,14 +157,7 @@ func (c *Config) Validate() error {
 	if c.Publication == "" {
 		c.Publication = c.Slot
 	}
-	for _, t := range c.Tables {
-		if !strings.Contains(t, ".") {
-			errs = append(errs, fmt.Errorf("--tables: %q must be schema.table", t))
-		}
-	}
-	errs = append(errs, validatePatterns("--include-tables", c.IncludeTables, 2),
-		validatePatterns("--exclude-tables", c.ExcludeTables, 2),
-		validatePatterns("--exclude-columns", c.ExcludeColumns, 3))
+	errs = append(errs, c.validateFilter())
 	if c.Partitions != "leaf" && c.Partitions != "root" {
 		errs = append(errs, fmt.Errorf("--partitions %q: use leaf or root", c.Partitions))
 	}

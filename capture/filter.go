@@ -30,6 +30,50 @@ func newFilter(cfg *Config) *filter {
 	return f
 }
 
+// Filter is the choice of tables and columns that pgjet-capture's
+// --tables, --include-tables, --exclude-tables and --exclude-columns make,
+// for tools that must see a source as its replicas do (pgjet verify).
+// The zero Filter keeps everything.
+type Filter struct{ f *filter }
+
+// NewFilter builds the Filter of these flags' values: tables exact
+// schema.table names (none: all), the others patterns as capture takes
+// them. It returns one error per bad value, naming its flag.
+func NewFilter(tables, include, exclude, columns []string) (Filter, error) {
+	cfg := &Config{Tables: tables, IncludeTables: include, ExcludeTables: exclude, ExcludeColumns: columns}
+	if err := cfg.validateFilter(); err != nil {
+		return Filter{}, err
+	}
+	return Filter{newFilter(cfg)}, nil
+}
+
+// Table reports whether the table is captured; pgjet's own never is.
+func (f Filter) Table(schemaName, name string) bool {
+	if f.f == nil {
+		return schemaName != schema.Own
+	}
+	return f.f.table(schemaName, name)
+}
+
+// Column reports whether a column of a table is captured.
+func (f Filter) Column(schemaName, table, column string) bool {
+	return f.f == nil || f.f.column(schemaName, table, column)
+}
+
+// validateFilter checks --tables, --include-tables, --exclude-tables and
+// --exclude-columns.
+func (c *Config) validateFilter() error {
+	var errs []error
+	for _, t := range c.Tables {
+		if !strings.Contains(t, ".") {
+			errs = append(errs, fmt.Errorf("--tables: %q must be schema.table", t))
+		}
+	}
+	return errors.Join(append(errs, validatePatterns("--include-tables", c.IncludeTables, 2),
+		validatePatterns("--exclude-tables", c.ExcludeTables, 2),
+		validatePatterns("--exclude-columns", c.ExcludeColumns, 3))...)
+}
+
 // tableFilter reports whether only some tables are captured.
 func (f *filter) tableFilter() bool {
 	return f.tables != nil || len(f.include) > 0 || len(f.exclude) > 0

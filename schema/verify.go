@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,18 @@ type VerifyOptions struct {
 	// Progress, when set, is called after each compared range, on the
 	// goroutine running Verify; it must return quickly.
 	Progress func(VerifyProgress)
+	// Filter, when set, leaves out the tables and columns it does not
+	// keep, as a capture's filters leave them out of its replicas (see
+	// capture.Filter).
+	Filter TableFilter
+}
+
+// TableFilter chooses the tables and columns Verify compares.
+type TableFilter interface {
+	// Table reports whether schemaName.name is compared.
+	Table(schemaName, name string) bool
+	// Column reports whether a column of a compared table is compared.
+	Column(schemaName, table, column string) bool
 }
 
 // DefaultVerifyOptions returns the defaults: all tables, 100000 rows per
@@ -147,6 +160,12 @@ type VerifyReport struct {
 	Wait *VerifyWait `json:"wait,omitempty"`
 	// Tables holds one verdict per compared table, in comparison order.
 	Tables []TableVerdict `json:"tables"`
+	// Filters describes the filters in effect, and where each came from;
+	// Verify leaves it empty for the caller to fill.
+	Filters []string `json:"filters,omitempty"`
+	// NotCompared lists the source's tables that Tables or Filter left
+	// out, "schema.name", sorted.
+	NotCompared []string `json:"not_compared,omitempty"`
 	// OK is true when every table is identical.
 	OK bool `json:"ok"`
 }
@@ -183,6 +202,8 @@ type TableVerdict struct {
 	// Columns lists the column differences; rows are compared over the
 	// columns both sides have.
 	Columns []ColumnDiff `json:"column_diffs,omitempty"`
+	// NotCompared lists the columns the Filter left out.
+	NotCompared []string `json:"columns_not_compared,omitempty"`
 	// Rows and TargetRows are the row counts on each side.
 	Rows       int64 `json:"rows"`
 	TargetRows int64 `json:"target_rows"`
@@ -246,7 +267,11 @@ func (v TableVerdict) Summary() string {
 		return fmt.Sprintf("%s: missing on %s", v.Table, v.Missing)
 	}
 	if v.OK {
-		return fmt.Sprintf("%s: %d rows in %d chunks, ok", v.Table, v.Rows, v.Chunks)
+		s := fmt.Sprintf("%s: %d rows in %d chunks, ok", v.Table, v.Rows, v.Chunks)
+		if len(v.NotCompared) > 0 {
+			s += " (not compared: column " + strings.Join(v.NotCompared, ", ") + ")"
+		}
+		return s
 	}
 	var parts []string
 	for _, c := range v.Columns {
@@ -319,16 +344,30 @@ func Verify(ctx context.Context, source, target *pgx.Conn, opts VerifyOptions) (
 		rep.Wait = w
 	}
 
-	var tables []pgx.Identifier
+	all, err := listUserTables(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	tables := all
 	if len(opts.Tables) > 0 {
+		tables = nil
 		for _, t := range opts.Tables {
 			id, _ := ParseTable(t) // validated
 			tables = append(tables, id)
 		}
-	} else {
-		var err error
-		if tables, err = listUserTables(ctx, source); err != nil {
-			return nil, err
+	}
+	if opts.Filter != nil {
+		tables = slices.DeleteFunc(slices.Clone(tables), func(id pgx.Identifier) bool { return !opts.Filter.Table(id[0], id[1]) })
+	}
+	// What was left out is said, never silent: a filter from the
+	// environment meant for capture narrows verify too.
+	compared := map[string]bool{}
+	for _, id := range tables {
+		compared[id[0]+"."+id[1]] = true
+	}
+	for _, id := range all {
+		if n := id[0] + "." + id[1]; !compared[n] {
+			rep.NotCompared = append(rep.NotCompared, n)
 		}
 	}
 
@@ -387,7 +426,7 @@ type pendingRange struct {
 	plan     *tablePlan
 	verdict  int // index in the report
 	index    int // position among the table's ranges
-	lo, hi   []string
+	r        keyRange
 	src, dst digest
 	final    bool // reported without recheck
 }
@@ -421,9 +460,13 @@ ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`)
 // column is one column of a relation as one side sees it.
 type column struct {
 	name, typ string
-	// collation is the effective collation name ("default" resolved to the
-	// database's), "" for a type without collation.
+	// collation identifies the order of the column's collation: its
+	// provider, locale, determinism and the version of the library that
+	// sorts ("default" resolved to the database's, ICU or libc), "" for a
+	// type without collation. Equal on both sides, the two order keys
+	// alike.
 	collation string
+	notNull   bool
 }
 
 // relation is what Verify needs of a table on one side.
@@ -453,10 +496,7 @@ func describe(ctx context.Context, q querier, id pgx.Identifier) (relation, erro
 	}
 	rel.exists = true
 	rows, err := q.Query(ctx, `
-SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-       coalesce(CASE WHEN co.collname = 'default'
-                     THEN (SELECT datcollate FROM pg_database WHERE datname = current_database())
-                     ELSE co.collname END, '')
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, coalesce(`+collationIdentity+`, '')
 FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`, *oid)
@@ -465,7 +505,7 @@ ORDER BY a.attnum`, *oid)
 	}
 	rel.cols, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (column, error) {
 		var c column
-		err := r.Scan(&c.name, &c.typ, &c.collation)
+		err := r.Scan(&c.name, &c.typ, &c.notNull, &c.collation)
 		return c, err
 	})
 	if err != nil {
@@ -484,6 +524,22 @@ ORDER BY s.n`, *oid)
 	rel.pk, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	return rel, err
 }
+
+// collationIdentity renders the identity of collation co (see
+// column.collation): the default collation is the database's, whose
+// provider may be ICU with datcollate still naming a libc locale. The
+// locale columns are read through jsonb: their names changed in
+// PostgreSQL 17 (colllocale, datlocale).
+const collationIdentity = `CASE WHEN co.oid IS NULL THEN NULL
+	WHEN co.collname = 'default' THEN (
+		SELECT coalesce(j->>'datlocprovider', 'c') || ':' ||
+			CASE WHEN j->>'datlocprovider' = 'i' THEN coalesce(j->>'daticulocale', j->>'datlocale') ELSE d.datcollate END ||
+			':d:' || coalesce(pg_database_collation_actual_version(d.oid), '')
+		FROM pg_database d, to_jsonb(d) j WHERE d.datname = current_database())
+	ELSE co.collprovider::text || ':' ||
+		CASE WHEN co.collprovider = 'i' THEN coalesce(to_jsonb(co)->>'colliculocale', to_jsonb(co)->>'colllocale') ELSE co.collcollate END ||
+		CASE WHEN co.collisdeterministic THEN ':d:' ELSE ':n:' END || coalesce(pg_collation_actual_version(co.oid), '')
+	END`
 
 // table compares one table and returns its verdict and differing ranges.
 func (v *verifier) table(ctx context.Context, id pgx.Identifier) (TableVerdict, []*pendingRange, error) {
@@ -517,36 +573,61 @@ func (v *verifier) table(ctx context.Context, id pgx.Identifier) (TableVerdict, 
 		verdict.Missing = "target"
 		return verdict, nil, nil
 	}
+	if f := v.opts.Filter; f != nil {
+		keep := func(c column) bool { return f.Column(id[0], id[1], c.name) }
+		for _, c := range srel.cols {
+			if !keep(c) {
+				verdict.NotCompared = append(verdict.NotCompared, c.name)
+			}
+		}
+		// Left out on both sides: a replica holds such a column empty,
+		// or not at all.
+		srel.cols = slices.DeleteFunc(srel.cols, func(c column) bool { return !keep(c) })
+		drel.cols = slices.DeleteFunc(drel.cols, func(c column) bool { return !keep(c) })
+	}
 	plan, cdiffs := planTable(id, srel, drel)
 	verdict.Columns = cdiffs
 	verdict.Key = plan.keyNames()
 
 	var diffs []*pendingRange
-	var lo []string
-	for {
-		var hi []string
-		if len(plan.key) > 0 {
-			if hi, err = plan.boundary(ctx, stx, lo, v.opts.ChunkRows); err != nil {
-				return verdict, nil, fmt.Errorf("walk the key of %s on the source: %w", name, err)
-			}
-		}
-		sd, dd, err := plan.digestBoth(ctx, stx, dtx, lo, hi)
+	compare := func(r keyRange) error {
+		sd, dd, err := plan.digestBoth(ctx, stx, dtx, r)
 		if err != nil {
-			return verdict, nil, err
+			return err
 		}
 		verdict.Rows += sd.rows
 		verdict.TargetRows += dd.rows
 		if sd != dd {
-			diffs = append(diffs, &pendingRange{plan: plan, index: verdict.Chunks, lo: lo, hi: hi, src: sd, dst: dd})
+			diffs = append(diffs, &pendingRange{plan: plan, index: verdict.Chunks, r: r, src: sd, dst: dd})
 		}
 		verdict.Chunks++
 		if v.opts.Progress != nil {
 			v.opts.Progress(VerifyProgress{Table: name, Rows: verdict.Rows, Chunks: verdict.Chunks})
 		}
-		if hi == nil {
+		return nil
+	}
+	var lo []string
+	for {
+		r := keyRange{lo: lo}
+		if len(plan.key) > 0 {
+			if r.hi, err = plan.boundary(ctx, stx, lo, v.opts.ChunkRows); err != nil {
+				return verdict, nil, fmt.Errorf("walk the key of %s on the source: %w", name, err)
+			}
+		}
+		if err := compare(r); err != nil {
+			return verdict, nil, err
+		}
+		if r.hi == nil {
 			break
 		}
-		lo = hi
+		lo = r.hi
+	}
+	if plan.nullKeys {
+		// The rows no key range selects: a target without the source's
+		// primary key may hold keys with a NULL.
+		if err := compare(keyRange{nulls: true}); err != nil {
+			return verdict, nil, err
+		}
 	}
 	// Read-only: committing only ends the snapshots.
 	if err := stx.Commit(ctx); err != nil {
@@ -588,7 +669,7 @@ func (v *verifier) recheck(ctx context.Context, rep *VerifyReport, pending []*pe
 				still = append(still, p)
 				continue
 			}
-			sd, dd, err := p.plan.digestBoth(ctx, v.src, v.dst, p.lo, p.hi)
+			sd, dd, err := p.plan.digestBoth(ctx, v.src, v.dst, p.r)
 			if err != nil {
 				return err
 			}
@@ -607,7 +688,7 @@ func (v *verifier) recheck(ctx context.Context, rep *VerifyReport, pending []*pe
 	for _, p := range pending {
 		t := &rep.Tables[p.verdict]
 		t.Ranges = append(t.Ranges, RangeDiff{
-			After: p.lo, Through: p.hi, Range: p.plan.rangeLabel(p.lo, p.hi),
+			After: p.r.lo, Through: p.r.hi, Range: p.plan.rangeLabel(p.r),
 			SourceRows: p.src.rows, TargetRows: p.dst.rows,
 		})
 	}
@@ -628,6 +709,17 @@ type tablePlan struct {
 	id   pgx.Identifier
 	cols []string
 	key  []keyCol
+	// nullKeys is set when a key column may be NULL on the target (it
+	// lacks the source's primary key): key ranges select only keys
+	// without a NULL, and one more range holds the others.
+	nullKeys bool
+}
+
+// keyRange is a range of a table's rows: those whose key is in (lo, hi],
+// either bound optional (nil); or, with nulls, those whose key has a NULL.
+type keyRange struct {
+	lo, hi []string
+	nulls  bool
 }
 
 // planTable compares the two sides' columns. Rows are compared over the
@@ -660,6 +752,10 @@ func planTable(id pgx.Identifier, src, dst relation) (*tablePlan, []ColumnDiff) 
 			break
 		}
 		p.key = append(p.key, keyCol{name: k, typ: s.typ, collateC: s.collation != d.collation})
+		p.nullKeys = p.nullKeys || !d.notNull
+	}
+	if p.key == nil {
+		p.nullKeys = false
 	}
 	return p, diffs
 }
@@ -711,6 +807,11 @@ func (p *tablePlan) paramTuple(first int) string {
 // optional, with lo's parameters first; "" for no condition.
 func (p *tablePlan) where(hasLo, hasHi bool) string {
 	var conds []string
+	if p.nullKeys {
+		for i := range p.key {
+			conds = append(conds, "t."+pgx.Identifier{p.key[i].name}.Sanitize()+" IS NOT NULL")
+		}
+	}
 	n := 1
 	if hasLo {
 		conds = append(conds, p.keyTuple()+" > "+p.paramTuple(n))
@@ -729,15 +830,23 @@ func (p *tablePlan) where(hasLo, hasHi bool) string {
 // file): count, and the exact sums of both 64-bit halves of each row's md5.
 // OFFSET 0 keeps the planner from inlining the subquery, which would
 // compute each row's md5 once per half: twice the cost.
-func (p *tablePlan) digestSQL(hasLo, hasHi bool) string {
+func (p *tablePlan) digestSQL(r keyRange) string {
 	cols := make([]string, len(p.cols))
 	for i, c := range p.cols {
 		cols[i] = "t." + pgx.Identifier{c}.Sanitize()
 	}
+	where := p.where(r.lo != nil, r.hi != nil)
+	if r.nulls {
+		nulls := make([]string, len(p.key))
+		for i := range p.key {
+			nulls[i] = "t." + pgx.Identifier{p.key[i].name}.Sanitize() + " IS NULL"
+		}
+		where = " WHERE " + strings.Join(nulls, " OR ")
+	}
 	return "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0)::text, " +
 		"coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)::text " +
 		"FROM (SELECT md5(ROW(" + strings.Join(cols, ", ") + ")::text) AS h FROM " + p.id.Sanitize() + " t" +
-		p.where(hasLo, hasHi) + " OFFSET 0) s"
+		where + " OFFSET 0) s"
 }
 
 // boundarySQL finds the key of the n-th row after lo in key order, n given
@@ -781,33 +890,33 @@ func (p *tablePlan) boundary(ctx context.Context, q querier, lo []string, n int6
 	return vals, nil
 }
 
-func (p *tablePlan) digest(ctx context.Context, q querier, lo, hi []string) (digest, error) {
-	args := make([]any, 0, len(lo)+len(hi))
-	for _, s := range lo {
+func (p *tablePlan) digest(ctx context.Context, q querier, r keyRange) (digest, error) {
+	args := make([]any, 0, len(r.lo)+len(r.hi))
+	for _, s := range r.lo {
 		args = append(args, s)
 	}
-	for _, s := range hi {
+	for _, s := range r.hi {
 		args = append(args, s)
 	}
 	var d digest
-	err := q.QueryRow(ctx, p.digestSQL(lo != nil, hi != nil), args...).Scan(&d.rows, &d.hi, &d.lo)
+	err := q.QueryRow(ctx, p.digestSQL(r), args...).Scan(&d.rows, &d.hi, &d.lo)
 	return d, err
 }
 
 // digestBoth digests the range on both sides at once.
-func (p *tablePlan) digestBoth(ctx context.Context, src, dst querier, lo, hi []string) (digest, digest, error) {
+func (p *tablePlan) digestBoth(ctx context.Context, src, dst querier, r keyRange) (digest, digest, error) {
 	var sd, dd digest
 	g, gctx := errgroup.WithContext(ctx)
 	table := p.id[0] + "." + p.id[1]
 	g.Go(func() (err error) {
-		if sd, err = p.digest(gctx, src, lo, hi); err != nil {
-			return fmt.Errorf("digest %s %s on the source: %w", table, p.rangeLabel(lo, hi), err)
+		if sd, err = p.digest(gctx, src, r); err != nil {
+			return fmt.Errorf("digest %s %s on the source: %w", table, p.rangeLabel(r), err)
 		}
 		return nil
 	})
 	g.Go(func() (err error) {
-		if dd, err = p.digest(gctx, dst, lo, hi); err != nil {
-			return fmt.Errorf("digest %s %s on the target: %w", table, p.rangeLabel(lo, hi), err)
+		if dd, err = p.digest(gctx, dst, r); err != nil {
+			return fmt.Errorf("digest %s %s on the target: %w", table, p.rangeLabel(r), err)
 		}
 		return nil
 	})
@@ -836,10 +945,15 @@ func (p *tablePlan) tupleLabel(vals []string) string {
 	return "(" + strings.Join(ls, ", ") + ")"
 }
 
-// rangeLabel describes (lo, hi] for people: "id <= 1000",
-// "id in (1000, 2000]", "(a, b) > (1, 'x')", or "all rows".
-func (p *tablePlan) rangeLabel(lo, hi []string) string {
-	if len(p.key) == 0 || (lo == nil && hi == nil) {
+// rangeLabel describes a range for people: "id <= 1000",
+// "id in (1000, 2000]", "(a, b) > (1, 'x')", "all rows" or "rows with a
+// NULL key".
+func (p *tablePlan) rangeLabel(r keyRange) string {
+	lo, hi := r.lo, r.hi
+	switch {
+	case r.nulls:
+		return "rows with a NULL key"
+	case len(p.key) == 0 || (lo == nil && hi == nil):
 		return "all rows"
 	}
 	key := strings.Join(p.keyNames(), ", ")

@@ -65,7 +65,7 @@ func testRelation(pk []string, cols ...column) relation {
 func TestVerify_PlanTable(t *testing.T) {
 	id := pgx.Identifier{"public", "t"}
 	src := testRelation([]string{"a", "b"},
-		column{"a", "integer", ""}, column{"b", "text", "en_US.utf8"}, column{"c", "text", "en_US.utf8"}, column{"d", "integer", ""})
+		column{name: "a", typ: "integer", collation: "", notNull: true}, column{name: "b", typ: "text", collation: "en_US.utf8", notNull: true}, column{name: "c", typ: "text", collation: "en_US.utf8", notNull: true}, column{name: "d", typ: "integer", collation: "", notNull: true})
 
 	t.Run("same", func(t *testing.T) {
 		p, diffs := planTable(id, src, src)
@@ -81,7 +81,7 @@ func TestVerify_PlanTable(t *testing.T) {
 	})
 	t.Run("columns differ", func(t *testing.T) {
 		dst := testRelation([]string{"a", "b"},
-			column{"e", "integer", ""}, column{"b", "text", "C"}, column{"a", "integer", ""}, column{"c", "character varying(5)", "en_US.utf8"})
+			column{name: "e", typ: "integer", collation: "", notNull: true}, column{name: "b", typ: "text", collation: "C", notNull: true}, column{name: "a", typ: "integer", collation: "", notNull: true}, column{name: "c", typ: "character varying(5)", collation: "en_US.utf8", notNull: true})
 		p, diffs := planTable(id, src, dst)
 		var got []string
 		for _, d := range diffs {
@@ -102,8 +102,18 @@ func TestVerify_PlanTable(t *testing.T) {
 			t.Errorf("key = %+v, want b compared in C, its collations differing", p.key)
 		}
 	})
+	t.Run("key nullable on target", func(t *testing.T) {
+		dst := testRelation(nil, column{name: "a", typ: "integer"}, column{name: "b", typ: "text", collation: "en_US.utf8", notNull: true},
+			column{name: "c", typ: "text", collation: "en_US.utf8"}, column{name: "d", typ: "integer"})
+		if p, _ := planTable(id, src, dst); len(p.key) != 2 || !p.nullKeys {
+			t.Errorf("key = %+v, nullKeys %v; want a and b, and a range for NULL keys", p.key, p.nullKeys)
+		}
+		if p, _ := planTable(id, src, src); p.nullKeys {
+			t.Errorf("nullKeys set with the key NOT NULL on both sides")
+		}
+	})
 	t.Run("key column retyped", func(t *testing.T) {
-		dst := testRelation(nil, column{"a", "bigint", ""}, column{"b", "text", "en_US.utf8"}, column{"c", "text", "en_US.utf8"}, column{"d", "integer", ""})
+		dst := testRelation(nil, column{name: "a", typ: "bigint", collation: "", notNull: true}, column{name: "b", typ: "text", collation: "en_US.utf8", notNull: true}, column{name: "c", typ: "text", collation: "en_US.utf8", notNull: true}, column{name: "d", typ: "integer", collation: "", notNull: true})
 		p, _ := planTable(id, src, dst)
 		if len(p.key) != 0 {
 			t.Errorf("key = %+v, want none (compared whole)", p.key)
@@ -116,6 +126,7 @@ func TestVerify_SQL(t *testing.T) {
 	composite := &tablePlan{id: pgx.Identifier{"s", "p"}, cols: []string{"r", "n", "v"},
 		key: []keyCol{{name: "r", typ: "text", collateC: true}, {name: "n", typ: "bigint"}}}
 	whole := &tablePlan{id: pgx.Identifier{"public", "nokey"}, cols: []string{"a"}}
+	nullable := &tablePlan{id: composite.id, cols: composite.cols, key: composite.key, nullKeys: true}
 
 	const sums = `SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0)::text, coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)::text FROM `
 	for _, tc := range []struct {
@@ -123,16 +134,20 @@ func TestVerify_SQL(t *testing.T) {
 		got  string
 		want string
 	}{
-		{"digest whole", whole.digestSQL(false, false),
+		{"digest whole", whole.digestSQL(keyRange{}),
 			sums + `(SELECT md5(ROW(t."a")::text) AS h FROM "public"."nokey" t OFFSET 0) s`},
-		{"digest first range", single.digestSQL(false, true),
+		{"digest first range", single.digestSQL(keyRange{hi: []string{"1"}}),
 			sums + `(SELECT md5(ROW(t."id", t."Name")::text) AS h FROM "public"."items" t WHERE t."id" <= $1::text::integer OFFSET 0) s`},
-		{"digest middle range", single.digestSQL(true, true),
+		{"digest middle range", single.digestSQL(keyRange{lo: []string{"1"}, hi: []string{"2"}}),
 			sums + `(SELECT md5(ROW(t."id", t."Name")::text) AS h FROM "public"."items" t WHERE t."id" > $1::text::integer AND t."id" <= $2::text::integer OFFSET 0) s`},
-		{"digest composite last range", composite.digestSQL(true, false),
+		{"digest composite last range", composite.digestSQL(keyRange{lo: []string{"a", "1"}}),
 			sums + `(SELECT md5(ROW(t."r", t."n", t."v")::text) AS h FROM "s"."p" t WHERE (t."r" COLLATE "C", t."n") > ($1::text::text, $2::text::bigint) OFFSET 0) s`},
-		{"digest composite middle range", composite.digestSQL(true, true),
+		{"digest composite middle range", composite.digestSQL(keyRange{lo: []string{"a", "1"}, hi: []string{"b", "2"}}),
 			sums + `(SELECT md5(ROW(t."r", t."n", t."v")::text) AS h FROM "s"."p" t WHERE (t."r" COLLATE "C", t."n") > ($1::text::text, $2::text::bigint) AND (t."r" COLLATE "C", t."n") <= ($3::text::text, $4::text::bigint) OFFSET 0) s`},
+		{"digest nullable key range", nullable.digestSQL(keyRange{lo: []string{"a", "1"}}),
+			sums + `(SELECT md5(ROW(t."r", t."n", t."v")::text) AS h FROM "s"."p" t WHERE t."r" IS NOT NULL AND t."n" IS NOT NULL AND (t."r" COLLATE "C", t."n") > ($1::text::text, $2::text::bigint) OFFSET 0) s`},
+		{"digest NULL keys", nullable.digestSQL(keyRange{nulls: true}),
+			sums + `(SELECT md5(ROW(t."r", t."n", t."v")::text) AS h FROM "s"."p" t WHERE t."r" IS NULL OR t."n" IS NULL OFFSET 0) s`},
 		{"boundary first", single.boundarySQL(false),
 			`SELECT t."id"::text FROM "public"."items" t ORDER BY t."id" OFFSET $1::bigint - 1 LIMIT 1`},
 		{"boundary next", single.boundarySQL(true),
@@ -166,7 +181,7 @@ func TestVerify_RangeLabel(t *testing.T) {
 		{composite, []string{"it's", "1"}, nil, "(region, n) > ('it''s', 1)"},
 		{composite, nil, []string{"2024-01-01", "1"}, "(region, n) <= ('2024-01-01', 1)"},
 	} {
-		if got := tc.p.rangeLabel(tc.lo, tc.hi); got != tc.want {
+		if got := tc.p.rangeLabel(keyRange{lo: tc.lo, hi: tc.hi}); got != tc.want {
 			t.Errorf("rangeLabel(%q, %q) = %q, want %q", tc.lo, tc.hi, got, tc.want)
 		}
 	}

@@ -264,6 +264,71 @@ func SeekLSN(ctx context.Context, st jetstream.Stream, lsn LSN) (uint64, error) 
 	return ans, nil
 }
 
+// SeekTime finds where the source's commit times pass t in the change
+// stream st of source: the commit LSN of the first transaction committed
+// after t, with past true; or, when none is, the end LSN of the stream's
+// last message, with past false: every transaction committed before that
+// LSN is in the stream, none after t. Commit times are the source's
+// (heartbeats, stamped by capture's clock, play no part) and are taken to
+// grow with commit order: a binary search reads O(log n) messages.
+func SeekTime(ctx context.Context, st jetstream.Stream, source string, t time.Time) (lsn LSN, past bool, err error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("read stream info: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, false, nil
+	}
+	// next reads the first transaction message at or after seq: 0 when
+	// there is none.
+	subject := TxnSubject(source)
+	next := func(seq uint64) (uint64, []*Envelope, error) {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil, nil
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("read stream message %d: %w", seq, err)
+		}
+		envs, _ := DecodeMessage(m.Data) // one that does not decode holds no time
+		return m.Sequence, envs, nil
+	}
+	// The first transaction message whose newest transaction is past t.
+	var found []*Envelope
+	lo, hi := info.State.FirstSeq, info.State.LastSeq
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		seq, envs, err := next(mid)
+		if err != nil {
+			return 0, false, err
+		}
+		switch {
+		case seq == 0:
+			hi = mid - 1 // no transaction from mid on
+		case len(envs) > 0 && envs[len(envs)-1].CommitTime.After(t):
+			found, hi = envs, mid-1
+		default:
+			lo = seq + 1 // nothing between mid and seq is a transaction
+		}
+		if mid == 0 {
+			break
+		}
+	}
+	for _, e := range found {
+		if e.CommitTime.After(t) {
+			return e.CommitLSN, true, nil
+		}
+	}
+	envs, err := readEnvelopes(ctx, st, info.State.LastSeq)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, e := range envs {
+		lsn = max(lsn, e.EndLSN)
+	}
+	return lsn, false, nil
+}
+
 // readEnvelopes decodes the message at seq of a change stream: nil when
 // it is gone or is not pgjet's.
 func readEnvelopes(ctx context.Context, st jetstream.Stream, seq uint64) ([]*Envelope, error) {

@@ -477,12 +477,39 @@ func TestApply_LastWriterWinsNeedsOrigins(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	exec1(t, c.dst, "CREATE ROLE app LOGIN", "GRANT CREATE ON DATABASE postgres TO app")
-	u, err := url.Parse(c.dst)
+	u := asUser(t, c.dst, "app")
+	app := start(t, "pgjet-apply", bins.apply, "--db", u, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
+		"--conflict", "last-writer-wins", "--local-name", "here")
+	expectFatal(t, app, "last-writer-wins needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
+}
+
+// TestApply_KeepLocalAndErrorNeedOrigins: keep-local and error tell rows
+// written here from the source's by the replication origin the applier
+// writes under; a role that may not use origins is refused at the start,
+// in one line naming the privilege, instead of silently applying over
+// rows changed here as source-wins would.
+func TestApply_KeepLocalAndErrorNeedOrigins(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	exec1(t, c.dst, "CREATE ROLE app LOGIN", "GRANT CREATE ON DATABASE postgres TO app")
+	u := asUser(t, c.dst, "app")
+	for _, flags := range [][]string{{"--conflict", "keep-local"}, {"--conflict", "error"}, {"--conflict-table", "public.acct=keep-local"}} {
+		t.Run(strings.Join(flags, "="), func(t *testing.T) {
+			policy := flags[1][strings.Index(flags[1], "=")+1:]
+			app := start(t, "pgjet-apply", bins.apply, append([]string{"--db", u, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1"}, flags...)...)
+			expectFatal(t, app, "--conflict "+policy+" needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
+		})
+	}
+}
+
+// asUser is the database URL dbURL with the role user instead (the test
+// clusters trust local connections).
+func asUser(t *testing.T, dbURL, user string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.User = url.User("app")
-	app := start(t, "pgjet-apply", bins.apply, "--db", u.String(), "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
-		"--conflict", "last-writer-wins", "--local-name", "here")
-	expectFatal(t, app, "last-writer-wins needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
+	u.User = url.User(user)
+	return u.String()
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -110,6 +111,76 @@ func TestReplay_UntilTimeResumedSnapshot(t *testing.T) {
 		if strings.Contains(out, man.ID) {
 			t.Errorf("replay %s built from snapshot %s, resumed after the point", until[0], man.ID)
 		}
+	}
+	capt.Stop(t)
+}
+
+// TestReplay_UntilTimeCaptureClockBehind: a snapshot's times (when it
+// started, when each table was taken) are read from the capture host's
+// clock, --until-time names a source commit time. With a capture host
+// whose clock runs an hour behind the source's, a snapshot taken after
+// the point looks taken before it. Replay must choose by the source's
+// commit times: the snapshot holds a transaction committed after the
+// point, so the older snapshot and the changes after it are used.
+func TestReplay_UntilTimeCaptureClockBehind(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	exec1(t, c.src, `INSERT INTO t SELECT i, 'first' FROM generate_series(1, 10) i`)
+	capt := c.capture(t)
+	capt.waitLog(t, "snapshot complete")
+	exec1(t, c.src, `INSERT INTO t VALUES (11, 'before the point')`)
+	ctx := context.Background()
+	mid, err := local.Digest(ctx, c.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pauses (not a guess at any state) put a clear gap between the point
+	// and the commits on either side of it.
+	time.Sleep(1100 * time.Millisecond)
+	midTime := time.Now().UTC()
+	time.Sleep(1100 * time.Millisecond)
+	exec1(t, c.src, `INSERT INTO t VALUES (12, 'after the point')`)
+	if code, out := runPgjet(t, "snapshot", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"); code != 0 {
+		t.Fatalf("pgjet snapshot exited %d:\n%s", code, tail(out, 2000))
+	}
+	c.waitCaptured(t)
+
+	// The second snapshot as a capture host an hour behind would have
+	// written it: its end message again, with every time an hour earlier.
+	snaps, _ := snapshotList(t, c.nats.ClientURL())
+	if len(snaps) != 2 || !snaps[1].Complete {
+		t.Fatalf("snapshots: %+v, want two complete", snaps)
+	}
+	man := snaps[1].Manifest
+	man.Started, man.Finished = man.Started.Add(-time.Hour), man.Finished.Add(-time.Hour)
+	for i := range man.Tables {
+		man.Tables[i].Taken = man.Tables[i].Taken.Add(-time.Hour)
+	}
+	data, err := json.Marshal(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := natsJS(t, c.nats.ClientURL())
+	m := nats.NewMsg(stream.SnapshotOutlineSubject("src", man.ID))
+	m.Header.Set(stream.SnapKindHeader, stream.SnapEnd)
+	m.Data = data
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if snaps, _ = snapshotList(t, c.nats.ClientURL()); !snaps[1].Manifest.Started.Before(midTime) {
+		t.Fatalf("the second snapshot does not look taken before the point: %+v", snaps[1].Manifest)
+	}
+
+	url, out := c.replayInto(t, "replayed", "--until-time", midTime.Format(time.RFC3339Nano))
+	got, err := local.Digest(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := local.DiffDigests(mid, got); len(d) > 0 {
+		t.Errorf("replay --until-time differs from the primary at that point: %v", d)
+	}
+	if strings.Contains(out, man.ID) {
+		t.Errorf("replay built from snapshot %s, which holds a transaction after the point", man.ID)
 	}
 	capt.Stop(t)
 }

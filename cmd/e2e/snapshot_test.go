@@ -236,13 +236,7 @@ func TestReplay_ToAPoint(t *testing.T) {
 	app.Stop(t)
 
 	for _, until := range [][]string{{"--until-lsn", midLSN}, {"--until-time", midTime}} {
-		db := "replay" + strings.TrimPrefix(until[0], "--until-")
-		exec1(t, c.dst, "CREATE DATABASE "+db)
-		url := c.replica.URL(db)
-		code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", url, until[0], until[1])
-		if code != 0 {
-			t.Fatalf("replay %s exited %d (%v):\n%s", until[0], code, until, tail(out, 3000))
-		}
+		url, out := c.replayInto(t, "replay"+strings.TrimPrefix(until[0], "--until-"), until...)
 		for _, want := range []string{"replaying from snapshot", "restore", "replay reached its point", "replay complete"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("replay %s did not log %q:\n%s", until[0], want, tail(out, 3000))

@@ -83,3 +83,64 @@ func TestTruncate_TableCopiedAgain(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestTruncate_KeepLocal: under keep-local, a TRUNCATE from the source
+// deletes the rows the source wrote and keeps those written here (inserted
+// or changed), recording one truncate_changed conflict per table that kept
+// rows; a table truncated with it that holds only the source's rows is
+// emptied without a record.
+func TestTruncate_KeepLocal(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "CREATE TABLE acct (id int PRIMARY KEY, v text)", "CREATE TABLE other (id int PRIMARY KEY)")
+	capt := c.capture(t)
+	app := c.apply(t, "--conflict", "keep-local", "--local-name", "replica")
+	exec1(t, c.src, "INSERT INTO acct SELECT i, 'source' FROM generate_series(1, 5) i", "INSERT INTO other SELECT generate_series(1, 5)")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	exec1(t, c.dst, "UPDATE acct SET v = 'changed here' WHERE id = 1", "INSERT INTO acct VALUES (10, 'written here')")
+	exec1(t, c.src, "TRUNCATE acct, other", "INSERT INTO acct VALUES (6, 'after')", "INSERT INTO other VALUES (6)")
+	waitFor(t, 60*time.Second, "the rows after the TRUNCATE", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM acct WHERE id = 6") + queryInt(t, c.dst, "SELECT count(*) FROM other WHERE id = 6")
+		return n == 2, "not there yet"
+	})
+	var rows string
+	if err := pgxQueryRow(t, c.dst, "SELECT string_agg(id || ' ' || v, '; ' ORDER BY id) FROM acct", &rows); err != nil {
+		t.Fatal(err)
+	}
+	if want := "1 changed here; 6 after; 10 written here"; rows != want {
+		t.Errorf("replica acct = %q, want %q", rows, want)
+	}
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM other"); n != 1 {
+		t.Errorf("replica other has %d rows, want 1 (the source's were truncated)", n)
+	}
+	got := conflicts(t, c.dst)
+	checkConflicts(t, got, [][4]string{{"truncate_changed", "skip", "null", "replica"}})
+	if len(got) == 1 && (got[0].Table != "public.acct" || string(got[0].Local) != `{"rows": 2}`) {
+		t.Errorf("conflict = table %s local_row %s, want public.acct {\"rows\": 2}", got[0].Table, got[0].Local)
+	}
+	capt.Stop(t)
+	app.Stop(t)
+}
+
+// TestTruncate_Error: under the error policy a TRUNCATE that would wipe
+// rows written here stops the applier; nothing of its transaction is
+// applied and the conflict is recorded.
+func TestTruncate_Error(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "CREATE TABLE acct (id int PRIMARY KEY, v text)", "CREATE TABLE other (id int PRIMARY KEY)")
+	capt := c.capture(t)
+	app := c.apply(t, "--conflict", "error")
+	exec1(t, c.src, "INSERT INTO acct SELECT i, 'source' FROM generate_series(1, 5) i", "INSERT INTO other SELECT generate_series(1, 5)")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	exec1(t, c.dst, "INSERT INTO acct VALUES (10, 'written here')")
+	exec1(t, c.src, "BEGIN; INSERT INTO other VALUES (6); TRUNCATE acct; COMMIT")
+	expectFatal(t, app, "truncate_changed on public.acct at LSN ", "conflict policy of the table is error", "--conflict-table public.acct=POLICY")
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM acct"); n != 6 {
+		t.Errorf("replica acct has %d rows, want all 6 kept", n)
+	}
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM other WHERE id = 6"); n != 0 {
+		t.Errorf("the transaction of the conflict was partly applied: other has row 6")
+	}
+	checkConflicts(t, conflicts(t, c.dst), [][4]string{{"truncate_changed", "error", "null", "(local)"}})
+	capt.Stop(t)
+}

@@ -16,9 +16,17 @@ import (
 // code, stdout and stderr.
 func runPgjetVerify(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	return runPgjetVerifyEnv(t, nil, args...)
+}
+
+// runPgjetVerifyEnv is runPgjetVerify with these environment variables
+// (NAME=value) added.
+func runPgjetVerifyEnv(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.pgjet, append([]string{"verify"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 
+	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
 )
@@ -21,11 +22,15 @@ import (
 type verifyFlags struct {
 	source, target string
 	tables         []string
-	chunkRows      int64
-	waitLSN        bool
-	timeout        time.Duration
-	name           string
-	json           bool
+	// capture holds --include-tables, --exclude-tables and
+	// --exclude-columns, the flags of pgjet-capture.
+	capture   capture.Config
+	filter    capture.Filter
+	chunkRows int64
+	waitLSN   bool
+	timeout   time.Duration
+	name      string
+	json      bool
 }
 
 // verifyProgressEvery is how often progress goes to stderr.
@@ -55,13 +60,19 @@ func runVerify(args []string) int {
 			"replica still catching up converges and only a lasting difference is reported.\n\n"+
 			"Exit status: 0 when every table is identical, 1 when one differs or a database\n"+
 			"cannot be read, 2 for bad flags.\n\n"+
-			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--chunk-rows N]\n"+
+			"Give it the table filters pgjet-capture runs with (--tables, --include-tables,\n"+
+			"--exclude-tables, --exclude-columns): a replica holds only what they let through.\n"+
+			"The report names the filters in effect, from flags or PGJET_* variables, and the\n"+
+			"source tables they left out.\n\n"+
+			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--include-tables P,...]\n"+
+			"               [--exclude-tables P,...] [--exclude-columns P,...] [--chunk-rows N]\n"+
 			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.source, "source", "", "primary database URL, e.g. postgres://user:secret@primary:5432/app")
 	fs.StringVar(&f.target, "target", "", "replica database URL")
 	fs.StringSliceVar(&f.tables, "tables", nil, "compare only these schema.table (default: every user table of the source, pgjet's own excluded)")
+	cli.CaptureTableFlags(fs, &f.capture)
 	fs.Int64Var(&f.chunkRows, "chunk-rows", f.chunkRows, "source rows per compared key range")
 	fs.BoolVar(&f.waitLSN, "wait-lsn", f.waitLSN, "wait until the target has applied what the source committed before comparing")
 	fs.DurationVar(&f.timeout, "timeout", f.timeout, "longest wait for the target to catch up (0: no limit)")
@@ -76,7 +87,14 @@ func runVerify(args []string) int {
 	}
 	opts := def
 	opts.Tables, opts.ChunkRows, opts.WaitLSN, opts.WaitTimeout, opts.SourceName = f.tables, f.chunkRows, f.waitLSN, f.timeout, f.name
+	opts.Filter = f.filter
 	opts.Progress = progressPrinter(os.Stderr)
+	var filters []string
+	for _, name := range []string{"tables", "include-tables", "exclude-tables", "exclude-columns"} {
+		if g := cli.Given(fs, name); g != "" {
+			filters = append(filters, g)
+		}
+	}
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
@@ -93,6 +111,7 @@ func runVerify(args []string) int {
 		return 1
 	}
 	rep.Source, rep.Target = schema.Redact(f.source), schema.Redact(f.target)
+	rep.Filters = filters
 	if f.json {
 		if err := writeJSON(os.Stdout, rep); err != nil {
 			fmt.Fprintf(os.Stderr, "pgjet verify: write report: %v\n", err)
@@ -118,10 +137,17 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 	if f.timeout < 0 {
 		return nil, nil, errors.New("--timeout must not be negative")
 	}
-	for _, t := range f.tables {
-		if _, err := schema.ParseTable(t); err != nil {
+	qualified := make([]string, len(f.tables))
+	for i, t := range f.tables {
+		id, err := schema.ParseTable(t)
+		if err != nil {
 			return nil, nil, fmt.Errorf("--tables: %v", err)
 		}
+		qualified[i] = id[0] + "." + id[1]
+	}
+	// Capture's own filter: verify sees the source as its replicas do.
+	if f.filter, err = capture.NewFilter(qualified, f.capture.IncludeTables, f.capture.ExcludeTables, f.capture.ExcludeColumns); err != nil {
+		return nil, nil, err
 	}
 	parse := func(flag, url string) (*pgx.ConnConfig, error) {
 		cfg, err := pgx.ParseConfig(url)
@@ -193,11 +219,24 @@ func printVerifyReport(w io.Writer, rep *schema.VerifyReport) {
 			differ++
 		}
 	}
+	if len(rep.Filters) > 0 {
+		fmt.Fprintf(w, "filters: %s\n", strings.Join(rep.Filters, ", "))
+	}
+	left := ""
+	if n := len(rep.NotCompared); n > 0 {
+		names := rep.NotCompared
+		more := ""
+		if len(names) > maxListedTables {
+			names, more = names[:maxListedTables], fmt.Sprintf(" and %d more", n-maxListedTables)
+		}
+		fmt.Fprintf(w, "not compared: %s: %s%s\n", plural(n, "source table"), strings.Join(names, ", "), more)
+		left = fmt.Sprintf(" (%s not compared)", plural(n, "source table"))
+	}
 	switch {
 	case len(rep.Tables) == 0:
-		fmt.Fprintln(w, "no tables to compare")
+		fmt.Fprintf(w, "no tables to compare%s\n", left)
 	case differ == 0:
-		fmt.Fprintf(w, "all %d tables identical\n", len(rep.Tables))
+		fmt.Fprintf(w, "all %d tables identical%s\n", len(rep.Tables), left)
 	default:
 		fmt.Fprintf(w, "%d of %d tables differ\n", differ, len(rep.Tables))
 		if wt := rep.Wait; wt != nil && wt.Idle {
@@ -205,6 +244,17 @@ func printVerifyReport(w io.Writer, rep *schema.VerifyReport) {
 				"if pgjet-apply is stopped or its region is cut off, these may be changes not yet applied\n", wt.AppliedLSN, wt.SourceLSN)
 		}
 	}
+}
+
+// maxListedTables is the most tables a report line names.
+const maxListedTables = 10
+
+// plural renders "1 source table" or "2 source tables".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // oneLine folds a multi-line error (pgx lists every address it tried,

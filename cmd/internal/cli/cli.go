@@ -63,6 +63,7 @@ func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 			if err := fs.Set(f.Name, v); err != nil {
 				bad = append(bad, fmt.Sprintf("%s=%q: %v", EnvName(f.Name), v, err))
 			}
+			_ = fs.SetAnnotation(f.Name, fromEnv, []string{EnvName(f.Name)})
 		}
 	})
 	if len(bad) > 0 {
@@ -77,6 +78,28 @@ func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 			Usage(fs.Name(), err)
 		}
 	}
+}
+
+// fromEnv annotates a flag Parse set from its PGJET_* variable.
+const fromEnv = "pgjet-from-env"
+
+// Given describes how flag name of fs got its value, for a report that
+// must not hide a setting: "--name v" from the command line, "--name v
+// (from PGJET_NAME)" from the environment, "" when it was not set.
+func Given(fs *pflag.FlagSet, name string) string {
+	f := fs.Lookup(name)
+	if f == nil || !f.Changed {
+		return ""
+	}
+	v := f.Value.String()
+	if sv, ok := f.Value.(pflag.SliceValue); ok {
+		v = strings.Join(sv.GetSlice(), ",")
+	}
+	s := "--" + name + " " + v
+	if env := f.Annotations[fromEnv]; len(env) > 0 {
+		s += " (from " + env[0] + ")"
+	}
+	return s
 }
 
 // LogFlags are the logging flags every daemon takes.
