@@ -272,6 +272,15 @@ func (a *Applier) session(ctx context.Context) error {
 	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
 		stmts: newStmtCache(a.cfg.StatementCache)}
 	a.stats.Prepared.Store(0)
+	// Pointed at the source, the target must stay as it is: the slot of
+	// the default name is checked before anything is written, a slot
+	// named in the stream's headers once the stream is read.
+	if err := notSource(ctx, s.conn, nil, a.cfg.Name); err != nil {
+		return err
+	}
+	if err := s.setup(ctx); err != nil {
+		return err
+	}
 
 	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.cfg.NATSOptions, a.log)
 	if stream.IsPermanent(err) {
@@ -290,12 +299,7 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Before anything is written to the target: pointed at the source,
-	// it must stay as it is.
 	if err := notSource(ctx, s.conn, changes, a.cfg.Name); err != nil {
-		return err
-	}
-	if err := s.setup(ctx); err != nil {
 		return err
 	}
 	if a.cfg.OnBadMessage == OnBadMessageDeadLetter {

@@ -18,11 +18,15 @@ import (
 // second time onto it. The source is told by its slot: the one capture
 // named in the stream's headers, in a database of the same system and
 // name, or, for streams without those headers, the default slot
-// pgjet_<name> in this database.
+// pgjet_<name> in this database. With st nil, only the default slot is
+// looked for.
 func notSource(ctx context.Context, conn *pgx.Conn, st jetstream.Stream, name string) error {
-	h, err := lastHeaders(ctx, st)
-	if err != nil {
-		return natsError{err}
+	var h nats.Header
+	if st != nil {
+		var err error
+		if h, err = lastHeaders(ctx, st); err != nil {
+			return natsError{err}
+		}
 	}
 	slot := "pgjet_" + name
 	if s := h.Get(stream.HeaderSlot); s != "" {
@@ -30,7 +34,7 @@ func notSource(ctx context.Context, conn *pgx.Conn, st jetstream.Stream, name st
 	}
 	var system, db string
 	var hasSlot bool
-	err = conn.QueryRow(ctx, `SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database(),
+	err := conn.QueryRow(ctx, `SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database(),
 		EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database())`, slot).Scan(&system, &db, &hasSlot)
 	if err != nil {
 		return fmt.Errorf("identify the target database: %w", err)
