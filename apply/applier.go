@@ -744,23 +744,40 @@ func (s *session) probe(ctx context.Context) {
 }
 
 // chained reports whether message m follows, in capture's chain
-// (stream.HeaderPrev), the message at the session's last sequence: the
-// sequences between then hold no message of the source. Messages written
-// before the chain existed never count as chained.
+// (stream.HeaderPrev), the source's last message at or before the
+// session's last sequence: the sequences between then hold no message of
+// the source. The messages the session passed last may be strangers'
+// (set aside by --on-bad-message dead-letter), which capture's chain runs
+// past, so the search goes back over them to the source's own message.
+// Messages written before the chain existed never count as chained.
 func (s *session) chained(ctx context.Context, m jetstream.Msg) (bool, error) {
 	prev := m.Headers().Get(stream.HeaderPrev)
 	if prev == "" {
 		return false, nil
 	}
-	last, err := s.src.GetMsg(ctx, s.lastSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
+	for seq := s.lastSeq; seq > 0 && s.lastSeq-seq < maxChainBack; seq-- {
+		last, err := s.src.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, natsError{fmt.Errorf("read stream %s sequence %d back: %w", stream.StreamName(s.a.cfg.Name), seq, err)}
+		}
+		if last.Header.Get(jetstream.MsgIDHeader) == prev {
+			return true, nil
+		}
+		// The source's own message, and not the one m names: one of the
+		// source's messages after it is missing.
+		if envs, err := stream.DecodeMessage(last.Data); err == nil && envs[len(envs)-1].Source == s.a.cfg.Name {
+			return false, nil
+		}
 	}
-	if err != nil {
-		return false, natsError{fmt.Errorf("read stream %s sequence %d back: %w", stream.StreamName(s.a.cfg.Name), s.lastSeq, err)}
-	}
-	return last.Header.Get(jetstream.MsgIDHeader) == prev, nil
+	return false, nil
 }
+
+// maxChainBack bounds how far back chained looks for the source's last
+// message: more strangers' messages than that in a row are no stray.
+const maxChainBack = 100
 
 func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 	a := s.a
