@@ -182,7 +182,9 @@ type session struct {
 	// delivered is the consumer's delivery count of the last message seen:
 	// a jump in it means deliveries were lost on the way (see handle).
 	delivered uint64
-	endSeq    uint64 // StopAtEnd: the stream's last sequence at the start
+	// lost is set when delivery numbers jumped since the last new message.
+	lost   bool
+	endSeq uint64 // StopAtEnd: the stream's last sequence at the start
 	// snapSkip holds tables whose snapshot rows are newer than the
 	// position: their changes before the LSN are in the rows already.
 	snapSkip map[string]stream.LSN
@@ -786,11 +788,15 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		return natsError{fmt.Errorf("read message metadata: %w", err)}
 	}
 	seq := md.Sequence.Stream
-	lostDeliveries := s.delivered != 0 && md.Sequence.Consumer > s.delivered+1
+	// A jump seen on a redelivery (after AckWait) still counts for the
+	// next new message: that one comes after the deliveries lost.
+	s.lost = s.lost || s.delivered != 0 && md.Sequence.Consumer > s.delivered+1
 	s.delivered = md.Sequence.Consumer
 	if seq <= s.lastSeq {
 		return nil // redelivered: already seen in this session
 	}
+	lostDeliveries := s.lost
+	s.lost = false
 	if s.lastSeq != 0 && seq != s.lastSeq+1 && lostDeliveries {
 		// The consumer delivered messages this session never received: a
 		// NATS server died or the link dropped with them in flight. The
