@@ -282,3 +282,32 @@ func TestCluster_StreamWithoutLeader(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestCluster_IdleCaptureStreamWithoutLeader: a capture with nothing to
+// publish (an idle source, --heartbeat 0) still says, past
+// --nats-outage-limit, that its stream has no leader, and /readyz fails:
+// the next transaction would wait for it.
+func TestCluster_IdleCaptureStreamWithoutLeader(t *testing.T) {
+	t.Parallel()
+	c, nodes, urls := newClusterOnNATSCluster(t)
+	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+	addr := metricsAddr(t)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "0",
+		"--stream-replicas", "3", "--nats-outage-limit", "3s", "--metrics-addr", addr)
+	capt.waitLog(t, "capture started")
+	exec1(t, c.src, "INSERT INTO items VALUES (1, 'before')")
+	waitFor(t, time.Minute, "capture to be ready", func() (bool, string) {
+		checkDaemons(t)
+		code, body := get(t, addr, "/readyz")
+		return code == http.StatusOK, fmt.Sprintf("/readyz %d %s", code, body)
+	})
+
+	nodes[0].Kill()
+	nodes[1].Kill()
+	waitFor(t, time.Minute, "capture to report the stream unreachable", func() (bool, string) {
+		checkDaemons(t)
+		code, body := get(t, addr, "/readyz")
+		logged := strings.Count(capt.Output(), "stream PGJET_src unreachable for")
+		return logged == 1 && code == http.StatusServiceUnavailable, fmt.Sprintf("logged %d times; /readyz %d %s", logged, code, body)
+	})
+}
