@@ -732,13 +732,14 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 // outageProbe is how often an idle applier checks that its stream answers.
 const outageProbe = 5 * time.Second
 
-// probe asks the stream for its state, recording whether it answered.
+// probe checks that the stream has a leader (stream.Probe), recording
+// whether it answered.
 func (s *session) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, outageProbe)
 	defer cancel()
-	if _, err := s.src.Info(pctx); err != nil {
+	if err := stream.Probe(pctx, s.src, s.a.cfg.Name); err != nil {
 		if ctx.Err() == nil {
-			s.a.streamFailed(fmt.Errorf("read stream %s: %w", stream.StreamName(s.a.cfg.Name), err))
+			s.a.streamFailed(err)
 		}
 		return
 	}
