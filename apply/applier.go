@@ -182,7 +182,9 @@ type session struct {
 	// delivered is the consumer's delivery count of the last message seen:
 	// a jump in it means deliveries were lost on the way (see handle).
 	delivered uint64
-	endSeq    uint64 // StopAtEnd: the stream's last sequence at the start
+	// lost is set when delivery numbers jumped since the last new message.
+	lost   bool
+	endSeq uint64 // StopAtEnd: the stream's last sequence at the start
 	// snapSkip holds tables whose snapshot rows are newer than the
 	// position: their changes before the LSN are in the rows already.
 	snapSkip map[string]stream.LSN
@@ -734,13 +736,14 @@ func (s *session) loop(stop, ctx context.Context, msgs <-chan jetstream.Msg, fet
 // outageProbe is how often an idle applier checks that its stream answers.
 const outageProbe = 5 * time.Second
 
-// probe asks the stream for its state, recording whether it answered.
+// probe checks that the stream has a leader (stream.Probe), recording
+// whether it answered.
 func (s *session) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, outageProbe)
 	defer cancel()
-	if _, err := s.src.Info(pctx); err != nil {
+	if err := stream.Probe(pctx, s.src, s.a.cfg.Name); err != nil {
 		if ctx.Err() == nil {
-			s.a.streamFailed(fmt.Errorf("read stream %s: %w", stream.StreamName(s.a.cfg.Name), err))
+			s.a.streamFailed(err)
 		}
 		return
 	}
@@ -748,23 +751,40 @@ func (s *session) probe(ctx context.Context) {
 }
 
 // chained reports whether message m follows, in capture's chain
-// (stream.HeaderPrev), the message at the session's last sequence: the
-// sequences between then hold no message of the source. Messages written
-// before the chain existed never count as chained.
+// (stream.HeaderPrev), the source's last message at or before the
+// session's last sequence: the sequences between then hold no message of
+// the source. The messages the session passed last may be strangers'
+// (set aside by --on-bad-message dead-letter), which capture's chain runs
+// past, so the search goes back over them to the source's own message.
+// Messages written before the chain existed never count as chained.
 func (s *session) chained(ctx context.Context, m jetstream.Msg) (bool, error) {
 	prev := m.Headers().Get(stream.HeaderPrev)
 	if prev == "" {
 		return false, nil
 	}
-	last, err := s.src.GetMsg(ctx, s.lastSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
+	for seq := s.lastSeq; seq > 0 && s.lastSeq-seq < maxChainBack; seq-- {
+		last, err := s.src.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, natsError{fmt.Errorf("read stream %s sequence %d back: %w", stream.StreamName(s.a.cfg.Name), seq, err)}
+		}
+		if last.Header.Get(jetstream.MsgIDHeader) == prev {
+			return true, nil
+		}
+		// The source's own message, and not the one m names: one of the
+		// source's messages after it is missing.
+		if envs, err := stream.DecodeMessage(last.Data); err == nil && envs[len(envs)-1].Source == s.a.cfg.Name {
+			return false, nil
+		}
 	}
-	if err != nil {
-		return false, natsError{fmt.Errorf("read stream %s sequence %d back: %w", stream.StreamName(s.a.cfg.Name), s.lastSeq, err)}
-	}
-	return last.Header.Get(jetstream.MsgIDHeader) == prev, nil
+	return false, nil
 }
+
+// maxChainBack bounds how far back chained looks for the source's last
+// message: more strangers' messages than that in a row are no stray.
+const maxChainBack = 100
 
 func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 	a := s.a
@@ -773,11 +793,15 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 		return natsError{fmt.Errorf("read message metadata: %w", err)}
 	}
 	seq := md.Sequence.Stream
-	lostDeliveries := s.delivered != 0 && md.Sequence.Consumer > s.delivered+1
+	// A jump seen on a redelivery (after AckWait) still counts for the
+	// next new message: that one comes after the deliveries lost.
+	s.lost = s.lost || s.delivered != 0 && md.Sequence.Consumer > s.delivered+1
 	s.delivered = md.Sequence.Consumer
 	if seq <= s.lastSeq {
 		return nil // redelivered: already seen in this session
 	}
+	lostDeliveries := s.lost
+	s.lost = false
 	if s.lastSeq != 0 && seq != s.lastSeq+1 && lostDeliveries {
 		// The consumer delivered messages this session never received: a
 		// NATS server died or the link dropped with them in flight. The

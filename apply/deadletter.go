@@ -126,6 +126,11 @@ func (s *session) deadLetterTxn(ctx context.Context, m jetstream.Msg, seq uint64
 			s.rollback(ctx)
 			for q := s.curFirst; q < seq; q++ {
 				raw, err := s.src.GetMsg(ctx, q)
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					// A sequence that holds no message, which the session
+					// passed over by capture's chain (see chained).
+					continue
+				}
 				if err != nil {
 					return natsError{fmt.Errorf("read back stream %s sequence %d to dead-letter its transaction: %w", stream.StreamName(s.a.cfg.Name), q, err)}
 				}

@@ -117,9 +117,7 @@ func (c *Capture) Run(ctx context.Context) error {
 			backoff = 500 * time.Millisecond
 		}
 		if isNATSRetryable(err) {
-			if rep := c.outage.Fail(err, time.Now()); rep != nil {
-				c.log.Error().Msg(rep.Error())
-			}
+			c.streamFailed(err)
 		}
 		c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("capture interrupted, retrying")
 		select {
@@ -335,9 +333,7 @@ func (c *Capture) session(ctx context.Context) error {
 	c.log.Info().Str("slot", c.cfg.Slot).Str("publication", c.cfg.Publication).
 		Str("lsn", start.String()).Str("stream", stream.StreamName(c.cfg.Name)).
 		Str("resume_after", tail.skipBelow.String()).Str("session", session).Msg("capture started")
-	if d := c.outage.OK(time.Now()); d > 0 {
-		c.log.Info().Str("stream", stream.StreamName(c.cfg.Name)).Dur("down", d).Msg("stream reachable again: capture resumed")
-	}
+	c.streamAnswered()
 
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(c.cfg.Publication), "messages 'true'"},
@@ -361,6 +357,7 @@ func (c *Capture) session(ctx context.Context) error {
 	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, session: session, tailPos: tail.pos, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
+	g.Go(func() error { c.probe(gctx, st); return nil })
 	if c.cfg.HeartbeatInterval > 0 {
 		g.Go(func() error { return c.heartbeats(gctx, pool) })
 	}
@@ -389,6 +386,52 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	stopPub()
 	return err
+}
+
+// streamFailed records a failure to reach the stream, and reports the
+// outage once it has lasted Config.OutageLimit.
+func (c *Capture) streamFailed(err error) {
+	if rep := c.outage.Fail(err, time.Now()); rep != nil {
+		c.log.Error().Msg(rep.Error())
+	}
+}
+
+// streamAnswered ends an outage of the stream.
+func (c *Capture) streamAnswered() {
+	if d := c.outage.OK(time.Now()); d > 0 {
+		c.log.Info().Str("stream", stream.StreamName(c.cfg.Name)).Dur("down", d).Msg("stream reachable again: capture resumed")
+	}
+}
+
+// outageProbe is how often a capture session checks that its stream
+// answers.
+const outageProbe = 5 * time.Second
+
+// probe checks every outageProbe, until ctx ends, that the stream has a
+// leader (stream.Probe), recording whether it answered. Without it a capture with nothing to
+// publish (an idle source, --heartbeat 0) never notices a stream that
+// lost its leader, and a publishing one only at its ack timeout.
+func (c *Capture) probe(ctx context.Context, st jetstream.Stream) {
+	t := time.NewTicker(outageProbe)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, outageProbe)
+		err := stream.Probe(pctx, st, c.cfg.Name)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.streamFailed(err)
+		default:
+			c.streamAnswered()
+		}
+	}
 }
 
 // connectReplication opens a replication connection named app in

@@ -1,9 +1,13 @@
 package stream
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultOutageLimit is how long a stream may stay unreachable before a
@@ -77,4 +81,17 @@ func (o *Outage) Err() error {
 func (o *Outage) errLocked(now time.Time) error {
 	return fmt.Errorf("stream %s unreachable for %s (last error: %v): the NATS cluster has no leader for it (a majority of its servers down) or the servers cannot be reached; start the stopped nats-servers or restore the network, and this resumes by itself",
 		o.stream, now.Sub(o.since).Round(time.Second), o.last)
+}
+
+// Probe checks that stream st of source has a leader, asking it for the
+// source's last heartbeat: only the leader answers a message read, while
+// a replicated stream without a leader still answers stream info from a
+// surviving member's own state. No heartbeat there ("not found") is an
+// answer too. It blocks until the answer or ctx's end.
+func Probe(ctx context.Context, st jetstream.Stream, source string) error {
+	_, err := st.GetLastMsgForSubject(ctx, HeartbeatSubject(source))
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return fmt.Errorf("read stream %s: %w", StreamName(source), err)
 }

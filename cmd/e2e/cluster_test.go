@@ -282,3 +282,44 @@ func TestCluster_StreamWithoutLeader(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestCluster_IdleStreamWithoutLeader: a capture with nothing to publish
+// (an idle source, --heartbeat 0) and an applier with nothing to apply
+// still say, past --nats-outage-limit, that their stream has no leader,
+// and /readyz fails. A leaderless stream's surviving member answers
+// stream info with its own state, so that is no sign of a leader.
+func TestCluster_IdleStreamWithoutLeader(t *testing.T) {
+	t.Parallel()
+	c, nodes, urls := newClusterOnNATSCluster(t)
+	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+	copySchema(t, c)
+	capAddr, appAddr := metricsAddr(t), metricsAddr(t)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "0",
+		"--stream-replicas", "3", "--nats-outage-limit", "3s", "--metrics-addr", capAddr)
+	capt.waitLog(t, "capture started")
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", urls, "--name", "src", "--region", "r1",
+		"--nats-outage-limit", "3s", "--metrics-addr", appAddr)
+	app.waitLog(t, "apply started")
+	exec1(t, c.src, "INSERT INTO items VALUES (1, 'before')")
+	waitSame(t, time.Minute, c.src, c.dst)
+
+	nodes[0].Kill()
+	nodes[1].Kill()
+	daemons := []struct {
+		p    *proc
+		addr string
+	}{{capt, capAddr}, {app, appAddr}}
+	var state []string
+	waitFor(t, time.Minute, "capture and apply to report the stream unreachable", func() (bool, string) {
+		checkDaemons(t)
+		state = state[:0]
+		ok := true
+		for _, d := range daemons {
+			code, body := get(t, d.addr, "/readyz")
+			logged := strings.Count(d.p.Output(), "stream PGJET_src unreachable for")
+			ok = ok && logged >= 1 && code == http.StatusServiceUnavailable
+			state = append(state, fmt.Sprintf("%s logged %d times, /readyz %d %s", d.p.name, logged, code, strings.TrimSpace(body)))
+		}
+		return ok, strings.Join(state, "; ")
+	})
+}
