@@ -87,7 +87,7 @@ func (r *reader) setLimits() {
 	if r.maxPayload <= 0 {
 		r.maxPayload = 1 << 20 // nats-server's default
 	}
-	r.msgMax = r.maxPayload - msgReserve
+	r.msgMax = max(r.maxPayload-msgReserve, r.maxPayload/2)
 	// A batch closes at chunkBytes but may take one transaction more, up
 	// to twice as much: both fit in a message.
 	r.chunkBytes = max(min(r.c.cfg.ChunkBytes, r.msgMax/2), 1024)
