@@ -190,7 +190,7 @@ func (r *reader) copyData(ctx context.Context, data []byte) error {
 		}
 		if pgoutput.IsRow(xld.WALData) {
 			// Not pglogrepl.Parse, which copies every value: a row may
-			// hold values up to 1 GB (see rowChange).
+			// hold values up to 1 GB (see inPieces).
 			row, err := pgoutput.ParseRow(xld.WALData)
 			if err != nil {
 				return fmt.Errorf("decode pgoutput message at %s: %w", stream.LSN(xld.WALStart), err)
