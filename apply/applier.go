@@ -221,8 +221,11 @@ type session struct {
 	src jetstream.Stream
 	// prevRels are the relations the previous chunk of cur described.
 	prevRels []stream.Relation
-	lsnText  []byte
-	args     [][]byte
+	// held is the change of cur whose values travel in pieces, being put
+	// back together from the piece chunks (see piece).
+	held    *stream.Pieced
+	lsnText []byte
+	args    [][]byte
 
 	// open runs (see batch.go)
 	runs        map[*target]*run
@@ -1009,11 +1012,21 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
-	if err := s.changes(ctx, env, seq); err != nil {
-		return err
+	if env.IsPiece() {
+		if err := s.piece(ctx, env, seq); err != nil {
+			return err
+		}
+	} else {
+		if s.held != nil {
+			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s where a piece of a value was due (%d bytes of it missing); the stream is damaged: rebuild this target from a snapshot",
+				stream.StreamName(a.cfg.Name), seq, env.Chunk, env.CommitLSN, s.held.Missing())
+		}
+		if err := s.changes(ctx, env, seq); err != nil {
+			return err
+		}
+		s.prevRels = env.Relations
 	}
 	s.groupSize += len(m.Data())
-	s.prevRels = env.Relations
 	if env.Last() {
 		s.cur = false
 		s.prevRels = nil

@@ -48,6 +48,12 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 	ts := []byte(env.CommitTime.UTC().Format(timeFormat))
 	for ci := range env.Changes {
 		ch := &env.Changes[ci]
+		if ci == len(env.Changes)-1 && ch.InPieces() {
+			// Its values follow in the next chunks (Decode checked that
+			// it is the chunk's last change and not the transaction's).
+			s.held = stream.NewPieced(env)
+			return nil
+		}
 		if ch.Op == stream.OpTruncate {
 			if err := s.truncate(ctx, env, ch, byID, seq); err != nil {
 				return err
@@ -477,8 +483,37 @@ func (s *session) commit(ctx context.Context) error {
 	return s.send(ctx, b, info, c)
 }
 
+// piece adds the piece chunk env carries to the change being put back
+// together. Once the change is whole it is applied like any other, and
+// sent to the target at once: the session holds one such change at a
+// time, never the next one's values with it.
+func (s *session) piece(ctx context.Context, env *stream.Envelope, seq uint64) error {
+	if s.held == nil {
+		return schema.Fatalf(nil, "stream %s sequence %d holds a piece of a value of transaction %s, but no change before it is in pieces; the stream is damaged: rebuild this target from a snapshot",
+			stream.StreamName(s.a.cfg.Name), seq, env.CommitLSN)
+	}
+	whole, err := s.held.Add(env)
+	if err != nil {
+		return schema.Fatalf(err, "stream %s sequence %d: the pieces of a value of transaction %s do not fit together (%v); the stream is damaged: rebuild this target from a snapshot",
+			stream.StreamName(s.a.cfg.Name), seq, env.CommitLSN, err)
+	}
+	if !whole {
+		return nil
+	}
+	held := s.held
+	s.held = nil
+	if err := s.changes(ctx, &held.Env, seq); err != nil {
+		return err
+	}
+	if err := s.flush(ctx); err != nil {
+		return err
+	}
+	return s.wait(ctx)
+}
+
 // rollback abandons the open target transaction.
 func (s *session) rollback(ctx context.Context) {
+	s.held = nil
 	if !s.open {
 		return
 	}

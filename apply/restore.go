@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -315,6 +316,12 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		return natsError{fmt.Errorf("read snapshot %s: %w", o.Snapshot, err)}
 	}
 	r := &restorer{o: o, conn: conn, tables: map[string]stream.SnapshotTable{}, started: time.Now(), lastLog: time.Now()}
+	defer func() {
+		if r.cut != nil { // before the connection closes
+			r.cut.w.CloseWithError(errCutAbandoned)
+			<-r.cut.done
+		}
+	}()
 	if o.FromSeq > 0 {
 		// The table messages before the resume point name the columns.
 		if err := r.loadTables(ctx); err != nil {
@@ -382,6 +389,9 @@ type restorer struct {
 	open    bool
 	txBytes int
 	seq     uint64 // newest snapshot sequence handled
+	// cut is the COPY of a row larger than a message, open until its
+	// last message (see stream.SnapMoreHeader).
+	cut *cutCopy
 
 	rows, bytes, msgs int64
 	started, lastLog  time.Time
@@ -429,6 +439,13 @@ func (r *restorer) bad(seq uint64, err error) error {
 func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 	seq := md.Sequence.Stream
 	kind := m.Headers().Get(stream.SnapKindHeader)
+	if r.cut != nil && (kind != stream.SnapData || rowsKey(m) != r.cut.key) {
+		// The capture stopped in the middle of the row: its table is
+		// copied again from a new table message, which empties it.
+		if err := r.abandonCut(ctx); err != nil {
+			return false, err
+		}
+	}
 	if r.script.Len() > 0 && (kind != stream.SnapSchema || m.Headers().Get(stream.SnapSectionHeader) != r.section) {
 		if err := r.runScript(ctx); err != nil {
 			return false, err
@@ -712,13 +729,18 @@ func (r *restorer) runScript(ctx context.Context) error {
 	return nil
 }
 
+// rowsKey names the table a data message holds rows of.
+func rowsKey(m jetstream.Msg) string {
+	return m.Headers().Get(stream.SnapSchemaHeader) + "." + m.Headers().Get(stream.SnapTableHeader)
+}
+
 // data loads one message of rows with COPY; rows commit in batches.
 func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata) error {
 	seq := md.Sequence.Stream
 	if m.Headers().Get(stream.SnapSchemaHeader) == schema.Own {
 		return nil // see the table message
 	}
-	key := m.Headers().Get(stream.SnapSchemaHeader) + "." + m.Headers().Get(stream.SnapTableHeader)
+	key := rowsKey(m)
 	t, ok := r.tables[key]
 	if !ok {
 		return r.bad(seq, fmt.Errorf("rows of table %s before its table message", key))
@@ -729,26 +751,47 @@ func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 		}
 		r.open, r.txBytes = true, 0
 	}
-	cols := make([]string, len(t.Columns))
-	for i, c := range t.Columns {
-		cols[i] = pgx.Identifier{c}.Sanitize()
-	}
-	sql := "COPY " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
-	if len(cols) > 0 {
-		sql += " (" + strings.Join(cols, ", ") + ")"
-	}
-	sql += " FROM STDIN"
-	tag, err := r.conn.PgConn().CopyFrom(ctx, bytes.NewReader(m.Data()), sql)
-	if err != nil {
-		r.open = false
-		_, _ = r.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		return r.tableError(err, t)
+	more := m.Headers().Get(stream.SnapMoreHeader) != ""
+	var rows int64
+	switch {
+	case more || r.cut != nil:
+		if r.cut == nil {
+			if err := r.startCut(ctx, key, copySQL(t)); err != nil {
+				return r.tableError(err, t)
+			}
+		}
+		if err := r.cut.write(m.Data()); err != nil {
+			if res := r.cut.finish(); res.err != nil {
+				err = res.err // why COPY stopped reading
+			}
+			return r.copyFailed(ctx, err, t)
+		}
+		if more {
+			break
+		}
+		res := r.cut.finish()
+		r.cut = nil
+		if res.err != nil {
+			return r.copyFailed(ctx, res.err, t)
+		}
+		if _, err := r.conn.Exec(ctx, "RELEASE SAVEPOINT "+cutSavepoint); err != nil {
+			return err
+		}
+		rows = res.rows
+	default:
+		tag, err := r.conn.PgConn().CopyFrom(ctx, bytes.NewReader(m.Data()), copySQL(t))
+		if err != nil {
+			return r.copyFailed(ctx, err, t)
+		}
+		rows = tag.RowsAffected()
 	}
 	r.seq = seq
-	r.rows += tag.RowsAffected()
+	r.rows += rows
 	r.bytes += int64(len(m.Data()))
 	r.txBytes += len(m.Data())
-	if r.txBytes >= 16<<20 || md.NumPending == 0 {
+	// Never in the middle of a row: the position saved with the rows is
+	// where a resumed restore starts reading again.
+	if r.cut == nil && (r.txBytes >= 16<<20 || md.NumPending == 0) {
 		if err := r.commit(ctx); err != nil {
 			return err
 		}
@@ -763,6 +806,92 @@ func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 		}
 		ev.Msg("restore progress")
 	}
+	return nil
+}
+
+// copySQL is the COPY statement that loads rows of t.
+func copySQL(t stream.SnapshotTable) string {
+	cols := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	sql := "COPY " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	if len(cols) > 0 {
+		sql += " (" + strings.Join(cols, ", ") + ")"
+	}
+	return sql + " FROM STDIN"
+}
+
+// copyFailed rolls back the rows not committed and says which table
+// failed.
+func (r *restorer) copyFailed(ctx context.Context, err error, t stream.SnapshotTable) error {
+	r.open, r.cut = false, nil
+	_, _ = r.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	return r.tableError(err, t)
+}
+
+// cutSavepoint is where the transaction of rows goes back to when a row
+// larger than a message is never finished.
+const cutSavepoint = "pgjet_cut_row"
+
+// cutCopy is a COPY that stays open over the messages of a row larger
+// than a message: they are written to it as they come, so the restore
+// holds one message of the row at a time, never the row.
+type cutCopy struct {
+	key  string
+	w    *io.PipeWriter
+	done chan cutResult
+}
+
+type cutResult struct {
+	rows int64
+	err  error
+}
+
+// errCutAbandoned ends the COPY of a row whose last message never came.
+var errCutAbandoned = errors.New("the snapshot's capture stopped in the middle of this row; its table is copied again")
+
+// startCut opens a COPY of table key, under a savepoint.
+func (r *restorer) startCut(ctx context.Context, key, sql string) error {
+	if _, err := r.conn.Exec(ctx, "SAVEPOINT "+cutSavepoint); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	c := &cutCopy{key: key, w: pw, done: make(chan cutResult, 1)}
+	go func() {
+		tag, err := r.conn.PgConn().CopyFrom(ctx, pr, sql)
+		// A write after a failed COPY must not wait for a reader.
+		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
+		c.done <- cutResult{tag.RowsAffected(), err}
+	}()
+	r.cut = c
+	return nil
+}
+
+// write sends a message's rows to the COPY; it returns once COPY has
+// taken them.
+func (c *cutCopy) write(p []byte) error {
+	_, err := c.w.Write(p)
+	return err
+}
+
+// finish ends the COPY and returns what it did.
+func (c *cutCopy) finish() cutResult {
+	c.w.Close()
+	return <-c.done
+}
+
+// abandonCut drops the rows of the COPY of a row that was never
+// finished, and keeps the transaction's others.
+func (r *restorer) abandonCut(ctx context.Context) error {
+	c := r.cut
+	r.cut = nil
+	c.w.CloseWithError(errCutAbandoned)
+	<-c.done
+	if _, err := r.conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+cutSavepoint); err != nil {
+		return fmt.Errorf("drop the rows of a row cut short: %w", err)
+	}
+	r.o.Log.Info().Str("snapshot", r.o.Snapshot).Str("table", c.key).Msg("a row the snapshot's capture left unfinished is dropped; its table is copied again")
 	return nil
 }
 

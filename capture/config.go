@@ -45,7 +45,8 @@ type Config struct {
 	// Publication is the publication; default pgjet_<name>.
 	Publication string
 	// ChunkBytes is the target size of one message; transactions larger
-	// than this are split.
+	// than this are split. Capture uses at most half the NATS server's
+	// max_payload (a batch may reach twice this size).
 	ChunkBytes int
 	// Window is the most messages in flight awaiting JetStream acks.
 	Window int

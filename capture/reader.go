@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgjet/pgjet/capture/internal/pgoutput"
 	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -38,8 +39,11 @@ type reader struct {
 	// txnData is set when the transaction being read changed a table
 	// outside pgjet's own schema (or carried a logical message).
 	txnData bool
-	// maxPayload is the NATS server's max_payload: no message may exceed it.
-	maxPayload int
+	// maxPayload is the NATS server's max_payload: no message may exceed
+	// it. msgMax is the most an envelope may take (room is left for the
+	// headers), chunkBytes the size chunks and batches are cut at: the
+	// configured one, or less when max_payload is smaller.
+	maxPayload, msgMax, chunkBytes int
 
 	rels     map[uint32]*stream.Relation
 	types    map[typeKey]string
@@ -74,7 +78,23 @@ type typeKey struct {
 	mod int32
 }
 
+// msgReserve is the room a message keeps for its NATS headers (message
+// ids, the chain, the source's identity), which count in max_payload.
+const msgReserve = 4 << 10
+
+// setLimits derives the message limits from the server's max_payload.
+func (r *reader) setLimits() {
+	if r.maxPayload <= 0 {
+		r.maxPayload = 1 << 20 // nats-server's default
+	}
+	r.msgMax = max(r.maxPayload-msgReserve, r.maxPayload/2)
+	// A batch closes at chunkBytes but may take one transaction more, up
+	// to twice as much: both fit in a message.
+	r.chunkBytes = max(min(r.c.cfg.ChunkBytes, r.msgMax/2), 1024)
+}
+
 func (r *reader) run(ctx context.Context) error {
+	r.setLimits()
 	r.nextStat = time.Now().Add(r.c.cfg.StatusInterval)
 	// What is read is published before the session's final flush.
 	defer func() { _ = r.flushPending(context.WithoutCancel(ctx)) }()
@@ -168,6 +188,15 @@ func (r *reader) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parse xlog data: %w", err)
 		}
+		if pgoutput.IsRow(xld.WALData) {
+			// Not pglogrepl.Parse, which copies every value: a row may
+			// hold values up to 1 GB (see inPieces).
+			row, err := pgoutput.ParseRow(xld.WALData)
+			if err != nil {
+				return fmt.Errorf("decode pgoutput message at %s: %w", stream.LSN(xld.WALStart), err)
+			}
+			return r.row(ctx, row)
+		}
 		m, err := pglogrepl.Parse(xld.WALData)
 		if err != nil {
 			return fmt.Errorf("decode pgoutput message at %s: %w", stream.LSN(xld.WALStart), err)
@@ -199,28 +228,6 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 		return r.relation(ctx, m)
 	case *pglogrepl.TypeMessage:
 		// Type names are resolved from the catalog with typmods; nothing to do.
-	case *pglogrepl.InsertMessage:
-		r.touch(m.RelationID)
-		if r.dropped[m.RelationID] {
-			return nil
-		}
-		return r.change(ctx, stream.Change{Op: stream.OpInsert, Relation: m.RelationID, New: r.values(m.RelationID, m.Tuple)})
-	case *pglogrepl.UpdateMessage:
-		r.touch(m.RelationID)
-		if r.dropped[m.RelationID] {
-			return nil
-		}
-		ch := stream.Change{Op: stream.OpUpdate, Relation: m.RelationID, New: r.values(m.RelationID, m.NewTuple)}
-		if m.OldTuple != nil {
-			ch.Old = r.values(m.RelationID, m.OldTuple)
-		}
-		return r.change(ctx, ch)
-	case *pglogrepl.DeleteMessage:
-		r.touch(m.RelationID)
-		if r.dropped[m.RelationID] {
-			return nil
-		}
-		return r.change(ctx, stream.Change{Op: stream.OpDelete, Relation: m.RelationID, Old: r.values(m.RelationID, m.OldTuple)})
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
 			r.touch(id)
@@ -246,26 +253,59 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 	return nil
 }
 
+// row handles an insert, update or delete. Its values alias the message
+// received, which the next receive reuses: change copies what it keeps.
+func (r *reader) row(ctx context.Context, row *pgoutput.Row) error {
+	r.touch(row.Relation)
+	if r.dropped[row.Relation] {
+		return nil
+	}
+	return r.change(ctx, stream.Change{Op: stream.Op(row.Op), Relation: row.Relation,
+		Old: r.values(row.Relation, row.Old), New: r.values(row.Relation, row.New)})
+}
+
 // values converts a tuple of relation rel, leaving out excluded columns.
-func (r *reader) values(rel uint32, t *pglogrepl.TupleData) []stream.Value {
-	if t == nil {
+func (r *reader) values(rel uint32, cols []pgoutput.Column) []stream.Value {
+	if cols == nil {
 		return nil
 	}
 	if keep, ok := r.masks[rel]; ok {
 		vs := make([]stream.Value, len(keep))
 		for i, k := range keep {
-			if k < len(t.Columns) {
-				c := t.Columns[k]
-				vs[i] = stream.Value{Kind: c.DataType, Data: c.Data}
+			if k < len(cols) {
+				vs[i] = stream.Value{Kind: cols[k].Kind, Data: cols[k].Data}
 			}
 		}
 		return vs
 	}
-	vs := make([]stream.Value, len(t.Columns))
-	for i, c := range t.Columns {
-		vs[i] = stream.Value{Kind: c.DataType, Data: c.Data}
+	vs := make([]stream.Value, len(cols))
+	for i, c := range cols {
+		vs[i] = stream.Value{Kind: c.Kind, Data: c.Data}
 	}
 	return vs
+}
+
+// own copies the values of ch, which alias the message received, into
+// one allocation of its own.
+func own(ch *stream.Change) {
+	n := 0
+	for _, vs := range [2][]stream.Value{ch.Old, ch.New} {
+		for _, v := range vs {
+			n += len(v.Data)
+		}
+	}
+	if n == 0 {
+		return
+	}
+	buf := make([]byte, 0, n)
+	for _, vs := range [2][]stream.Value{ch.Old, ch.New} {
+		for i := range vs {
+			if d := vs[i].Data; d != nil {
+				buf = append(buf, d...)
+				vs[i].Data = buf[len(buf)-len(d) : len(buf) : len(buf)]
+			}
+		}
+	}
 }
 
 // logicalMessage handles a pg_logical_emit_message record. Transactional
@@ -427,9 +467,9 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 		return nil
 	}
 	csize := 8 + tupleSize(ch.Old) + tupleSize(ch.New) + 4*len(ch.Truncated) + len(ch.Prefix) + len(ch.Content)
-	if len(r.env.Changes) > 0 && r.size+csize > r.c.cfg.ChunkBytes {
+	if len(r.env.Changes) > 0 && r.size+csize > r.chunkBytes {
 		// Close the chunk before it would outgrow the target size: only a
-		// single change larger than ChunkBytes makes a larger message.
+		// single change larger than chunkBytes makes a larger message.
 		if err := r.flush(ctx, false); err != nil {
 			return err
 		}
@@ -458,19 +498,77 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 			return err
 		}
 	}
+	r.c.stats.Changes.Add(1)
+	if r.size+csize > r.msgMax && (ch.Op == stream.OpInsert || ch.Op == stream.OpUpdate || ch.Op == stream.OpDelete) {
+		return r.inPieces(ctx, ch)
+	}
+	own(&ch)
 	r.env.Changes = append(r.env.Changes, ch)
 	r.size += csize
-	r.c.stats.Changes.Add(1)
-	if r.size >= r.c.cfg.ChunkBytes {
+	if r.size >= r.chunkBytes {
 		return r.flush(ctx, false)
 	}
 	return nil
 }
 
+// inPieces publishes a row change too large for one message. Its chunk
+// is closed with the change last, the values that do not fit in it as
+// values in pieces (stream.ValuePieces), and their bytes follow in piece
+// chunks, the next chunks of the transaction (see stream.Pieced).
+//
+// pgoutput delivers a row whole, in one CopyData message: capture holds
+// that row (its values alias the message, they are not copied) and the
+// pieces in flight, at most --window-bytes of them, and nothing more.
+// Every piece is published before the next message is received.
+func (r *reader) inPieces(ctx context.Context, ch stream.Change) error {
+	// Values that fit stay in the change, in column order; each value
+	// left out takes a kind byte and its size in the change.
+	budget := r.msgMax - r.size - 64 - 6*(len(ch.Old)+len(ch.New))
+	var pieces [][]byte
+	for _, vs := range [2][]stream.Value{ch.Old, ch.New} {
+		for i := range vs {
+			v := &vs[i]
+			if v.Kind != stream.ValueText || len(v.Data) == 0 || len(v.Data) <= budget {
+				budget -= len(v.Data)
+				continue
+			}
+			pieces = append(pieces, v.Data)
+			*v = stream.Value{Kind: stream.ValuePieces, Size: len(v.Data)}
+		}
+	}
+	r.env.Changes = append(r.env.Changes, ch)
+	if err := r.flush(ctx, false); err != nil {
+		return err
+	}
+	pe := stream.Envelope{Kind: stream.KindTxn, Source: r.env.Source, Origin: r.env.Origin, Xid: r.env.Xid,
+		CommitLSN: r.env.CommitLSN, CommitTime: r.env.CommitTime, Flags: stream.FlagPiece}
+	size := r.msgMax - 64 - len(pe.Source) - len(pe.Origin)
+	for _, data := range pieces {
+		for len(data) > 0 {
+			pe.Chunk, pe.Piece = r.env.Chunk, data[:min(len(data), size)]
+			data = data[len(pe.Piece):]
+			// A buffer per piece: the publisher holds it until JetStream
+			// acknowledges it.
+			buf := stream.AppendEnvelope(make([]byte, 0, len(pe.Piece)+128+len(pe.Source)+len(pe.Origin)), &pe)
+			if err := r.publish(ctx, stream.TxnSubject(r.c.cfg.Name), buf, stream.MsgID(r.c.cfg.Name, pe.CommitLSN, pe.Chunk, r.session), 0); err != nil {
+				return err
+			}
+			r.env.Chunk++
+		}
+	}
+	if r.c.log.Debug().Enabled() {
+		r.c.log.Debug().Str("lsn", r.env.CommitLSN.String()).Uint32("xid", r.env.Xid).Int("values", len(pieces)).
+			Uint32("next_chunk", r.env.Chunk).Msg("row published in pieces")
+	}
+	return nil
+}
+
+// tupleSize bounds the encoded size of a tuple from above: a kind byte
+// and a length of up to 5 bytes per value.
 func tupleSize(vs []stream.Value) int {
 	n := 2
 	for _, v := range vs {
-		n += 2 + len(v.Data)
+		n += 6 + len(v.Data)
 	}
 	return n
 }
@@ -505,7 +603,7 @@ func (r *reader) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 	r.pendingEnd = end
 	r.env.Flags = 0
 	r.resetChunk()
-	if r.pendingBytes >= r.c.cfg.ChunkBytes || len(r.pending) >= maxBatchTxns {
+	if r.pendingBytes >= r.chunkBytes || len(r.pending) >= maxBatchTxns {
 		return r.flushPending(ctx)
 	}
 	return nil
@@ -603,9 +701,10 @@ func (r *reader) flushPending(ctx context.Context) error {
 		data = stream.AppendBatch(make([]byte, 0, r.pendingBytes+8*len(r.pending)+8), r.pending)
 		id = stream.BatchMsgID(r.c.cfg.Name, first.CommitLSN, last.CommitLSN)
 	}
-	if r.maxPayload > 0 && len(data) > r.maxPayload {
-		return schema.Fatalf(nil, "transaction %d at LSN %s has a row of about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
-			first.Xid, first.CommitLSN, len(data), r.maxPayload)
+	if len(data) > r.msgMax {
+		// Cannot happen: a batch closes at half a message.
+		return schema.Fatalf(nil, "a batch of %d transactions from LSN %s takes %d bytes, more than the NATS server's max_payload of %d allows; lower --chunk-bytes and restart pgjet-capture",
+			len(r.pending), first.CommitLSN, len(data), r.maxPayload)
 	}
 	end := r.pendingEnd
 	r.pending, r.pendingBytes, r.pendingEnd = r.pending[:0], 0, 0
@@ -621,8 +720,10 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 		r.env.Flags |= stream.FlagLast
 	}
 	data := stream.AppendEnvelope(make([]byte, 0, r.size+256), &r.env)
-	if r.maxPayload > 0 && len(data) > r.maxPayload {
-		return schema.Fatalf(nil, "transaction %d at LSN %s has a row of about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
+	if len(data) > r.msgMax {
+		// Rows larger than a message travel in pieces; a logical
+		// decoding message cannot be cut.
+		return schema.Fatalf(nil, "transaction %d at LSN %s needs a message of %d bytes, more than the NATS server's max_payload of %d allows (a logical decoding message that large, pg_logical_emit_message or a schema change, cannot be cut); raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
 			r.env.Xid, r.env.CommitLSN, len(data), r.maxPayload)
 	}
 	confirm := stream.LSN(0)

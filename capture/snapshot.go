@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,10 @@ type snapshotter struct {
 	lsn   stream.LSN
 	taken time.Time // read after lsn: the tables' copies hold nothing later
 	stats *SnapshotStats
+	// rows is held by a worker from the first to the last message of a
+	// row larger than a message, so that nothing comes between them;
+	// everything else published while tables are copied takes it shared.
+	rows sync.RWMutex
 }
 
 // TakeSnapshot copies the schema and every captured table of the source
@@ -822,6 +827,7 @@ func (s *snapshotter) copyRange(ctx context.Context, conn *pgx.Conn, task snapTa
 		sql = "COPY (SELECT FROM " + qualified(t.Schema, t.Name) + task.where + ") TO STDOUT"
 	}
 	w := &chunkWriter{s: s, ctx: ctx, task: task, limit: s.chunk}
+	defer w.release()
 	if _, err := conn.PgConn().CopyTo(ctx, w, sql); err != nil {
 		if w.err != nil {
 			return w.err
@@ -850,34 +856,51 @@ func (s *snapshotter) copyRange(ctx context.Context, conn *pgx.Conn, task snapTa
 	return nil
 }
 
-// chunkWriter cuts a COPY stream into data messages at row ends.
+// chunkWriter cuts a COPY stream into data messages at row ends. A row
+// larger than a message is cut where the message is full: its first
+// messages carry stream.SnapMoreHeader, and the writer holds the
+// snapshot's rows lock until its last one is published, so that no other
+// message comes between them.
+//
+// COPY sends a row whole in one CopyData message, which pgconn holds
+// while Write cuts it: the writer adds at most a message of its own.
 type chunkWriter struct {
-	s     *snapshotter
-	ctx   context.Context
-	task  snapTask
-	limit int
-	buf   []byte
-	n     int
-	err   error
+	s      *snapshotter
+	ctx    context.Context
+	task   snapTask
+	limit  int
+	buf    []byte
+	n      int
+	err    error
+	locked bool // holds s.rows exclusively: a row is cut
 }
 
 func (w *chunkWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	if len(w.buf) >= w.limit {
-		if err := w.flush(false); err != nil {
-			w.err = err
-			return 0, err
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), w.limit-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) >= w.limit {
+			if err := w.flush(false); err != nil {
+				w.err = err
+				return 0, err
+			}
 		}
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // flush publishes the whole rows buffered (all of them when final: COPY
-// text rows end with a newline, and newlines inside values are escaped).
+// text rows end with a newline, and newlines inside values are escaped),
+// or, when the buffer is full with a part of one row, that part.
 func (w *chunkWriter) flush(final bool) error {
-	cut := len(w.buf)
+	cut, more := len(w.buf), false
 	if !final {
 		cut = bytes.LastIndexByte(w.buf, '\n') + 1
+		if cut == 0 && len(w.buf) >= w.limit {
+			cut, more = len(w.buf), true
+		}
 	}
 	if cut == 0 {
 		return nil
@@ -889,8 +912,22 @@ func (w *chunkWriter) flush(final bool) error {
 	m.Header.Set(stream.SnapSchemaHeader, t.Schema)
 	m.Header.Set(stream.SnapTableHeader, t.Name)
 	m.Header.Set(stream.SnapRangeHeader, strconv.Itoa(w.task.rng))
+	if more {
+		m.Header.Set(stream.SnapMoreHeader, "1")
+	}
+	switch {
+	case more && !w.locked:
+		w.s.rows.Lock()
+		w.locked = true
+	case !w.locked:
+		w.s.rows.RLock()
+		defer w.s.rows.RUnlock()
+	}
 	if err := w.s.publish(w.ctx, m); err != nil {
 		return err
+	}
+	if !more {
+		w.release() // the row's last message
 	}
 	rows := int64(bytes.Count(data, []byte{'\n'}))
 	t.rows.Add(rows)
@@ -902,6 +939,14 @@ func (w *chunkWriter) flush(final bool) error {
 	return nil
 }
 
+// release lets the other workers publish again.
+func (w *chunkWriter) release() {
+	if w.locked {
+		w.locked = false
+		w.s.rows.Unlock()
+	}
+}
+
 func (s *snapshotter) meta(kind, msgID string, data []byte) *nats.Msg {
 	return stream.SnapshotMsg(stream.SnapshotOutlineSubject(s.c.cfg.Name, s.id), s.id, kind, msgID, data)
 }
@@ -909,7 +954,7 @@ func (s *snapshotter) meta(kind, msgID string, data []byte) *nats.Msg {
 // publishScript publishes a schema script in parts of at most ChunkBytes.
 func (s *snapshotter) publishScript(ctx context.Context, section string, script []byte) error {
 	for i := 0; len(script) > 0; i++ {
-		part := script[:min(len(script), s.c.cfg.ChunkBytes)]
+		part := script[:min(len(script), s.c.cfg.ChunkBytes, s.chunk)]
 		script = script[len(part):]
 		m := s.meta(stream.SnapSchema, "schema:"+section+":"+s.lsn.String()+":"+strconv.Itoa(i), part)
 		m.Header.Set(stream.SnapSectionHeader, section)
@@ -925,6 +970,8 @@ func (s *snapshotter) publishMeta(ctx context.Context, kind, msgID string, v any
 	if err != nil {
 		return err
 	}
+	s.rows.RLock() // not between the messages of a row
+	defer s.rows.RUnlock()
 	return s.publish(ctx, s.meta(kind, msgID, data))
 }
 

@@ -15,11 +15,15 @@ const BatchMagic = "PB"
 // maxBatch bounds the envelopes of one batch message.
 const maxBatch = 1 << 16
 
+// batchVersion is the version of the batch layout, which is versioned
+// apart from the envelopes it holds.
+const batchVersion = 1
+
 // AppendBatch appends a batch message holding the given encoded
 // envelopes, in order, to dst: BatchMagic, version, a uvarint count, then
 // each envelope as a uvarint length and its bytes.
 func AppendBatch(dst []byte, envs [][]byte) []byte {
-	dst = append(dst, BatchMagic[0], BatchMagic[1], Version)
+	dst = append(dst, BatchMagic[0], BatchMagic[1], batchVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(envs)))
 	for _, e := range envs {
 		dst = binary.AppendUvarint(dst, uint64(len(e)))
@@ -98,7 +102,7 @@ func splitBatch(b []byte) ([]batchEntry, error) {
 	switch v := b[2]; {
 	case v == 0:
 		return nil, &DecodeError{Offset: 2, Reason: "invalid batch version 0"}
-	case v > Version:
+	case v > batchVersion:
 		return nil, &DecodeError{Offset: 2, Reason: "batch version is newer than this decoder's; upgrade pgjet"}
 	}
 	off := 3

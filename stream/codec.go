@@ -18,9 +18,16 @@ const Magic = "PJ"
 // replica identity key. The other bits are reserved and must be zero.
 const colFlagKey = 1 << 0
 
-// knownFlags are the envelope flag bits version 1 defines; a decoder
+// knownFlags are the envelope flag bits each version defines; a decoder
 // refuses the others so that a new flag cannot be silently ignored.
-const knownFlags = FlagFirst | FlagLast
+var knownFlags = [Version + 1]uint8{1: FlagFirst | FlagLast, 2: FlagFirst | FlagLast | FlagPiece}
+
+// minVersion is the version an envelope is written in unless it carries
+// values in pieces (see Version).
+const minVersion = 1
+
+// versionOffset is where the version byte sits in an envelope.
+const versionOffset = 2
 
 // knownTruncateOpts are the TRUNCATE option bits version 1 defines.
 const knownTruncateOpts = TruncateCascade | TruncateRestartIdentity
@@ -53,10 +60,17 @@ const (
 // envelope that breaks Decode's rules (an insert, update or delete whose
 // relation is not in Relations, a tuple whose length differs from its
 // relation's column count, a delete without Old, unknown kinds, ops or
-// flags) encodes to bytes that Decode refuses.
+// flags, a value in pieces that is not in the last change of a chunk
+// that is not the last) encodes to bytes that Decode refuses.
+//
+// The envelope is written in version 1 unless it is a piece chunk or has
+// a value in pieces, which need version 2. A piece chunk is written with
+// its Piece alone: its Relations and Changes are dropped. A value in
+// pieces is written with its Size, not its Data.
 func AppendEnvelope(dst []byte, e *Envelope) []byte {
 	dst = slices.Grow(dst, sizeHint(e))
-	dst = append(dst, Magic[0], Magic[1], Version, byte(e.Kind))
+	start := len(dst)
+	dst = append(dst, Magic[0], Magic[1], minVersion, byte(e.Kind))
 	dst = appendString(dst, e.Source)
 	dst = appendString(dst, e.Origin)
 	dst = binary.AppendUvarint(dst, uint64(e.Xid))
@@ -65,6 +79,10 @@ func AppendEnvelope(dst []byte, e *Envelope) []byte {
 	dst = binary.AppendVarint(dst, timeToMicros(e.CommitTime))
 	dst = binary.AppendUvarint(dst, uint64(e.Chunk))
 	dst = append(dst, e.Flags)
+	if e.Flags&FlagPiece != 0 {
+		dst[start+versionOffset] = 2
+		return appendBytes(dst, e.Piece)
+	}
 
 	dst = binary.AppendUvarint(dst, uint64(len(e.Relations)))
 	for i := range e.Relations {
@@ -95,19 +113,19 @@ func AppendEnvelope(dst []byte, e *Envelope) []byte {
 		switch c.Op {
 		case OpInsert:
 			dst = binary.AppendUvarint(dst, uint64(c.Relation))
-			dst = appendTuple(dst, c.New)
+			dst = appendTuple(dst, c.New, start)
 		case OpUpdate:
 			dst = binary.AppendUvarint(dst, uint64(c.Relation))
 			if len(c.Old) > 0 {
 				dst = append(dst, 1)
-				dst = appendTuple(dst, c.Old)
+				dst = appendTuple(dst, c.Old, start)
 			} else {
 				dst = append(dst, 0)
 			}
-			dst = appendTuple(dst, c.New)
+			dst = appendTuple(dst, c.New, start)
 		case OpDelete:
 			dst = binary.AppendUvarint(dst, uint64(c.Relation))
-			dst = appendTuple(dst, c.Old)
+			dst = appendTuple(dst, c.Old, start)
 		case OpTruncate:
 			dst = append(dst, c.TruncateOpts)
 			dst = binary.AppendUvarint(dst, uint64(len(c.Truncated)))
@@ -139,14 +157,24 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-func appendTuple(dst []byte, vals []Value) []byte {
+func appendBytes(dst []byte, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+// appendTuple appends a tuple of the envelope that starts at dst[start];
+// a value in pieces makes it a version 2 envelope.
+func appendTuple(dst []byte, vals []Value, start int) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(vals)))
 	for i := range vals {
 		v := &vals[i]
 		dst = append(dst, v.Kind)
-		if v.Kind == ValueText {
-			dst = binary.AppendUvarint(dst, uint64(len(v.Data)))
-			dst = append(dst, v.Data...)
+		switch v.Kind {
+		case ValueText:
+			dst = appendBytes(dst, v.Data)
+		case ValuePieces:
+			dst[start+versionOffset] = 2
+			dst = binary.AppendUvarint(dst, uint64(v.Size))
 		}
 	}
 	return dst
@@ -170,7 +198,7 @@ func microsToTime(us int64) time.Time {
 // into a fresh buffer does not reallocate.
 func sizeHint(e *Envelope) int {
 	n := 4 + 2*binary.MaxVarintLen32 + 16 + binary.MaxVarintLen64 + binary.MaxVarintLen32 + 1 +
-		len(e.Source) + len(e.Origin) + 2*binary.MaxVarintLen32
+		len(e.Source) + len(e.Origin) + 2*binary.MaxVarintLen32 + len(e.Piece)
 	for i := range e.Relations {
 		r := &e.Relations[i]
 		n += 16 + len(r.Schema) + len(r.Name)
@@ -182,10 +210,10 @@ func sizeHint(e *Envelope) int {
 		c := &e.Changes[i]
 		n += 12 + 5*len(c.Truncated)
 		for j := range c.Old {
-			n += 4 + len(c.Old[j].Data)
+			n += 6 + len(c.Old[j].Data)
 		}
 		for j := range c.New {
-			n += 4 + len(c.New[j].Data)
+			n += 6 + len(c.New[j].Data)
 		}
 	}
 	return n
@@ -215,6 +243,10 @@ func (e *DecodeError) Error() string {
 // relation has columns, so a consumer can index Relations and tuples
 // without further checks. A delete always has Old; an update without an
 // old tuple has Old == nil; empty tuple and truncate lists decode as nil.
+// Values in pieces (version 2) have a Size of 1 to MaxValueSize, occur in
+// the last change of a chunk only, and never in a transaction's last
+// chunk; a piece chunk is a middle chunk of a transaction, its Piece
+// holds at least one byte.
 //
 // The Data of decoded text values aliases b: b must not be modified or
 // reused while the envelope is in use, and a consumer that keeps values
@@ -222,7 +254,7 @@ func (e *DecodeError) Error() string {
 // origin) are copies and do not pin b. CommitTime is in UTC; the zero
 // time.Time round-trips as the zero time.Time.
 func Decode(b []byte) (*Envelope, error) {
-	d := decoder{b: b}
+	d := decoder{b: b, piecesAt: -1, pieced: -1}
 	e := new(Envelope)
 	if err := d.preamble(e); err != nil {
 		return nil, err
@@ -236,20 +268,27 @@ func Decode(b []byte) (*Envelope, error) {
 	if err := d.header(e); err != nil {
 		return nil, err
 	}
-	if err := d.relations(e); err != nil {
-		return nil, err
+	if !e.IsPiece() {
+		if err := d.relations(e); err != nil {
+			return nil, err
+		}
 	}
 	d.text, d.textBase = string(b[start:d.off]), start
 	d.off, d.dry = start, false
 	if err := d.header(e); err != nil {
 		return nil, err
 	}
-	if err := d.relations(e); err != nil {
-		return nil, err
-	}
-
-	if err := d.changes(e); err != nil {
-		return nil, err
+	if e.IsPiece() {
+		if err := d.piece(e); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := d.relations(e); err != nil {
+			return nil, err
+		}
+		if err := d.changes(e); err != nil {
+			return nil, err
+		}
 	}
 	if d.off != len(b) {
 		return nil, d.errorf(d.off, "%d trailing bytes after the envelope", len(b)-d.off)
@@ -259,8 +298,12 @@ func Decode(b []byte) (*Envelope, error) {
 
 // decoder reads one envelope from b.
 type decoder struct {
-	b   []byte
-	off int
+	b       []byte
+	off     int
+	version uint8
+	// piecesAt is the offset of the first value in pieces, -1 for none
+	// yet; pieced is the index of its change.
+	piecesAt, pieced int
 
 	// dry is set during the first pass over header and relations: strings
 	// are checked and skipped, relations are not stored.
@@ -394,6 +437,7 @@ func (d *decoder) preamble(e *Envelope) error {
 	case v > Version:
 		return d.errorf(2, "version %d is newer than this decoder's %d; upgrade pgjet", v, Version)
 	}
+	d.version = d.b[2]
 	switch k := Kind(d.b[3]); k {
 	case KindTxn, KindHeartbeat, KindMessage:
 		e.Kind = k
@@ -436,9 +480,26 @@ func (d *decoder) header(e *Envelope) error {
 	if e.Flags, err = d.byte1("flags"); err != nil {
 		return err
 	}
-	if e.Flags&^knownFlags != 0 {
-		return d.errorf(off, "unknown flags %#02x", e.Flags&^knownFlags)
+	if known := knownFlags[d.version]; e.Flags&^known != 0 {
+		return d.errorf(off, "unknown flags %#02x", e.Flags&^known)
 	}
+	if e.IsPiece() && (e.Kind != KindTxn || e.Flags&(FlagFirst|FlagLast) != 0) {
+		return d.errorf(off, "a piece must be a middle chunk of a transaction (kind %d, flags %#02x)", e.Kind, e.Flags)
+	}
+	return nil
+}
+
+// piece reads what a piece chunk carries after its header.
+func (d *decoder) piece(e *Envelope) error {
+	off := d.off
+	p, err := d.bytes("piece")
+	if err != nil {
+		return err
+	}
+	if len(p) == 0 {
+		return d.errorf(off, "empty piece")
+	}
+	e.Piece = p
 	return nil
 }
 
@@ -587,6 +648,19 @@ func (d *decoder) changes(e *Envelope) error {
 		if err := d.change(e, &e.Changes[i], n-i); err != nil {
 			return err
 		}
+		if d.piecesAt >= 0 && d.pieced < 0 {
+			d.pieced = i
+		}
+	}
+	if d.piecesAt >= 0 {
+		// The pieces follow this chunk: the change they complete must be
+		// the chunk's last, and the transaction must go on.
+		switch {
+		case d.pieced != n-1:
+			return d.errorf(d.piecesAt, "change %d of %d has values in pieces; only the last change of a chunk may", d.pieced+1, n)
+		case e.Kind != KindTxn || e.Last():
+			return d.errorf(d.piecesAt, "a value in pieces in the last chunk of its transaction, where no piece can follow")
+		}
 	}
 	return nil
 }
@@ -718,6 +792,22 @@ func (d *decoder) tuple(rel *Relation, width, left int) ([]Value, error) {
 		case ValueText:
 			if v.Data, err = d.bytes("text value"); err != nil {
 				return nil, err
+			}
+		case ValuePieces:
+			if d.version < 2 {
+				return nil, d.errorf(off, "unknown value kind %#02x", v.Kind)
+			}
+			sizeOff := d.off
+			size, err := d.uvarint("value size")
+			if err != nil {
+				return nil, err
+			}
+			if size == 0 || size > MaxValueSize {
+				return nil, d.errorf(sizeOff, "value in pieces of %d bytes, want 1 to %d", size, MaxValueSize)
+			}
+			v.Size = int(size)
+			if d.piecesAt < 0 {
+				d.piecesAt = off
 			}
 		default:
 			return nil, d.errorf(off, "unknown value kind %#02x", v.Kind)

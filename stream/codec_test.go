@@ -105,7 +105,24 @@ func roundTripCases() []struct {
 			Relations: []Relation{usersRel},
 			Changes:   []Change{{Op: OpInsert, Relation: 16384, New: []Value{text("7"), null, null, null}}}}},
 		{"many relations", manyRelations(20)},
+		{"values in pieces", &Envelope{Kind: KindTxn, Source: "s", Xid: 9, CommitLSN: 0x100, Chunk: 2, CommitTime: commitTime,
+			Relations: []Relation{usersRel, ordersRel},
+			Changes: []Change{
+				{Op: OpInsert, Relation: 16384, New: []Value{text("7"), null, null, null}},
+				{Op: OpUpdate, Relation: 16400, Old: []Value{text("k"), {Kind: ValuePieces, Size: 3 << 20}},
+					New: []Value{text("k"), {Kind: ValuePieces, Size: MaxValueSize}}},
+			}}},
+		{"first chunk with a value in pieces", &Envelope{Kind: KindTxn, Source: "s", Xid: 9, CommitLSN: 0x100, Flags: FlagFirst,
+			Relations: []Relation{usersRel},
+			Changes:   []Change{{Op: OpInsert, Relation: 16384, New: []Value{text("7"), {Kind: ValuePieces, Size: 1}, unchanged, null}}}}},
+		{"piece", piece(3, "\\x00ff")},
 	}
+}
+
+// piece is a piece chunk of transaction 0x100 carrying p.
+func piece(chunk uint32, p string) *Envelope {
+	return &Envelope{Kind: KindTxn, Source: "s", Origin: "o", Xid: 9, CommitLSN: 0x100, CommitTime: commitTime, Chunk: chunk,
+		Flags: FlagPiece, Piece: []byte(p)}
 }
 
 func manyRelations(n int) *Envelope {
@@ -224,10 +241,18 @@ func (b builder) str(s string) builder       { return append(b.uv(uint64(len(s))
 func (b builder) lsn(v uint64) builder       { return binary.BigEndian.AppendUint64(b, v) }
 func (b builder) column(name string) builder { return b.raw(0).str(name).uv(25).sv(-1).str("text") }
 
-// header writes the preamble and fixed fields of a txn envelope up to and
-// including the flags byte.
-func header() builder {
-	return builder("PJ").raw(Version, byte(KindTxn)).str("src").str("").uv(7).lsn(1).lsn(2).sv(0).uv(0).raw(FlagFirst | FlagLast)
+// header writes the preamble and fixed fields of a version 1 txn envelope
+// up to and including the flags byte.
+func header() builder { return headerV(1, FlagFirst|FlagLast) }
+
+// headerV is header in version v with the given flags.
+func headerV(v, flags byte) builder {
+	return builder("PJ").raw(v, byte(KindTxn)).str("src").str("").uv(7).lsn(1).lsn(2).sv(0).uv(0).raw(flags)
+}
+
+// oneRelV is oneRel in version 2 with the given flags.
+func oneRelV(flags byte) builder {
+	return headerV(2, flags).uv(1).uv(1).str("public").str("t").raw(IdentityDefault).uv(2).column("a").column("b")
 }
 
 // oneRel is header() plus one relation (id 1, two text columns).
@@ -253,11 +278,24 @@ func TestDecode_Malformed(t *testing.T) {
 		{"bad magic short", []byte("P"), 1, "truncated preamble"},
 		{"bad second magic byte", []byte("PX"), 0, "bad magic"},
 		{"version 0", withByte(2, 0), 2, "invalid version 0"},
-		{"version 2", withByte(2, 2), 2, "version 2 is newer"},
+		{"version 3", withByte(2, 3), 2, "version 3 is newer"},
 		{"kind 0", withByte(3, 0), 3, "unknown kind 0"},
 		{"kind 4", withByte(3, 4), 3, "unknown kind 4"},
 		{"trailing byte", append(bytes.Clone(valid), 0), len(valid), "1 trailing bytes"},
-		{"unknown flags", builder("PJ").raw(Version, byte(KindTxn)).str("").str("").uv(0).lsn(0).lsn(0).sv(0).uv(0).raw(4), 25, "unknown flags 0x04"},
+		{"unknown flags", builder("PJ").raw(1, byte(KindTxn)).str("").str("").uv(0).lsn(0).lsn(0).sv(0).uv(0).raw(4), 25, "unknown flags 0x04"},
+		{"unknown flags of version 2", builder("PJ").raw(2, byte(KindTxn)).str("").str("").uv(0).lsn(0).lsn(0).sv(0).uv(0).raw(8), 25, "unknown flags 0x08"},
+		{"piece in version 1", headerV(1, FlagPiece).uv(1).raw('x'), len(headerV(1, 0)) - 1, "unknown flags 0x04"},
+		{"first piece", headerV(2, FlagPiece|FlagFirst).uv(1).raw('x'), len(headerV(2, 0)) - 1, "a piece must be a middle chunk"},
+		{"last piece", headerV(2, FlagPiece|FlagLast).uv(1).raw('x'), len(headerV(2, 0)) - 1, "a piece must be a middle chunk"},
+		{"piece of a heartbeat", builder("PJ").raw(2, byte(KindHeartbeat)).str("").str("").uv(0).lsn(0).lsn(0).sv(0).uv(0).raw(FlagPiece).uv(1).raw('x'), 25, "a piece must be a middle chunk"},
+		{"empty piece", headerV(2, FlagPiece).uv(0), len(headerV(2, 0)), "empty piece"},
+		{"truncated piece", headerV(2, FlagPiece).uv(3).raw('x'), len(headerV(2, 0)), "truncated piece"},
+		{"piece with relations", headerV(2, FlagPiece).uv(1).raw('x').uv(0).uv(0), len(headerV(2, 0)) + 2, "2 trailing bytes"},
+		{"value in pieces in version 1", oneRel().uv(1).raw('I').uv(1).uv(2).raw('n', 'p').uv(5), len(oneRel()) + 5, "unknown value kind 0x70"},
+		{"value in pieces of 0 bytes", oneRelV(0).uv(1).raw('I').uv(1).uv(2).raw('n', 'p').uv(0), len(oneRelV(0)) + 6, "value in pieces of 0 bytes"},
+		{"value in pieces too large", oneRelV(0).uv(1).raw('I').uv(1).uv(2).raw('n', 'p').uv(MaxValueSize + 1), len(oneRelV(0)) + 6, "value in pieces of 1073741825 bytes"},
+		{"value in pieces before another change", oneRelV(0).uv(2).raw('I').uv(1).uv(2).raw('n', 'p').uv(5).raw('I').uv(1).uv(2).raw('n', 'n'), len(oneRelV(0)) + 5, "change 1 of 2 has values in pieces"},
+		{"value in pieces in a last chunk", oneRelV(FlagLast).uv(1).raw('I').uv(1).uv(2).raw('n', 'p').uv(5), len(oneRelV(0)) + 5, "no piece can follow"},
 		{"xid out of range", builder("PJ").raw(Version, byte(KindTxn)).str("").str("").uv(1 << 32), 6, "xid 4294967296 out of range"},
 		{"overlong varint", builder("PJ").raw(Version, byte(KindTxn)).raw(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), 4, "overflows 64 bits"},
 		{"huge string", builder("PJ").raw(Version, byte(KindTxn)).uv(1 << 40).raw([]byte("abc")...), 4, "truncated source: length 1099511627776"},
@@ -388,6 +426,9 @@ func diffEnvelope(got, want *Envelope) string {
 	if !got.CommitTime.Equal(want.CommitTime) || got.CommitTime.IsZero() != want.CommitTime.IsZero() {
 		return fmt.Sprintf("CommitTime = %v, want %v", got.CommitTime, want.CommitTime)
 	}
+	if !bytes.Equal(got.Piece, want.Piece) {
+		return fmt.Sprintf("Piece = %q, want %q", got.Piece, want.Piece)
+	}
 	if len(got.Relations) != len(want.Relations) {
 		return fmt.Sprintf("%d relations, want %d", len(got.Relations), len(want.Relations))
 	}
@@ -436,8 +477,8 @@ func diffTuple(got, want []Value) string {
 		return fmt.Sprintf("%d values, want %d", len(got), len(want))
 	}
 	for i := range got {
-		if got[i].Kind != want[i].Kind || !bytes.Equal(got[i].Data, want[i].Data) {
-			return fmt.Sprintf("value %d = %c %q, want %c %q", i, got[i].Kind, got[i].Data, want[i].Kind, want[i].Data)
+		if got[i].Kind != want[i].Kind || !bytes.Equal(got[i].Data, want[i].Data) || got[i].Size != want[i].Size {
+			return fmt.Sprintf("value %d = %c %q (%d), want %c %q (%d)", i, got[i].Kind, got[i].Data, got[i].Size, want[i].Kind, want[i].Data, want[i].Size)
 		}
 	}
 	return ""

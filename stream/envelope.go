@@ -17,9 +17,17 @@ import (
 	"time"
 )
 
-// Version is the envelope version this package writes. Decoders refuse
-// messages of a newer version rather than guess at their meaning.
-const Version = 1
+// Version is the newest envelope version this package reads and writes.
+// Decoders refuse messages of a newer version rather than guess at their
+// meaning. The encoder writes version 1 for every envelope version 1 can
+// express (all but those that carry values in pieces, which version 2
+// added): appliers of an older pgjet read every stream whose values all
+// fit in a message, and those could never read the others.
+const Version = 2
+
+// MaxValueSize is the largest value a change may carry in pieces: the
+// text form of a Postgres value, which Postgres keeps under 1 GB.
+const MaxValueSize = 1 << 30
 
 // Kind says what an envelope carries.
 type Kind uint8
@@ -42,6 +50,10 @@ const (
 	// FlagLast marks the last chunk of a transaction: EndLSN is set and
 	// the transaction may be committed once this chunk is applied.
 	FlagLast uint8 = 1 << 1
+	// FlagPiece marks a piece chunk (version 2): instead of relations
+	// and changes it carries the next bytes (Envelope.Piece) of a value
+	// of the change before it that travels in pieces (ValuePieces).
+	FlagPiece uint8 = 1 << 2
 )
 
 // LSN is a Postgres log sequence number.
@@ -81,7 +93,13 @@ type Envelope struct {
 	// to, so a consumer needs nothing but this message to apply it.
 	Relations []Relation
 	Changes   []Change
+	// Piece holds the bytes a piece chunk (FlagPiece) carries; such a
+	// chunk has no Relations and no Changes.
+	Piece []byte
 }
+
+// IsPiece reports whether this is a piece chunk.
+func (e *Envelope) IsPiece() bool { return e.Flags&FlagPiece != 0 }
 
 // First reports whether this is the first chunk of its transaction.
 func (e *Envelope) First() bool { return e.Flags&FlagFirst != 0 }
@@ -226,10 +244,29 @@ const (
 	ValueNull      = 'n'
 	ValueUnchanged = 'u' // unchanged TOASTed value: never overwrite it
 	ValueText      = 't' // Data holds Postgres' text output of the value
+	// ValuePieces is a value too large for one message (version 2): its
+	// text output, Size bytes, follows in the piece chunks after the
+	// chunk that carries the change. Data is nil.
+	ValuePieces = 'p'
 )
 
 // Value is one column value.
 type Value struct {
 	Kind uint8
 	Data []byte
+	// Size is the length of a ValuePieces value's text output; 0 for the
+	// other kinds.
+	Size int
+}
+
+// InPieces reports whether a value of the change travels in pieces.
+func (c *Change) InPieces() bool {
+	for _, vs := range [2][]Value{c.Old, c.New} {
+		for i := range vs {
+			if vs[i].Kind == ValuePieces {
+				return true
+			}
+		}
+	}
+	return false
 }

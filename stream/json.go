@@ -24,7 +24,10 @@ import (
 // update), or op, tables, cascade and restart_identity (truncate). Rows
 // are objects whose keys follow the relation's column order. A NULL is
 // null, an unchanged TOASTed value is {"unchanged_toast":true} and a text
-// value is a string (invalid UTF-8 is replaced by U+FFFD). A relation the
+// value is a string (invalid UTF-8 is replaced by U+FFFD). A value that
+// travels in pieces is {"in_pieces":SIZE}, and a piece chunk has, after
+// "last", "piece":{"bytes":N} (its bytes are not shown: `pgjet tail`
+// shows the value whole in its change instead). A relation the
 // envelope does not describe is shown by its OID and columns beyond its
 // description as "$1", "$2"…, so a damaged envelope can still be looked
 // at; an unknown kind, op or value kind is an error.
@@ -69,6 +72,11 @@ func EnvelopeJSON(e *Envelope) ([]byte, error) {
 	w.bool(e.First())
 	w.raw(`,"last":`)
 	w.bool(e.Last())
+	if e.IsPiece() {
+		w.raw(`,"piece":{"bytes":`)
+		w.uint(uint64(len(e.Piece)))
+		w.raw("}")
+	}
 	w.raw(`,"changes":[`)
 	for i := range e.Changes {
 		if i > 0 {
@@ -215,6 +223,10 @@ func (w *jsonWriter) row(rel *Relation, vals []Value) error {
 			w.raw(`{"unchanged_toast":true}`)
 		case ValueText:
 			w.str(string(v.Data))
+		case ValuePieces:
+			w.raw(`{"in_pieces":`)
+			w.uint(uint64(v.Size))
+			w.raw("}")
 		default:
 			return fmt.Errorf("column %d: unknown value kind %#02x", i+1, v.Kind)
 		}

@@ -40,6 +40,20 @@ func TestEnvelopeJSON(t *testing.T) {
 				`{"op":"delete","table":"public.users","old":{"id":"2","name":null,"balance":null,"bio":null}},` +
 				`{"op":"truncate","tables":["public.users","777"],"cascade":true,"restart_identity":false}]}`,
 		},
+		{
+			name: "piece",
+			env:  piece(4, "abc"),
+			want: `{"source":"s","kind":"txn","xid":9,"commit_lsn":"0/100","end_lsn":"0/0",` +
+				`"commit_time":"2024-05-01T10:00:00.123456Z","origin":"o","chunk":4,"first":false,"last":false,"piece":{"bytes":3},"changes":[]}`,
+		},
+		{
+			name: "value in pieces",
+			env: &Envelope{Kind: KindTxn, Source: "s", Chunk: 1, Relations: []Relation{ordersRel},
+				Changes: []Change{{Op: OpInsert, Relation: 16400, New: []Value{text("k"), {Kind: ValuePieces, Size: 5 << 20}}}}},
+			want: `{"source":"s","kind":"txn","xid":0,"commit_lsn":"0/0","end_lsn":"0/0",` +
+				`"commit_time":null,"origin":"","chunk":1,"first":false,"last":false,"changes":[` +
+				`{"op":"insert","table":"sales.Orders ✓","new":{"order_id":"k","payload":{"in_pieces":5242880}}}]}`,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,7 +26,9 @@ import (
 //	           of the table at LSN (a table copied again after an
 //	           interrupted snapshot starts over from this message)
 //	data       rows of the table named by the table headers, in COPY text
-//	           format, whole rows only
+//	           format, whole rows only but for a row larger than a message:
+//	           its messages carry SnapMoreHeader but the last, and nothing
+//	           comes between them
 //	table-end  JSON SnapshotTable with Rows and Bytes: the table is whole
 //	end        JSON SnapshotManifest with totals: the snapshot is complete
 //
@@ -39,6 +41,9 @@ const (
 	// SnapSectionHeader of a schema part: pre-data (before the rows) or
 	// post-data (after them: indexes, constraints, triggers).
 	SnapSectionHeader = "Pgjet-Section"
+	// SnapMoreHeader ("1") marks a data message whose last row goes on in
+	// the next data message: a row larger than a message is cut.
+	SnapMoreHeader = "Pgjet-More"
 
 	SnapBegin    = "begin"
 	SnapSchema   = "schema"

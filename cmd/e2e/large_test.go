@@ -28,6 +28,20 @@ func peakRSS(t *testing.T, p *proc) int64 {
 	return 0
 }
 
+// boundRSS logs the peak RSS of capture and apply after what went
+// through them and fails the test when one exceeds its bound.
+func boundRSS(t *testing.T, what string, capt *proc, capMax int64, app *proc, appMax int64) {
+	t.Helper()
+	capRSS, appRSS := peakRSS(t, capt), peakRSS(t, app)
+	t.Logf("peak RSS for %s: capture %d MiB, apply %d MiB", what, capRSS>>20, appRSS>>20)
+	if capRSS > capMax {
+		t.Errorf("capture peak RSS %d MiB for %s, over %d MiB: memory is not bounded", capRSS>>20, what, capMax>>20)
+	}
+	if appRSS > appMax {
+		t.Errorf("apply peak RSS %d MiB for %s, over %d MiB: memory is not bounded", appRSS>>20, what, appMax>>20)
+	}
+}
+
 // TestPipeline_LargeTransaction sends one 200 MB transaction through; the
 // capture's memory stays bounded (it never holds the transaction) and the
 // replica shows either none or all of its rows, never a part.
@@ -66,14 +80,7 @@ func TestPipeline_LargeTransaction(t *testing.T) {
 		t.Errorf("replica showed %v rows of big: a partial transaction was visible", k)
 		return true
 	})
-	capRSS, appRSS := peakRSS(t, capt), peakRSS(t, app)
-	t.Logf("peak RSS: capture %d MiB, apply %d MiB", capRSS>>20, appRSS>>20)
-	if capRSS > 128<<20 {
-		t.Errorf("capture peak RSS %d MiB for a 200 MiB transaction: memory is not bounded", capRSS>>20)
-	}
-	if appRSS > 192<<20 {
-		t.Errorf("apply peak RSS %d MiB for a 200 MiB transaction: memory is not bounded", appRSS>>20)
-	}
+	boundRSS(t, "a 200 MiB transaction", capt, 128<<20, app, 192<<20)
 	capt.Stop(t)
 	app.Stop(t)
 }

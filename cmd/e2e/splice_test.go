@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/stream"
 )
@@ -32,28 +33,9 @@ func TestCapture_KillMidTransactionNewChunking(t *testing.T) {
 			capt.waitLog(t, "capture started")
 			app := c.apply(t, "--skip-snapshot")
 
-			// Every chunk published reaches this subscriber too, stored or
-			// not: the kill follows the third chunk of the large transaction
-			// by a few milliseconds, long before its last.
-			nc, err := nats.Connect(c.nats.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			chunks := make(chan *stream.Envelope, 1024)
-			sub, err := nc.Subscribe(stream.TxnSubject("src"), func(m *nats.Msg) {
-				envs, err := stream.DecodeMessage(m.Data)
-				if err != nil {
-					return
-				}
-				select {
-				case chunks <- envs[len(envs)-1]:
-				default:
-				}
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			// The kill follows the third chunk of the large transaction by a
+			// few milliseconds, long before its last.
+			chunks, unsubscribe := watchChunks(t, c.nats.ClientURL())
 			exec1(t, c.src, "INSERT INTO nokey SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
 			deadline := time.After(60 * time.Second)
 		wait:
@@ -68,19 +50,14 @@ func TestCapture_KillMidTransactionNewChunking(t *testing.T) {
 					t.Fatalf("capture published no third chunk of the large transaction in 60s:\n%s", tail(capt.Output(), 2048))
 				}
 			}
-			_ = sub.Unsubscribe()
+			unsubscribe()
 			if last := lastEnvelope(t, c.nats.ClientURL()); last.Kind != stream.KindTxn || last.Last() {
 				t.Fatalf("the stream ends with %+v, not inside the large transaction: make it larger", last)
 			}
 
 			capt = start(t, "pgjet-capture", bins.capture, append(args, "--chunk-bytes", tc.second)...)
 			capt.waitLog(t, "capture started")
-			exec1(t, c.src, "INSERT INTO marker VALUES (1)")
-			waitFor(t, 90*time.Second, "the marker on the replica", func() (bool, string) {
-				checkDaemons(t)
-				n := queryInt(t, c.dst, "SELECT count(*) FROM marker")
-				return n == 1, fmt.Sprintf("%d marker rows", n)
-			})
+			c.passMarker(t, 90*time.Second)
 			if got, want := queryInt(t, c.dst, "SELECT count(*) FROM nokey"), int64(20000); got != want {
 				t.Errorf("replica holds %d rows of the large transaction, want %d", got, want)
 			}
@@ -94,11 +71,60 @@ func TestCapture_KillMidTransactionNewChunking(t *testing.T) {
 	}
 }
 
+// passMarker writes a row into table marker on the source and waits for
+// it on the replica: what the source committed before is applied.
+func (c *cluster) passMarker(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	exec1(t, c.src, "INSERT INTO marker VALUES (1)")
+	waitFor(t, timeout, "the marker on the replica", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM marker")
+		return n == 1, fmt.Sprintf("%d marker rows", n)
+	})
+}
+
+// watchChunks subscribes to the source's transaction subject: every
+// message capture publishes there, stored or not, sends its (last)
+// envelope to the channel, until unsubscribe is called.
+func watchChunks(t *testing.T, url string) (envs <-chan *stream.Envelope, unsubscribe func()) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ch := make(chan *stream.Envelope, 1024)
+	sub, err := nc.Subscribe(stream.TxnSubject("src"), func(m *nats.Msg) {
+		envs, err := stream.DecodeMessage(m.Data)
+		if err != nil {
+			return
+		}
+		select {
+		case ch <- envs[len(envs)-1]:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch, func() { _ = sub.Unsubscribe() }
+}
+
 // lastEnvelope is the last envelope of the source's change stream.
 func lastEnvelope(t *testing.T, url string) *stream.Envelope {
 	t.Helper()
+	envs, err := stream.DecodeMessage(lastMsg(t, url, stream.StreamName("src")).Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envs[len(envs)-1]
+}
+
+// lastMsg is the last message of a stream.
+func lastMsg(t *testing.T, url, name string) *jetstream.RawStreamMsg {
+	t.Helper()
 	ctx := context.Background()
-	st, err := natsJS(t, url).Stream(ctx, stream.StreamName("src"))
+	st, err := natsJS(t, url).Stream(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +136,5 @@ func lastEnvelope(t *testing.T, url string) *stream.Envelope {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envs, err := stream.DecodeMessage(m.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return envs[len(envs)-1]
+	return m
 }

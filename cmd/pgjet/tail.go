@@ -87,7 +87,14 @@ func runTail(args []string) int {
 
 // tail prints the stream until ctx ends or, without --follow, until the
 // last message as of start has been printed.
-func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logger) error {
+func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logger) (err error) {
+	pr := &tailPrinter{w: out}
+	defer func() {
+		// A change still waiting for pieces is printed as it is.
+		if ferr := pr.flush(); err == nil && ferr != nil {
+			err = fmt.Errorf("write output: %w", ferr)
+		}
+	}()
 	auth, err := f.auth.Options()
 	if err != nil {
 		return err
@@ -199,7 +206,7 @@ func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logge
 		if !f.follow && seq > end {
 			return nil
 		}
-		if err := writeTailLine(out, seq, m.Subject(), m.Data()); err != nil {
+		if err := pr.message(seq, m.Subject(), m.Data()); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}
 		printed = seq
@@ -240,29 +247,98 @@ type tailError struct {
 	Subject   string `json:"subject"`
 }
 
-// writeTailLine writes one JSON line for the message at seq: the
-// envelope as stream.EnvelopeJSON renders it with "stream_seq" first, or
-// an error object when the message cannot be decoded or rendered.
-func writeTailLine(w io.Writer, seq uint64, subject string, data []byte) error {
-	// A batch message (several small transactions) prints a line per
-	// transaction, each with the message's stream sequence.
-	var out []byte
+// tailPrinter prints messages as JSON lines, one per envelope. A change
+// whose values travel in pieces is printed whole: the line of its chunk
+// waits for the piece chunks, whose own lines (without their bytes)
+// follow it. tail holds one such change at a time.
+type tailPrinter struct {
+	w io.Writer
+	// held is the change being put back together, env the chunk that
+	// carried it (at stream sequence seq), pieces the lines of the pieces
+	// that came since.
+	held   *stream.Pieced
+	env    *stream.Envelope
+	seq    uint64
+	pieces []byte
+}
+
+// message prints the message at seq, or holds it while it is a piece of
+// a change being put back together.
+func (p *tailPrinter) message(seq uint64, subject string, data []byte) error {
 	envs, err := stream.DecodeMessage(data)
-	for _, env := range envs {
-		var js []byte
-		if js, err = stream.EnvelopeJSON(env); err != nil {
-			break
-		}
-		// EnvelopeJSON always renders an object with keys.
-		out = strconv.AppendUint(append(out, `{"stream_seq":`...), seq, 10)
-		out = append(out, ',')
-		out = append(out, js[1:]...)
-		out = append(out, '\n')
-	}
 	if err != nil {
-		out, _ = json.Marshal(tailError{StreamSeq: seq, Error: err.Error(), Subject: subject})
-		out = append(out, '\n')
+		if err := p.flush(); err != nil {
+			return err
+		}
+		return p.errorLine(seq, subject, err)
 	}
-	_, err = w.Write(out)
+	env := envs[len(envs)-1]
+	if p.held != nil && env.IsPiece() {
+		line, err := envelopeLine(nil, seq, env)
+		if err != nil {
+			return err
+		}
+		p.pieces = append(p.pieces, line...)
+		whole, err := p.held.Add(env)
+		switch {
+		case err != nil:
+			return p.flush() // printed as they are
+		case whole:
+			p.env.Changes[len(p.env.Changes)-1] = p.held.Env.Changes[0]
+			return p.flush()
+		}
+		return nil
+	}
+	if err := p.flush(); err != nil {
+		return err
+	}
+	if n := len(env.Changes); len(envs) == 1 && n > 0 && env.Changes[n-1].InPieces() {
+		p.held, p.env, p.seq = stream.NewPieced(env), env, seq
+		return nil
+	}
+	var out []byte
+	for _, env := range envs {
+		if out, err = envelopeLine(out, seq, env); err != nil {
+			return p.errorLine(seq, subject, err)
+		}
+	}
+	_, err = p.w.Write(out)
+	return err
+}
+
+// flush prints the change held, whole or as far as it came, and the
+// lines of its pieces.
+func (p *tailPrinter) flush() error {
+	if p.env == nil {
+		return nil
+	}
+	out, err := envelopeLine(nil, p.seq, p.env)
+	if err != nil {
+		return err
+	}
+	out = append(out, p.pieces...)
+	p.held, p.env, p.pieces = nil, nil, nil
+	_, err = p.w.Write(out)
+	return err
+}
+
+// envelopeLine appends the line of an envelope: stream.EnvelopeJSON
+// with "stream_seq" first.
+func envelopeLine(out []byte, seq uint64, env *stream.Envelope) ([]byte, error) {
+	js, err := stream.EnvelopeJSON(env)
+	if err != nil {
+		return nil, err
+	}
+	// EnvelopeJSON always renders an object with keys.
+	out = strconv.AppendUint(append(out, `{"stream_seq":`...), seq, 10)
+	out = append(out, ',')
+	out = append(out, js[1:]...)
+	return append(out, '\n'), nil
+}
+
+// errorLine prints the line of a message tail cannot render.
+func (p *tailPrinter) errorLine(seq uint64, subject string, err error) error {
+	out, _ := json.Marshal(tailError{StreamSeq: seq, Error: err.Error(), Subject: subject})
+	_, err = p.w.Write(append(out, '\n'))
 	return err
 }

@@ -11,8 +11,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// DefaultMaxPayload is the largest NATS message accepted by default: pgjet
-// chunks transactions, but a single large row must still fit.
+// DefaultMaxPayload is the largest NATS message accepted by default, more
+// than nats-server's own 1 MB: larger rows take fewer messages (rows larger
+// than a message travel in pieces). Tests of large values use the server's
+// default (server.MAX_PAYLOAD_SIZE).
 const DefaultMaxPayload = 8 << 20
 
 // JetStream limits of a local server: high enough never to be the reason a
