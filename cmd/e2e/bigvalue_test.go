@@ -55,6 +55,7 @@ func newDefaultPayloadCluster(t *testing.T, schemaSQL ...string) *cluster {
 // FULL table whose old rows are large too, replicate under a pgbench load;
 // the replica is identical. `pgjet tail` shows the large rows whole.
 func TestPipeline_LargeValues(t *testing.T) {
+	t.Parallel()
 	c := newDefaultPayloadCluster(t)
 	pgbench(t, c.src, "-i", "-I", "dtp", "-s", "1", "-q")
 	exec1(t, c.src, `CREATE TABLE docs (id int PRIMARY KEY, body text, img bytea, doc jsonb, note text)`,
@@ -155,6 +156,7 @@ func TestPipeline_LargeValues(t *testing.T) {
 // transaction is sent again whole; the replica holds it once, and whole
 // (the keyless table shows a duplicate, the digest a torn value).
 func TestCapture_KillMidLargeValue(t *testing.T) {
+	t.Parallel()
 	c := newDefaultPayloadCluster(t, "CREATE TABLE blobs (n int, data bytea, note text)", "CREATE TABLE marker (id int PRIMARY KEY)")
 	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s", "--no-snapshot"}
 	capt := start(t, "pgjet-capture", bins.capture, args...)
@@ -204,6 +206,7 @@ func TestCapture_KillMidLargeValue(t *testing.T) {
 // bounded: capture holds the row pgoutput delivered plus the pieces in
 // flight, apply the value it puts together.
 func TestApply_KillMidLargeValue(t *testing.T) {
+	t.Parallel()
 	c := newDefaultPayloadCluster(t, "CREATE TABLE blobs (n int, body text)", "CREATE TABLE marker (id int PRIMARY KEY)")
 	capt := c.capture(t, "--no-snapshot")
 	// 3,125,000 md5s: 100,000,000 bytes.
@@ -309,6 +312,7 @@ func consumerOf(t *testing.T, url, name string) jetstream.Consumer {
 // two workers; a region bootstrapped from the snapshot is identical, and
 // so is a database `pgjet replay` builds from the streams.
 func TestSnapshot_LargeRows(t *testing.T) {
+	t.Parallel()
 	c := newDefaultPayloadCluster(t)
 	exec1(t, c.src, `CREATE TABLE docs (id int PRIMARY KEY, body text, img bytea, doc jsonb, note text)`,
 		`CREATE TABLE small (id int PRIMARY KEY, v text)`, `CREATE TABLE nokey (n int, body text)`,
@@ -344,6 +348,7 @@ func md5hex(s string) string {
 // and restarted: it resumes the snapshot and copies that table again. A
 // region restored from it drops the unfinished row and ends identical.
 func TestSnapshot_KillMidLargeRow(t *testing.T) {
+	t.Parallel()
 	c := newDefaultPayloadCluster(t)
 	exec1(t, c.src, `CREATE TABLE small (id int PRIMARY KEY, v text)`, `CREATE TABLE docs (id int PRIMARY KEY, img bytea)`,
 		`INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 1000) i`,
