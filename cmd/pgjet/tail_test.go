@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -79,4 +85,40 @@ func TestTail_Pieces(t *testing.T) {
 			t.Errorf("output = %s, want the chunk as it came and the piece", got)
 		}
 	})
+}
+
+// TestTail_PasswordNotShown: the errors of pgjet tail that name the
+// server (a stream not found, JetStream off) hide the password of the
+// --nats URL, as every other error does.
+func TestTail_PasswordNotShown(t *testing.T) {
+	t.Parallel()
+	const pw = "Tail-s3cret-pw"
+	for _, tc := range []struct {
+		name  string
+		noJS  bool
+		wantE string
+	}{
+		{"stream not found", false, "not found"},
+		{"no JetStream", true, "nothing answers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n, err := local.StartNATS(local.NATSOptions{User: "u", Password: pw, NoJetStream: tc.noJS}, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { n.Close() })
+			url := strings.Replace(n.ClientURL(), "://", "://u:"+pw+"@", 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var out bytes.Buffer
+			err = tail(ctx, tailFlags{nats: url, name: "nope"}, bufio.NewWriter(&out), zerolog.Nop())
+			if err == nil || !strings.Contains(err.Error(), tc.wantE) {
+				t.Fatalf("tail error = %v, want one saying %q", err, tc.wantE)
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("tail error shows the password: %v", err)
+			}
+		})
+	}
 }
