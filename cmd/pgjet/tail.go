@@ -109,7 +109,7 @@ func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logge
 		return fmt.Errorf("open JetStream: %w", err)
 	}
 	name := stream.StreamName(f.name)
-	where := "the JetStream domain of " + f.nats
+	where := "the JetStream domain of " + stream.RedactURL(f.nats)
 	if f.domain != "" {
 		where = "JetStream domain " + strconv.Quote(f.domain)
 	}
@@ -121,7 +121,7 @@ func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logge
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return fmt.Errorf("stream %s not found in %s: has pgjet-capture --name %s run against it? (a region holds a mirror: pass --domain REGION)", name, where, f.name)
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
-		return fmt.Errorf("JetStream is not enabled on %s", f.nats)
+		return fmt.Errorf("JetStream is not enabled on %s", stream.RedactURL(f.nats))
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("look up stream %s: nothing answers for %s (JetStream disabled, or a wrong --domain?): %w", name, where, err)
 	case err != nil:
