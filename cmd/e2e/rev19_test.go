@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgjet/pgjet/deploy/local"
+)
+
+// TestTruncate_KeepLocalWithoutCommitTimestamps: keep-local tells rows
+// written here by the commit timestamp and origin of their row version.
+// A target with track_commit_timestamp off cannot tell them, so a
+// TRUNCATE from the source must not wipe a row written here silently:
+// the applier either keeps it or refuses to run, naming the setting.
+func TestTruncate_KeepLocalWithoutCommitTimestamps(t *testing.T) {
+	t.Parallel()
+	c := &cluster{
+		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}),
+		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica", Settings: map[string]string{"track_commit_timestamp": "off"}}),
+		nats:    local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"}),
+	}
+	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	exec1(t, c.src, "CREATE TABLE acct (id int PRIMARY KEY, v text)", "INSERT INTO acct SELECT i, 'source' FROM generate_series(1, 5) i")
+	if err := local.CopySchema(context.Background(), c.src, c.dst); err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, c.dst, "INSERT INTO acct VALUES (10, 'written here')")
+	capt := c.capture(t, "--no-snapshot")
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
+		"--conflict", "keep-local", "--skip-snapshot")
+	exec1(t, c.src, "TRUNCATE acct", "INSERT INTO acct VALUES (6, 'after')")
+	waitFor(t, 60*time.Second, "the applier to refuse, or the rows after the TRUNCATE", func() (bool, string) {
+		return app.Exited() || queryInt(t, c.dst, "SELECT count(*) FROM acct WHERE id = 6") == 1, "neither yet"
+	})
+	if app.Exited() {
+		if out := app.Output(); !strings.Contains(out, "track_commit_timestamp") {
+			t.Fatalf("pgjet-apply exited without naming track_commit_timestamp:\n%s", tail(out, 2000))
+		}
+	} else if n := queryInt(t, c.dst, "SELECT count(*) FROM acct WHERE id = 10"); n != 1 {
+		t.Errorf("under keep-local the source's TRUNCATE wiped the row written here (track_commit_timestamp off), with %d conflicts recorded",
+			queryInt(t, c.dst, "SELECT count(*) FROM pgjet.conflicts"))
+	}
+	app.Stop(t)
+	capt.Stop(t)
+}
