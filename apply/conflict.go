@@ -201,9 +201,25 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		return fmt.Errorf("read track_commit_timestamp: %w", err)
 	}
 	s.cx.commitTS = on == "on"
-	if !s.cx.commitTS && a.cfg.uses(PolicyLastWriterWins) {
-		return schema.Fatalf(nil, "track_commit_timestamp is off on %s, and --conflict last-writer-wins compares the commit times of row versions; set track_commit_timestamp = on in postgresql.conf and restart Postgres",
-			schema.Redact(a.cfg.DB))
+	if !s.cx.commitTS {
+		// keep-local and error tell rows written here by the origin of
+		// their row version, which Postgres keeps only with commit
+		// timestamps: without them every row would look the source's,
+		// and changes (a TRUNCATE too) over local rows would apply as
+		// under source-wins, silently.
+		why := ""
+		switch {
+		case a.cfg.uses(PolicyLastWriterWins):
+			why = "--conflict last-writer-wins compares the commit times of row versions"
+		case a.cfg.uses(PolicyKeepLocal):
+			why = "--conflict keep-local tells rows written here by the origin of their row version, which only commit timestamps keep"
+		case a.cfg.uses(PolicyError):
+			why = "--conflict error tells rows written here by the origin of their row version, which only commit timestamps keep"
+		}
+		if why != "" {
+			return schema.Fatalf(nil, "track_commit_timestamp is off on %s, and %s; set track_commit_timestamp = on in postgresql.conf and restart Postgres",
+				schema.Redact(a.cfg.DB), why)
+		}
 	}
 
 	id, err := takeOrigin(ctx, s.conn, name)
@@ -240,9 +256,6 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		// CodeObjectInUse too, retried: the origin is held by another
 		// applier of the same source into this cluster.
 		return fmt.Errorf("set up replication origin %q: %w", name, err)
-	}
-	if !s.cx.commitTS && (a.cfg.uses(PolicyKeepLocal) || a.cfg.uses(PolicyError)) && a.originWarned.CompareAndSwap(false, true) {
-		a.log.Warn().Msg("track_commit_timestamp is off: update_changed, delete_changed and truncate_changed conflicts are not detected; set track_commit_timestamp = on in postgresql.conf and restart Postgres")
 	}
 	s.originStmt = "pgjet_origin"
 	if _, err := s.pg.Prepare(ctx, s.originStmt, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))", nil); err != nil {
