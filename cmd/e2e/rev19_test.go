@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,5 +44,28 @@ func TestTruncate_KeepLocalWithoutCommitTimestamps(t *testing.T) {
 		}
 		app.Stop(t)
 	}
+	capt.Stop(t)
+}
+
+// TestApply_TargetStatementTimeout: a statement_timeout set on the target
+// (for the database or the apply role) cancels a replicated statement that
+// takes longer, every time it is retried: the applier looped on it for
+// ever, applying nothing. Replicated work must not be cut by it, as
+// pg_dump and pg_restore are not.
+func TestApply_TargetStatementTimeout(t *testing.T) {
+	t.Parallel()
+	// The CHECK makes each insert take 0.5s on either side.
+	c := newCluster(t, `CREATE FUNCTION slow(i int) RETURNS boolean LANGUAGE sql AS 'SELECT true FROM pg_sleep(0.5)'`,
+		`CREATE TABLE t (id int PRIMARY KEY CHECK (slow(id)))`)
+	exec1(t, c.dst, `ALTER DATABASE postgres SET statement_timeout = '200ms'`)
+	capt := c.capture(t, "--no-snapshot")
+	app := c.apply(t, "--skip-snapshot")
+	exec1(t, c.src, `INSERT INTO t VALUES (1)`)
+	waitFor(t, 30*time.Second, "the slow insert to be applied", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM t")
+		return n == 1, fmt.Sprintf("%d rows, %d statement timeouts logged", n, strings.Count(app.Output(), "statement timeout"))
+	})
+	app.Stop(t)
 	capt.Stop(t)
 }
