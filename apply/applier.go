@@ -488,6 +488,12 @@ func (s *session) setup(ctx context.Context) error {
 	if _, err := s.conn.Exec(ctx, "SELECT set_config('synchronous_commit', $1, false)", a.cfg.SynchronousCommit); err != nil {
 		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
+	// A statement_timeout of the target's database or role would cancel a
+	// replicated statement that takes longer on every retry, for ever:
+	// the source committed it, so it runs to its end, as under pg_restore.
+	if _, err := s.conn.Exec(ctx, "SET statement_timeout = 0"); err != nil {
+		return fmt.Errorf("set statement_timeout: %w", err)
+	}
 	if a.cfg.SessionReplicationRole {
 		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err == nil {
 			s.reorder = true

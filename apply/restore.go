@@ -282,6 +282,12 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return fmt.Errorf("set synchronous_commit: %w", err)
 	}
+	// As in the applier's session: a batch of rows or an index build
+	// that outlasts the target's statement_timeout would fail on every
+	// retry.
+	if _, err := conn.Exec(ctx, "SET statement_timeout = 0"); err != nil {
+		return fmt.Errorf("set statement_timeout: %w", err)
+	}
 	if o.Origin != "" {
 		if _, err := takeOrigin(ctx, conn, o.Origin); schema.PgCode(err) == schema.CodeInsufficientPriv {
 			// The applier that follows says what this means, once.
