@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgjet/pgjet/deploy/local"
+	"github.com/pgjet/pgjet/stream"
 )
 
 // TestTruncate_KeepLocalWithoutCommitTimestamps: keep-local tells rows
@@ -68,4 +69,59 @@ func TestApply_TargetStatementTimeout(t *testing.T) {
 	})
 	app.Stop(t)
 	capt.Stop(t)
+}
+
+// TestTruncate_TableCopiedAgainWithForeignKey: as
+// TestTruncate_TableCopiedAgain, but z references a_small. The TRUNCATE
+// of both reaches the applier with z's copy newer than it (z is passed
+// over), so a_small is emptied alone, which a foreign key from z forbids
+// to TRUNCATE: the applier must still get past it and match the source.
+func TestTruncate_TableCopiedAgainWithForeignKey(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE TABLE a_small (id int PRIMARY KEY, v text)`, `CREATE TABLE big (id int PRIMARY KEY, pad text)`,
+		`CREATE TABLE z (id int PRIMARY KEY, aid int REFERENCES a_small, v text)`,
+		`INSERT INTO a_small SELECT i, 'before' FROM generate_series(1, 50) i`,
+		`INSERT INTO big SELECT i, repeat('x', 200) FROM generate_series(1, 100000) i`,
+		`INSERT INTO z SELECT i, i, 'before' FROM generate_series(1, 50) i`)
+	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s", "--snapshot-workers", "1"}
+	capt := start(t, "pgjet-capture", bins.capture, args...)
+
+	// Killed once big's rows are coming (a_small is whole by then: tables
+	// are copied in name order), long before z.
+	js := natsJS(t, c.nats.ClientURL())
+	ctx := context.Background()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		checkDaemons(t)
+		if st, err := js.Stream(ctx, stream.SnapshotStreamName("src")); err == nil {
+			if info, err := st.Info(ctx); err == nil && info.State.Msgs >= 7 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot rows of big after 60s:\n%s", tail(capt.Output(), 2000))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	capt.Kill()
+	if strings.Contains(capt.Output(), `"message":"snapshot complete"`) {
+		t.Fatalf("the snapshot completed before the kill; make big larger")
+	}
+	exec1(t, c.src, `TRUNCATE a_small, z`, `INSERT INTO a_small VALUES (1, 'after')`, `INSERT INTO z SELECT i, 1, 'after' FROM generate_series(100, 120) i`)
+	capt = start(t, "pgjet-capture", bins.capture, args...)
+	capt.waitLog(t, "snapshot complete")
+	exec1(t, c.src, `INSERT INTO z VALUES (200, 1, 'later')`, `UPDATE a_small SET v = 'later'`)
+
+	app := c.apply(t)
+	app.waitLog(t, "snapshot restored; following changes")
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM pgjet.snapshot_tables WHERE table_name = 'z'"); n != 1 {
+		t.Fatalf("z was not copied again after the resume (the kill came too late?)")
+	}
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM pgjet.snapshot_tables WHERE table_name = 'a_small'"); n != 0 {
+		t.Fatalf("a_small was copied again after the resume (the kill came too early?)")
+	}
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	capt.Stop(t)
+	app.Stop(t)
 }
