@@ -139,7 +139,7 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 		return err
 	}
 	var truncated, checked []*plan // checked: tables whose policy looks for rows written here
-	kept := false
+	kept, newer := false, false    // newer: a table's snapshot copy is newer than the TRUNCATE
 	for _, id := range ch.Truncated {
 		var r *stream.Relation
 		if ri, ok := byID[id]; ok {
@@ -149,7 +149,7 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 		}
 		if s.snapSkip != nil && s.skipForSnapshot(r, env.CommitLSN) {
 			// The table's snapshot rows were copied after the TRUNCATE.
-			kept = true
+			kept, newer = true, true
 			continue
 		}
 		p, err := s.plan(ctx, r, env, seq)
@@ -189,6 +189,21 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 		names = append(names, p.t.qname)
 	}
 	if len(names) == 0 {
+		return nil
+	}
+	if newer {
+		// A table copied after the TRUNCATE may reference the others
+		// (it was truncated with them), and a TRUNCATE of a table that
+		// another one not truncated with it references fails whatever
+		// the rows. Its copy already holds what the source had after the
+		// TRUNCATE, so the others are emptied by DELETE, which the
+		// replica role keeps foreign keys out of. Only until the
+		// snapshot's tables have caught up.
+		for i, p := range truncated {
+			s.batch.ExecParams("DELETE FROM "+p.t.qname, nil, nil, nil, nil)
+			s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: env.CommitLSN, table: names[i], op: stream.OpTruncate})
+			s.batchLen++
+		}
 		return nil
 	}
 	sql := "TRUNCATE " + strings.Join(names, ", ")
