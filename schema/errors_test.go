@@ -107,3 +107,30 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestRedact_KeywordPasswordWithSpaces: a keyword/value password with a
+// space that is not quoted as libpq wants (unquoted, or in double quotes)
+// is malformed, and the error prints the string: no piece of the
+// password may show, in Redact or in the error.
+func TestRedact_KeywordPasswordWithSpaces(t *testing.T) {
+	t.Parallel()
+	for _, conn := range []string{
+		`host=h user=u password=first Second3rd dbname=d`,
+		`host=h user=u password="first Second3rd" dbname=d`,
+		`host=h user=u password="first Second3rd"`,
+		`host=h password = first Second3rd Third4th dbname=d`,
+	} {
+		t.Run(conn, func(t *testing.T) {
+			if got := Redact(conn); strings.Contains(got, "Second3rd") || strings.Contains(got, "Third4th") {
+				t.Errorf("Redact(%q) = %q shows a piece of the password", conn, got)
+			}
+			_, err := pgx.ParseConfig(conn)
+			if err == nil {
+				t.Fatalf("pgx parsed %q; the test wants a malformed one", conn)
+			}
+			if msg := ClassifyConnect(conn, err).Error(); strings.Contains(msg, "Second3rd") || strings.Contains(msg, "Third4th") {
+				t.Errorf("ClassifyConnect of %q shows a piece of the password: %s", conn, msg)
+			}
+		})
+	}
+}
