@@ -31,7 +31,7 @@ const Mask = "xxxxx"
 func Postgres(conn string) string { return mask(conn, postgresSpans(conn)) }
 
 func postgresSpans(conn string) []span {
-	spans := append(urlSpans(conn), keywordSpans(conn)...)
+	spans := append(urlSpans(conn), keywordSpans(conn, true)...)
 	if schemeLen(conn) == 0 {
 		spans = append(spans, userinfoSpan(conn, 0)...)
 	}
@@ -46,7 +46,7 @@ func NATS(s string) string { return mask(s, natsSpans(s)) }
 // Text returns text, such as an error message, with the passwords of the
 // connection strings it quotes hidden.
 func Text(text string) string {
-	spans := append(urlSpans(text), keywordSpans(text)...)
+	spans := append(urlSpans(text), keywordSpans(text, false)...)
 	for i := 0; i < len(text); {
 		for i < len(text) && isSpace(text[i]) {
 			i++
@@ -118,7 +118,7 @@ func natsSpans(s string) []span {
 	for _, sv := range servers {
 		out = append(out, regionSpans(s, sv.a, sv.b, true)...)
 	}
-	return append(out, keywordSpans(s)...)
+	return append(out, keywordSpans(s, false)...)
 }
 
 // urlSpans finds the secrets of every scheme://... URL in s. A URL runs
@@ -221,7 +221,12 @@ func regionSpans(s string, a, b int, tokens bool) []span {
 // around '=', a value in single quotes with backslash escapes, or up to
 // the next unescaped space. A key after '?' or '&' is a URL query
 // parameter, whose value runs to the next parameter.
-func keywordSpans(s string) []span {
+//
+// With whole, s is a whole keyword/value string, where every word is a
+// key=value: words after the value that are none (a space not quoted, or
+// double quotes, which libpq does not know) are taken for the rest of the
+// password.
+func keywordSpans(s string, whole bool) []span {
 	var out []span
 	lower := strings.ToLower(s)
 	for i := 0; ; {
@@ -251,9 +256,44 @@ func keywordSpans(s string) []span {
 			j++
 		}
 		end, _ := keywordValueEnd(s, j)
+		if whole {
+			end = strayWordsEnd(s, end)
+		}
 		out = append(out, span{j, end})
 	}
 	return out
+}
+
+// strayWordsEnd returns where the words from s[from] on that are no
+// key=value (nor key = value) end: at the start of the next key, or at
+// the end of s.
+func strayWordsEnd(s string, from int) int {
+	end := from
+	for {
+		w := end
+		for w < len(s) && isSpace(s[w]) {
+			w++
+		}
+		if w == len(s) {
+			return end
+		}
+		k := w
+		for k < len(s) && isKeyChar(s[k]) {
+			k++
+		}
+		e := k
+		for e < len(s) && isSpace(s[e]) {
+			e++
+		}
+		if k > w && e < len(s) && s[e] == '=' {
+			return end // the next key
+		}
+		next, _ := keywordValueEnd(s, w)
+		if next == w {
+			next++
+		}
+		end = next
+	}
 }
 
 // keywordValueEnd returns where the keyword/value value that starts at
