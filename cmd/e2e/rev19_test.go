@@ -125,3 +125,31 @@ func TestTruncate_TableCopiedAgainWithForeignKey(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestReplay_TargetPastThePoint: pgjet replay --until-* on a database
+// that already holds the source past the point (a replica, rolled back to
+// before a bad change, --force or not) cannot go back: it must not report
+// the replay complete while the database stays past the point.
+func TestReplay_TargetPastThePoint(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	capt := c.capture(t)
+	capt.waitLog(t, "snapshot complete")
+	app := c.apply(t)
+	exec1(t, c.src, `INSERT INTO t VALUES (1, 'at the point')`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	lsn := queryString(t, c.dst, "SELECT commit_lsn::text FROM pgjet.applied WHERE source = 'src'")
+	exec1(t, c.src, `INSERT INTO t VALUES (2, 'the bad change')`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	app.Stop(t)
+	capt.Stop(t)
+
+	code, out := runPgjet(t, "replay", "--nats", c.nats.ClientURL(), "--name", "src", "--db", c.dst, "--until-lsn", lsn, "--force")
+	rows := queryString(t, c.dst, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+	if code == 0 && rows != "1" {
+		t.Fatalf("replay --until-lsn %s --force exited 0 and the database holds rows %s, want 1 (or a refusal):\n%s", lsn, rows, tail(out, 2000))
+	}
+	if code != 0 && !strings.Contains(out, "past") {
+		t.Errorf("replay refused without saying the database is past the point:\n%s", tail(out, 2000))
+	}
+}
