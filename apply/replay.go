@@ -61,6 +61,11 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 			return fmt.Errorf("inspect target: %w", err)
 		}
 	}
+	if positioned {
+		if err := notPastPoint(ctx, conn, o, cfg); err != nil {
+			return err
+		}
+	}
 	// An interrupted replay left a restore to finish: its tables are its
 	// own, and it goes on as it began (creating the schema, or loading
 	// rows only), whatever --force says now.
@@ -167,6 +172,34 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 	st := a.Stats()
 	log.Info().Str("lsn", stream.LSN(st.AppliedLSN.Load()).String()).Uint64("stream_seq", st.StreamSeq.Load()).
 		Msg("replay complete")
+	return nil
+}
+
+// notPastPoint refuses a target whose applied position is past the
+// replay's point: a replay only rolls a database forward, so it would
+// stop at once and leave the database past the point. A position a
+// restore left has no commit time; its LSN still tells.
+func notPastPoint(ctx context.Context, conn *pgx.Conn, o ReplayOptions, cfg Config) error {
+	if o.UntilLSN == 0 && o.UntilTime.IsZero() {
+		return nil
+	}
+	var commit string
+	var at *time.Time
+	if err := conn.QueryRow(ctx, `SELECT commit_lsn::text, commit_time FROM pgjet.applied WHERE source = $1`, cfg.Name).Scan(&commit, &at); err != nil {
+		return fmt.Errorf("read the target's position: %w", err)
+	}
+	lsn, err := stream.ParseLSN(commit)
+	if err != nil {
+		return fmt.Errorf("the target's position %q: %w", commit, err)
+	}
+	if o.UntilLSN > 0 && lsn > o.UntilLSN || at != nil && !o.UntilTime.IsZero() && at.After(o.UntilTime) {
+		when := ""
+		if at != nil {
+			when = " (committed " + at.UTC().Format(time.RFC3339Nano) + ")"
+		}
+		return schema.Fatalf(nil, "the target %s holds source %s up to the transaction at LSN %s%s, past the requested point: a replay only rolls a database forward (--force does not take it back); replay into an empty database to reach an earlier point",
+			schema.Redact(cfg.DB), cfg.Name, lsn, when)
+	}
 	return nil
 }
 
