@@ -84,3 +84,19 @@ func FuzzRedactURL(f *testing.F) {
 		}
 	})
 }
+
+// TestRedactURL_ListWithOtherSeparators: nats.go splits a server list at
+// commas only, so a list written with spaces or semicolons is one
+// malformed URL, which the error prints: no token of it may show.
+func TestRedactURL_ListWithOtherSeparators(t *testing.T) {
+	t.Parallel()
+	for _, urls := range []string{
+		"nats://Tok3nOne@h1:4222 nats://Tok3nTwo@h2:4222",
+		"nats://Tok3nOne@h1:4222;nats://Tok3nTwo@h2:4222",
+		"nats://Tok3nOne@h1:4222; nats://Tok3nTwo@h2:4222",
+	} {
+		if got := RedactURL(urls); strings.Contains(got, "Tok3nOne") || strings.Contains(got, "Tok3nTwo") {
+			t.Errorf("RedactURL(%q) = %q shows a token", urls, got)
+		}
+	}
+}
