@@ -118,6 +118,9 @@ func natsSpans(s string) []span {
 	for _, sv := range servers {
 		out = append(out, regionSpans(s, sv.a, sv.b, true)...)
 	}
+	// A list joined by spaces or semicolons is one server to nats.go,
+	// and a malformed one: read as text, each of its URLs has its secret.
+	out = append(out, urlSpans(s)...)
 	return append(out, keywordSpans(s, false)...)
 }
 
