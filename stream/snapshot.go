@@ -147,7 +147,7 @@ func SnapshotStreamConfig(source string, replicas int) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxBytes:    -1,
-		Replicas:    max(replicas, 1),
+		Replicas:    replicas,
 		Duplicates:  2 * time.Minute,
 	}
 }
