@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+)
+
+// Ways a source role could get more rights on a replica than it has on the
+// source, although schema changes replay as their author.
+
+// ownersEscalationCluster is a cluster with role app on both sides, able
+// to create objects in public on both, capture and apply running (apply as
+// the superuser postgres, the harness' default).
+func ownersEscalationCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := newCluster(t, `CREATE TABLE base (id int PRIMARY KEY)`)
+	for _, url := range []string{c.src, c.dst} {
+		exec1(t, url, `CREATE ROLE app LOGIN`, `GRANT CREATE ON SCHEMA public TO app`)
+	}
+	c.capture(t)
+	c.apply(t)
+	return c
+}
+
+// waitReplicaHas waits until the replica has the relation or function
+// (a to_regclass or to_regprocedure argument) named.
+func waitReplicaHas(t *testing.T, c *cluster, fn, name string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, name+" on the replica", func() (bool, string) {
+		checkDaemons(t)
+		got := queryString(t, c.dst, `SELECT coalesce(`+fn+`($1)::text, '')`, name)
+		return got != "", "missing"
+	})
+}
+
+// TestOwners_DOBlockCannotLeaveAuthorRole: a DO block is replayed as its
+// author with SET LOCAL ROLE, but a RESET ROLE inside it returns to the
+// session user, which on the replica is the apply role, not the author.
+// On the source app's RESET ROLE stays app and its ALTER ROLE fails (and
+// is caught); on the replica it runs as the apply role.
+func TestOwners_DOBlockCannotLeaveAuthorRole(t *testing.T) {
+	t.Parallel()
+	c := ownersEscalationCluster(t)
+	exec1(t, as(t, c.src, "app"), `DO $$
+BEGIN
+	CREATE TABLE do_t (id int PRIMARY KEY);
+	RESET ROLE;
+	BEGIN
+		ALTER ROLE app SUPERUSER;
+	EXCEPTION WHEN insufficient_privilege THEN
+		NULL; -- on the source: app may not
+	END;
+END $$`)
+	if n := queryInt(t, c.src, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+		t.Fatalf("app became a superuser on the source")
+	}
+	exec1(t, c.src, `INSERT INTO base VALUES (1)`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	waitReplicaHas(t, c, "to_regclass", "public.do_t")
+	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+		t.Errorf("a DO block app ran on the source made app a superuser on the replica (RESET ROLE inside it ran the rest as the apply role)")
+	}
+}
+
+// TestOwners_RoleSwitchInsideQueryString: a migration run by a superuser
+// as one query string that switches to app with SET ROLE before creating
+// a SECURITY DEFINER function: on the source app is its definer, and the
+// replica must not make the superuser its definer.
+func TestOwners_RoleSwitchInsideQueryString(t *testing.T) {
+	t.Parallel()
+	c := ownersEscalationCluster(t)
+	exec1(t, c.src, `CREATE TABLE mig_t (id int PRIMARY KEY); SET ROLE app; `+
+		`CREATE FUNCTION mig_f() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text'; RESET ROLE`)
+	if got := queryString(t, as(t, c.src, "app"), `SELECT mig_f()`); got != "app" {
+		t.Fatalf("on the source mig_f() runs as %q, want app", got)
+	}
+	waitReplicaHas(t, c, "to_regprocedure", "public.mig_f()")
+	if got := queryString(t, as(t, c.dst, "app"), `SELECT mig_f()`); got != "app" {
+		t.Errorf("on the replica SECURITY DEFINER mig_f() runs as %q, on the source as \"app\"", got)
+	}
+}
+
+// TestOwners_SessionAuthorizationDoesNotStick: a DO block by app that
+// sets its own session authorization (harmless on the source, where app
+// logged in) must not leave the applier's session running as app: the
+// rows and schema changes after it are written as the apply role.
+func TestOwners_SessionAuthorizationDoesNotStick(t *testing.T) {
+	t.Parallel()
+	c := ownersEscalationCluster(t)
+	exec1(t, as(t, c.src, "app"), `DO $$
+BEGIN
+	CREATE TABLE sa_t (id int PRIMARY KEY);
+	SET SESSION AUTHORIZATION app;
+END $$`)
+	// Rows app may not write on either side, and a change by postgres.
+	exec1(t, c.src, `INSERT INTO base VALUES (1)`, `CREATE TABLE later_t (id int PRIMARY KEY)`, `INSERT INTO later_t VALUES (1)`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	waitSameDescription(t, c.src, c.dst, ownersSQL)
+}
+
+// TestOwners_ReplicatedRowRunsAuthorCodeAsApplyRole: a CHECK constraint
+// runs its function as the role writing the row. On the source that is
+// app; on the replica the apply role writes the row, so a function app
+// wrote runs there with the apply role's rights.
+func TestOwners_ReplicatedRowRunsAuthorCodeAsApplyRole(t *testing.T) {
+	t.Parallel()
+	c := ownersEscalationCluster(t)
+	exec1(t, as(t, c.src, "app"), `CREATE FUNCTION chk(int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+		ALTER ROLE app SUPERUSER;
+	END IF;
+	RETURN true;
+END $$`,
+		`CREATE TABLE chk_t (id int PRIMARY KEY CHECK (chk(id)))`,
+		`INSERT INTO chk_t VALUES (1)`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+		t.Errorf("a row app inserted on the source made app a superuser on the replica (its CHECK function ran as the apply role)")
+	}
+}
