@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,5 +120,98 @@ END $$`,
 	waitSame(t, 60*time.Second, c.src, c.dst)
 	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
 		t.Errorf("a row app inserted on the source made app a superuser on the replica (its CHECK function ran as the apply role)")
+	}
+}
+
+// leastPrivilegeTarget makes the replica's pgjet_apply as
+// deploy/postgres/roles.sql does (owner app), after pgjet roles copied the
+// source's roles, and lets it create the restored tables in public.
+func leastPrivilegeTarget(t *testing.T, c *cluster) []string {
+	t.Helper()
+	if code, out := runPgjet(t, "roles", "--source", c.src, "--target", c.dst); code != 0 {
+		t.Fatalf("pgjet roles exited %d:\n%s", code, out)
+	}
+	roles := filepath.Join("..", "..", "deploy", "postgres", "roles.sql")
+	psql := exec.Command("psql", "-X", "-q", "-v", "side=target", "-v", "owner=app", "-f", roles, c.dst)
+	if out, err := psql.CombinedOutput(); err != nil {
+		t.Fatalf("psql -f roles.sql: %v\n%s", err, out)
+	}
+	exec1(t, c.dst, `GRANT CREATE ON SCHEMA public TO pgjet_apply`)
+	return []string{"--db", as(t, c.dst, "pgjet_apply"), "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1"}
+}
+
+// TestOwners_RestoreNeverAsksForSuperuserMembership: a snapshot with a
+// table owned by the source's superuser, restored by the least-privilege
+// apply role. roles.sql refuses to make pgjet_apply a member of a
+// superuser (a member may SET ROLE to it); the restore's stop line must
+// not tell the operator to do just that.
+func TestOwners_RestoreNeverAsksForSuperuserMembership(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE ROLE app LOGIN`, `GRANT CREATE ON SCHEMA public TO app`,
+		`CREATE TABLE plain (id int PRIMARY KEY)`, `INSERT INTO plain VALUES (1)`,
+		`SET ROLE app; CREATE TABLE app_t (id int PRIMARY KEY); INSERT INTO app_t VALUES (1); RESET ROLE`)
+	capt := c.capture(t)
+	capt.waitLog(t, "snapshot complete")
+	args := leastPrivilegeTarget(t, c)
+	app := start(t, "pgjet-apply", bins.apply, args...)
+	if code := app.Wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("apply exited %d, want 1", code)
+	}
+	line := stopLine(t, app, "pgjet-apply: ")
+	if strings.Contains(line, `GRANT "postgres" TO`) || !strings.Contains(line, "superuser") {
+		t.Errorf("the restore's line tells to make the apply role a member of the superuser postgres, or does not say postgres is one:\n%s", line)
+	}
+}
+
+// TestOwners_LeastPrivilegeRestore: a region built from a snapshot by the
+// least-privilege apply role of roles.sql, all objects owned by app, which
+// pgjet_apply is a member of: the restore passes its role check, so it
+// must build the region with the source's owners.
+func TestOwners_LeastPrivilegeRestore(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	exec1(t, c.src, `CREATE ROLE app LOGIN`, `CREATE ROLE reader LOGIN`, `GRANT CREATE ON SCHEMA public TO app`,
+		`SET ROLE app; CREATE TABLE app_t (id int PRIMARY KEY); INSERT INTO app_t VALUES (1); GRANT SELECT ON app_t TO reader; RESET ROLE`)
+	capt := c.capture(t)
+	capt.waitLog(t, "snapshot complete")
+	args := leastPrivilegeTarget(t, c)
+	checkConfig(t, bins.apply, 0, []string{"OK    roles"}, args...)
+	app := start(t, "pgjet-apply", bins.apply, args...)
+	app.waitLog(t, "snapshot restored; following changes")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	waitSameDescription(t, c.src, c.dst, ownersSQL)
+	exec1(t, as(t, c.src, "app"), `CREATE TABLE app_t2 (id int PRIMARY KEY)`, `INSERT INTO app_t2 VALUES (1)`)
+	waitSame(t, 60*time.Second, c.src, c.dst)
+}
+
+// TestOwners_DOBlockCallingDefinerRunsAsCaller: the role recorded with a
+// schema change is current_user where the DDL ran, which inside a
+// SECURITY DEFINER function is its owner, while the text replayed is the
+// whole query string its caller wrote. A DO block by app that calls a
+// superuser's DDL helper (a partition maker, say) replays wholly as the
+// superuser on the replica.
+func TestOwners_DOBlockCallingDefinerRunsAsCaller(t *testing.T) {
+	t.Parallel()
+	c := ownersEscalationCluster(t)
+	exec1(t, c.src, `CREATE FUNCTION mk_part(n text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+	EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY)', n);
+END $$`)
+	exec1(t, as(t, c.src, "app"), `DO $$
+BEGIN
+	PERFORM mk_part('part_1');
+	BEGIN
+		ALTER ROLE app SUPERUSER;
+	EXCEPTION WHEN insufficient_privilege THEN
+		NULL; -- on the source: app may not
+	END;
+END $$`)
+	if n := queryInt(t, c.src, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+		t.Fatalf("app became a superuser on the source")
+	}
+	waitReplicaHas(t, c, "to_regclass", "public.part_1")
+	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+		t.Errorf("a DO block app ran on the source made app a superuser on the replica (replayed as the definer of the function it called)")
 	}
 }
