@@ -25,6 +25,22 @@ func ownersEscalationCluster(t *testing.T) *cluster {
 	return c
 }
 
+// becomeSuper is PL/pgSQL that makes app a superuser when the role it
+// runs as may, and does nothing where it may not (app on the source).
+const becomeSuper = `	BEGIN
+		ALTER ROLE app SUPERUSER;
+	EXCEPTION WHEN insufficient_privilege THEN
+		NULL;
+	END;
+`
+
+// appIsSuper reports whether role app is a superuser on the database at
+// url.
+func appIsSuper(t *testing.T, url string) bool {
+	t.Helper()
+	return queryInt(t, url, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`) != 0
+}
+
 // waitReplicaHas waits until the replica has the relation or function
 // (a to_regclass or to_regprocedure argument) named.
 func waitReplicaHas(t *testing.T, c *cluster, fn, name string) {
@@ -48,19 +64,14 @@ func TestOwners_DOBlockCannotLeaveAuthorRole(t *testing.T) {
 BEGIN
 	CREATE TABLE do_t (id int PRIMARY KEY);
 	RESET ROLE;
-	BEGIN
-		ALTER ROLE app SUPERUSER;
-	EXCEPTION WHEN insufficient_privilege THEN
-		NULL; -- on the source: app may not
-	END;
-END $$`)
-	if n := queryInt(t, c.src, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+`+becomeSuper+`END $$`)
+	if appIsSuper(t, c.src) {
 		t.Fatalf("app became a superuser on the source")
 	}
 	exec1(t, c.src, `INSERT INTO base VALUES (1)`)
 	waitSame(t, 60*time.Second, c.src, c.dst)
 	waitReplicaHas(t, c, "to_regclass", "public.do_t")
-	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+	if appIsSuper(t, c.dst) {
 		t.Errorf("a DO block app ran on the source made app a superuser on the replica (RESET ROLE inside it ran the rest as the apply role)")
 	}
 }
@@ -118,7 +129,7 @@ END $$`,
 		`CREATE TABLE chk_t (id int PRIMARY KEY CHECK (chk(id)))`,
 		`INSERT INTO chk_t VALUES (1)`)
 	waitSame(t, 60*time.Second, c.src, c.dst)
-	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+	if appIsSuper(t, c.dst) {
 		t.Errorf("a row app inserted on the source made app a superuser on the replica (its CHECK function ran as the apply role)")
 	}
 }
@@ -201,17 +212,12 @@ END $$`)
 	exec1(t, as(t, c.src, "app"), `DO $$
 BEGIN
 	PERFORM mk_part('part_1');
-	BEGIN
-		ALTER ROLE app SUPERUSER;
-	EXCEPTION WHEN insufficient_privilege THEN
-		NULL; -- on the source: app may not
-	END;
-END $$`)
-	if n := queryInt(t, c.src, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+`+becomeSuper+`END $$`)
+	if appIsSuper(t, c.src) {
 		t.Fatalf("app became a superuser on the source")
 	}
 	waitReplicaHas(t, c, "to_regclass", "public.part_1")
-	if n := queryInt(t, c.dst, `SELECT count(*) FROM pg_roles WHERE rolname = 'app' AND rolsuper`); n != 0 {
+	if appIsSuper(t, c.dst) {
 		t.Errorf("a DO block app ran on the source made app a superuser on the replica (replayed as the definer of the function it called)")
 	}
 }
