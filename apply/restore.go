@@ -533,6 +533,11 @@ type RolesCheck struct {
 	Missing []string
 	// NotMember are the snapshot's owners ApplyRole may not become.
 	NotMember []string
+	// SuperOwners are the snapshot's owners ApplyRole may not become that
+	// are superusers on the target: membership in them would let the
+	// apply role, and any role whose schema change it replays, become a
+	// superuser, so they are never offered as a GRANT.
+	SuperOwners []string
 	// SourceMissing are roles of the source's cluster the target lacks
 	// that the snapshot's schema does not name.
 	SourceMissing []string
@@ -544,12 +549,13 @@ func CheckRoles(ctx context.Context, conn *pgx.Conn, man stream.SnapshotManifest
 	var rc RolesCheck
 	err := conn.QueryRow(ctx, `SELECT session_user,
 			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE r.oid IS NULL AND x.named), '{}'),
-			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER')), '{}'),
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER') AND NOT r.rolsuper), '{}'),
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER') AND r.rolsuper), '{}'),
 			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE r.oid IS NULL AND NOT x.named), '{}')
 		FROM (SELECT name, bool_or(named) AS named FROM (
 				SELECT unnest($1::text[]) AS name, true AS named
 				UNION ALL SELECT unnest($3::text[]), false) u GROUP BY name) x
-		LEFT JOIN pg_roles r ON r.rolname = x.name`, man.Roles, man.Owners, man.SourceRoles).Scan(&rc.ApplyRole, &rc.Missing, &rc.NotMember, &rc.SourceMissing)
+		LEFT JOIN pg_roles r ON r.rolname = x.name`, man.Roles, man.Owners, man.SourceRoles).Scan(&rc.ApplyRole, &rc.Missing, &rc.NotMember, &rc.SuperOwners, &rc.SourceMissing)
 	if err != nil {
 		return rc, fmt.Errorf("compare the snapshot's roles with the target's: %w", err)
 	}
@@ -567,6 +573,10 @@ func (rc RolesCheck) Problem() string {
 	if len(rc.NotMember) > 0 {
 		p = append(p, fmt.Sprintf("the apply role %q may not become %s, which own objects on the source; GRANT %s TO %s on the target (or restore as a superuser) and start again",
 			rc.ApplyRole, quoteNames(rc.NotMember), quoteNames(rc.NotMember), pgx.Identifier{rc.ApplyRole}.Sanitize()))
+	}
+	if len(rc.SuperOwners) > 0 {
+		p = append(p, fmt.Sprintf("%s, superuser(s) on the target, own objects on the source, and the apply role %q may not become them (never make it a member: it would then be a superuser); restore as a superuser, or on the source make a role that is no superuser own them (ALTER ... OWNER TO) and take a new snapshot",
+			quoteNames(rc.SuperOwners), rc.ApplyRole))
 	}
 	return strings.Join(p, "; ")
 }
