@@ -34,8 +34,12 @@ type Stats struct {
 	Commits   atomic.Int64
 	Conflicts atomic.Int64
 	// DeadLetters counts messages set aside by --on-bad-message
-	// dead-letter.
+	// dead-letter and stored in the dead-letter stream.
 	DeadLetters atomic.Int64
+	// DeadLetterTxns counts the source's transactions known to be set
+	// aside with them: one per transaction set aside whole, each of a
+	// batch message's.
+	DeadLetterTxns atomic.Int64
 	// Prepared is the number of change statements the session holds
 	// prepared on the target (bounded by Config.StatementCache).
 	Prepared   atomic.Int64
@@ -943,8 +947,7 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		}
 	} else {
 		if !s.cur || env.CommitLSN != s.curLSN || env.Chunk != s.curNext {
-			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s without the chunks before it; the stream is damaged: rebuild this target from a snapshot",
-				stream.StreamName(a.cfg.Name), seq, env.Chunk, env.CommitLSN)
+			return s.orphanChunk(ctx, m, seq, env)
 		}
 		s.curNext++
 		if s.skipping {

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -75,6 +77,7 @@ type dropped struct {
 	cause       error
 	first, last uint64 // stream sequences of its first and last message
 	n           int    // messages dead-lettered
+	counted     bool   // counted in Stats.DeadLetterTxns
 }
 
 // deadLetter sets aside message m (stream sequence seq), which cannot be
@@ -91,8 +94,12 @@ type dropped struct {
 func (s *session) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, cause error) error {
 	src, lsn, _, ok := stream.ParseMsgID(m.Headers().Get(jetstream.MsgIDHeader))
 	if !ok || src != s.a.cfg.Name {
-		if err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, cause, true); err != nil {
+		stored, err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, cause, true)
+		if err != nil {
 			return err
+		}
+		if stored {
+			s.reportHeld(m, seq)
 		}
 		if s.cur {
 			// Inside a transaction: its last chunk, later in the stream,
@@ -101,6 +108,12 @@ func (s *session) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, c
 		}
 		return s.advance(ctx, m, seq)
 	}
+	return s.deadLetterTxn(ctx, m, seq, lsn, cause)
+}
+
+// deadLetterTxn sets aside transaction lsn whole, starting with its
+// message m (stream sequence seq), bad because of cause.
+func (s *session) deadLetterTxn(ctx context.Context, m jetstream.Msg, seq uint64, lsn stream.LSN, cause error) error {
 	if s.drop != nil && lsn != s.drop.lsn {
 		s.endDrop() // the bad message begins the next transaction
 	}
@@ -116,10 +129,11 @@ func (s *session) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, c
 				if err != nil {
 					return natsError{fmt.Errorf("read back stream %s sequence %d to dead-letter its transaction: %w", stream.StreamName(s.a.cfg.Name), q, err)}
 				}
-				if err := s.publishDead(ctx, raw.Subject, raw.Header, raw.Data, q, d.partOf(), false); err != nil {
+				stored, err := s.publishDead(ctx, raw.Subject, raw.Header, raw.Data, q, d.partOf(), false)
+				if err != nil {
 					return err
 				}
-				d.n++
+				s.noteDropped(d, stored)
 			}
 			d.first = s.curFirst
 		}
@@ -131,7 +145,123 @@ func (s *session) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, c
 
 // partOf is the reason a good chunk of d is dead-lettered.
 func (d *dropped) partOf() error {
+	if d.bad == 0 {
+		return fmt.Errorf("set aside with its transaction %s: %w", d.lsn, d.cause)
+	}
 	return fmt.Errorf("set aside with its transaction %s, whose message at stream sequence %d is bad: %w", d.lsn, d.bad, d.cause)
+}
+
+// errDropResumed is why the rest of a transaction is set aside after a
+// restart: the position commits past each chunk of a transaction being set
+// aside, so a restart can resume in its middle.
+var errDropResumed = errors.New("its earlier messages were dead-lettered before pgjet-apply restarted")
+
+// orphanChunk handles chunk env of message m (stream sequence seq), which
+// does not follow the chunk before it. Either the chunks before it were
+// dead-lettered before a restart (the stored position then lies inside
+// its transaction), or they are missing or bad (a bad one without a
+// message id was set aside alone). Under --on-bad-message dead-letter the
+// rest of the transaction is set aside too, and apply goes on; otherwise
+// the applier stops, once, with one line.
+func (s *session) orphanChunk(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
+	a := s.a
+	name := stream.StreamName(a.cfg.Name)
+	resumed := !s.cur && s.sameTxnBefore(ctx, seq, env.CommitLSN)
+	if a.cfg.OnBadMessage != OnBadMessageDeadLetter {
+		if resumed {
+			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s, whose earlier chunks were dead-lettered before this applier stopped; run pgjet-apply with --on-bad-message dead-letter to set the rest of it aside too",
+				name, seq, env.Chunk, env.CommitLSN)
+		}
+		return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s without the chunks before it; the stream is damaged: rebuild this target from a snapshot, or run with --on-bad-message dead-letter to set the transaction aside",
+			name, seq, env.Chunk, env.CommitLSN)
+	}
+	if resumed && s.drop == nil {
+		s.drop = &dropped{lsn: env.CommitLSN, copies: true, cause: errDropResumed, first: seq}
+		s.cur, s.skipping = true, false
+		return s.dropMsg(ctx, m, seq, nil)
+	}
+	cause := fmt.Errorf("chunk %d of transaction %s at stream %s sequence %d comes without the chunks before it (missing, or set aside alone)",
+		env.Chunk, env.CommitLSN, name, seq)
+	return s.deadLetterTxn(ctx, m, seq, env.CommitLSN, cause)
+}
+
+// sameTxnBefore reports whether the message before stream sequence seq is
+// a chunk of transaction lsn.
+func (s *session) sameTxnBefore(ctx context.Context, seq uint64, lsn stream.LSN) bool {
+	if seq <= 1 {
+		return false
+	}
+	raw, err := s.src.GetMsg(ctx, seq-1)
+	if err != nil {
+		return false
+	}
+	if src, l, _, ok := stream.ParseMsgID(raw.Header.Get(jetstream.MsgIDHeader)); ok {
+		return src == s.a.cfg.Name && l == lsn
+	}
+	envs, err := stream.DecodeMessage(raw.Data)
+	return err == nil && len(envs) == 1 && envs[0].Kind == stream.KindTxn && envs[0].CommitLSN == lsn
+}
+
+// heldTxns is what a message set aside held, as far as it can be read.
+type heldTxns struct {
+	lsns       []stream.LSN // commit LSNs of the source's transactions
+	unreadable int          // entries of a batch that do not decode
+	others     int          // envelopes of other sources
+	// first and last are the commit LSNs a batch's message id names.
+	first, last stream.LSN
+}
+
+// txns is how many of the source's transactions went with the message.
+func (h heldTxns) txns() int { return len(h.lsns) + h.unreadable }
+
+// readHeld reads what a message set aside held. Each entry of a batch
+// whose framing holds is a whole transaction, readable or not; a message
+// that is no batch counts only when it decodes.
+func readHeld(source string, hdr nats.Header, data []byte) heldTxns {
+	var h heldTxns
+	if src, first, last, ok := stream.ParseBatchMsgID(hdr.Get(jetstream.MsgIDHeader)); ok && src == source {
+		h.first, h.last = first, last
+	}
+	entries, err := stream.SplitBatch(data)
+	batch := err == nil
+	if !batch {
+		entries = [][]byte{data}
+	}
+	for _, e := range entries {
+		env, err := stream.Decode(e)
+		switch {
+		case err != nil:
+			if batch {
+				h.unreadable++
+			}
+		case env.Source != source:
+			h.others++
+		case env.Kind == stream.KindTxn:
+			h.lsns = append(h.lsns, env.CommitLSN)
+		}
+	}
+	return h
+}
+
+// reportHeld says which of the source's transactions went with message m
+// (stream sequence seq), set aside as a whole: a batch of capture's holds
+// several, and none of their rows is applied.
+func (s *session) reportHeld(m jetstream.Msg, seq uint64) {
+	h := readHeld(s.a.cfg.Name, m.Headers(), m.Data())
+	if h.txns() == 0 && h.first == 0 {
+		return
+	}
+	s.a.stats.DeadLetterTxns.Add(int64(h.txns()))
+	lsns := make([]string, len(h.lsns))
+	for i, l := range h.lsns {
+		lsns[i] = l.String()
+	}
+	ev := s.a.log.Warn().Uint64("stream_seq", seq).Int("transactions", h.txns()).Strs("lsns", lsns).
+		Int("unreadable", h.unreadable).Int("other_sources", h.others)
+	if h.first != 0 {
+		ev = ev.Str("first_lsn", h.first.String()).Str("last_lsn", h.last.String())
+	}
+	ev.Msg("bad message held transactions: the transactions of this source set aside with it (lsns, and unreadable ones) are not applied; they are in the dead-letter stream with it")
 }
 
 // dropMsg dead-letters message m (stream sequence seq) of the transaction
@@ -144,24 +274,54 @@ func (s *session) dropMsg(ctx context.Context, m jetstream.Msg, seq uint64, caus
 		if why == nil {
 			why = d.partOf()
 		}
-		if err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, why, cause != nil); err != nil {
+		stored, err := s.publishDead(ctx, m.Subject(), m.Headers(), m.Data(), seq, why, cause != nil)
+		if err != nil {
 			return err
 		}
-		d.n++
+		s.noteDropped(d, stored)
 	}
 	d.last = seq
 	return s.advance(ctx, m, seq)
+}
+
+// noteDropped counts a message of d handed to the dead-letter stream, and
+// d among the transactions set aside once one of its messages is stored
+// there in this process (one stored before a restart was counted then).
+func (s *session) noteDropped(d *dropped, stored bool) {
+	d.n++
+	if stored && d.copies && !d.counted {
+		d.counted = true
+		s.a.stats.DeadLetterTxns.Add(1)
+	}
 }
 
 // endDrop ends the transaction being set aside: the next one begins.
 func (s *session) endDrop() {
 	d := s.drop
 	s.drop, s.cur = nil, false
-	if d.n > 1 {
+	if d.copies {
 		s.a.log.Warn().Err(d.cause).Str("lsn", d.lsn.String()).Int("messages", d.n).
 			Uint64("first_stream_seq", d.first).Uint64("last_stream_seq", d.last).Uint64("bad_stream_seq", d.bad).
 			Msg("transaction dead-lettered whole: one of its messages is bad, so none of its rows was applied and all its messages are in the dead-letter stream; apply goes on with the next transaction")
 	}
+}
+
+// keptAlready reports whether the dead letter a duplicate ack points at is
+// out: the same message of the same stream sequence.
+func (s *session) keptAlready(ctx context.Context, ack *jetstream.PubAck, out *nats.Msg) (bool, error) {
+	st, err := s.js.Stream(ctx, ack.Stream)
+	if err != nil {
+		return false, err
+	}
+	raw, err := st.GetMsg(ctx, ack.Sequence)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return raw.Header.Get(HeaderDLQStream) == out.Header.Get(HeaderDLQStream) &&
+		raw.Header.Get(HeaderDLQSequence) == out.Header.Get(HeaderDLQSequence) && bytes.Equal(raw.Data, out.Data), nil
 }
 
 // publishDead republishes a message of the stream (stream sequence seq),
@@ -169,8 +329,9 @@ func (s *session) endDrop() {
 // waits for JetStream to store it; bad says whether the message itself is
 // bad (or good, but of a transaction set aside). A failure to store it is
 // returned (and retried by the session): a message is never skipped
-// without a copy.
-func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Header, data []byte, seq uint64, cause error, bad bool) error {
+// without a copy. stored is false when the dead-letter stream held the
+// same dead letter already (set aside before a restart).
+func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Header, data []byte, seq uint64, cause error, bad bool) (stored bool, err error) {
 	a := s.a
 	dlq := DeadLetterSubject(a.cfg.Name, a.cfg.Region)
 	out := nats.NewMsg(dlq)
@@ -193,13 +354,38 @@ func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Head
 	}
 	// Deduplicated by origin: a restart before the position moved past the
 	// message dead-letters it again, and JetStream drops the copy (within
-	// its dedup window).
+	// its dedup window); a duplicate ack is checked below, since it is
+	// also what a dead letter purged since gets.
 	out.Header.Set(jetstream.MsgIDHeader, stream.StreamName(a.cfg.Name)+":"+strconv.FormatUint(seq, 10))
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ack, err := s.js.PublishMsg(pctx, out)
 	if err != nil {
-		return natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
+		return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
+	}
+	if ack.Duplicate {
+		// JetStream stored nothing: it saw the id within its dedup
+		// window. The dead letter it kept then may be this one (set aside
+		// before a restart), or gone (the stream was purged since) or
+		// another (a recreated source stream reuses sequences).
+		kept, err := s.keptAlready(pctx, ack, out)
+		if err != nil {
+			return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d: read back the duplicate %s sequence %d: %w", stream.StreamName(a.cfg.Name), seq, ack.Stream, ack.Sequence, err)}
+		}
+		if kept {
+			a.log.Info().Uint64("stream_seq", seq).Uint64("dead_letter_seq", ack.Sequence).
+				Msg("message already in the dead-letter stream (set aside before a restart); not stored twice")
+			return false, nil
+		}
+		out.Header.Set(jetstream.MsgIDHeader, out.Header.Get(jetstream.MsgIDHeader)+":"+strconv.FormatInt(time.Now().UnixNano(), 36))
+		if ack, err = s.js.PublishMsg(pctx, out); err != nil {
+			return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: %w", stream.StreamName(a.cfg.Name), seq, dlq, err)}
+		}
+		if ack.Duplicate {
+			return false, natsError{fmt.Errorf("dead-letter stream %s sequence %d to %s: dropped as a duplicate twice", stream.StreamName(a.cfg.Name), seq, dlq)}
+		}
+		a.log.Warn().Uint64("stream_seq", seq).Uint64("dead_letter_seq", ack.Sequence).
+			Msg("the dead-letter stream dropped this message as a duplicate of one it no longer holds (purged, or of a recreated stream); stored it again under a new id")
 	}
 	a.stats.DeadLetters.Add(1)
 	if bad {
@@ -209,5 +395,5 @@ func (s *session) publishDead(ctx context.Context, subject string, hdr nats.Head
 	} else {
 		a.log.Debug().Uint64("stream_seq", seq).Uint64("dead_letter_seq", ack.Sequence).Msg("chunk dead-lettered with its transaction")
 	}
-	return nil
+	return true, nil
 }

@@ -601,7 +601,7 @@ func (r *reader) flushPending(ctx context.Context) error {
 	} else {
 		last, _ := stream.Decode(r.pending[len(r.pending)-1])
 		data = stream.AppendBatch(make([]byte, 0, r.pendingBytes+8*len(r.pending)+8), r.pending)
-		id = fmt.Sprintf("%s:%016X-%016X:b", r.c.cfg.Name, uint64(first.CommitLSN), uint64(last.CommitLSN))
+		id = stream.BatchMsgID(r.c.cfg.Name, first.CommitLSN, last.CommitLSN)
 	}
 	if r.maxPayload > 0 && len(data) > r.maxPayload {
 		return schema.Fatalf(nil, "transaction %d at LSN %s has a row of about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",

@@ -533,6 +533,9 @@ func FuzzDecodeMessage(f *testing.F) {
 		if err == nil && len(envs) == 0 {
 			t.Fatal("no envelopes and no error")
 		}
+		if entries, err := SplitBatch(b); err == nil && len(entries) == 0 {
+			t.Fatal("no batch entries and no error")
+		}
 	})
 }
 
@@ -546,6 +549,46 @@ func TestParseMsgID(t *testing.T) {
 	for _, id := range []string{"", "app:0000000001508C70-0000000001508D00:b", "app:16B3748:0", "app:000000000016B3748:x", "hb:1"} {
 		if _, _, _, ok := ParseMsgID(id); ok {
 			t.Errorf("ParseMsgID(%q) ok, want not a chunk id", id)
+		}
+	}
+}
+
+func TestSplitBatch(t *testing.T) {
+	txn := func(lsn LSN) []byte {
+		return Encode(&Envelope{Kind: KindTxn, Source: "s", CommitLSN: lsn, EndLSN: lsn + 8, Flags: FlagFirst | FlagLast})
+	}
+	garbage := []byte("PJ\x01\x01garbage")
+	// A damaged entry fails DecodeMessage but not the framing.
+	b := AppendBatch(nil, [][]byte{txn(10), garbage, txn(30)})
+	if _, err := DecodeMessage(b); err == nil {
+		t.Fatal("DecodeMessage read a batch with a damaged entry")
+	}
+	entries, err := SplitBatch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 3 || string(entries[1]) != string(garbage) || string(entries[2]) != string(txn(30)) {
+		t.Errorf("entries = %q", entries)
+	}
+	for name, bad := range map[string][]byte{
+		"single envelope": txn(5),
+		"truncated":       b[:len(b)-1],
+		"trailing":        append(b, 0),
+	} {
+		if _, err := SplitBatch(bad); err == nil {
+			t.Errorf("%s: split, want an error", name)
+		}
+	}
+}
+
+func TestParseBatchMsgID(t *testing.T) {
+	src, first, last, ok := ParseBatchMsgID(BatchMsgID("app", 0x1508C70, 0x1508D00))
+	if !ok || src != "app" || first != 0x1508C70 || last != 0x1508D00 {
+		t.Errorf("ParseBatchMsgID(BatchMsgID(...)) = %q, %s, %s, %v", src, first, last, ok)
+	}
+	for _, id := range []string{"", MsgID("app", 1, 0, "x"), "app:0000000001508C70-1508D00:b", "app:0000000001508C70-0000000001508D00:c"} {
+		if _, _, _, ok := ParseBatchMsgID(id); ok {
+			t.Errorf("ParseBatchMsgID(%q) ok, want not a batch id", id)
 		}
 	}
 }

@@ -246,19 +246,21 @@ func TestRegions_PartitionHeals(t *testing.T) {
 	})
 
 	t.Run("status during the cut", func(t *testing.T) {
+		// A region cut off is a problem: status says so and exits 1.
 		st, code := s.status(t)
-		if code != 0 {
-			t.Errorf("pgjet status exited %d with hub and r2 reachable, want 0:\n%s", code, st.raw)
+		if code != 1 {
+			t.Errorf("pgjet status exited %d with r1 cut off, want 1:\n%s", code, st.raw)
 		}
 		errs := st.domainErrors()
 		if errs["r1"] == "" || errs["hub"] != "" || errs["r2"] != "" {
 			t.Errorf("domain errors = %q, want only r1 unreachable", errs)
 		}
-		// r1's own server still answers for its mirror.
+		// r1's own server still answers for its mirror, and says it cannot
+		// reach the hub.
 		r1 := exec.Command(bins.pgjet, "status", "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src")
 		out, err := r1.CombinedOutput()
-		if err != nil {
-			t.Errorf("pgjet status against r1's server during the cut: %v\n%s", err, out)
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "domain hub") {
+			t.Errorf("pgjet status against r1's server during the cut: %v, want exit 1 naming domain hub:\n%s", err, out)
 		}
 		t.Logf("pgjet status on r1 during the cut:\n%s", out)
 	})

@@ -33,8 +33,13 @@ type statusFlags struct {
 	domains  []string
 	json     bool
 	dbRegion []string // region=URL
+	sourceDB string
+	slot     string
 	timeout  time.Duration
-	auth     cli.NATSFlags
+	// stall is how long a region, applier, mirror or capture may go
+	// without progress before status counts it as stopped.
+	stall time.Duration
+	auth  cli.NATSFlags
 }
 
 // statusStreamPrefix is what every pgjet stream name starts with.
@@ -53,17 +58,24 @@ func runStatus(args []string) int {
 			"  - per JetStream domain: the stream's last sequence and message time; for a mirror, its\n"+
 			"    lag behind the origin, its last contact with it and any error (a cut-off region shows\n"+
 			"    a growing last contact);\n"+
-			"  - per applier consumer (pgjet_apply_<region>): ack floor, pending messages and lag in\n"+
-			"    messages (stream last sequence - ack floor);\n"+
+			"  - per applier consumer (pgjet_apply_<region>): ack floor, pending messages, lag in\n"+
+			"    messages (stream last sequence - ack floor), and whether an applier pulls from it;\n"+
 			"  - with --db-region: the position in the target's pgjet.applied, the lag in seconds (now -\n"+
 			"    commit time of the last applied transaction), the source WAL bytes between it and the\n"+
-			"    newest transaction in the stream, and conflicts in the last hour.\n"+
+			"    newest transaction in the stream, and conflicts in the last hour;\n"+
+			"  - per region: the dead letters its applier set aside (--on-bad-message dead-letter);\n"+
+			"  - with --source-db: capture's slot on the source (active, confirmed position).\n"+
 			"The lag in seconds keeps growing while the source is idle, because no transaction commits;\n"+
 			"\"caught up\" then tells an idle source from a stuck applier, and capture's heartbeats\n"+
-			"(--heartbeat) keep the stream's last message time fresh.\n\n"+
-			"Usage:\n  pgjet status --nats URL [--name SOURCE] [--domains hub,r1,r2] [--db-region r1=postgres://...]... [--json]\n\n"+
-			"Other domains are reached through the connected server (leafnodes join them). Exit status 0\n"+
-			"when at least one domain answered, 1 otherwise.\n\n"+
+			"(--heartbeat) keep the stream's last message time fresh. A region is compared with the\n"+
+			"source's own stream (asked in its home domain even when --domains leaves it out).\n\n"+
+			"Usage:\n  pgjet status --nats URL [--name SOURCE] [--domains hub,r1,r2] [--db-region r1=postgres://...]...\n"+
+			"               [--source-db postgres://...] [--stall-timeout 30s] [--json]\n\n"+
+			"Other domains are reached through the connected server (leafnodes join them). The last lines\n"+
+			"list every problem found. Exit status: 0 when there is none (healthy), 1 when there is one\n"+
+			"(a domain, database or the source unreachable, a mirror in error, cut off or with a gap, an\n"+
+			"applier or capture stopped, a region applying nothing, dead letters) or NATS cannot be\n"+
+			"reached at all, 2 for bad flags.\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.nats, "nats", "", "NATS URL, e.g. nats://hub:4222")
@@ -71,6 +83,9 @@ func runStatus(args []string) int {
 	fs.StringSliceVar(&f.domains, "domains", nil, "JetStream domains to ask, comma-separated (default: the connected server's)")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document instead of tables")
 	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
+	fs.StringVar(&f.sourceDB, "source-db", "", "postgres://... of the source: check capture's slot there (needs --name)")
+	fs.StringVar(&f.slot, "slot", "", "capture's slot on the source (default pgjet_<name>)")
+	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "how long without progress before a region, applier, mirror or capture counts as stopped (keep it above 3 x the capture's --heartbeat)")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
 	f.auth.Register(fs)
 	cli.Parse(fs, args)
@@ -84,6 +99,17 @@ func runStatus(args []string) int {
 			fmt.Fprintf(os.Stderr, "pgjet status: --name: %v\n", err)
 			return 2
 		}
+	}
+	if f.sourceDB != "" && f.name == "" {
+		fmt.Fprintln(os.Stderr, "pgjet status: --source-db needs --name, the source whose slot to check")
+		return 2
+	}
+	if f.slot == "" && f.name != "" {
+		f.slot = "pgjet_" + f.name
+	}
+	if f.stall <= 0 {
+		fmt.Fprintln(os.Stderr, "pgjet status: --stall-timeout must be positive (e.g. 30s)")
+		return 2
 	}
 	targets, err := parseDBRegions(f.dbRegion)
 	if err != nil {
@@ -110,12 +136,10 @@ func runStatus(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet status: write output: %v\n", err)
 		return 1
 	}
-	for _, d := range rep.Domains {
-		if d.Error == "" {
-			return 0
-		}
+	if !rep.Healthy {
+		return 1
 	}
-	return 1
+	return 0
 }
 
 // dbRegion is one --db-region.
@@ -145,6 +169,10 @@ func parseDBRegions(vals []string) ([]dbRegion, error) {
 type statusReport struct {
 	At   time.Time `json:"at"`
 	NATS string    `json:"nats"`
+	// Healthy is true when Problems is empty: the exit status is then 0.
+	Healthy bool `json:"healthy"`
+	// Problems are one line each: what is wrong, where, and what to do.
+	Problems []string `json:"problems"`
 	// Domains lists every domain asked, with the error that kept it from
 	// answering.
 	Domains []domainReport `json:"domains"`
@@ -165,6 +193,10 @@ type sourceReport struct {
 	Streams []streamReport `json:"streams"`
 	// Targets are the --db-region targets' applied positions.
 	Targets []targetReport `json:"targets,omitempty"`
+	// DeadLetters are the regions' dead-letter streams that hold messages.
+	DeadLetters []deadLetterReport `json:"dead_letters,omitempty"`
+	// Capture is the source's slot, with --source-db.
+	Capture *captureReport `json:"capture,omitempty"`
 }
 
 type streamReport struct {
@@ -187,6 +219,7 @@ type streamReport struct {
 	Consumers []consumerReport `json:"consumers"`
 
 	lastTxn stream.LSN
+	asked   string // the domain as asked: "" for the connected server's
 }
 
 type mirrorReport struct {
@@ -214,13 +247,25 @@ type consumerReport struct {
 	// Lag is the stream's last sequence minus the ack floor.
 	Lag uint64 `json:"lag"`
 	Gap string `json:"gap,omitempty"`
+	// Waiting counts the applier's pull requests the server holds: a
+	// running applier always has one out, a stopped one none.
+	Waiting int `json:"waiting"`
+	// LastActiveSeconds is the time since the consumer last delivered a
+	// message or received an ack; null when it never has.
+	LastActiveSeconds *float64 `json:"last_active_seconds"`
+	// State is "waiting" (everything delivered), "applying" (messages
+	// pending, and moving) or "stopped" (no applier pulls from it).
+	State string `json:"state"`
 }
 
 type targetReport struct {
-	Region     string     `json:"region"`
-	Error      string     `json:"error,omitempty"`
-	CommitLSN  string     `json:"commit_lsn,omitempty"`
-	EndLSN     string     `json:"end_lsn,omitempty"`
+	Region    string `json:"region"`
+	Error     string `json:"error,omitempty"`
+	CommitLSN string `json:"commit_lsn,omitempty"`
+	EndLSN    string `json:"end_lsn,omitempty"`
+	// SourceLSN is the source position the target has caught up to,
+	// heartbeats included.
+	SourceLSN  string     `json:"source_lsn,omitempty"`
 	StreamSeq  uint64     `json:"stream_seq,omitempty"`
 	CommitTime *time.Time `json:"commit_time,omitempty"`
 	AppliedAt  *time.Time `json:"applied_at,omitempty"`
@@ -231,14 +276,24 @@ type targetReport struct {
 	// transaction and the newest transaction in the stream.
 	BehindBytes *uint64 `json:"behind_bytes,omitempty"`
 	// CaughtUp is true when the target has applied the newest transaction
-	// in the stream: a growing LagSeconds then means an idle source.
-	CaughtUp          *bool `json:"caught_up,omitempty"`
-	ConflictsLastHour int64 `json:"conflicts_last_hour"`
+	// in the source's stream and nothing waits for it longer than the
+	// stall timeout: a growing LagSeconds then means an idle source. Null
+	// when the source's stream did not answer.
+	CaughtUp *bool `json:"caught_up,omitempty"`
+	// WaitingSeconds is the age of the oldest message of the source's
+	// stream this target has not applied (0: none).
+	WaitingSeconds *float64 `json:"waiting_seconds,omitempty"`
+	// State is "caught up", "catching up" (behind, and committing),
+	// "stalled" (behind, and committing nothing) or "unknown".
+	State             string `json:"state,omitempty"`
+	ConflictsLastHour int64  `json:"conflicts_last_hour"`
+
+	appliedAgo *float64 // seconds since the target's last commit of a position
 }
 
-// gatherStatus asks every domain and target. Only a failed connection to
-// NATS is an error; a domain or a database that does not answer is
-// reported in its row.
+// gatherStatus asks every domain and target, then lists the problems. Only
+// a failed connection to NATS is an error; a domain or a database that
+// does not answer is reported in its row and as a problem.
 func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log zerolog.Logger) (*statusReport, error) {
 	auth, err := f.auth.Options()
 	if err != nil {
@@ -258,25 +313,26 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 	if len(domains) == 0 {
 		domains = []string{""}
 	}
-	rep := &statusReport{At: time.Now().UTC(), NATS: redactNATS(f.nats), Domains: make([]domainReport, len(domains))}
-	streams := make([][]streamReport, len(domains))
-	var wg sync.WaitGroup
-	for i, d := range domains {
-		wg.Go(func() {
-			dctx, cancel := context.WithTimeout(ctx, f.timeout)
-			defer cancel()
-			rep.Domains[i].Domain = d
-			name, ss, err := domainStatus(dctx, nc, d, f.name)
-			if name != "" {
-				rep.Domains[i].Domain = name
-			}
-			if err != nil {
-				rep.Domains[i].Error = err.Error()
-			}
-			streams[i] = ss
-		})
+	rep := &statusReport{At: time.Now().UTC(), NATS: redactNATS(f.nats)}
+	var found []domainFound
+	askDomains(ctx, nc, f, domains, rep, &found)
+	// A region is judged against its source's own stream: a mirror's home
+	// domain is asked too when --domains left it out, or a cut-off region
+	// would be compared with nothing but its own stale copy.
+	asked := map[string]bool{}
+	for _, d := range rep.Domains {
+		asked[d.Domain] = true
 	}
-	wg.Wait()
+	var homes []string
+	for _, df := range found {
+		for _, s := range df.streams {
+			if m := s.Mirror; m != nil && !asked[m.Upstream] {
+				asked[m.Upstream] = true
+				homes = append(homes, m.Upstream)
+			}
+		}
+	}
+	askDomains(ctx, nc, f, homes, rep, &found)
 
 	bySource := map[string]*sourceReport{}
 	source := func(name string) *sourceReport {
@@ -290,16 +346,21 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 	if f.name != "" {
 		source(f.name)
 	}
-	for _, ss := range streams {
-		for _, s := range ss {
+	for _, df := range found {
+		for _, s := range df.streams {
 			src := source(strings.TrimPrefix(s.Stream, statusStreamPrefix))
 			src.Streams = append(src.Streams, s)
+		}
+		for _, d := range df.deadLetters {
+			src := source(d.Source)
+			src.DeadLetters = append(src.DeadLetters, d)
 		}
 	}
 	for _, s := range bySource {
 		markMirrorGaps(s.Streams)
 	}
 
+	var wg sync.WaitGroup
 	if len(targets) > 0 {
 		var names []string
 		if f.name != "" {
@@ -322,9 +383,25 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 				}
 				s := source(name)
 				tr.Region = t.region
-				fillTargetLag(&tr, s.Streams)
 				s.Targets = append(s.Targets, tr)
 			}
+		}
+	}
+	if f.sourceDB != "" {
+		cctx, cancel := context.WithTimeout(ctx, f.timeout)
+		source(f.name).Capture = captureStatus(cctx, f.sourceDB, f.slot)
+		cancel()
+	}
+	for _, s := range bySource {
+		home := homeStream(s.Streams)
+		for i := range s.Targets {
+			tr := &s.Targets[i]
+			if home != nil && tr.Error == "" {
+				tctx, cancel := context.WithTimeout(ctx, f.timeout)
+				tr.WaitingSeconds = oldestUnapplied(tctx, nc, home, tr.StreamSeq, rep.At)
+				cancel()
+			}
+			fillTargetLag(tr, s, rep, f.stall)
 		}
 	}
 
@@ -333,13 +410,48 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 			return cmp.Or(cmp.Compare(roleOrder(a.Role), roleOrder(b.Role)), cmp.Compare(a.Domain, b.Domain))
 		})
 		slices.SortFunc(s.Targets, func(a, b targetReport) int { return cmp.Compare(a.Region, b.Region) })
+		slices.SortFunc(s.DeadLetters, func(a, b deadLetterReport) int { return cmp.Compare(a.Region, b.Region) })
 		rep.Sources = append(rep.Sources, *s)
 	}
 	slices.SortFunc(rep.Sources, func(a, b sourceReport) int { return cmp.Compare(a.Source, b.Source) })
 	if rep.Sources == nil {
 		rep.Sources = []sourceReport{}
 	}
+	rep.Problems = problems(rep, f.stall)
+	rep.Healthy = len(rep.Problems) == 0
 	return rep, nil
+}
+
+// domainFound is what one domain answered.
+type domainFound struct {
+	streams     []streamReport
+	deadLetters []deadLetterReport
+}
+
+// askDomains asks each domain at once, appending its row to rep.Domains
+// and what it holds to found.
+func askDomains(ctx context.Context, nc *nats.Conn, f statusFlags, domains []string, rep *statusReport, found *[]domainFound) {
+	rows := make([]domainReport, len(domains))
+	out := make([]domainFound, len(domains))
+	var wg sync.WaitGroup
+	for i, d := range domains {
+		wg.Go(func() {
+			dctx, cancel := context.WithTimeout(ctx, f.timeout)
+			defer cancel()
+			rows[i].Domain = d
+			name, df, err := domainStatus(dctx, nc, d, f.name, f.stall)
+			if name != "" {
+				rows[i].Domain = name
+			}
+			if err != nil {
+				rows[i].Error = err.Error()
+			}
+			out[i] = df
+		})
+	}
+	wg.Wait()
+	rep.Domains = append(rep.Domains, rows...)
+	*found = append(*found, out...)
 }
 
 func roleOrder(role string) int {
@@ -352,47 +464,67 @@ func roleOrder(role string) int {
 // redactNATS hides a password in a NATS URL.
 func redactNATS(u string) string { return schema.Redact(u) }
 
-// domainStatus reports the pgjet streams of one domain ("" = the connected
-// server's) and returns the domain's name as its JetStream reports it.
-func domainStatus(ctx context.Context, nc *nats.Conn, domain, source string) (string, []streamReport, error) {
+// domainStatus reports the pgjet change streams and dead-letter streams of
+// one domain ("" = the connected server's) and returns the domain's name
+// as its JetStream reports it.
+func domainStatus(ctx context.Context, nc *nats.Conn, domain, source string, stall time.Duration) (string, domainFound, error) {
+	var df domainFound
 	js, err := stream.NewJetStream(nc, domain)
 	if err != nil {
-		return "", nil, fmt.Errorf("open JetStream: %w", err)
+		return "", df, fmt.Errorf("open JetStream: %w", err)
 	}
 	ai, err := js.AccountInfo(ctx)
 	if err != nil {
-		return "", nil, domainError(domain, err)
+		return "", df, domainError(domain, err)
 	}
 	var infos []*jetstream.StreamInfo
 	if source != "" {
 		st, err := js.Stream(ctx, stream.StreamName(source))
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
-			return ai.Domain, nil, nil
 		case err != nil:
-			return ai.Domain, nil, fmt.Errorf("look up stream %s: %w", stream.StreamName(source), err)
+			return ai.Domain, df, fmt.Errorf("look up stream %s: %w", stream.StreamName(source), err)
+		default:
+			infos = append(infos, st.CachedInfo())
 		}
-		infos = append(infos, st.CachedInfo())
 	} else {
 		l := js.ListStreams(ctx)
 		for info := range l.Info() {
-			if strings.HasPrefix(info.Config.Name, statusStreamPrefix) {
+			if statusChangeStream(info.Config) {
 				infos = append(infos, info)
 			}
 		}
 		if err := l.Err(); err != nil {
-			return ai.Domain, nil, fmt.Errorf("list streams: %w", err)
+			return ai.Domain, df, fmt.Errorf("list streams: %w", err)
 		}
 	}
-	var out []streamReport
 	for _, info := range infos {
-		sr, err := streamStatus(ctx, js, ai.Domain, info)
+		sr, err := streamStatus(ctx, js, ai.Domain, info, stall)
 		if err != nil {
-			return ai.Domain, out, err
+			return ai.Domain, df, err
 		}
-		out = append(out, sr)
+		sr.asked = domain
+		df.streams = append(df.streams, sr)
 	}
-	return ai.Domain, out, nil
+	df.deadLetters, err = deadLetterStatus(ctx, js, ai.Domain, source)
+	return ai.Domain, df, err
+}
+
+// statusChangeStream tells a source's change stream (or its mirror) from
+// the other PGJET_* streams: snapshots and dead letters.
+func statusChangeStream(c jetstream.StreamConfig) bool {
+	if !strings.HasPrefix(c.Name, statusStreamPrefix) {
+		return false
+	}
+	if m := c.Mirror; m != nil {
+		return !strings.HasPrefix(m.Name, stream.SnapshotStreamName(""))
+	}
+	for _, s := range c.Subjects {
+		if !strings.HasPrefix(s, "pgjet.") {
+			return false
+		}
+	}
+	return true
 }
 
 // domainError turns a failed JetStream request into what an operator can
@@ -402,8 +534,14 @@ func domainError(domain string, err error) error {
 	if domain != "" {
 		where = "JetStream domain " + domain
 	}
+	notEnabled := errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 	switch {
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+	case notEnabled && domain != "":
+		// Nobody answers for the domain: nats.go reports a request to a
+		// domain no server of the connected ones serves as JetStream not
+		// enabled, which is also what a cut-off region looks like.
+		return fmt.Errorf("%s is unreachable (region cut off, leafnode down, JetStream off there, or a wrong domain name)", where)
+	case notEnabled:
 		return fmt.Errorf("%s: JetStream is not enabled", where)
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("%s is unreachable (region cut off, leafnode down, or a wrong domain name): %w", where, err)
@@ -412,7 +550,7 @@ func domainError(domain string, err error) error {
 }
 
 // streamStatus reports one stream and its appliers' consumers.
-func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, info *jetstream.StreamInfo) (streamReport, error) {
+func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, info *jetstream.StreamInfo, stall time.Duration) (streamReport, error) {
 	st := info.State
 	sr := streamReport{
 		Domain:    domain,
@@ -484,6 +622,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 		if st.Msgs > 0 && cr.AckFloor+1 < st.FirstSeq {
 			cr.Gap = fmt.Sprintf("sequences %d-%d were removed before this applier acknowledged them", cr.AckFloor+1, st.FirstSeq-1)
 		}
+		consumerState(&cr, ci, stall)
 		sr.Consumers = append(sr.Consumers, cr)
 	}
 	if err := l.Err(); err != nil {
@@ -551,8 +690,8 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 	for _, n := range names {
 		out[n] = targetReport{Region: t.region, Error: "no applied position for source " + n + " yet"}
 	}
-	rows, err := conn.Query(ctx, `SELECT source, commit_lsn::text, end_lsn::text, stream_seq, commit_time, applied_at,
-		extract(epoch FROM clock_timestamp() - commit_time)::float8
+	rows, err := conn.Query(ctx, `SELECT source, commit_lsn::text, end_lsn::text, coalesce(source_lsn, end_lsn)::text, stream_seq, commit_time, applied_at,
+		extract(epoch FROM clock_timestamp() - commit_time)::float8, extract(epoch FROM clock_timestamp() - applied_at)::float8
 		FROM pgjet.applied WHERE coalesce(cardinality($1::text[]), 0) = 0 OR source = ANY($1)`, names)
 	if err != nil {
 		if schema.PgCode(err) == "42P01" || schema.PgCode(err) == "3F000" {
@@ -562,15 +701,16 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 	}
 	for rows.Next() {
 		var (
-			src, commit, end  string
-			seq               int64
-			commitAt, applied *time.Time
-			lag               *float64
+			src, commit, end, reached string
+			seq                       int64
+			commitAt, applied         *time.Time
+			lag, appliedAgo           *float64
 		)
-		if err := rows.Scan(&src, &commit, &end, &seq, &commitAt, &applied, &lag); err != nil {
+		if err := rows.Scan(&src, &commit, &end, &reached, &seq, &commitAt, &applied, &lag, &appliedAgo); err != nil {
 			return fail(fmt.Errorf("read pgjet.applied: %w", err))
 		}
-		tr := targetReport{Region: t.region, CommitLSN: commit, EndLSN: end, StreamSeq: uint64(seq), CommitTime: utc(commitAt), AppliedAt: utc(applied)}
+		tr := targetReport{Region: t.region, CommitLSN: commit, EndLSN: end, SourceLSN: reached, StreamSeq: uint64(seq),
+			CommitTime: utc(commitAt), AppliedAt: utc(applied), appliedAgo: appliedAgo}
 		if lag != nil {
 			l := max(*lag, 0)
 			tr.LagSeconds = &l
@@ -608,31 +748,6 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-// fillTargetLag compares a target's position with the newest transaction
-// the source's streams hold (the home stream's when it answered).
-func fillTargetLag(tr *targetReport, streams []streamReport) {
-	if tr.Error != "" || tr.EndLSN == "" {
-		return
-	}
-	end, err := stream.ParseLSN(tr.EndLSN)
-	if err != nil {
-		return
-	}
-	var newest stream.LSN
-	for _, s := range streams {
-		newest = max(newest, s.lastTxn)
-	}
-	if newest == 0 {
-		return
-	}
-	behind := uint64(0)
-	if newest > end {
-		behind = uint64(newest - end)
-	}
-	caught := behind == 0
-	tr.BehindBytes, tr.CaughtUp = &behind, &caught
 }
 
 // print writes the report as tables for people.
@@ -674,11 +789,12 @@ func (r *statusReport) print(out io.Writer) error {
 				fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(st.Domain), st.Role, st.LastSeq,
 					ago(now, st.LastTime), orDash(st.LastTxnLSN), lag, contact, merr, orDash(st.Gap))
 			}
-			fmt.Fprintf(w, "\n  DOMAIN\tCONSUMER\tACK FLOOR\tPENDING\tACK PENDING\tLAG (MSGS)\tGAP\n")
+			fmt.Fprintf(w, "\n  DOMAIN\tCONSUMER\tACK FLOOR\tPENDING\tACK PENDING\tLAG (MSGS)\tSTATE\tLAST ACTIVE\tGAP\n")
 			n := 0
 			for _, st := range s.Streams {
 				for _, c := range st.Consumers {
-					fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%s\n", orDash(st.Domain), c.Name, c.AckFloor, c.Pending, c.AckPending, c.Lag, orDash(c.Gap))
+					fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", orDash(st.Domain), c.Name, c.AckFloor, c.Pending, c.AckPending, c.Lag,
+						orDash(c.State), agoSeconds(c.LastActiveSeconds), orDash(c.Gap))
 					n++
 				}
 			}
@@ -696,9 +812,9 @@ func (r *statusReport) print(out io.Writer) error {
 				lag := "-"
 				if t.LagSeconds != nil {
 					lag = fmt.Sprintf("%.1fs", *t.LagSeconds)
-					if t.CaughtUp != nil && *t.CaughtUp {
-						lag += " (caught up)"
-					}
+				}
+				if t.State != "" {
+					lag += " (" + t.State + ")"
 				}
 				behind := "-"
 				if t.BehindBytes != nil {
@@ -711,6 +827,27 @@ func (r *statusReport) print(out io.Writer) error {
 				fmt.Fprintf(w, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\n", t.Region, t.CommitLSN, t.StreamSeq, commit,
 					ago(now, t.AppliedAt), lag, behind, t.ConflictsLastHour)
 			}
+		}
+		if len(s.DeadLetters) > 0 {
+			fmt.Fprintf(w, "\n  REGION\tDEAD-LETTER STREAM\tDOMAIN\tMESSAGES\tNEWEST\n")
+			for _, d := range s.DeadLetters {
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%d\t%s\n", d.Region, d.Stream, orDash(d.Domain), d.Messages, ago(now, d.LastTime))
+			}
+		}
+		if c := s.Capture; c != nil {
+			fmt.Fprintf(w, "\n  capture slot %s: %s\n", c.Slot, c.describe())
+		}
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintf(w, "\nhealthy: every domain and database answered, capture publishes, every mirror and applier moves, no dead letters\n")
+	} else {
+		noun := "problems"
+		if len(r.Problems) == 1 {
+			noun = "problem"
+		}
+		fmt.Fprintf(w, "\n%d %s:\n", len(r.Problems), noun)
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  - %s\n", p)
 		}
 	}
 	return w.Flush()

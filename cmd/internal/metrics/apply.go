@@ -61,6 +61,8 @@ func (m *Apply) Register(reg prometheus.Registerer) error {
 			func() float64 { return float64(st.Prepared.Load()) }),
 		counter("pgjet_apply_dead_letters_total", "Messages that could not be decoded, or belonged to another source, republished to the dead-letter subject (--on-bad-message dead-letter).", l,
 			func() float64 { return float64(st.DeadLetters.Load()) }),
+		counter("pgjet_apply_dead_letter_transactions_total", "Source transactions set aside with dead letters: each transaction dead-lettered whole, and each of a batch message set aside (--on-bad-message dead-letter).", l,
+			func() float64 { return float64(st.DeadLetterTxns.Load()) }),
 	)
 }
 
