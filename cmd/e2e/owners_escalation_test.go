@@ -14,15 +14,30 @@ import (
 // ownersEscalationCluster is a cluster with role app on both sides, able
 // to create objects in public on both, capture and apply running (apply as
 // the superuser postgres, the harness' default).
-func ownersEscalationCluster(t *testing.T) *cluster {
+func ownersEscalationCluster(t *testing.T) (*cluster, *proc) {
 	t.Helper()
 	c := newCluster(t, `CREATE TABLE base (id int PRIMARY KEY)`)
 	for _, url := range []string{c.src, c.dst} {
 		exec1(t, url, `CREATE ROLE app LOGIN`, `GRANT CREATE ON SCHEMA public TO app`)
 	}
 	c.capture(t)
-	c.apply(t)
-	return c
+	return c, c.apply(t)
+}
+
+// waitRoleSwitchStop waits for apply to stop at a schema change that
+// switches its role on the target (which on the source did not give it
+// more rights), and checks its line names the statement and the cause.
+func waitRoleSwitchStop(t *testing.T, app *proc, stmt, pgMsg string) {
+	t.Helper()
+	if code := app.Wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("apply exited %d, want 1", code)
+	}
+	line := stopLine(t, app, "pgjet-apply: ")
+	for _, want := range []string{stmt, "changes its role or session authorization", `make the change on the target by hand as "app"`, "INSERT INTO pgjet.ddl_done", pgMsg} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the stop line does not say %q:\n%s", want, line)
+		}
+	}
 }
 
 // becomeSuper is PL/pgSQL that makes app a superuser when the role it
@@ -53,13 +68,14 @@ func waitReplicaHas(t *testing.T, c *cluster, fn, name string) {
 }
 
 // TestOwners_DOBlockCannotLeaveAuthorRole: a DO block is replayed as its
-// author with SET LOCAL ROLE, but a RESET ROLE inside it returns to the
-// session user, which on the replica is the apply role, not the author.
-// On the source app's RESET ROLE stays app and its ALTER ROLE fails (and
-// is caught); on the replica it runs as the apply role.
+// author, but a RESET ROLE inside it returns to the session user, which
+// on the replica is the apply role, not the author. On the source app's
+// RESET ROLE stays app and its ALTER ROLE fails (and is caught); on the
+// replica it must not run as the apply role: apply stops there instead,
+// with nothing of the block applied.
 func TestOwners_DOBlockCannotLeaveAuthorRole(t *testing.T) {
 	t.Parallel()
-	c := ownersEscalationCluster(t)
+	c, app := ownersEscalationCluster(t)
 	exec1(t, as(t, c.src, "app"), `DO $$
 BEGIN
 	CREATE TABLE do_t (id int PRIMARY KEY);
@@ -68,11 +84,12 @@ BEGIN
 	if appIsSuper(t, c.src) {
 		t.Fatalf("app became a superuser on the source")
 	}
-	exec1(t, c.src, `INSERT INTO base VALUES (1)`)
-	waitSame(t, 60*time.Second, c.src, c.dst)
-	waitReplicaHas(t, c, "to_regclass", "public.do_t")
+	waitRoleSwitchStop(t, app, "CREATE TABLE do_t", `cannot set parameter "role" within security-definer function`)
 	if appIsSuper(t, c.dst) {
 		t.Errorf("a DO block app ran on the source made app a superuser on the replica (RESET ROLE inside it ran the rest as the apply role)")
+	}
+	if got := queryString(t, c.dst, `SELECT coalesce(to_regclass('public.do_t')::text, '')`); got != "" {
+		t.Errorf("the replica has %s, made by the DO block apply stopped at", got)
 	}
 }
 
@@ -82,7 +99,7 @@ BEGIN
 // replica must not make the superuser its definer.
 func TestOwners_RoleSwitchInsideQueryString(t *testing.T) {
 	t.Parallel()
-	c := ownersEscalationCluster(t)
+	c, _ := ownersEscalationCluster(t)
 	exec1(t, c.src, `CREATE TABLE mig_t (id int PRIMARY KEY); SET ROLE app; `+
 		`CREATE FUNCTION mig_f() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text'; RESET ROLE`)
 	if got := queryString(t, as(t, c.src, "app"), `SELECT mig_f()`); got != "app" {
@@ -96,11 +113,12 @@ func TestOwners_RoleSwitchInsideQueryString(t *testing.T) {
 
 // TestOwners_SessionAuthorizationDoesNotStick: a DO block by app that
 // sets its own session authorization (harmless on the source, where app
-// logged in) must not leave the applier's session running as app: the
-// rows and schema changes after it are written as the apply role.
+// logged in) must not leave the applier's session running as app, nor
+// break it with a misleading error later: apply stops at the block,
+// naming it.
 func TestOwners_SessionAuthorizationDoesNotStick(t *testing.T) {
 	t.Parallel()
-	c := ownersEscalationCluster(t)
+	c, app := ownersEscalationCluster(t)
 	exec1(t, as(t, c.src, "app"), `DO $$
 BEGIN
 	CREATE TABLE sa_t (id int PRIMARY KEY);
@@ -108,29 +126,89 @@ BEGIN
 END $$`)
 	// Rows app may not write on either side, and a change by postgres.
 	exec1(t, c.src, `INSERT INTO base VALUES (1)`, `CREATE TABLE later_t (id int PRIMARY KEY)`, `INSERT INTO later_t VALUES (1)`)
-	waitSame(t, 60*time.Second, c.src, c.dst)
-	waitSameDescription(t, c.src, c.dst, ownersSQL)
+	waitRoleSwitchStop(t, app, "SET SESSION AUTHORIZATION app", `cannot set parameter "session_authorization" within security-definer function`)
+}
+
+// TestOwners_DOBlockLeavesNothingInSession: a DO block app runs leaves
+// in the applier's session what outlives it there (on the source it is
+// app's own session): a temporary type that shadows the one pgjet's
+// queries name, a prepared statement under the name of pgjet's own, a
+// search_path that puts app's functions before Postgres' own. Each would
+// run app's code as the apply role; replication must carry on as the
+// source did, app no superuser.
+func TestOwners_DOBlockLeavesNothingInSession(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, setup, block string }{
+		{"temporary type", `CREATE FUNCTION esc() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+` + becomeSuper + `	RETURN true;
+END $$`, `CREATE DOMAIN pg_temp.bool AS pg_catalog.bool CHECK (public.esc());`},
+		{"prepared statement", `CREATE FUNCTION esc() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+` + becomeSuper + `	RETURN true;
+END $$`, `BEGIN
+		EXECUTE 'DEALLOCATE pgjet_pos';
+	EXCEPTION WHEN invalid_sql_statement_name THEN
+		NULL;
+	END;
+	EXECUTE 'PREPARE pgjet_pos(text, text, text, text, text, text) AS SELECT public.esc()';`},
+		{"search path", `CREATE FUNCTION to_regclass(text) RETURNS regclass LANGUAGE plpgsql AS $$
+BEGIN
+` + becomeSuper + `	RETURN pg_catalog.to_regclass($1);
+END $$`, `PERFORM set_config('search_path', 'public, pg_catalog', false);`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, _ := ownersEscalationCluster(t)
+			exec1(t, as(t, c.src, "app"), tt.setup, `DO $$
+BEGIN
+	CREATE TABLE left_t (id int PRIMARY KEY);
+	`+tt.block+`
+END $$`)
+			// Rows, a schema change and rows by postgres after it.
+			exec1(t, c.src, `INSERT INTO base VALUES (1)`, `CREATE TABLE later_t (id int PRIMARY KEY)`, `INSERT INTO later_t VALUES (1)`)
+			waitSame(t, 60*time.Second, c.src, c.dst)
+			if appIsSuper(t, c.dst) {
+				t.Errorf("a DO block app ran on the source left a %s in the applier's session that made app a superuser on the replica", tt.name)
+			}
+			waitSameDescription(t, c.src, c.dst, ownersSQL)
+		})
+	}
 }
 
 // TestOwners_ReplicatedRowRunsAuthorCodeAsApplyRole: a CHECK constraint
 // runs its function as the role writing the row. On the source that is
-// app; on the replica the apply role writes the row, so a function app
-// wrote runs there with the apply role's rights.
+// app; on the replica it is the apply role, as in Postgres' own logical
+// replication (the subscription owner). README "Security model" says so,
+// and that the apply role must therefore be roles.sql's least-privilege
+// pgjet_apply, no superuser: the function app wrote then runs there with
+// pgjet_apply's rights (it may comment on pgjet_apply's schema pgjet) and
+// no more (it may not make app a superuser).
 func TestOwners_ReplicatedRowRunsAuthorCodeAsApplyRole(t *testing.T) {
 	t.Parallel()
-	c := ownersEscalationCluster(t)
+	c := newCluster(t, `CREATE TABLE base (id int PRIMARY KEY)`)
+	exec1(t, c.src, `CREATE ROLE app LOGIN`, `GRANT CREATE ON SCHEMA public TO app`)
+	c.capture(t)
+	args := leastPrivilegeTarget(t, c)
+	exec1(t, c.dst, `GRANT CREATE ON SCHEMA public TO app`)
+	start(t, "pgjet-apply", bins.apply, args...).waitLog(t, "apply started")
 	exec1(t, as(t, c.src, "app"), `CREATE FUNCTION chk(int) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-	IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-		ALTER ROLE app SUPERUSER;
-	END IF;
-	RETURN true;
+	BEGIN
+		EXECUTE format('COMMENT ON SCHEMA pgjet IS %L', 'checked by ' || current_user);
+	EXCEPTION WHEN insufficient_privilege THEN
+		NULL;
+	END;
+`+becomeSuper+`	RETURN true;
 END $$`,
 		`CREATE TABLE chk_t (id int PRIMARY KEY CHECK (chk(id)))`,
 		`INSERT INTO chk_t VALUES (1)`)
 	waitSame(t, 60*time.Second, c.src, c.dst)
+	if got, want := queryString(t, c.dst, `SELECT coalesce(obj_description('pgjet'::regnamespace, 'pg_namespace'), '')`), "checked by pgjet_apply"; got != want {
+		t.Errorf("on the replica the CHECK function left %q on schema pgjet, want %q (it runs as the apply role)", got, want)
+	}
 	if appIsSuper(t, c.dst) {
-		t.Errorf("a row app inserted on the source made app a superuser on the replica (its CHECK function ran as the apply role)")
+		t.Errorf("a row app inserted on the source made app a superuser on the replica (its CHECK function ran as a superuser)")
 	}
 }
 
@@ -204,7 +282,7 @@ func TestOwners_LeastPrivilegeRestore(t *testing.T) {
 // superuser on the replica.
 func TestOwners_DOBlockCallingDefinerRunsAsCaller(t *testing.T) {
 	t.Parallel()
-	c := ownersEscalationCluster(t)
+	c, _ := ownersEscalationCluster(t)
 	exec1(t, c.src, `CREATE FUNCTION mk_part(n text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
 	EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY)', n);
