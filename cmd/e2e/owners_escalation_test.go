@@ -111,6 +111,30 @@ func TestOwners_RoleSwitchInsideQueryString(t *testing.T) {
 	}
 }
 
+// TestOwners_HiddenRoleSwitchStops: a query string that switches role in
+// a way its text does not show (set_config in a SELECT) between two
+// schema changes: apply, which replays each statement as the role its
+// text says, would make the superuser own what app owns on the source.
+// Capture's continuing message tells it so, and apply stops.
+func TestOwners_HiddenRoleSwitchStops(t *testing.T) {
+	t.Parallel()
+	c, app := ownersEscalationCluster(t)
+	exec1(t, c.src, `CREATE TABLE h_t (id int PRIMARY KEY); SELECT set_config('role', 'app', false); `+
+		`CREATE FUNCTION h_f() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text'`)
+	if code := app.Wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("apply exited %d, want 1", code)
+	}
+	line := stopLine(t, app, "pgjet-apply: ")
+	for _, want := range []string{`made a schema change on the source as role "app"`, `its statements ran as "postgres"`, "INSERT INTO pgjet.ddl_done"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the stop line does not say %q:\n%s", want, line)
+		}
+	}
+	if got := queryString(t, c.dst, `SELECT coalesce(to_regprocedure('public.h_f()')::text, '')`); got != "" {
+		t.Errorf("the replica has %s, made by the query string apply stopped at", got)
+	}
+}
+
 // TestOwners_SessionAuthorizationDoesNotStick: a DO block by app that
 // sets its own session authorization (harmless on the source, where app
 // logged in) must not leave the applier's session running as app, nor
@@ -254,22 +278,36 @@ func TestOwners_RestoreNeverAsksForSuperuserMembership(t *testing.T) {
 }
 
 // TestOwners_LeastPrivilegeRestore: a region built from a snapshot by the
-// least-privilege apply role of roles.sql, all objects owned by app, which
-// pgjet_apply is a member of: the restore passes its role check, so it
-// must build the region with the source's owners.
+// least-privilege apply role of roles.sql, the objects owned by app and
+// app2, which pgjet_apply is a member of. A role that is no superuser may
+// give an object to a role only while that role may create in its
+// schema: app may not create in the target's public (the source's grant
+// is in the snapshot, but only public's owner may run it), which
+// --check-config and the restore's check report with the GRANT to run,
+// and app2 may create in schema s once the snapshot's grants on s, which
+// pg_dump writes last, ran before its table is given to it. Then the
+// restore builds the region with the source's owners.
 func TestOwners_LeastPrivilegeRestore(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	exec1(t, c.src, `CREATE ROLE app LOGIN`, `CREATE ROLE reader LOGIN`, `GRANT CREATE ON SCHEMA public TO app`,
-		`SET ROLE app; CREATE TABLE app_t (id int PRIMARY KEY); INSERT INTO app_t VALUES (1); GRANT SELECT ON app_t TO reader; RESET ROLE`)
+	exec1(t, c.src, `CREATE ROLE app LOGIN`, `CREATE ROLE app2 LOGIN`, `CREATE ROLE reader LOGIN`, `GRANT CREATE ON SCHEMA public TO app`,
+		`CREATE SCHEMA s AUTHORIZATION app`, `GRANT USAGE, CREATE ON SCHEMA s TO app2`,
+		`SET ROLE app; CREATE TABLE app_t (id int PRIMARY KEY); INSERT INTO app_t VALUES (1); GRANT SELECT ON app_t TO reader; RESET ROLE`,
+		`SET ROLE app2; CREATE TABLE s.t2 (id int PRIMARY KEY); INSERT INTO s.t2 VALUES (1); RESET ROLE`)
 	capt := c.capture(t)
 	capt.waitLog(t, "snapshot complete")
 	args := leastPrivilegeTarget(t, c)
+	exec1(t, c.dst, `GRANT app2 TO pgjet_apply`)
+	checkConfig(t, bins.apply, 1, []string{`FAIL  roles`, `GRANT CREATE ON SCHEMA "public" TO "app" on the target as the schema's owner`}, args...)
+	exec1(t, c.dst, `GRANT CREATE ON SCHEMA public TO app`)
 	checkConfig(t, bins.apply, 0, []string{"OK    roles"}, args...)
 	app := start(t, "pgjet-apply", bins.apply, args...)
 	app.waitLog(t, "snapshot restored; following changes")
 	waitSame(t, 60*time.Second, c.src, c.dst)
 	waitSameDescription(t, c.src, c.dst, ownersSQL)
+	if got := queryString(t, c.dst, `SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 's.t2'::regclass`); got != "app2" {
+		t.Errorf("on the replica s.t2 belongs to %q, on the source to app2", got)
+	}
 	exec1(t, as(t, c.src, "app"), `CREATE TABLE app_t2 (id int PRIMARY KEY)`, `INSERT INTO app_t2 VALUES (1)`)
 	waitSame(t, 60*time.Second, c.src, c.dst)
 }
