@@ -10,6 +10,25 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
+// checkGolden compares got with testdata/name (go test -update rewrites
+// it).
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s (go test -run %s -update rewrites it):\n%s", t.Name(), golden, t.Name(), got)
+	}
+}
+
 // TestWithoutOwners: pg_dump's scripts with owners and privileges (taken
 // from PostgreSQL 15) lose every OWNER TO, GRANT, REVOKE and default
 // privilege, and nothing else: a function body that holds such text,
@@ -22,19 +41,7 @@ func TestWithoutOwners(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := WithoutOwners(string(in))
-			golden := filepath.Join("testdata", name+".no-owners.sql")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != string(want) {
-				t.Errorf("WithoutOwners(%s) differs from %s (go test -run TestWithoutOwners -update rewrites it):\n%s", name, golden, got)
-			}
+			checkGolden(t, name+".no-owners.sql", got)
 			for _, st := range SplitStatements(got) {
 				if ownerStatement(st) {
 					t.Errorf("kept %q", st)
@@ -78,19 +85,7 @@ func TestSchemaACLsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := SchemaACLsFirst(string(in))
-	golden := filepath.Join("testdata", "owners-pre-data.schema-acls-first.sql")
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("SchemaACLsFirst(owners-pre-data) differs from %s (go test -run TestSchemaACLsFirst -update rewrites it):\n%s", golden, got)
-	}
+	checkGolden(t, "owners-pre-data.schema-acls-first.sql", got)
 	if g, o := strings.Index(got, "GRANT CREATE ON SCHEMA public TO app"), strings.Index(got, "ALTER TYPE public.mood OWNER TO app"); g < 0 || g > o {
 		t.Errorf("the schema's GRANT is not before the first OWNER TO:\n%s", got)
 	}
