@@ -115,6 +115,7 @@ func TestOwners_RoleSwitchInsideQueryString(t *testing.T) {
 	// the apply role again.
 	exec1(t, c.src, `DO $$
 BEGIN
+	CREATE TABLE do_pg_t (id int PRIMARY KEY);
 	SET ROLE app;
 	CREATE TABLE do_app_t (id int PRIMARY KEY);
 	RESET ROLE;
