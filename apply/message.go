@@ -245,7 +245,7 @@ func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, 
 	if _, err := s.pg.Exec(ctx, create).ReadAll(); err != nil {
 		if schema.PgCode(err) == schema.CodeInsufficientPriv {
 			return schema.Fatalf(err, "pgjet-apply replays each schema change through a temporary function, and the apply role may not create temporary objects in database %q; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
-				s.conn.Config().Database, pgx.Identifier{s.conn.Config().Database}.Sanitize(), pgx.Identifier{s.conn.Config().User}.Sanitize())
+				s.database(), pgx.Identifier{s.database()}.Sanitize(), pgx.Identifier{s.conn.Config().User}.Sanitize())
 		}
 		return fmt.Errorf("create the function replaying the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
 	}
@@ -254,7 +254,7 @@ func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, 
 		if _, err := s.pg.Exec(ctx, "ALTER FUNCTION "+ddlFunction+" OWNER TO "+ident).ReadAll(); err != nil {
 			if schema.PgCode(err) == schema.CodeInsufficientPriv {
 				return schema.Fatalf(err, "pgjet-apply replays the schema change at LSN %s (stream seq %d) as role %q, which made it on the source, through a temporary function that role owns, and role %q may not create temporary objects in database %q on the target; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
-					env.CommitLSN, seq, role, role, s.conn.Config().Database, pgx.Identifier{s.conn.Config().Database}.Sanitize(), ident)
+					env.CommitLSN, seq, role, role, s.database(), pgx.Identifier{s.database()}.Sanitize(), ident)
 			}
 			return fmt.Errorf("give role %q the function replaying the schema change at LSN %s (stream seq %d): %w", role, env.CommitLSN, seq, err)
 		}
@@ -263,6 +263,15 @@ func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, 
 		return s.ddlError(err, env, seq, st, key, hasDone, role)
 	}
 	return s.cleanSession(ctx, env, seq)
+}
+
+// database is the target database's name, for errors (Postgres takes
+// the user's name when the URL names none).
+func (s *session) database() string {
+	if db := s.conn.Config().Database; db != "" {
+		return db
+	}
+	return s.conn.Config().User
 }
 
 // cleanSession undoes what a replayed statement may have left in the

@@ -299,7 +299,8 @@ func TestOwners_RestoreNeverAsksForSuperuserMembership(t *testing.T) {
 // --check-config and the restore's check report with the GRANT to run,
 // and app2 may create in schema s once the snapshot's grants on s, which
 // pg_dump writes last, ran before its table is given to it. Then the
-// restore builds the region with the source's owners.
+// restore builds the region with the source's owners, and app's schema
+// changes replay as app, until app may not create temporary objects.
 func TestOwners_LeastPrivilegeRestore(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -323,6 +324,17 @@ func TestOwners_LeastPrivilegeRestore(t *testing.T) {
 	}
 	exec1(t, as(t, c.src, "app"), `CREATE TABLE app_t2 (id int PRIMARY KEY)`, `INSERT INTO app_t2 VALUES (1)`)
 	waitSame(t, 60*time.Second, c.src, c.dst)
+
+	// app's schema changes replay in a temporary function app owns,
+	// which needs TEMPORARY on the database (PUBLIC's by default).
+	exec1(t, c.dst, `REVOKE TEMPORARY ON DATABASE postgres FROM PUBLIC`)
+	exec1(t, as(t, c.src, "app"), `CREATE TABLE app_t3 (id int PRIMARY KEY)`)
+	if code := app.Wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("apply exited %d, want 1", code)
+	}
+	if line := stopLine(t, app, "pgjet-apply: "); !strings.Contains(line, `GRANT TEMPORARY ON DATABASE "postgres" TO "app"`) {
+		t.Errorf("the stop line does not name the missing TEMPORARY:\n%s", line)
+	}
 }
 
 // TestOwners_DOBlockCallingDefinerRunsAsCaller: the role recorded with a
