@@ -52,11 +52,9 @@ type replayedDDL struct {
 	keys    []string // content md5 of its messages (pgjet.ddl_done)
 	hasDone bool     // pgjet.ddl_done exists
 	// roles are the roles its statements replayed as, in order, repeats
-	// removed; at indexes the role of the last message matched. super
-	// marks the superusers among them (see continuedDDL).
+	// removed; at indexes the role of the last message matched.
 	roles []string
 	at    int
-	super map[string]bool
 	// skip is set when nothing of it was replayed: marked done by hand,
 	// nothing to replay, or replayed as the apply role (--no-owners).
 	skip bool
@@ -154,7 +152,7 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 			return err
 		}
 	}
-	last.roles, last.at, last.super, last.skip = seen, at, super, role == ""
+	last.roles, last.at, last.skip = seen, at, role == ""
 	s.schemaChanged()
 	s.a.log.Info().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("tag", d.Tag).
 		Str("role", strings.Join(seen, ",")).Str("sql", schema.Truncate(d.SQL, 200)).Msg("schema change applied")
@@ -164,25 +162,18 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 // continuedDDL checks a continuing message of the query string replayed
 // last (prev): its schema change ran on the source as d.Role, a role
 // after the one of the message before it, and the string's statements
-// must have replayed as that role too. A superuser's statement replays
-// with the role switches it makes itself (see runDDL), so it may be the
-// one that made the change, whatever the role. Nothing is run: the string
-// was replayed whole with its first message.
+// must have replayed as that role too. Nothing is run: the string was
+// replayed whole with its first message.
 func (s *session) continuedDDL(env *stream.Envelope, seq uint64, d *schema.DDL, key string, prev *replayedDDL) error {
 	prev.keys = append(prev.keys, key)
 	if prev.skip {
 		return nil
 	}
-	i := prev.at
-	for ; i < len(prev.roles); i++ {
-		if prev.super[prev.roles[i]] || i > prev.at && prev.roles[i] == d.Role {
-			break
-		}
-	}
-	if i == len(prev.roles) {
+	i := slices.Index(prev.roles[prev.at+1:], d.Role)
+	if i < 0 {
 		return s.rolesDiffer(env, seq, d.Role, prev.roles, prev)
 	}
-	prev.at = i
+	prev.at += 1 + i
 	s.a.log.Debug().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("role", d.Role).
 		Msg("schema change replayed already with its query string, as the role that made it")
 	return nil

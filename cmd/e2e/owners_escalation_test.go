@@ -115,7 +115,6 @@ func TestOwners_RoleSwitchInsideQueryString(t *testing.T) {
 	// the apply role again.
 	exec1(t, c.src, `DO $$
 BEGIN
-	CREATE TABLE do_pg_t (id int PRIMARY KEY);
 	SET ROLE app;
 	CREATE TABLE do_app_t (id int PRIMARY KEY);
 	RESET ROLE;
