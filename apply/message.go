@@ -140,15 +140,15 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 			return s.rolesDiffer(env, seq, role, seen, last)
 		}
 	}
-	super := map[string]bool{} // of the roles checked
+	checked := map[string]bool{}
 	for _, i := range replay {
-		r := roles[i]
-		if _, ok := super[r]; r != "" && !ok {
-			if super[r], err = s.checkRole(ctx, env, seq, d, r, key, hasDone); err != nil {
+		if r := roles[i]; r != "" && !checked[r] {
+			if err := s.checkRole(ctx, env, seq, d, r, key, hasDone); err != nil {
 				return err
 			}
+			checked[r] = true
 		}
-		if err := s.runDDL(ctx, env, seq, d.SearchPath, r, super[r], stmts[i].SQL, key, hasDone); err != nil {
+		if err := s.runDDL(ctx, env, seq, d.SearchPath, roles[i], stmts[i].SQL, key, hasDone); err != nil {
 			return err
 		}
 	}
@@ -205,32 +205,14 @@ func quoteAll(names []string) string {
 // back to the apply role, and run the rest with the apply role's rights,
 // which on the source it never had. Inside a SECURITY DEFINER function
 // Postgres refuses to change role or session authorization: such a
-// statement stops apply (see ddlError) instead. A superuser's statements
-// are the exception (see runDDL).
+// statement stops apply (see ddlError) instead.
 const ddlFunction = "pg_temp.pgjet_ddl(pg_catalog.text)"
 
 // runDDL replays statement st of a schema change as role ("" for the
-// apply role), with search path path. A superuser's statement (super)
-// runs under SET LOCAL ROLE instead of ddlFunction: no switch gives it
-// more rights than it has, and a superuser's migration may switch role in
-// a DO block, as on the source; the session's role and authorization are
-// reset after it.
-func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, path, role string, super bool, st, key string, hasDone bool) error {
+// apply role), with search path path.
+func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, path, role, st, key string, hasDone bool) error {
 	if _, err := s.pg.ExecParams(ctx, "SELECT pg_catalog.set_config('search_path', $1, true)", [][]byte{[]byte(path)}, nil, nil, nil).Close(); err != nil {
 		return s.ddlError(err, env, seq, "SET search_path = "+path, key, hasDone, role)
-	}
-	if super {
-		if _, err := s.pg.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{role}.Sanitize()).ReadAll(); err != nil {
-			return s.ddlError(err, env, seq, "SET ROLE "+pgx.Identifier{role}.Sanitize(), key, hasDone, role)
-		}
-		// Simple protocol: the statement may be any utility command.
-		if _, err := s.pg.Exec(ctx, st).ReadAll(); err != nil {
-			return s.ddlError(err, env, seq, st, key, hasDone, role)
-		}
-		if _, err := s.pg.Exec(ctx, "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE").ReadAll(); err != nil {
-			return fmt.Errorf("reset the role after the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
-		}
-		return s.cleanSession(ctx, env, seq)
 	}
 	create := "CREATE FUNCTION " + ddlFunction + " RETURNS pg_catalog.void LANGUAGE plpgsql SECURITY DEFINER AS 'BEGIN EXECUTE $1; END'"
 	if _, err := s.pg.Exec(ctx, create).ReadAll(); err != nil {
@@ -253,7 +235,10 @@ func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, 
 	if _, err := s.pg.ExecParams(ctx, "SELECT pg_temp.pgjet_ddl($1)", [][]byte{[]byte(st)}, nil, nil, nil).Close(); err != nil {
 		return s.ddlError(err, env, seq, st, key, hasDone, role)
 	}
-	return s.cleanSession(ctx, env, seq)
+	if err := s.cleanSession(ctx); err != nil {
+		return fmt.Errorf("reset the session after the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
+	}
+	return nil
 }
 
 // database is the target database's name, for errors (Postgres takes
@@ -273,12 +258,12 @@ func (s *session) database() string {
 // domain's CHECK would run as the apply role) and prepared statements (a
 // statement prepared under the name of one of pgjet's would run as the
 // apply role). The session's own settings and statements are made again.
-func (s *session) cleanSession(ctx context.Context, env *stream.Envelope, seq uint64) error {
+func (s *session) cleanSession(ctx context.Context) error {
 	if _, err := s.pg.Exec(ctx, "DISCARD TEMP; RESET ALL").ReadAll(); err != nil {
-		return fmt.Errorf("reset the session after the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
+		return err
 	}
 	if err := s.conn.DeallocateAll(ctx); err != nil { // and forgets pgx's own
-		return fmt.Errorf("deallocate statements after the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
+		return err
 	}
 	s.stmts = newStmtCache(s.a.cfg.StatementCache)
 	s.a.stats.Prepared.Store(0)
@@ -294,30 +279,30 @@ func (s *session) cleanSession(ctx context.Context, env *stream.Envelope, seq ui
 // the change is checked against that role's privileges, never the apply
 // role's. A role missing on the target, or one the apply role may not
 // become, stops apply naming the fix.
-func (s *session) checkRole(ctx context.Context, env *stream.Envelope, seq uint64, d *schema.DDL, role, key string, hasDone bool) (super bool, err error) {
+func (s *session) checkRole(ctx context.Context, env *stream.Envelope, seq uint64, d *schema.DDL, role, key string, hasDone bool) error {
 	var applyRole string
-	var exists, member bool
+	var exists, member, super bool
 	// Owning an object is allowed to the roles the session user is a
 	// member of (any role, for a superuser).
-	err = s.conn.QueryRow(ctx, `SELECT session_user, r.oid IS NOT NULL,
+	err := s.conn.QueryRow(ctx, `SELECT session_user, r.oid IS NOT NULL,
 			coalesce(pg_has_role(session_user, r.oid, 'MEMBER'), false), coalesce(r.rolsuper, false)
 		FROM (SELECT $1::text AS name) x LEFT JOIN pg_roles r ON r.rolname = x.name`, role).Scan(&applyRole, &exists, &member, &super)
 	if err != nil {
-		return false, fmt.Errorf("look up role %q of schema change at LSN %s (stream seq %d): %w", role, env.CommitLSN, seq, err)
+		return fmt.Errorf("look up role %q of schema change at LSN %s (stream seq %d): %w", role, env.CommitLSN, seq, err)
 	}
 	ident := pgx.Identifier{role}.Sanitize()
 	switch {
 	case !exists:
-		return false, schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which does not exist on the target; create it there (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles, or CREATE ROLE %s) and restart pgjet-apply",
+		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which does not exist on the target; create it there (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles, or CREATE ROLE %s) and restart pgjet-apply",
 			d.Tag, env.CommitLSN, seq, role, ident)
 	case !member && super:
-		return false, schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, a superuser, which the apply role %q may not become; make schema changes on the source as a role that is no superuser, or make this one on the target by hand, then %s",
+		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, a superuser, which the apply role %q may not become; make schema changes on the source as a role that is no superuser, or make this one on the target by hand, then %s",
 			d.Tag, env.CommitLSN, seq, role, applyRole, s.markDone(env, !hasDone, key))
 	case !member:
-		return false, schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which the apply role %q may not become on the target; GRANT %s TO %s there (the apply role replays each schema change as the role that made it, see deploy/postgres/roles.sql) and restart pgjet-apply",
+		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which the apply role %q may not become on the target; GRANT %s TO %s there (the apply role replays each schema change as the role that made it, see deploy/postgres/roles.sql) and restart pgjet-apply",
 			d.Tag, env.CommitLSN, seq, role, applyRole, ident, pgx.Identifier{applyRole}.Sanitize())
 	}
-	return super, nil
+	return nil
 }
 
 // schemaChanged forgets what the session knows of the target's tables and
