@@ -244,10 +244,7 @@ func (s *session) setupOrigin(ctx context.Context) error {
 	if !s.cx.commitTS && (a.cfg.uses(PolicyKeepLocal) || a.cfg.uses(PolicyError)) && a.originWarned.CompareAndSwap(false, true) {
 		a.log.Warn().Msg("track_commit_timestamp is off: update_changed, delete_changed and truncate_changed conflicts are not detected; set track_commit_timestamp = on in postgresql.conf and restart Postgres")
 	}
-	s.originStmt = "pgjet_origin"
-	if _, err := s.pg.Prepare(ctx, s.originStmt, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))", nil); err != nil {
-		return fmt.Errorf("prepare replication origin setup: %w", err)
-	}
+	s.originStmt = "pgjet_origin" // prepared with the position update (prepareOwn)
 	a.log.Debug().Str("origin", name).Uint32("roident", id).Msg("writing under replication origin")
 	return nil
 }
