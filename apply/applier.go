@@ -206,6 +206,8 @@ type session struct {
 	// change committed (e.g. enum values added by ALTER TYPE).
 	ddl      bool
 	inflight *inflight // batch sent, results not yet read
+	// lastDDL is the schema change replayed last (see continuedDDL).
+	lastDDL *replayedDDL
 
 	// the source transaction being read (multi-chunk)
 	cur      bool
@@ -485,15 +487,6 @@ func (s *session) setup(ctx context.Context) error {
 			return fmt.Errorf("create pgjet schema: %w", err)
 		}
 	}
-	if _, err := s.conn.Exec(ctx, "SELECT set_config('synchronous_commit', $1, false)", a.cfg.SynchronousCommit); err != nil {
-		return fmt.Errorf("set synchronous_commit: %w", err)
-	}
-	// A statement_timeout of the target's database or role would cancel a
-	// replicated statement that takes longer on every retry, for ever:
-	// the source committed it, so it runs to its end, as under pg_restore.
-	if _, err := s.conn.Exec(ctx, "SET statement_timeout = 0"); err != nil {
-		return fmt.Errorf("set statement_timeout: %w", err)
-	}
 	if a.cfg.SessionReplicationRole {
 		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err == nil {
 			s.reorder = true
@@ -501,22 +494,63 @@ func (s *session) setup(ctx context.Context) error {
 			a.log.Warn().Err(err).Msg("cannot set session_replication_role = replica (needs superuser, or GRANT SET ON PARAMETER session_replication_role): triggers and foreign keys fire for replicated rows")
 		}
 	}
+	if err := s.settings(ctx); err != nil {
+		return err
+	}
 	if err := s.readPosition(ctx); err != nil {
 		return err
 	}
-
-	s.stmtN++
 	s.posStmt = "pgjet_pos"
-	_, err := s.pg.Prepare(ctx, s.posStmt, `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at, source_lsn)
-		VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4::bigint, $5::timestamptz, now(), $6::pg_lsn)
-		ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, end_lsn = EXCLUDED.end_lsn,
-			stream_seq = EXCLUDED.stream_seq, commit_time = EXCLUDED.commit_time, applied_at = EXCLUDED.applied_at,
-			source_lsn = EXCLUDED.source_lsn`, nil)
-	if err != nil {
-		return fmt.Errorf("prepare position update: %w", err)
+	return s.prepareOwn(ctx)
+}
+
+// settings sets the session's own settings: at setup, and again after a
+// replayed schema change reset them all (see cleanSession).
+func (s *session) settings(ctx context.Context) error {
+	// The simple and unnamed protocol: after a schema change, no
+	// prepared statement is trusted (see cleanSession).
+	if _, err := s.pg.ExecParams(ctx, "SELECT pg_catalog.set_config('synchronous_commit', $1, false)",
+		[][]byte{[]byte(s.a.cfg.SynchronousCommit)}, nil, nil, nil).Close(); err != nil {
+		return fmt.Errorf("set synchronous_commit: %w", err)
+	}
+	if s.reorder {
+		if _, err := s.pg.Exec(ctx, "SET session_replication_role = replica").ReadAll(); err != nil {
+			return fmt.Errorf("set session_replication_role: %w", err)
+		}
+	}
+	// A statement_timeout of the target's database or role would cancel a
+	// replicated statement that takes longer on every retry, for ever:
+	// the source committed it, so it runs to its end, as under pg_restore.
+	if _, err := s.pg.Exec(ctx, "SET statement_timeout = 0").ReadAll(); err != nil {
+		return fmt.Errorf("set statement_timeout: %w", err)
 	}
 	return nil
 }
+
+// prepareOwn prepares the statements every group uses: the position
+// update and, with a replication origin, its transaction setup.
+func (s *session) prepareOwn(ctx context.Context) error {
+	if _, err := s.pg.Prepare(ctx, s.posStmt, posSQL, nil); err != nil {
+		return fmt.Errorf("prepare position update: %w", err)
+	}
+	if s.originStmt != "" {
+		if _, err := s.pg.Prepare(ctx, s.originStmt, originSQL, nil); err != nil {
+			return fmt.Errorf("prepare replication origin setup: %w", err)
+		}
+	}
+	return nil
+}
+
+// posSQL records the applied position (prepared as session.posStmt).
+const posSQL = `INSERT INTO pgjet.applied (source, commit_lsn, end_lsn, stream_seq, commit_time, applied_at, source_lsn)
+		VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4::bigint, $5::timestamptz, now(), $6::pg_lsn)
+		ON CONFLICT (source) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, end_lsn = EXCLUDED.end_lsn,
+			stream_seq = EXCLUDED.stream_seq, commit_time = EXCLUDED.commit_time, applied_at = EXCLUDED.applied_at,
+			source_lsn = EXCLUDED.source_lsn`
+
+// originSQL stamps a target transaction with its source's commit LSN and
+// time (prepared as session.originStmt).
+const originSQL = "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))"
 
 // changeStream finds the source's change stream in this region: the
 // stream itself, or with UpstreamDomain the local mirror, made if missing.

@@ -257,10 +257,7 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		// applier of the same source into this cluster.
 		return fmt.Errorf("set up replication origin %q: %w", name, err)
 	}
-	s.originStmt = "pgjet_origin"
-	if _, err := s.pg.Prepare(ctx, s.originStmt, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, coalesce($2::timestamptz, clock_timestamp()))", nil); err != nil {
-		return fmt.Errorf("prepare replication origin setup: %w", err)
-	}
+	s.originStmt = "pgjet_origin" // prepared with the position update (prepareOwn)
 	a.log.Debug().Str("origin", name).Uint32("roident", id).Msg("writing under replication origin")
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -41,7 +43,25 @@ func (s *session) message(ctx context.Context, env *stream.Envelope, ch *stream.
 	return nil
 }
 
-// replayDDL runs a captured schema change on the target with the source's
+// replayedDDL is what the session remembers of the schema change it
+// replayed last: a continuing message of the same query string
+// (schema.DDL.Continued) is checked against it.
+type replayedDDL struct {
+	lsn     stream.LSN
+	sql     string
+	keys    []string // content md5 of its messages (pgjet.ddl_done)
+	hasDone bool     // pgjet.ddl_done exists
+	// roles are the roles its statements replayed as, in order, repeats
+	// removed; at indexes the role of the last message matched.
+	roles []string
+	at    int
+	// skip is set when nothing of it was replayed: marked done by hand,
+	// nothing to replay, or replayed as the apply role (--no-owners).
+	skip bool
+}
+
+// replayDDL runs a captured schema change on the target, each statement
+// as the role that ran it on the source (see runDDL), with the source's
 // search_path, then drops every cached plan and table description: the
 // relations that follow are planned against the changed schema. The group
 // commits after this source transaction (s.ddl), so later transactions see
@@ -53,18 +73,26 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	d, err := schema.ParseDDL(ch.Content)
 	if err != nil {
 		return schema.Fatalf(err, "the schema change message at LSN %s (stream seq %d) cannot be decoded; inspect it with `pgjet tail --from-seq %d`, make the target's schema match the source by hand, then %s",
-			env.CommitLSN, seq, seq, s.markDone(env, key, true))
+			env.CommitLSN, seq, seq, s.markDone(env, true, key))
 	}
-	var replay []string
+	if prev := s.lastDDL; d.Continued && prev != nil && prev.lsn == env.CommitLSN && prev.sql == d.SQL {
+		return s.continuedDDL(env, seq, d, key, prev)
+	}
+	// A continuing message whose first was left out (the table filter)
+	// replays the string itself.
+	stmts := schema.ReplayStatements(d.SQL)
+	var replay []int
 	opaque := ""
-	for _, st := range schema.ReplayStatements(d.SQL) {
+	for i, st := range stmts {
 		switch st.Kind {
 		case schema.Replay:
-			replay = append(replay, st.SQL)
+			replay = append(replay, i)
 		case schema.Opaque:
 			opaque = st.SQL
 		}
 	}
+	last := &replayedDDL{lsn: env.CommitLSN, sql: d.SQL, keys: []string{key}, skip: true}
+	s.lastDDL = last
 	if len(replay) == 0 && opaque == "" {
 		s.a.log.Debug().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("tag", d.Tag).
 			Msg("schema change needs nothing on the target (temporary or cluster-wide objects)")
@@ -74,6 +102,7 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	if err != nil {
 		return err
 	}
+	last.hasDone = hasDone
 	if done {
 		s.a.log.Info().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("tag", d.Tag).
 			Msg("schema change skipped: marked done in " + ddlDoneTable)
@@ -82,81 +111,196 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	}
 	if len(replay) == 0 {
 		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made by %q, which pgjet does not replay (a function or procedure call would repeat its other effects; SELECT INTO is not replayed, use CREATE TABLE AS): make the same change on the target by hand, then %s",
-			d.Tag, env.CommitLSN, seq, schema.Truncate(opaque, 200), s.markDone(env, key, !hasDone))
+			d.Tag, env.CommitLSN, seq, schema.Truncate(opaque, 200), s.markDone(env, !hasDone, key))
 	}
 
-	var prev string
-	if err := s.conn.QueryRow(ctx, "SELECT current_setting('search_path')").Scan(&prev); err != nil {
-		return fmt.Errorf("read search_path before schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
-	}
 	// A message of a pgjet older than the role field, or --no-owners,
 	// replays as the apply role.
 	role := d.Role
 	if s.a.cfg.NoOwners {
 		role = ""
 	}
+	roles := make([]string, len(stmts))
 	if role != "" {
-		if err := s.setRole(ctx, env, seq, d, key, hasDone); err != nil {
+		roles = schema.StatementRoles(stmts, role, d.SessionRole)
+	}
+	var seen []string // the roles of the replayed statements, repeats removed
+	for _, i := range replay {
+		if role != "" && roles[i] == "" {
+			return schema.Fatalf(nil, "the schema change %q at LSN %s (stream seq %d) follows a RESET SESSION AUTHORIZATION (or a role switch to a role its text does not name plainly) in its query string, so pgjet cannot tell the role it ran as on the source; make it on the target by hand as that role, then %s",
+				schema.Truncate(stmts[i].SQL, 200), env.CommitLSN, seq, s.markDone(env, !hasDone, key))
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != roles[i] {
+			seen = append(seen, roles[i])
+		}
+	}
+	at := 0
+	if role != "" {
+		if at = slices.Index(seen, role); at < 0 {
+			return s.rolesDiffer(env, seq, role, seen, last)
+		}
+	}
+	checked := map[string]bool{}
+	for _, i := range replay {
+		if r := roles[i]; r != "" && !checked[r] {
+			if err := s.checkRole(ctx, env, seq, d, r, key, hasDone); err != nil {
+				return err
+			}
+			checked[r] = true
+		}
+		if err := s.runDDL(ctx, env, seq, d.SearchPath, roles[i], stmts[i].SQL, key, hasDone); err != nil {
 			return err
 		}
 	}
-	if _, err := s.conn.Exec(ctx, "SELECT set_config('search_path', $1, true)", d.SearchPath); err != nil {
-		return s.ddlError(err, env, seq, "SET search_path = "+d.SearchPath, key, hasDone, role)
-	}
-	for _, st := range replay {
-		// Simple protocol: no parameters, and the statement may be any
-		// utility command.
-		if _, err := s.pg.Exec(ctx, st).ReadAll(); err != nil {
-			return s.ddlError(err, env, seq, st, key, hasDone, role)
-		}
-	}
-	if role != "" {
-		// The rows after the change in this transaction are written by
-		// the apply role again.
-		if _, err := s.conn.Exec(ctx, "RESET ROLE"); err != nil {
-			return fmt.Errorf("reset role after schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
-		}
-	}
-	if _, err := s.conn.Exec(ctx, "SELECT set_config('search_path', $1, true)", prev); err != nil {
-		return fmt.Errorf("restore search_path after schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
-	}
+	last.roles, last.at, last.skip = seen, at, role == ""
 	s.schemaChanged()
 	s.a.log.Info().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("tag", d.Tag).
-		Str("role", role).Str("sql", schema.Truncate(d.SQL, 200)).Msg("schema change applied")
+		Str("role", strings.Join(seen, ",")).Str("sql", schema.Truncate(d.SQL, 200)).Msg("schema change applied")
 	return nil
 }
 
-// setRole makes the open target transaction run as the role that made a
-// schema change on the source (SET LOCAL ROLE, until RESET ROLE): what
-// the change creates gets the owner it has there, a SECURITY DEFINER
-// function its definer, and the change is checked against that role's
-// privileges, never the apply role's. A role missing on the target, or
-// one the apply role may not become, stops apply naming the fix.
-func (s *session) setRole(ctx context.Context, env *stream.Envelope, seq uint64, d *schema.DDL, key string, hasDone bool) error {
+// continuedDDL checks a continuing message of the query string replayed
+// last (prev): its schema change ran on the source as d.Role, a role
+// after the one of the message before it, and the string's statements
+// must have replayed as that role too. Nothing is run: the string was
+// replayed whole with its first message.
+func (s *session) continuedDDL(env *stream.Envelope, seq uint64, d *schema.DDL, key string, prev *replayedDDL) error {
+	prev.keys = append(prev.keys, key)
+	if prev.skip {
+		return nil
+	}
+	i := slices.Index(prev.roles[prev.at+1:], d.Role)
+	if i < 0 {
+		return s.rolesDiffer(env, seq, d.Role, prev.roles, prev)
+	}
+	prev.at += 1 + i
+	s.a.log.Debug().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("role", d.Role).
+		Msg("schema change replayed already with its query string, as the role that made it")
+	return nil
+}
+
+// rolesDiffer stops apply at a query string that made a schema change on
+// the source as role, which its text does not tell: replaying it as the
+// roles its text names (seen) could give an object another owner than on
+// the source.
+func (s *session) rolesDiffer(env *stream.Envelope, seq uint64, role string, seen []string, ddl *replayedDDL) error {
+	return schema.Fatalf(nil, "the query string %q at LSN %s (stream seq %d) made a schema change on the source as role %q, but by its text its statements ran as %s: it switched role in a way its text does not show (set_config('role', ...), a function), or a statement pgjet does not replay (SELECT f(), CALL) changed the schema; make its changes on the target by hand, each as the role that made it, then %s",
+		schema.Truncate(ddl.sql, 200), env.CommitLSN, seq, role, quoteAll(seen), s.markDone(env, !ddl.hasDone, ddl.keys...))
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", then ")
+}
+
+// ddlFunction replays one statement of a schema change: a SECURITY
+// DEFINER function owned by the role that ran the statement on the
+// source, made for that one statement in the session's temporary schema.
+// It is never committed (cleanSession drops it), so no other session ever
+// sees it. SET LOCAL ROLE would not do: a DO block or a function the
+// statement runs may RESET ROLE (or SET ROLE, SET SESSION AUTHORIZATION)
+// back to the apply role, and run the rest with the apply role's rights,
+// which on the source it never had. Inside a SECURITY DEFINER function
+// Postgres refuses to change role or session authorization: such a
+// statement stops apply (see ddlError) instead.
+const ddlFunction = "pg_temp.pgjet_ddl(pg_catalog.text)"
+
+// runDDL replays statement st of a schema change as role ("" for the
+// apply role), with search path path.
+func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, path, role, st, key string, hasDone bool) error {
+	if _, err := s.pg.ExecParams(ctx, "SELECT pg_catalog.set_config('search_path', $1, true)", [][]byte{[]byte(path)}, nil, nil, nil).Close(); err != nil {
+		return s.ddlError(err, env, seq, "SET search_path = "+path, key, hasDone, role)
+	}
+	create := "CREATE FUNCTION " + ddlFunction + " RETURNS pg_catalog.void LANGUAGE plpgsql SECURITY DEFINER AS 'BEGIN EXECUTE $1; END'"
+	if _, err := s.pg.Exec(ctx, create).ReadAll(); err != nil {
+		if schema.PgCode(err) == schema.CodeInsufficientPriv {
+			return schema.Fatalf(err, "pgjet-apply replays each schema change through a temporary function, and the apply role may not create temporary objects in database %q; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
+				s.database(), pgx.Identifier{s.database()}.Sanitize(), pgx.Identifier{s.conn.Config().User}.Sanitize())
+		}
+		return fmt.Errorf("create the function replaying the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
+	}
+	if role != "" {
+		ident := pgx.Identifier{role}.Sanitize()
+		if _, err := s.pg.Exec(ctx, "ALTER FUNCTION "+ddlFunction+" OWNER TO "+ident).ReadAll(); err != nil {
+			if schema.PgCode(err) == schema.CodeInsufficientPriv {
+				return schema.Fatalf(err, "pgjet-apply replays the schema change at LSN %s (stream seq %d) as role %q, which made it on the source, through a temporary function that role owns, and role %q may not create temporary objects in database %q on the target; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
+					env.CommitLSN, seq, role, role, s.database(), pgx.Identifier{s.database()}.Sanitize(), ident)
+			}
+			return fmt.Errorf("give role %q the function replaying the schema change at LSN %s (stream seq %d): %w", role, env.CommitLSN, seq, err)
+		}
+	}
+	if _, err := s.pg.ExecParams(ctx, "SELECT pg_temp.pgjet_ddl($1)", [][]byte{[]byte(st)}, nil, nil, nil).Close(); err != nil {
+		return s.ddlError(err, env, seq, st, key, hasDone, role)
+	}
+	if err := s.cleanSession(ctx); err != nil {
+		return fmt.Errorf("reset the session after the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
+	}
+	return nil
+}
+
+// database is the target database's name, for errors (Postgres takes
+// the user's name when the URL names none).
+func (s *session) database() string {
+	if db := s.conn.Config().Database; db != "" {
+		return db
+	}
+	return s.conn.Config().User
+}
+
+// cleanSession undoes what a replayed statement may have left in the
+// session besides the objects it made, before the session runs anything
+// else: settings (SET, even SET LOCAL, in a DO block), temporary objects
+// (a temporary type or table shadows the permanent one of its name for
+// every statement that follows, pgjet's own included, and a temporary
+// domain's CHECK would run as the apply role) and prepared statements (a
+// statement prepared under the name of one of pgjet's would run as the
+// apply role). The session's own settings and statements are made again.
+func (s *session) cleanSession(ctx context.Context) error {
+	if _, err := s.pg.Exec(ctx, "DISCARD TEMP; RESET ALL").ReadAll(); err != nil {
+		return err
+	}
+	if err := s.conn.DeallocateAll(ctx); err != nil { // and forgets pgx's own
+		return err
+	}
+	s.stmts = newStmtCache(s.a.cfg.StatementCache)
+	s.a.stats.Prepared.Store(0)
+	if err := s.settings(ctx); err != nil {
+		return err
+	}
+	return s.prepareOwn(ctx)
+}
+
+// checkRole checks that the apply role may replay a schema change as
+// role, which made it on the source: what the change creates then gets
+// the owner it has there, a SECURITY DEFINER function its definer, and
+// the change is checked against that role's privileges, never the apply
+// role's. A role missing on the target, or one the apply role may not
+// become, stops apply naming the fix.
+func (s *session) checkRole(ctx context.Context, env *stream.Envelope, seq uint64, d *schema.DDL, role, key string, hasDone bool) error {
 	var applyRole string
 	var exists, member, super bool
-	// SET ROLE is allowed to the roles the session user is a member of
-	// (any role, for a superuser).
+	// Owning an object is allowed to the roles the session user is a
+	// member of (any role, for a superuser).
 	err := s.conn.QueryRow(ctx, `SELECT session_user, r.oid IS NOT NULL,
 			coalesce(pg_has_role(session_user, r.oid, 'MEMBER'), false), coalesce(r.rolsuper, false)
-		FROM (SELECT $1::text AS name) x LEFT JOIN pg_roles r ON r.rolname = x.name`, d.Role).Scan(&applyRole, &exists, &member, &super)
+		FROM (SELECT $1::text AS name) x LEFT JOIN pg_roles r ON r.rolname = x.name`, role).Scan(&applyRole, &exists, &member, &super)
 	if err != nil {
-		return fmt.Errorf("look up role %q of schema change at LSN %s (stream seq %d): %w", d.Role, env.CommitLSN, seq, err)
+		return fmt.Errorf("look up role %q of schema change at LSN %s (stream seq %d): %w", role, env.CommitLSN, seq, err)
 	}
-	ident := pgx.Identifier{d.Role}.Sanitize()
+	ident := pgx.Identifier{role}.Sanitize()
 	switch {
 	case !exists:
 		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which does not exist on the target; create it there (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles, or CREATE ROLE %s) and restart pgjet-apply",
-			d.Tag, env.CommitLSN, seq, d.Role, ident)
+			d.Tag, env.CommitLSN, seq, role, ident)
 	case !member && super:
 		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, a superuser, which the apply role %q may not become; make schema changes on the source as a role that is no superuser, or make this one on the target by hand, then %s",
-			d.Tag, env.CommitLSN, seq, d.Role, applyRole, s.markDone(env, key, !hasDone))
+			d.Tag, env.CommitLSN, seq, role, applyRole, s.markDone(env, !hasDone, key))
 	case !member:
 		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which the apply role %q may not become on the target; GRANT %s TO %s there (the apply role replays each schema change as the role that made it, see deploy/postgres/roles.sql) and restart pgjet-apply",
-			d.Tag, env.CommitLSN, seq, d.Role, applyRole, ident, pgx.Identifier{applyRole}.Sanitize())
-	}
-	if _, err := s.conn.Exec(ctx, "SET LOCAL ROLE "+ident); err != nil {
-		return s.ddlError(err, env, seq, "SET ROLE "+ident, key, hasDone, d.Role)
+			d.Tag, env.CommitLSN, seq, role, applyRole, ident, pgx.Identifier{applyRole}.Sanitize())
 	}
 	return nil
 }
@@ -187,15 +331,26 @@ func (s *session) ddlDone(ctx context.Context, env *stream.Envelope, key string)
 }
 
 // markDone is the instruction that tells pgjet-apply a schema change was
-// applied by hand.
-func (s *session) markDone(env *stream.Envelope, key string, create bool) string {
-	ins := fmt.Sprintf("INSERT INTO %s (source, commit_lsn, content_md5) VALUES (%s, '%s', '%s')",
-		ddlDoneTable, "'"+strings.ReplaceAll(s.a.cfg.Name, "'", "''")+"'", env.CommitLSN, key)
+// applied by hand: keys are the content md5 of its messages.
+func (s *session) markDone(env *stream.Envelope, create bool, keys ...string) string {
+	rows := make([]string, len(keys))
+	for i, key := range keys {
+		rows[i] = fmt.Sprintf("(%s, '%s', '%s')", "'"+strings.ReplaceAll(s.a.cfg.Name, "'", "''")+"'", env.CommitLSN, key)
+	}
+	ins := fmt.Sprintf("INSERT INTO %s (source, commit_lsn, content_md5) VALUES %s", ddlDoneTable, strings.Join(rows, ", "))
 	if create {
 		ins = ddlDoneSQL + "; " + ins
 	}
 	return "mark it done on the target and restart pgjet-apply: " + ins
 }
+
+// settingRoutines are the Postgres functions that refuse to change a
+// setting (PgError.Routine): "cannot set parameter "role" within
+// security-definer function", "permission denied to set parameter" (PG 15:
+// set_config_option, set_config_option_ext; PG 16 and later:
+// set_config_with_handle). Only the wording of the stop line depends on
+// it: Postgres' own message is in the line either way.
+var settingRoutines = map[string]bool{"set_config_option": true, "set_config_option_ext": true, "set_config_with_handle": true}
 
 // ddlError says which statement of a schema change failed, where, and how
 // to proceed; role is the role it ran as ("" for the apply role).
@@ -206,14 +361,22 @@ func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key 
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == CodeActiveSQLTransaction {
 		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) cannot run inside a transaction block, where pgjet-apply replays it with the rows around it; run it by hand on the target, then %s",
-			schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, key, !hasDone))
+			schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, !hasDone, key))
+	}
+	if errors.As(err, &pe) && pe.Code == schema.CodeInsufficientPriv && settingRoutines[pe.Routine] {
+		who := "the apply role"
+		if role != "" {
+			who = strconv.Quote(role)
+		}
+		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) changes its role or session authorization (SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION in a DO block or a function it runs), or a setting its role may not set: pgjet-apply replays a schema change as the role that made it and does not let it switch, since on the target the rest would run with another role's rights than on the source; make the change on the target by hand as %s, then %s",
+			schema.Truncate(st, 200), env.CommitLSN, seq, who, s.markDone(env, !hasDone, key))
 	}
 	if role != "" && schema.PgCode(err) == schema.CodeInsufficientPriv {
 		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target as role %q, which made it on the source: the role lacks a privilege there that it has on the source (ownership of an object a replica built by an older pgjet gave the apply role, CREATE on a schema, ...); give it the same ownership and grants as on the source and restart pgjet-apply, or make the change by hand, then %s",
-			schema.Truncate(st, 200), env.CommitLSN, seq, role, s.markDone(env, key, !hasDone))
+			schema.Truncate(st, 200), env.CommitLSN, seq, role, s.markDone(env, !hasDone, key))
 	}
 	return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target; make the target's schema match the source by hand (run the statement or its equivalent), then %s",
-		schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, key, !hasDone))
+		schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, !hasDone, key))
 }
 
 // setSequences moves the target's sequences forward to the source's

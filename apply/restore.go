@@ -657,9 +657,20 @@ type RolesCheck struct {
 	Missing []string
 	// NotMember are the snapshot's owners ApplyRole may not become.
 	NotMember []string
+	// SuperOwners are the snapshot's owners ApplyRole may not become that
+	// are superusers on the target: membership in them would let the
+	// apply role, and any role whose schema change it replays, become a
+	// superuser, so they are never offered as a GRANT.
+	SuperOwners []string
 	// SourceMissing are roles of the source's cluster the target lacks
 	// that the snapshot's schema does not name.
 	SourceMissing []string
+	// NoCreate are the snapshot's owners that may not create in a schema
+	// of the target they own objects in on the source: a restoring role
+	// that is no superuser may not give them those objects (ALTER ...
+	// OWNER TO checks CREATE on the schema). Schemas the snapshot makes
+	// are left out: their privileges are restored before their objects.
+	NoCreate []stream.SchemaOwner
 }
 
 // CheckRoles compares the roles man names with the target conn is
@@ -668,14 +679,36 @@ func CheckRoles(ctx context.Context, conn *pgx.Conn, man stream.SnapshotManifest
 	var rc RolesCheck
 	err := conn.QueryRow(ctx, `SELECT session_user,
 			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE r.oid IS NULL AND x.named), '{}'),
-			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER')), '{}'),
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER') AND NOT r.rolsuper), '{}'),
+			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE x.name = ANY ($2) AND NOT pg_has_role(session_user, r.oid, 'MEMBER') AND r.rolsuper), '{}'),
 			coalesce(array_agg(x.name ORDER BY x.name) FILTER (WHERE r.oid IS NULL AND NOT x.named), '{}')
 		FROM (SELECT name, bool_or(named) AS named FROM (
 				SELECT unnest($1::text[]) AS name, true AS named
 				UNION ALL SELECT unnest($3::text[]), false) u GROUP BY name) x
-		LEFT JOIN pg_roles r ON r.rolname = x.name`, man.Roles, man.Owners, man.SourceRoles).Scan(&rc.ApplyRole, &rc.Missing, &rc.NotMember, &rc.SourceMissing)
+		LEFT JOIN pg_roles r ON r.rolname = x.name`, man.Roles, man.Owners, man.SourceRoles).Scan(&rc.ApplyRole, &rc.Missing, &rc.NotMember, &rc.SuperOwners, &rc.SourceMissing)
 	if err != nil {
 		return rc, fmt.Errorf("compare the snapshot's roles with the target's: %w", err)
+	}
+	if len(man.OwnerSchemas) == 0 {
+		return rc, nil
+	}
+	schemas, owners, create := make([]string, len(man.OwnerSchemas)), make([]string, len(man.OwnerSchemas)), make([]bool, len(man.OwnerSchemas))
+	for i, so := range man.OwnerSchemas {
+		schemas[i], owners[i], create[i] = so.Schema, so.Owner, so.Create
+	}
+	rows, err := conn.Query(ctx, `SELECT x.s, x.o, x.c
+		FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(s, o, c)
+		JOIN pg_namespace n ON n.nspname = x.s
+		JOIN pg_roles r ON r.rolname = x.o
+		WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)
+			AND NOT has_schema_privilege(r.oid, n.oid, 'CREATE')
+		ORDER BY 1, 2`, schemas, owners, create)
+	if err != nil {
+		return rc, fmt.Errorf("compare the snapshot's schema privileges with the target's: %w", err)
+	}
+	rc.NoCreate, err = pgx.CollectRows(rows, pgx.RowToStructByPos[stream.SchemaOwner])
+	if err != nil {
+		return rc, fmt.Errorf("compare the snapshot's schema privileges with the target's: %w", err)
 	}
 	return rc, nil
 }
@@ -692,7 +725,30 @@ func (rc RolesCheck) Problem() string {
 		p = append(p, fmt.Sprintf("the apply role %q may not become %s, which own objects on the source; GRANT %s TO %s on the target (or restore as a superuser) and start again",
 			rc.ApplyRole, quoteNames(rc.NotMember), quoteNames(rc.NotMember), pgx.Identifier{rc.ApplyRole}.Sanitize()))
 	}
+	if len(rc.SuperOwners) > 0 {
+		p = append(p, fmt.Sprintf("%s, superuser(s) on the target, own objects on the source, and the apply role %q may not become them (never make it a member: it would then be a superuser); restore as a superuser, or on the source make a role that is no superuser own them (ALTER ... OWNER TO) and take a new snapshot",
+			quoteNames(rc.SuperOwners), rc.ApplyRole))
+	}
+	if len(rc.NoCreate) > 0 {
+		p = append(p, rc.noCreateProblem())
+	}
 	return strings.Join(p, "; ")
+}
+
+// noCreateProblem names the grants the owners of NoCreate lack.
+func (rc RolesCheck) noCreateProblem() string {
+	var grants []string
+	var revoke bool
+	for _, so := range rc.NoCreate {
+		grants = append(grants, fmt.Sprintf("GRANT CREATE ON SCHEMA %s TO %s", pgx.Identifier{so.Schema}.Sanitize(), pgx.Identifier{so.Owner}.Sanitize()))
+		revoke = revoke || !so.Create
+	}
+	fix := ""
+	if revoke {
+		fix = " (and REVOKE it after the restore from those that may not create there on the source)"
+	}
+	return fmt.Sprintf("roles own objects on the source in schemas they may not create in on the target, and the apply role %q, no superuser, may give them those objects only while they may (ALTER ... OWNER TO needs CREATE on the schema); run %s on the target as the schema's owner%s, or restore as a superuser, and start again",
+		rc.ApplyRole, strings.Join(grants, "; "), fix)
 }
 
 // quoteNames renders role names as quoted identifiers, comma-separated.
@@ -708,8 +764,11 @@ func quoteNames(names []string) string {
 func (r *restorer) runScript(ctx context.Context) error {
 	script := r.script.String()
 	r.script.Reset()
-	if r.o.NoOwners && r.man.Privileges {
+	switch {
+	case r.o.NoOwners && r.man.Privileges:
 		script = schema.WithoutOwners(script)
+	case r.man.Privileges && r.section == "pre-data":
+		script = schema.SchemaACLsFirst(script)
 	}
 	tx, err := r.conn.Begin(ctx)
 	if err != nil {

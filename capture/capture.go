@@ -326,7 +326,7 @@ func (c *Capture) session(ctx context.Context) error {
 		Window: c.cfg.Window, WindowBytes: c.cfg.WindowBytes, LastMsgID: tail.lastID, PrevMsgID: tail.prevID, LastSeq: tail.lastSeq, Start: start,
 		Header: nats.Header{stream.HeaderSystem: {src.system}, stream.HeaderTimeline: {strconv.Itoa(int(src.timeline))},
 			stream.HeaderDatabase: {src.database}, stream.HeaderSlot: {c.cfg.Slot}},
-		BySequence: c.cfg.Stream.Replicas > 1,
+		BySequence: st.CachedInfo().Config.Replicas > 1,
 	})
 	c.observe(pub)
 	defer c.observe(nil)

@@ -153,7 +153,8 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 		s.id = stream.NewSnapshotID(time.Now())
 		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn,
 			Started: time.Now().UTC(), SchemaMD5: schemaMD5,
-			Privileges: true, Roles: pt.roles.roles, Owners: pt.roles.owners, SourceRoles: pt.roles.source}
+			Privileges: true, Roles: pt.roles.roles, Owners: pt.roles.owners, SourceRoles: pt.roles.source,
+			OwnerSchemas: pt.roles.schemas}
 		for _, t := range tables {
 			man.Tables = append(man.Tables, t.SnapshotTable)
 		}
@@ -359,6 +360,7 @@ type snapPoint struct {
 // roles (see stream.SnapshotManifest).
 type snapRoles struct {
 	roles, owners, source []string
+	schemas               []stream.SchemaOwner
 }
 
 // readRoles reads, in the snapshot's transaction, the roles its schema
@@ -386,6 +388,21 @@ func readRoles(ctx context.Context, conn *pgx.Conn) (snapRoles, error) {
 	}
 	if err := conn.QueryRow(ctx, "SELECT coalesce(array_agg(rolname::text ORDER BY rolname), '{}') FROM pg_roles WHERE "+schema.CopiedRolesWhere).Scan(&r.source); err != nil {
 		return r, fmt.Errorf("list the source's roles: %w", err)
+	}
+	rows, err = conn.Query(ctx, schema.SnapshotOwnerSchemasSQL)
+	if err != nil {
+		return r, fmt.Errorf("list the schemas the snapshot's owners own objects in: %w", err)
+	}
+	for rows.Next() {
+		var so stream.SchemaOwner
+		if err := rows.Scan(&so.Schema, &so.Owner, &so.Create); err != nil {
+			rows.Close()
+			return r, fmt.Errorf("list the schemas the snapshot's owners own objects in: %w", err)
+		}
+		r.schemas = append(r.schemas, so)
+	}
+	if err := rows.Err(); err != nil {
+		return r, fmt.Errorf("list the schemas the snapshot's owners own objects in: %w", err)
 	}
 	return r, nil
 }

@@ -46,12 +46,23 @@ var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop"}
 // temporary objects and objects created by extension scripts are left out;
 // a command that touches only such objects is not captured. CREATE TABLE AS
 // is captured at ddl_command_start, before its rows enter the WAL, when the
-// query itself is that statement. The function is not SECURITY DEFINER, so
-// current_user is the role the command ran as: the owner of what it made.
+// query itself is that statement.
+//
+// The role recorded is the role the query string runs as at the top level
+// (SET ROLE's role, else the session user), not current_user: inside a
+// SECURITY DEFINER function current_user is the function's owner, while
+// what is replayed is the whole query string its caller sent (a DO block
+// calling a superuser's DDL helper must not replay as that superuser; the
+// helper, called again on the target, runs as its owner there too). A
+// schema change of a query string already captured, run as another role
+// (the string switched role between its statements), emits a message of
+// its own marked continued: see StatementRoles.
 const DDLFunctionBody = `
 DECLARE
 	q text := current_query();
 	marker text;
+	who text := coalesce(nullif(current_setting('role'), 'none'), session_user);
+	continued boolean := false;
 	objs jsonb := '[]';
 	n int := 0;
 BEGIN
@@ -63,7 +74,10 @@ BEGIN
 	END IF;
 	marker := txid_current()::text || ':' || statement_timestamp()::text || ':' || md5(q);
 	IF current_setting('pgjet.ddl_marker', true) IS NOT DISTINCT FROM marker THEN
-		RETURN; -- this query string is captured already
+		IF current_setting('pgjet.ddl_role', true) IS NOT DISTINCT FROM who THEN
+			RETURN; -- this query string is captured already, as this role
+		END IF;
+		continued := true;
 	END IF;
 	IF TG_EVENT = 'ddl_command_start' THEN
 		-- CREATE TABLE AS writes its rows before ddl_command_end: capture
@@ -114,9 +128,10 @@ BEGIN
 		RETURN; -- only pgjet's own, temporary or extension objects
 	END IF;
 	PERFORM set_config('pgjet.ddl_marker', marker, true);
+	PERFORM set_config('pgjet.ddl_role', who, true);
 	PERFORM pg_logical_emit_message(true, 'pgjet.ddl', jsonb_build_object('tag', TG_TAG, 'sql', q,
 		'search_path', current_setting('search_path'), 'objects', objs,
-		'role', current_user, 'session_role', session_user)::text);
+		'role', who, 'session_role', session_user, 'continued', continued)::text);
 END
 `
 
@@ -146,14 +161,21 @@ type DDL struct {
 	SQL string `json:"sql"`
 	// SearchPath is the source session's search_path when it ran.
 	SearchPath string `json:"search_path"`
-	// Role is the role the change ran as on the source (current_user):
-	// what it created belongs to that role, and its privileges were
-	// checked. The target replays it as that role. Empty in messages of
-	// a pgjet older than this field; those replay as the apply role.
+	// Role is the role the query string ran as on the source when it
+	// made the change (SET ROLE's role, else the session user): what it
+	// created belongs to that role, and its privileges were checked. The
+	// target replays it as that role. Empty in messages of a pgjet older
+	// than this field; those replay as the apply role.
 	Role string `json:"role,omitempty"`
-	// SessionRole is the role that logged in (session_user), for logs:
-	// it differs from Role after SET ROLE.
+	// SessionRole is the session user (session_user): it differs from
+	// Role after SET ROLE, and is the role RESET ROLE returns to.
 	SessionRole string `json:"session_role,omitempty"`
+	// Continued marks a further schema change of a query string captured
+	// already in this transaction, run as another role (Role) than the
+	// message before it: the string switched role between its statements.
+	// The applier replayed the string with the message before and checks
+	// that it ran this change's statements as Role.
+	Continued bool `json:"continued,omitempty"`
 	// Objects are the objects the first command created, altered or
 	// dropped.
 	Objects []DDLObject `json:"objects"`

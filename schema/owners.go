@@ -10,7 +10,10 @@ package schema
 // has them before it runs the schema. See
 // https://www.postgresql.org/docs/15/catalog-pg-shdepend.html
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // SnapshotRolesSQL lists the roles a pg_dump of the database (but pgjet's
 // own schema, event triggers and publications) names, with whether each
@@ -52,6 +55,96 @@ const SnapshotRolesSQL = `WITH ns AS (
 		LIMIT 1)
 )
 SELECT r.rolname::text, bool_or(refs.owns) FROM refs JOIN pg_roles r ON r.oid = refs.role GROUP BY r.rolname ORDER BY 1`
+
+// SnapshotOwnerSchemasSQL lists, for the objects a pg_dump of the
+// database holds (as SnapshotRolesSQL), each schema and role that owns
+// objects in it without owning the schema, and whether that role may
+// create in it. The bootstrap superuser is left out: only a superuser
+// restores its objects. Columns: schema, owner, create.
+const SnapshotOwnerSchemasSQL = `SELECT DISTINCT n.nspname::text, r.rolname::text, has_schema_privilege(r.oid, n.oid, 'CREATE')
+FROM pg_shdepend d
+CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, 0) o
+JOIN pg_namespace n ON n.nspname = o.schema
+JOIN pg_roles r ON r.oid = d.refobjid
+WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND d.refclassid = 'pg_authid'::regclass AND d.deptype = 'o'
+	AND d.classid NOT IN ('pg_namespace'::regclass, 'pg_event_trigger'::regclass, 'pg_publication'::regclass, 'pg_subscription'::regclass)
+	AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgjet')
+	AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+	AND n.nspowner <> d.refobjid
+	AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classid AND e.objid = d.objid AND e.deptype = 'e')
+ORDER BY 1, 2`
+
+// SchemaACLsFirst moves the privileges on schemas (pg_dump's "Type: ACL"
+// entries of "SCHEMA x") of a pre-data script to just after the schemas
+// are made. pg_dump writes every privilege at the end, after the
+// ALTER ... OWNER TO of each object; a role that is no superuser may give
+// an object to a role only while that role may create in its schema, so
+// a restore by the least-privilege apply role stopped at the first object
+// owned by a role whose CREATE on the schema came later in the script.
+// Statements are moved whole (SplitStatements), never text inside a
+// function body.
+func SchemaACLsFirst(script string) string {
+	var acls, rest []string
+	var typ, name string
+	at := -1 // where in rest the schema ACLs go
+	for _, st := range SplitStatements(script) {
+		if t, n, ok := tocEntry(st); ok {
+			typ, name = t, n
+		}
+		if typ == "ACL" && strings.HasPrefix(name, "SCHEMA ") {
+			acls = append(acls, st)
+			continue
+		}
+		rest = append(rest, st)
+		switch {
+		case typ == "SCHEMA":
+			at = len(rest) // after the last schema
+		case typ != "" && at < 0:
+			at = len(rest) - 1 // before the first entry, when no schema is made
+		}
+	}
+	if len(acls) == 0 {
+		return script
+	}
+	if at < 0 {
+		at = len(rest)
+	}
+	var b strings.Builder
+	for _, st := range slices.Concat(rest[:at], acls, rest[at:]) {
+		b.WriteString(st)
+		b.WriteString(";\n\n")
+	}
+	return b.String()
+}
+
+// tocEntry reads the pg_dump entry header ("-- Name: x; Type: ACL;
+// Schema: -; Owner: y") among the comment lines that open st.
+func tocEntry(st string) (typ, name string, ok bool) {
+	for _, line := range strings.Split(st, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if !strings.HasPrefix(line, "--") {
+			break
+		}
+		rest, found := strings.CutPrefix(line, "-- Name: ")
+		if !found {
+			continue
+		}
+		// The name may hold "; " itself (a function's arguments): the
+		// type is the field after the last "; Type: ".
+		i := strings.LastIndex(rest, "; Type: ")
+		if i < 0 {
+			continue
+		}
+		name = rest[:i]
+		typ, _, _ = strings.Cut(rest[i+len("; Type: "):], ";")
+		ok = true
+	}
+	return typ, name, ok
+}
 
 // CopiedRolesWhere is the condition on pg_roles (or pg_authid) of the
 // roles pgjet roles copies: neither Postgres' own (the bootstrap

@@ -108,6 +108,18 @@ type SnapshotManifest struct {
 	// copies (neither superusers nor Postgres' own), when the snapshot
 	// was taken: pgjet-apply --check-config names those a target lacks.
 	SourceRoles []string `json:"source_roles,omitempty"`
+	// OwnerSchemas are the schemas where Owners own objects they do not
+	// own the schema of: a restoring role that is no superuser may give
+	// them those objects only while they may create in the schema.
+	OwnerSchemas []SchemaOwner `json:"owner_schemas,omitempty"`
+}
+
+// SchemaOwner is a role that owns objects in a schema it does not own.
+type SchemaOwner struct {
+	Schema string `json:"schema"`
+	Owner  string `json:"owner"`
+	// Create tells whether Owner may create in Schema on the source.
+	Create bool `json:"create"`
 }
 
 // SnapshotTable is one table of a snapshot.
@@ -147,7 +159,7 @@ func SnapshotStreamConfig(source string, replicas int) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxBytes:    -1,
-		Replicas:    max(replicas, 1),
+		Replicas:    replicas,
 		Duplicates:  2 * time.Minute,
 	}
 }

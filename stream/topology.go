@@ -43,7 +43,8 @@ type StreamOptions struct {
 	MaxAge time.Duration
 	// MaxBytes bounds the stream's size; 0 is unlimited.
 	MaxBytes int64
-	// Replicas is the stream's replication factor inside its cluster.
+	// Replicas is the stream's replication factor inside its cluster; 0
+	// keeps an existing stream's, and creates a new one with 1.
 	Replicas int
 	// Duplicates is the Nats-Msg-Id dedup window.
 	Duplicates time.Duration
@@ -61,7 +62,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o 
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      o.MaxAge,
 		MaxBytes:    o.MaxBytes,
-		Replicas:    max(o.Replicas, 1),
+		Replicas:    o.Replicas,
 		Duplicates:  o.Duplicates,
 	}
 	if cfg.MaxBytes == 0 {
@@ -76,8 +77,17 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o 
 // made it, a user without STREAM.CREATE and STREAM.UPDATE can run: those
 // rights let a user write any config, another source's stream as a source
 // included, since nats-server checks only the request's subject.
+//
+// Replicas 0 keeps what exists: a capture restarted without
+// --stream-replicas must not scale a replicated stream down.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, cfg.Name)
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+		if err == nil {
+			cfg.Replicas = s.CachedInfo().Config.Replicas
+		}
+	}
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		s, err = js.CreateStream(ctx, cfg)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/deploy/local"
+	"github.com/pgjet/pgjet/stream"
 )
 
 // natsCluster runs the three nodes of deploy/nats/hub-cluster-*.conf as
@@ -278,6 +279,24 @@ func TestCluster_StreamWithoutLeader(t *testing.T) {
 		})
 	}
 	exec1(t, c.src, "INSERT INTO items VALUES (102, 'after')")
+	waitSame(t, time.Minute, c.src, c.dst)
+	capt.Stop(t)
+
+	// Restarted without --stream-replicas, capture keeps the stream's
+	// three replicas rather than scaling it down to the default one.
+	capt = start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "1s")
+	capt.waitLog(t, "capture started")
+	js := natsJS(t, urls)
+	for _, name := range []string{stream.StreamName("src"), stream.SnapshotStreamName("src")} {
+		st, err := js.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("stream %s has %d replicas after a restart without --stream-replicas, want 3", name, r)
+		}
+	}
+	exec1(t, c.src, "INSERT INTO items VALUES (103, 'after a restart')")
 	waitSame(t, time.Minute, c.src, c.dst)
 	capt.Stop(t)
 	app.Stop(t)

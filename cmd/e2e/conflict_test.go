@@ -102,6 +102,11 @@ func TestActiveActive_KeyChange(t *testing.T) {
 		"UPDATE item SET id = 42, v = 'b' WHERE id = 41",
 		"INSERT INTO item VALUES (52, 'b')",
 		"UPDATE item SET id = 62, v = 'b' WHERE id = 61")
+	// Both streams must hold all of their region's writes before the
+	// appliers are judged by the streams' last sequences.
+	for _, r := range []*aaRegion{a, b} {
+		waitSlotPast(t, 60*time.Second, r.url, r.name, queryString(t, r.url, "SELECT pg_current_wal_lsn()::text"))
+	}
 	for _, pair := range [][2]*aaRegion{{a, b}, {b, a}} {
 		here, there := pair[0], pair[1]
 		here.apply = start(t, "pgjet-apply "+here.name, bins.apply, here.apply.cmd.Args[1:]...)

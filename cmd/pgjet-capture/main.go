@@ -44,7 +44,7 @@ func main() {
 	fs.DurationVar(&cfg.OutageLimit, "nats-outage-limit", cfg.OutageLimit, "how long the stream may stay unreachable (a NATS cluster without a leader for it) before this says so in one line and /readyz fails; it keeps retrying")
 	fs.DurationVar(&cfg.Stream.MaxAge, "stream-max-age", cfg.Stream.MaxAge, "stream retention when capture creates it: must outlast the longest region outage")
 	fs.Int64Var(&cfg.Stream.MaxBytes, "stream-max-bytes", 0, "stream size limit when capture creates it (0 = unlimited)")
-	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 1, "stream replicas in a NATS cluster")
+	fs.IntVar(&cfg.Stream.Replicas, "stream-replicas", 0, "stream replicas in a NATS cluster (default: the existing streams' number, 1 for new ones)")
 	cli.CaptureTableFlags(fs, &cfg)
 	cli.SnapshotFlags(fs, &cfg)
 	noSnapshot := fs.Bool("no-snapshot", false, "take no initial snapshot: stream changes only (for replicas seeded by other means)")

@@ -176,10 +176,13 @@ SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I GRANT SELECT, INSERT, UPDATE
 SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO pgjet_apply', :'owner') \gexec
 
 -- Schema changes. pgjet-apply replays each schema change as the role
--- that made it on the source (SET ROLE), so objects keep their owners and
--- SECURITY DEFINER functions their definers, and no change gets more
--- rights on a replica than its author had on the source. SET ROLE needs
--- membership, not superuser: with ddl=on, pgjet_apply becomes a member of
+-- that made it on the source (inside a temporary SECURITY DEFINER
+-- function that role owns), so objects keep their owners and SECURITY
+-- DEFINER functions their definers, and no change gets more rights on a
+-- replica than its author had on the source. Making the function needs
+-- TEMPORARY on the database, for pgjet_apply (granted below) and for the
+-- authors (PUBLIC has it unless revoked). Owning it needs membership, not
+-- superuser: with ddl=on, pgjet_apply becomes a member of
 -- the owner and of each role in authors. It may then do whatever those
 -- roles may do in this database, which for a read replica is
 -- replication's job anyway; TRUNCATE ... RESTART IDENTITY (which resets
@@ -215,6 +218,7 @@ SELECT :'super_authors' <> '' AS authors_super \gset
   DO $$ BEGIN RAISE EXCEPTION '%', current_setting('pgjet.roles_error'); END $$;
 \endif
 SELECT format('GRANT %I TO pgjet_apply', name) FROM pgjet_authors \gexec
+SELECT format('GRANT TEMPORARY ON DATABASE %I TO pgjet_apply', current_database()) \gexec
 \else
 SELECT format('REVOKE %I FROM pgjet_apply', name) FROM pgjet_authors a JOIN pg_roles r ON r.rolname = a.name
   WHERE pg_has_role('pgjet_apply', r.oid, 'MEMBER') \gexec
