@@ -52,7 +52,7 @@ func TestTruncate_KeepLocalWithoutCommitTimestamps(t *testing.T) {
 // (for the database or the apply role) cancels a replicated statement that
 // takes longer, every time it is retried: the applier looped on it for
 // ever, applying nothing. Replicated work must not be cut by it, as
-// pg_dump and pg_restore are not.
+// pg_dump and pg_restore are not, also after a schema change.
 func TestApply_TargetStatementTimeout(t *testing.T) {
 	t.Parallel()
 	// The CHECK makes each insert take 0.5s on either side.
@@ -61,12 +61,17 @@ func TestApply_TargetStatementTimeout(t *testing.T) {
 	exec1(t, c.dst, `ALTER DATABASE postgres SET statement_timeout = '200ms'`)
 	capt := c.capture(t, "--no-snapshot")
 	app := c.apply(t, "--skip-snapshot")
-	exec1(t, c.src, `INSERT INTO t VALUES (1)`)
+	// A replayed schema change resets the session's settings (RESET ALL),
+	// back to the database's statement_timeout.
+	exec1(t, c.src, `ALTER TABLE t ADD COLUMN w int`, `INSERT INTO t VALUES (1)`)
 	waitFor(t, 30*time.Second, "the slow insert to be applied", func() (bool, string) {
 		checkDaemons(t)
 		n := queryInt(t, c.dst, "SELECT count(*) FROM t")
 		return n == 1, fmt.Sprintf("%d rows, %d statement timeouts logged", n, strings.Count(app.Output(), "statement timeout"))
 	})
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'w'"); n != 1 {
+		t.Errorf("the schema change was not replayed before the insert")
+	}
 	app.Stop(t)
 	capt.Stop(t)
 }
