@@ -88,18 +88,3 @@ func TestSplitPassword(t *testing.T) {
 		})
 	}
 }
-
-// TestSplitPassword_SSLPassword: sslpassword, the passphrase of an
-// encrypted client key (sslkey), is a secret too, and pg_dump's command
-// line is visible to every local user.
-func TestSplitPassword_SSLPassword(t *testing.T) {
-	t.Parallel()
-	for _, in := range []string{
-		"postgres://app@db/app?sslmode=verify-full&sslkey=/k.pem&sslcert=/c.pem&sslpassword=KeyPassphrase1",
-		"host=db user=app sslkey=/k.pem sslcert=/c.pem sslpassword='KeyPassphrase1'",
-	} {
-		if dsn, _ := splitPassword(in); strings.Contains(dsn, "KeyPassphrase1") {
-			t.Errorf("pg_dump's command line shows the sslpassword of %q: %q", in, dsn)
-		}
-	}
-}
