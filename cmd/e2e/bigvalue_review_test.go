@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgjet/pgjet/deploy/local"
+)
+
+// newPayloadCluster is newCluster with a NATS server whose max_payload is
+// maxPayload: small values exercise the limits of pieces quickly.
+func newPayloadCluster(t *testing.T, maxPayload int32, schemaSQL ...string) *cluster {
+	t.Helper()
+	return newClusterNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", MaxPayload: maxPayload}, schemaSQL...)
+}
+
+// TestCapture_RowsAtMessageLimitWithLongOrigin: rows whose size lies
+// right at the limit of one message (just below it, and just above it so
+// that a value goes in pieces beside one that fills the chunk), written
+// under a long replication origin name: every one is published, none
+// makes capture stop for a message larger than max_payload. The origin
+// and source names travel in every chunk's header, so the size capture
+// plans a chunk by must count them.
+func TestCapture_RowsAtMessageLimitWithLongOrigin(t *testing.T) {
+	t.Parallel()
+	c := newPayloadCluster(t, 64<<10, "CREATE TABLE one (n int, body text)", "CREATE TABLE two (n int, a text, b text)")
+	capt := c.capture(t, "--no-snapshot")
+	app := c.apply(t, "--skip-snapshot")
+	origin := strings.Repeat("o", 200)
+	sqls := []string{
+		"SELECT pg_replication_origin_create('" + origin + "')",
+		"SELECT pg_replication_origin_session_setup('" + origin + "')",
+	}
+	// msgMax is 60 KiB; one message holds a row of about that much less
+	// the envelope's header: sweep the sizes around it.
+	for n, size := 0, 60900; size <= 61440; n, size = n+1, size+8 {
+		sqls = append(sqls,
+			fmt.Sprintf("INSERT INTO one VALUES (%d, repeat('x', %d))", n, size),
+			fmt.Sprintf("INSERT INTO two VALUES (%d, repeat('a', %d), repeat('b', 100000))", n, size))
+	}
+	exec1(t, c.src, sqls...)
+	waitSame(t, 2*time.Minute, c.src, c.dst)
+	capt.Stop(t)
+	app.Stop(t)
+}
