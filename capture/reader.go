@@ -219,6 +219,7 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 		r.resetChunk()
 	case *pglogrepl.OriginMessage:
 		r.env.Origin = m.Name
+		r.size += len(m.Name) // the chunk is empty: it follows Begin
 		if skipOrigin(m.Name) {
 			// Written by a pgjet applier: it came from another region's
 			// stream and must not go back out (active-active loops).
@@ -430,7 +431,9 @@ func (r *reader) resetChunk() {
 	if r.inChunk == nil {
 		r.inChunk = map[uint32]bool{}
 	}
-	r.size = 64
+	// Every chunk's header carries the source and origin names: a chunk
+	// planned without them can outgrow the message.
+	r.size = 64 + len(r.env.Source) + len(r.env.Origin)
 }
 
 func (r *reader) include(id uint32) error {
