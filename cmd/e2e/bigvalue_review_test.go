@@ -45,3 +45,22 @@ func TestCapture_RowsAtMessageLimitWithLongOrigin(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestSnapshot_SmallMaxPayload: with a NATS server whose max_payload is
+// 16 KiB, a snapshot (rows larger than a message among small ones) and
+// the changes after it, one with a value in pieces, reach the replica.
+func TestSnapshot_SmallMaxPayload(t *testing.T) {
+	t.Parallel()
+	c := newPayloadCluster(t, 16<<10)
+	exec1(t, c.src, "CREATE TABLE docs (id int PRIMARY KEY, body text)",
+		"INSERT INTO docs SELECT i, repeat(md5(i::text), 3) FROM generate_series(1, 2000) i",
+		"INSERT INTO docs VALUES (0, repeat(md5('x'), 2000))")
+	capt := c.capture(t)
+	capt.waitLog(t, "snapshot complete")
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1")
+	app.waitLog(t, "snapshot restored; following changes")
+	exec1(t, c.src, "INSERT INTO docs VALUES (-1, repeat(md5('y'), 3000))")
+	waitSame(t, time.Minute, c.src, c.dst)
+	capt.Stop(t)
+	app.Stop(t)
+}
