@@ -64,3 +64,21 @@ func TestSnapshot_SmallMaxPayload(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestPipeline_MaxPayloadAbove32MB: with a NATS server whose max_payload
+// is 40 MB (nats-server takes up to 64 MB), a row of 34 MB replicates.
+// JetStream's file store refuses a message larger than 32 MiB ("message
+// too large") and the applier pulls at most 32 MiB at a time, so capture
+// must not make a message that large because max_payload allows it.
+func TestPipeline_MaxPayloadAbove32MB(t *testing.T) {
+	t.Parallel()
+	c := newPayloadCluster(t, 40<<20, "CREATE TABLE docs (id int PRIMARY KEY, body text)", "CREATE TABLE marker (id int PRIMARY KEY)")
+	capt := c.capture(t, "--no-snapshot")
+	app := c.apply(t, "--skip-snapshot")
+	// 1,070,000 md5s: 34,240,000 bytes.
+	exec1(t, c.src, "INSERT INTO docs SELECT 1, string_agg(md5(i::text), '') FROM generate_series(1, 1070000) i")
+	c.passMarker(t, 90*time.Second)
+	waitSame(t, 30*time.Second, c.src, c.dst)
+	capt.Stop(t)
+	app.Stop(t)
+}
