@@ -82,3 +82,35 @@ func TestPipeline_MaxPayloadAbove32MB(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestRegions_SmallerRegionMaxPayload: a region whose nats-server has a
+// smaller max_payload (64 KiB) than the hub's (256 KiB). A leafnode drops
+// its link to the hub on a message larger than its own max_payload, so
+// capture must cut messages to what every region takes: the region's
+// replica ends identical, rows with values in pieces included.
+func TestRegions_SmallerRegionMaxPayload(t *testing.T) {
+	t.Parallel()
+	hub := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", LeafListenPort: -1, MaxPayload: 256 << 10})
+	region := local.NewTestNATS(t, local.NATSOptions{Name: "r1", Domain: "r1", LeafRemotes: []string{hub.LeafURL()}, MaxPayload: 64 << 10})
+	src := local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}).URL("postgres")
+	dst := local.NewTestPostgres(t, local.PostgresOptions{Name: "replica-r1"}).URL("postgres")
+	for _, url := range []string{src, dst} {
+		exec1(t, url, "CREATE TABLE docs (id int PRIMARY KEY, body text)")
+	}
+	capt := start(t, "pgjet-capture", bins.capture, append([]string{"--db", src, "--nats", hub.ClientURL(), "--name", "src",
+		"--heartbeat", "1s", "--no-snapshot"}, smallerRegionCaptureArgs...)...)
+	capt.waitLog(t, "capture started")
+	app := start(t, "pgjet-apply r1", bins.apply, "--db", dst, "--nats", region.ClientURL(), "--name", "src", "--region", "r1",
+		"--upstream-domain", "hub", "--skip-snapshot")
+	app.waitLog(t, "apply started")
+	exec1(t, src, "INSERT INTO docs SELECT i, repeat(md5(i::text), 10) FROM generate_series(1, 100) i",
+		"INSERT INTO docs VALUES (0, repeat(md5('x'), 6000))", // 192 KB
+		"INSERT INTO docs SELECT i, repeat(md5(i::text), 10) FROM generate_series(101, 200) i")
+	waitSame(t, 90*time.Second, src, dst)
+	capt.Stop(t)
+	app.Stop(t)
+}
+
+// smallerRegionCaptureArgs are the capture flags that tell it the
+// regions' smaller max_payload.
+var smallerRegionCaptureArgs []string
