@@ -103,7 +103,7 @@ func (r *reader) setLimits() {
 // msgMax: a logical decoding message (pg_logical_emit_message, a schema
 // change), which cannot be cut as rows are.
 func (r *reader) tooLarge(what string, n int) error {
-	return schema.Fatalf(nil, "%s needs a message of %d bytes, more than the %d a message may take (the NATS server's max_payload of %d less room for headers, at most 32 MiB, what JetStream stores); a logical decoding message that large (pg_logical_emit_message or a schema change) cannot be cut: raise max_payload in the nats-server configuration, up to 32 MB, and restart pgjet-capture",
+	return schema.Fatalf(nil, "%s needs a message of %d bytes, more than the %d a message may take (the NATS server's max_payload, or --max-message-bytes, of %d less room for headers, at most 32 MiB, what JetStream stores); a logical decoding message that large (pg_logical_emit_message or a schema change) cannot be cut: raise max_payload in the nats-server configuration, up to 32 MB, and restart pgjet-capture",
 		what, n, r.msgMax, r.maxPayload)
 }
 

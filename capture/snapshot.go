@@ -95,7 +95,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	chunk := min(c.cfg.ChunkBytes*4, 1<<20)
 	// Room is left for the headers: 16 KiB, or half of a smaller
 	// max_payload.
-	if mp := int(js.Conn().MaxPayload()); mp > 0 {
+	if mp := c.maxPayload(js.Conn()); mp > 0 {
 		chunk = min(chunk, max(mp-16<<10, mp/2))
 	}
 	s := &snapshotter{c: c, js: js, stats: &c.snapStats, chunk: max(chunk, 1024)}

@@ -86,8 +86,9 @@ func TestPipeline_MaxPayloadAbove32MB(t *testing.T) {
 // TestRegions_SmallerRegionMaxPayload: a region whose nats-server has a
 // smaller max_payload (64 KiB) than the hub's (256 KiB). A leafnode drops
 // its link to the hub on a message larger than its own max_payload, so
-// capture must cut messages to what every region takes: the region's
-// replica ends identical, rows with values in pieces included.
+// capture, told the regions' smallest max_payload (--max-message-bytes),
+// cuts messages to what every region takes: the region's replica ends
+// identical, rows with values in pieces included.
 func TestRegions_SmallerRegionMaxPayload(t *testing.T) {
 	t.Parallel()
 	hub := local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub", LeafListenPort: -1, MaxPayload: 256 << 10})
@@ -97,8 +98,8 @@ func TestRegions_SmallerRegionMaxPayload(t *testing.T) {
 	for _, url := range []string{src, dst} {
 		exec1(t, url, "CREATE TABLE docs (id int PRIMARY KEY, body text)")
 	}
-	capt := start(t, "pgjet-capture", bins.capture, append([]string{"--db", src, "--nats", hub.ClientURL(), "--name", "src",
-		"--heartbeat", "1s", "--no-snapshot"}, smallerRegionCaptureArgs...)...)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", src, "--nats", hub.ClientURL(), "--name", "src",
+		"--heartbeat", "1s", "--no-snapshot", "--max-message-bytes", "65536")
 	capt.waitLog(t, "capture started")
 	app := start(t, "pgjet-apply r1", bins.apply, "--db", dst, "--nats", region.ClientURL(), "--name", "src", "--region", "r1",
 		"--upstream-domain", "hub", "--skip-snapshot")
@@ -110,7 +111,3 @@ func TestRegions_SmallerRegionMaxPayload(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
-
-// smallerRegionCaptureArgs are the capture flags that tell it the
-// regions' smaller max_payload.
-var smallerRegionCaptureArgs []string
