@@ -111,3 +111,31 @@ func TestRegions_SmallerRegionMaxPayload(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestCapture_PiecesOutlastSenderTimeout: publishing the pieces of a
+// value takes longer than the source's wal_sender_timeout (1s here, 60s
+// by default; a 1 GB value takes about that long). Capture reads nothing
+// from the slot meanwhile, so it must still tell Postgres it is alive:
+// otherwise the walsender ends the session, the transaction is read
+// again, and again, and never reaches the replica.
+func TestCapture_PiecesOutlastSenderTimeout(t *testing.T) {
+	t.Parallel()
+	c := newPayloadCluster(t, 12<<10, "CREATE TABLE docs (id int PRIMARY KEY, body text)", "CREATE TABLE marker (id int PRIMARY KEY)")
+	exec1(t, c.src, "ALTER SYSTEM SET wal_sender_timeout = '1s'", "SELECT pg_reload_conf()")
+	// One message in flight: each piece waits for its ack, and a value
+	// of 8 MB takes about 1000 of them.
+	capt := c.capture(t, "--no-snapshot", "--window", "1", "--status-interval", "200ms")
+	app := c.apply(t, "--skip-snapshot")
+	exec1(t, c.src, "BEGIN",
+		"INSERT INTO docs SELECT 1, string_agg(md5(i::text), '') FROM generate_series(1, 250000) i",
+		"INSERT INTO docs SELECT 2, string_agg(md5((-i)::text), '') FROM generate_series(1, 250000) i",
+		"INSERT INTO docs SELECT 3, string_agg(md5((i*7)::text), '') FROM generate_series(1, 250000) i",
+		"COMMIT")
+	c.passMarker(t, 2*time.Minute)
+	waitSame(t, 30*time.Second, c.src, c.dst)
+	if n := strings.Count(capt.Output(), "capture interrupted, retrying"); n > 0 {
+		t.Errorf("capture restarted %d times:\n%s", n, tail(capt.Output(), 3000))
+	}
+	capt.Stop(t)
+	app.Stop(t)
+}
