@@ -535,7 +535,8 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 // pgoutput delivers a row whole, in one CopyData message: capture holds
 // that row (its values alias the message, they are not copied) and the
 // pieces in flight, at most --window-bytes of them, and nothing more.
-// Every piece is published before the next message is received.
+// Every piece is published before the next message is received; the
+// standby status goes out meanwhile.
 func (r *reader) inPieces(ctx context.Context, ch stream.Change) error {
 	// Values that fit stay in the change, in column order; each value
 	// left out takes a kind byte and its size in the change.
@@ -561,6 +562,14 @@ func (r *reader) inPieces(ctx context.Context, ch stream.Change) error {
 	size := r.msgMax - 64 - len(pe.Source) - len(pe.Origin)
 	for _, data := range pieces {
 		for len(data) > 0 {
+			if !time.Now().Before(r.nextStat) {
+				// Nothing is read from the slot while the pieces go out:
+				// without a status the walsender ends the session after
+				// wal_sender_timeout, and the transaction is read again.
+				if err := r.sendStatus(ctx, false); err != nil {
+					return err
+				}
+			}
 			pe.Chunk, pe.Piece = r.env.Chunk, data[:min(len(data), size)]
 			data = data[len(pe.Piece):]
 			// A buffer per piece: the publisher holds it until JetStream
