@@ -139,3 +139,25 @@ func TestCapture_PiecesOutlastSenderTimeout(t *testing.T) {
 	capt.Stop(t)
 	app.Stop(t)
 }
+
+// TestSequences_MoreThanAMessage: the source's sequence values travel in
+// a logical message at heartbeats; a source with more sequences than one
+// message holds (1500 under a 64 KiB max_payload; about 15000 under the
+// default 1 MB, a schema per tenant) must not stop capture, and the
+// replica's sequences follow.
+func TestSequences_MoreThanAMessage(t *testing.T) {
+	t.Parallel()
+	c := newPayloadCluster(t, 64<<10, `DO $$ BEGIN FOR i IN 1..1500 LOOP
+		EXECUTE format('CREATE SEQUENCE tenant_sequence_number_%s', i);
+		PERFORM nextval(format('tenant_sequence_number_%s', i)); END LOOP; END $$`)
+	capt := c.capture(t, "--no-snapshot")
+	app := c.apply(t, "--skip-snapshot")
+	exec1(t, c.src, "SELECT setval('tenant_sequence_number_1500', 4242)")
+	waitFor(t, time.Minute, "the last sequence's value on the replica", func() (bool, string) {
+		checkDaemons(t)
+		got := queryInt(t, c.dst, "SELECT coalesce(last_value, 0) FROM pg_sequences WHERE sequencename = 'tenant_sequence_number_1500'")
+		return got == 4242, fmt.Sprintf("last_value %d", got)
+	})
+	capt.Stop(t)
+	app.Stop(t)
+}
