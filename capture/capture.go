@@ -242,6 +242,16 @@ func qualified(schemaName, name string) string {
 	return pgx.Identifier{schemaName, name}.Sanitize()
 }
 
+// maxPayload is the largest message capture may publish: the NATS
+// server's max_payload, or --max-message-bytes when smaller.
+func (c *Capture) maxPayload(nc *nats.Conn) int {
+	mp := int(nc.MaxPayload())
+	if c.cfg.MaxMessageBytes > 0 && (mp <= 0 || c.cfg.MaxMessageBytes < mp) {
+		mp = c.cfg.MaxMessageBytes
+	}
+	return mp
+}
+
 // randomHex returns n random bytes in hex.
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -354,7 +364,7 @@ func (c *Capture) session(ctx context.Context) error {
 	go func() { pubDone <- pub.Run(pubCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
-	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, session: session, tailPos: tail.pos, rels: map[uint32]*stream.Relation{}, maxPayload: int(nc.MaxPayload()),
+	r := &reader{c: c, pool: pool, repl: repl, pub: pub, skipBelow: tail.skipBelow, session: session, tailPos: tail.pos, rels: map[uint32]*stream.Relation{}, maxPayload: c.maxPayload(nc),
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	g.Go(func() error { c.probe(gctx, st); return nil })

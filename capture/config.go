@@ -48,6 +48,11 @@ type Config struct {
 	// than this are split. Capture uses at most half the NATS server's
 	// max_payload (a batch may reach twice this size).
 	ChunkBytes int
+	// MaxMessageBytes, when not 0, bounds every message below the NATS
+	// server's max_payload: set it to the smallest max_payload of the
+	// regions' servers, whose leafnodes drop their link to the hub on a
+	// larger message. Rows larger than a message travel in pieces.
+	MaxMessageBytes int
 	// Window is the most messages in flight awaiting JetStream acks.
 	Window int
 	// WindowBytes is the most bytes in flight awaiting JetStream acks.
@@ -164,6 +169,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ChunkBytes < 1024 {
 		errs = append(errs, errors.New("chunk bytes must be at least 1024"))
+	}
+	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < 4096 {
+		errs = append(errs, errors.New("--max-message-bytes must be 0 (the NATS server's max_payload) or at least 4096"))
 	}
 	if c.Window < 1 || c.WindowBytes < int64(c.ChunkBytes) {
 		errs = append(errs, errors.New("window must allow at least one chunk"))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgjet/pgjet/schema"
@@ -136,10 +137,47 @@ func (c *Capture) sequences(ctx context.Context, pool *pgxpool.Pool, st *seqStat
 	if content == st.last && st.beats < SequenceEvery {
 		return nil
 	}
-	if _, err := pool.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", stream.PrefixSequences, content); err != nil {
+	// A logical message cannot be cut into pieces as rows are: many
+	// sequences go in several messages of one transaction, each well
+	// under a message (each applies on its own).
+	parts, err := sequenceParts(vals, seqPartBytes)
+	if err != nil {
+		return err
+	}
+	batch := &pgx.Batch{}
+	for _, part := range parts {
+		batch.Queue("SELECT pg_logical_emit_message(true, $1, $2)", stream.PrefixSequences, part)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() }); err != nil {
 		return fmt.Errorf("emit sequence values: %w", err)
 	}
-	c.log.Debug().Int("sequences", len(vals)).Msg("sequence values published")
+	c.log.Debug().Int("sequences", len(vals)).Int("messages", len(parts)).Msg("sequence values published")
 	st.last, st.beats = content, 0
 	return nil
+}
+
+// seqPartBytes bounds one pgjet.sequences message: far below any
+// max_payload a NATS server is given.
+const seqPartBytes = 8 << 10
+
+// sequenceParts encodes vals as JSON arrays of at most max bytes each
+// (one value alone may exceed it).
+func sequenceParts(vals []schema.SequenceValue, max int) ([]string, error) {
+	var parts []string
+	part := []byte{'['}
+	for _, v := range vals {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encode sequences: %w", err)
+		}
+		if len(part) > 1 && len(part)+len(b)+1 > max {
+			parts = append(parts, string(append(part, ']')))
+			part = []byte{'['}
+		}
+		if len(part) > 1 {
+			part = append(part, ',')
+		}
+		part = append(part, b...)
+	}
+	return append(parts, string(append(part, ']'))), nil
 }

@@ -82,15 +82,29 @@ type typeKey struct {
 // ids, the chain, the source's identity), which count in max_payload.
 const msgReserve = 4 << 10
 
+// maxMessage bounds a message whatever max_payload allows (nats-server
+// takes up to 64 MB): JetStream's file store refuses a message larger
+// than 32 MiB ("message too large"), and pgjet-apply pulls 32 MiB at a
+// time. Room is left for the subject, the headers and the ack subject.
+const maxMessage = 32<<20 - 64<<10
+
 // setLimits derives the message limits from the server's max_payload.
 func (r *reader) setLimits() {
 	if r.maxPayload <= 0 {
 		r.maxPayload = 1 << 20 // nats-server's default
 	}
-	r.msgMax = max(r.maxPayload-msgReserve, r.maxPayload/2)
+	r.msgMax = min(max(r.maxPayload-msgReserve, r.maxPayload/2), maxMessage)
 	// A batch closes at chunkBytes but may take one transaction more, up
 	// to twice as much: both fit in a message.
 	r.chunkBytes = max(min(r.c.cfg.ChunkBytes, r.msgMax/2), 1024)
+}
+
+// tooLarge is the error for what needs a message of n bytes, more than
+// msgMax: a logical decoding message (pg_logical_emit_message, a schema
+// change), which cannot be cut as rows are.
+func (r *reader) tooLarge(what string, n int) error {
+	return schema.Fatalf(nil, "%s needs a message of %d bytes, more than the %d a message may take (the NATS server's max_payload, or --max-message-bytes, of %d less room for headers, at most 32 MiB, what JetStream stores); a logical decoding message that large (pg_logical_emit_message or a schema change) cannot be cut: raise max_payload in the nats-server configuration, up to 32 MB, and restart pgjet-capture",
+		what, n, r.msgMax, r.maxPayload)
 }
 
 func (r *reader) run(ctx context.Context) error {
@@ -219,6 +233,7 @@ func (r *reader) message(ctx context.Context, at stream.LSN, m pglogrepl.Message
 		r.resetChunk()
 	case *pglogrepl.OriginMessage:
 		r.env.Origin = m.Name
+		r.size += len(m.Name) // the chunk is empty: it follows Begin
 		if skipOrigin(m.Name) {
 			// Written by a pgjet applier: it came from another region's
 			// stream and must not go back out (active-active loops).
@@ -361,9 +376,8 @@ func (r *reader) nonTxnMessage(ctx context.Context, at stream.LSN, m *pglogrepl.
 		Flags:   stream.FlagFirst | stream.FlagLast,
 		Changes: []stream.Change{{Op: stream.OpMessage, Prefix: m.Prefix, Content: m.Content}}}
 	data := stream.Encode(&env)
-	if r.maxPayload > 0 && len(data) > r.maxPayload {
-		return schema.Fatalf(nil, "logical message %q at LSN %s is about %d bytes, more than the NATS server's max_payload of %d; raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
-			m.Prefix, at, len(data), r.maxPayload)
+	if len(data) > r.msgMax {
+		return r.tooLarge(fmt.Sprintf("logical message %q at LSN %s", m.Prefix, at), len(data))
 	}
 	id := r.c.cfg.Name + ":msg:" + fmt.Sprintf("%016X", uint64(at))
 	return r.publish(ctx, MessageSubject(r.c.cfg.Name), data, id, at)
@@ -430,7 +444,9 @@ func (r *reader) resetChunk() {
 	if r.inChunk == nil {
 		r.inChunk = map[uint32]bool{}
 	}
-	r.size = 64
+	// Every chunk's header carries the source and origin names: a chunk
+	// planned without them can outgrow the message.
+	r.size = 64 + len(r.env.Source) + len(r.env.Origin)
 }
 
 func (r *reader) include(id uint32) error {
@@ -519,7 +535,8 @@ func (r *reader) change(ctx context.Context, ch stream.Change) error {
 // pgoutput delivers a row whole, in one CopyData message: capture holds
 // that row (its values alias the message, they are not copied) and the
 // pieces in flight, at most --window-bytes of them, and nothing more.
-// Every piece is published before the next message is received.
+// Every piece is published before the next message is received; the
+// standby status goes out meanwhile.
 func (r *reader) inPieces(ctx context.Context, ch stream.Change) error {
 	// Values that fit stay in the change, in column order; each value
 	// left out takes a kind byte and its size in the change.
@@ -545,6 +562,14 @@ func (r *reader) inPieces(ctx context.Context, ch stream.Change) error {
 	size := r.msgMax - 64 - len(pe.Source) - len(pe.Origin)
 	for _, data := range pieces {
 		for len(data) > 0 {
+			if !time.Now().Before(r.nextStat) {
+				// Nothing is read from the slot while the pieces go out:
+				// without a status the walsender ends the session after
+				// wal_sender_timeout, and the transaction is read again.
+				if err := r.sendStatus(ctx, false); err != nil {
+					return err
+				}
+			}
 			pe.Chunk, pe.Piece = r.env.Chunk, data[:min(len(data), size)]
 			data = data[len(pe.Piece):]
 			// A buffer per piece: the publisher holds it until JetStream
@@ -723,8 +748,7 @@ func (r *reader) flush(ctx context.Context, last bool) error {
 	if len(data) > r.msgMax {
 		// Rows larger than a message travel in pieces; a logical
 		// decoding message cannot be cut.
-		return schema.Fatalf(nil, "transaction %d at LSN %s needs a message of %d bytes, more than the NATS server's max_payload of %d allows (a logical decoding message that large, pg_logical_emit_message or a schema change, cannot be cut); raise max_payload in the nats-server configuration (up to 64 MB) and restart pgjet-capture",
-			r.env.Xid, r.env.CommitLSN, len(data), r.maxPayload)
+		return r.tooLarge(fmt.Sprintf("transaction %d at LSN %s", r.env.Xid, r.env.CommitLSN), len(data))
 	}
 	confirm := stream.LSN(0)
 	if last {

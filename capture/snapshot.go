@@ -93,8 +93,10 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	// Rows travel in messages as large as NATS takes, up to 1 MiB: fewer,
 	// larger COPY batches on both sides (four times --chunk-bytes at most).
 	chunk := min(c.cfg.ChunkBytes*4, 1<<20)
-	if mp := int(js.Conn().MaxPayload()) - 16<<10; mp > 0 {
-		chunk = min(chunk, mp)
+	// Room is left for the headers: 16 KiB, or half of a smaller
+	// max_payload.
+	if mp := c.maxPayload(js.Conn()); mp > 0 {
+		chunk = min(chunk, max(mp-16<<10, mp/2))
 	}
 	s := &snapshotter{c: c, js: js, stats: &c.snapStats, chunk: max(chunk, 1024)}
 	s.stats.Running.Store(true)

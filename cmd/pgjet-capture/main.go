@@ -37,6 +37,7 @@ func main() {
 	fs.StringVar(&cfg.Slot, "slot", "", "replication slot (default pgjet_<name>)")
 	fs.StringVar(&cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
 	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "target size of one message; larger transactions are split")
+	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 0, "largest message to publish (default: the NATS server's max_payload); set the smallest max_payload of the regions' servers when it is below the hub's")
 	fs.IntVar(&cfg.Window, "window", cfg.Window, "most messages awaiting JetStream acks")
 	fs.Int64Var(&cfg.WindowBytes, "window-bytes", cfg.WindowBytes, "most bytes awaiting JetStream acks")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval (0 disables)")
