@@ -229,6 +229,23 @@ func TestCluster_KillNode(t *testing.T) {
 	app.Stop(t)
 }
 
+// startOutageWatch creates table items and starts capture (with this
+// --heartbeat) and apply on the cluster at urls, both with a 3s
+// --nats-outage-limit and their metrics served at the returned addresses.
+func startOutageWatch(t *testing.T, c *cluster, urls, heartbeat string) (capt, app *proc, capAddr, appAddr string) {
+	t.Helper()
+	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+	copySchema(t, c)
+	capAddr, appAddr = metricsAddr(t), metricsAddr(t)
+	capt = start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", heartbeat,
+		"--stream-replicas", "3", "--nats-outage-limit", "3s", "--metrics-addr", capAddr)
+	capt.waitLog(t, "capture started")
+	app = start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", urls, "--name", "src", "--region", "r1",
+		"--nats-outage-limit", "3s", "--metrics-addr", appAddr)
+	app.waitLog(t, "apply started")
+	return capt, app, capAddr, appAddr
+}
+
 // TestCluster_StreamWithoutLeader: two of the three nodes down leave the
 // stream without a leader. Past --nats-outage-limit, capture and apply
 // each say so in one error line and their /readyz fails; neither stops,
@@ -236,15 +253,7 @@ func TestCluster_KillNode(t *testing.T) {
 func TestCluster_StreamWithoutLeader(t *testing.T) {
 	t.Parallel()
 	c, nodes, urls := newClusterOnNATSCluster(t)
-	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
-	copySchema(t, c)
-	capAddr, appAddr := metricsAddr(t), metricsAddr(t)
-	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "1s",
-		"--stream-replicas", "3", "--nats-outage-limit", "3s", "--metrics-addr", capAddr)
-	capt.waitLog(t, "capture started")
-	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", urls, "--name", "src", "--region", "r1",
-		"--nats-outage-limit", "3s", "--metrics-addr", appAddr)
-	app.waitLog(t, "apply started")
+	capt, app, capAddr, appAddr := startOutageWatch(t, c, urls, "1s")
 	exec1(t, c.src, "INSERT INTO items SELECT g, 'before' FROM generate_series(1, 100) g")
 	waitSame(t, time.Minute, c.src, c.dst)
 
@@ -310,15 +319,7 @@ func TestCluster_StreamWithoutLeader(t *testing.T) {
 func TestCluster_IdleStreamWithoutLeader(t *testing.T) {
 	t.Parallel()
 	c, nodes, urls := newClusterOnNATSCluster(t)
-	exec1(t, c.src, "CREATE TABLE items (id int PRIMARY KEY, v text)")
-	copySchema(t, c)
-	capAddr, appAddr := metricsAddr(t), metricsAddr(t)
-	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "0",
-		"--stream-replicas", "3", "--nats-outage-limit", "3s", "--metrics-addr", capAddr)
-	capt.waitLog(t, "capture started")
-	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst, "--nats", urls, "--name", "src", "--region", "r1",
-		"--nats-outage-limit", "3s", "--metrics-addr", appAddr)
-	app.waitLog(t, "apply started")
+	capt, app, capAddr, appAddr := startOutageWatch(t, c, urls, "0")
 	exec1(t, c.src, "INSERT INTO items VALUES (1, 'before')")
 	waitSame(t, time.Minute, c.src, c.dst)
 
