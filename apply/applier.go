@@ -951,6 +951,16 @@ func (s *session) advance(ctx context.Context, m jetstream.Msg, seq uint64) erro
 	return nil
 }
 
+// passOver lets the last message of a transaction applied before go:
+// with the open target transaction, or acknowledged now.
+func (s *session) passOver(m jetstream.Msg) {
+	if s.open {
+		s.groupMsg = m
+	} else {
+		_ = m.Ack()
+	}
+}
+
 // handleEnvelope applies one envelope of message m (stream sequence seq).
 func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint64, env *stream.Envelope) error {
 	a := s.a
@@ -1008,11 +1018,7 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		if env.CommitLSN <= s.pos.commit || (s.open && env.CommitLSN <= s.groupPos.commit) {
 			// Applied before (a duplicate after a capture restart).
 			if env.Last() {
-				if s.open {
-					s.groupMsg = m
-				} else {
-					_ = m.Ack()
-				}
+				s.passOver(m)
 				return nil
 			}
 			s.cur, s.curLSN, s.curNext = true, env.CommitLSN, 1
@@ -1032,6 +1038,19 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 			s.cur, s.curLSN, s.curNext, s.curFirst = true, env.CommitLSN, 1, seq
 		}
 	} else {
+		if !s.cur && (env.CommitLSN <= s.pos.commit || (s.open && env.CommitLSN <= s.groupPos.commit)) {
+			// The rest of a transaction applied before, or in the snapshot
+			// the target was built from, whose start the position lies
+			// past: one a capture sent again, or was sending when the
+			// snapshot's point was taken.
+			if env.Last() {
+				s.passOver(m)
+				return nil
+			}
+			s.cur, s.curLSN, s.curNext = true, env.CommitLSN, env.Chunk+1
+			s.skipping = true
+			return nil
+		}
 		if !s.cur || env.CommitLSN != s.curLSN || env.Chunk != s.curNext {
 			return s.orphanChunk(ctx, m, seq, env)
 		}
@@ -1039,11 +1058,7 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		if s.skipping {
 			if env.Last() {
 				s.cur, s.skipping = false, false
-				if s.open {
-					s.groupMsg = m
-				} else {
-					_ = m.Ack()
-				}
+				s.passOver(m)
 			}
 			return nil
 		}

@@ -984,7 +984,20 @@ func (r *restorer) tableError(err error, t stream.SnapshotTable) error {
 // skip their changes up to their own point.
 func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq uint64) error {
 	start := uint64(1)
-	if r.o.ChangeStream != nil {
+	if r.o.ChangeStream != nil && man.StreamNext > 0 {
+		// Every transaction the snapshot lacks lies at or after the
+		// sequence the stream had reached when the point was taken; those
+		// before it the applier passes over by their commit LSN.
+		start = man.StreamNext
+		info, err := r.o.ChangeStream.Info(ctx)
+		if err != nil {
+			return natsError{err}
+		}
+		if info.State.FirstSeq > start {
+			return schema.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (it starts at sequence %d, the snapshot needs it from %d): take a new snapshot (pgjet snapshot) and restore again",
+				r.o.Snapshot, man.LSN, info.Config.Name, info.State.FirstSeq, start)
+		}
+	} else if r.o.ChangeStream != nil {
 		var err error
 		if start, err = stream.SeekLSN(ctx, r.o.ChangeStream, man.LSN); err != nil {
 			return natsError{err}

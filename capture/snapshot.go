@@ -67,6 +67,7 @@ type snapshotter struct {
 	snap  string // exported snapshot name
 	chunk int    // bytes of rows in one data message
 	lsn   stream.LSN
+	next  uint64    // the change stream's next sequence, read before lsn
 	taken time.Time // read after lsn: the tables' copies hold nothing later
 	stats *SnapshotStats
 	// rows is held by a worker from the first to the last message of a
@@ -153,7 +154,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	}
 	if !resumed {
 		s.id = stream.NewSnapshotID(time.Now())
-		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn,
+		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn, StreamNext: s.next,
 			Started: time.Now().UTC(), SchemaMD5: schemaMD5,
 			Privileges: true, Roles: pt.roles.roles, Owners: pt.roles.owners, SourceRoles: pt.roles.source,
 			OwnerSchemas: pt.roles.schemas}
@@ -288,9 +289,10 @@ func (c *Capture) pruneSnapshots(ctx context.Context, st jetstream.Stream) ([]st
 }
 
 // trimChanges removes the changes that no kept snapshot needs: those
-// committed before the oldest complete snapshot's point (before the
-// earliest point of its tables, for a resumed one), but for the last
-// transaction before it.
+// published before the oldest complete snapshot's point was taken (for a
+// snapshot of an older pgjet, those committed before its point, or before
+// the earliest point of its tables, but for the last transaction before
+// it).
 func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps []stream.SnapshotInfo) error {
 	i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.Complete })
 	if i < 0 {
@@ -307,25 +309,38 @@ func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps
 	if err != nil {
 		return err
 	}
-	seq, err := stream.SeekLSN(ctx, changes, lsn)
-	if err != nil {
-		return err
-	}
 	info, err := changes.Info(ctx)
 	if err != nil {
 		return err
 	}
-	if seq <= info.State.FirstSeq {
-		return nil
+	var seq uint64
+	if oldest.StreamNext > 0 {
+		// Where restores of the snapshot start; a stream never starts in
+		// the middle of a transaction.
+		seq = oldest.StreamNext
+		if seq <= info.State.LastSeq {
+			if seq, err = stream.TxnStart(ctx, changes, seq); err != nil {
+				return err
+			}
+		}
+	} else {
+		if seq, err = stream.SeekLSN(ctx, changes, lsn); err != nil {
+			return err
+		}
+		if seq <= info.State.FirstSeq {
+			return nil
+		}
+		// The transaction before the snapshot's point stays, whole: a
+		// restore of a snapshot of an older pgjet reads it to tell a
+		// stream trimmed to the snapshot from one that lost changes
+		// after it.
+		if seq, err = stream.TxnStart(ctx, changes, seq-1); err != nil {
+			return err
+		}
 	}
-	// The transaction before the snapshot's point stays, whole: a restore
-	// reads it to tell a stream trimmed to the snapshot from one that lost
-	// changes after it, and a stream never starts in the middle of a
-	// transaction.
-	if seq, err = stream.TxnStart(ctx, changes, seq-1); err != nil {
-		return err
-	}
-	if seq <= info.State.FirstSeq {
+	if seq <= info.State.FirstSeq || seq > info.State.LastSeq+1 {
+		// Nothing to trim, or a stream created again since the snapshot,
+		// whose sequences say nothing of it.
 		return nil
 	}
 	if err := changes.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
@@ -416,6 +431,23 @@ func (p *snapPoint) close(ctx context.Context) {
 	p.repl.Close(ctx)
 }
 
+// streamNext is the next sequence of the source's change stream: 1 when
+// the stream does not exist yet.
+func (s *snapshotter) streamNext(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, stream.StreamName(s.c.cfg.Name))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, wrapNATS(fmt.Errorf("look up the change stream: %w", err))
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, wrapNATS(fmt.Errorf("read the change stream's state: %w", err))
+	}
+	return info.State.LastSeq + 1, nil
+}
+
 // rewrittenError says that a table was rewritten (or renamed, or
 // dropped) after the snapshot's point and before the snapshot locked it:
 // its rows are not visible at that point any more.
@@ -452,6 +484,11 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 			pt.close(context.WithoutCancel(ctx))
 		}
 	}()
+	// Read before the point is taken: a transaction that commits after
+	// the point is published later, at this sequence or after it.
+	if s.next, err = s.streamNext(ctx); err != nil {
+		return nil, err
+	}
 	slot := c.cfg.Slot + "_snap_" + randomHex(4)
 	// A temporary slot exports a snapshot that holds exactly the
 	// transactions committed before its consistent point; it lives as long

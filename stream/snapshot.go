@@ -83,8 +83,16 @@ type SnapshotManifest struct {
 	// LSN is the position the snapshot was taken at: transactions that
 	// committed before it are in it. Tables copied again after an
 	// interruption carry a later LSN of their own (SnapshotTable.LSN).
-	LSN     LSN       `json:"lsn"`
-	Started time.Time `json:"started"`
+	LSN LSN `json:"lsn"`
+	// StreamNext is the change stream's next sequence when the point was
+	// taken: every transaction committed after the point lies at or after
+	// it. A restore starts there. The commit LSNs of the stream do not
+	// grow with its sequence (a capture that restarts sends again what its
+	// slot had not confirmed, after the later transactions it had sent),
+	// so a search by LSN can land past one the snapshot lacks. Snapshots
+	// of an older pgjet have none.
+	StreamNext uint64    `json:"stream_next,omitempty"`
+	Started    time.Time `json:"started"`
 	// Finished, Rows and Bytes are set in the end message.
 	Finished time.Time       `json:"finished,omitzero"`
 	Rows     int64           `json:"rows,omitempty"`
@@ -234,8 +242,10 @@ func SnapshotMsg(subject, id, kind, msgID string, data []byte) *nats.Msg {
 
 // SeekLSN returns the sequence of the first message of st (a change stream)
 // that holds a transaction committed at or after lsn, or the stream's end
-// when none does. Messages are in commit order, so this is a binary search
-// for the last message whose first envelope commits before lsn: a batch of
+// when none does. It serves snapshots without SnapshotManifest.StreamNext
+// (of an older pgjet). It takes the messages to be in commit order, which
+// a capture that sent older transactions again breaks; it is a binary
+// search for the last message whose first envelope commits before lsn: a batch of
 // small transactions may hold later ones too. When that message holds
 // nothing at or after lsn (the last chunk of a transaction of several
 // chunks is a message of its own) the next one is the start, so the

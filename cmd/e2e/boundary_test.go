@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/stream"
@@ -133,4 +134,97 @@ func TestSnapshot_StartsOnTransactionBoundary(t *testing.T) {
 		t.Errorf("a process met a transaction without its first chunk:\n%s", tail(out, 2000))
 	}
 	capt.Stop(t)
+}
+
+// TestSnapshot_RestoreInsideATransactionSentAgain: a capture that restarts
+// sends again what its slot had not confirmed, and after a crash of the
+// source that can be older than the stream's duplicate window, so the
+// stream holds a transaction a second time. A snapshot taken while the
+// capture was sending such a transaction's chunks put a new region's start
+// between two of them. That region stopped at the next chunk ("whose
+// earlier chunks were dead-lettered", torture seed 1795955780168941403),
+// although the transaction was in its snapshot: it now skips the rest of it.
+func TestSnapshot_RestoreInsideATransactionSentAgain(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t) // the region gets its table from the snapshot
+	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	js, msgs, chunks := bigTxnEmptied(t, c)
+	// The stream holds the big transaction up to its second chunk when
+	// the snapshot is taken and the region restored from it.
+	cut := int(chunks[1] - msgs[0].Sequence + 1)
+	republish(t, js, msgs[:cut], func(*nats.Msg, uint64) {})
+	if code, out := runPgjet(t, "snapshot", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"); code != 0 {
+		t.Fatalf("pgjet snapshot exited %d:\n%s", code, tail(out, 2000))
+	}
+	app := c.apply(t)
+	app.waitLog(t, "snapshot restored; following changes")
+	republish(t, js, msgs[cut:], func(*nats.Msg, uint64) {})
+	capt := c.capture(t, "--no-snapshot")
+	exec1(t, c.src, "INSERT INTO t VALUES (2002, 'after the snapshot')")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	capt.Stop(t)
+	app.Stop(t)
+}
+
+// TestSnapshot_RestoreBeforeOlderTransactionsSentAgain: transactions of
+// before a snapshot's point, sent again after one of after it, are no
+// longer in commit order with it. The restore looked for its start by
+// commit LSN, by halves, and could land after the later transaction: the
+// region never had it. The snapshot now records where the change stream
+// stood when its point was taken.
+func TestSnapshot_RestoreBeforeOlderTransactionsSentAgain(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	capt := c.capture(t, "--no-snapshot", "--heartbeat", "0")
+	js := natsJS(t, c.nats.ClientURL())
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream.StreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := func() uint64 { return streamLastSeq(t, js, "src") }
+	waitSeq := func(seq uint64) {
+		waitFor(t, 30*time.Second, fmt.Sprintf("stream sequence %d", seq), func() (bool, string) {
+			checkDaemons(t)
+			n := lastSeq()
+			return n >= seq, fmt.Sprintf("last sequence %d", n)
+		})
+	}
+	before := lastSeq()
+	exec1(t, c.src, "INSERT INTO t VALUES (1, 'before the snapshot')")
+	waitSeq(before + 1)
+	old, err := st.GetMsg(ctx, lastSeq())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runPgjet(t, "snapshot", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"); code != 0 {
+		t.Fatalf("pgjet snapshot exited %d:\n%s", code, tail(out, 2000))
+	}
+	at := lastSeq()
+	exec1(t, c.src, "INSERT INTO t VALUES (2, 'after the snapshot')")
+	waitSeq(at + 1)
+	capt.Stop(t)
+
+	// The older transaction, sent again once the duplicate window has
+	// passed, several times: most of the stream lies after the later one.
+	cfg := st.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		time.Sleep(300 * time.Millisecond)
+		ack, err := js.PublishMsg(ctx, copyMsg(old))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ack.Duplicate {
+			t.Fatal("the transaction sent again was taken for a duplicate")
+		}
+	}
+	app := c.apply(t)
+	app.waitLog(t, "snapshot restored; following changes")
+	waitSame(t, 30*time.Second, c.src, c.dst)
+	app.Stop(t)
 }

@@ -40,13 +40,7 @@ func TestApply_ShutdownBlackholedTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lastSeq := func() uint64 {
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.LastSeq
-	}
+	lastSeq := func() uint64 { return streamLastSeq(t, js, "src") }
 	before := lastSeq()
 	px.Blackhole()
 	exec1(t, c.src, "INSERT INTO t SELECT g, 'b' FROM generate_series(101, 200) g")
