@@ -1041,8 +1041,8 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		if !s.cur && (env.CommitLSN <= s.pos.commit || (s.open && env.CommitLSN <= s.groupPos.commit)) {
 			// The rest of a transaction applied before, or in the snapshot
 			// the target was built from, whose start the position lies
-			// past: one a capture sent again, or was sending when the
-			// snapshot's point was taken.
+			// past: a capture behind the source was publishing it when
+			// the snapshot's point was taken.
 			if env.Last() {
 				s.passOver(m)
 				return nil

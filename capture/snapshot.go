@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -653,17 +654,18 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 		return nil, schema.Fatalf(nil, "%s not found: the snapshot copies the schema with pg_dump; install the PostgreSQL client (version %s or newer), set --pg-dump, or pass --no-snapshot", bin, "15")
 	}
 	dsn, password := splitPassword(c.cfg.DB)
+	env, cleanup, err := dumpEnv(password, c.cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
 	// Owners and privileges are kept (no --no-owner, --no-privileges): a
 	// region built from the snapshot gives each role the rights it has
 	// on the source, and no more. The roles they name are listed in the
 	// manifest (snapRoles).
 	cmd := exec.CommandContext(ctx, path, "--section="+section, "--snapshot="+snap,
 		"--no-publications", "--no-subscriptions", "--exclude-schema=pgjet", "--dbname="+dsn)
-	cmd.Env = os.Environ()
-	if password != "" {
-		// Not on the command line, where ps would show it.
-		cmd.Env = append(cmd.Env, "PGPASSWORD="+password)
-	}
+	cmd.Env = env
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -688,6 +690,48 @@ func splitPassword(dsn string) (string, string) {
 		pw = cfg.Password
 	}
 	return redact.WithoutPassword(dsn), pw
+}
+
+// dumpService names the entry of the service file that hands pg_dump the
+// client key's pass phrase.
+const dumpService = "pgjet_dump"
+
+// dumpEnv is pg_dump's environment: the secrets of the connection string
+// db (password, the password pgx uses for it) go there, never on the
+// command line, where every local user can read them (ps). libpq reads
+// the client key's pass phrase (sslpassword) from no environment variable,
+// so it goes in a service file of this run's own, private to this user
+// and removed by cleanup.
+func dumpEnv(password, db string) (env []string, cleanup func(), err error) {
+	env, cleanup = os.Environ(), func() {}
+	if password != "" {
+		env = append(env, "PGPASSWORD="+password)
+	}
+	sslpw, ok := redact.Param(db, "sslpassword")
+	if !ok {
+		// pgx, not libpq, reads it from the environment too.
+		sslpw = os.Getenv("PGSSLPASSWORD")
+	}
+	if sslpw == "" {
+		return env, cleanup, nil
+	}
+	if _, named := redact.Param(db, "service"); named || os.Getenv("PGSERVICE") != "" {
+		return nil, nil, schema.Fatalf(nil, "--db names a service and holds an sslpassword: pg_dump cannot be given both; put the sslpassword in the service's entry of pg_service.conf instead, or pass --no-snapshot")
+	}
+	if strings.ContainsAny(sslpw, "\r\n") || strings.TrimRight(sslpw, " \t\v\f") != sslpw {
+		return nil, nil, schema.Fatalf(nil, "the sslpassword of --db ends in spaces or holds a line break, which pg_dump cannot be given; change the client key's pass phrase, or pass --no-snapshot")
+	}
+	dir, err := os.MkdirTemp("", "pgjet-dump-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create a private directory for pg_dump's service file: %w", err)
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	file := filepath.Join(dir, "pg_service.conf")
+	if err := os.WriteFile(file, []byte("["+dumpService+"]\nsslpassword="+sslpw+"\n"), 0o600); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("write pg_dump's service file: %w", err)
+	}
+	return append(env, "PGSERVICEFILE="+file, "PGSERVICE="+dumpService), cleanup, nil
 }
 
 // filterDump removes from a plain pg_dump script what a replica must not

@@ -91,6 +91,10 @@ func ClassifyConnect(url string, err error) error {
 	switch {
 	case errors.As(err, &pe) && errors.As(err, &pathErr):
 		return Fatalf(withheld{err, redact.Within(pathErr.Error(), url)}, "a file that %s names cannot be read (sslrootcert, sslcert, sslkey or passfile): fix the path or its permissions", where)
+	case errors.As(err, &pe) && (errors.Is(err, x509.IncorrectPasswordError) || strings.Contains(err.Error(), "decryption password incorrect")):
+		return Fatalf(withheld{err, parseDetail(url, pe)}, "the sslpassword in %s does not decrypt the client key (sslkey): give the key's pass phrase", where)
+	case errors.As(err, &pe) && strings.Contains(err.Error(), "unable to find sslpassword"):
+		return Fatalf(withheld{err, parseDetail(url, pe)}, "the client key (sslkey) that %s names is encrypted: give its pass phrase with sslpassword=... in the URL", where)
 	case errors.As(err, &pe):
 		return Fatalf(withheld{err, parseDetail(url, pe)}, "connection URL %s is malformed: use postgres://user:password@host:port/dbname with characters such as @ : / ? # %% in the password percent-encoded, or give the password with --db-password-file or PGPASSWORD", where)
 	}

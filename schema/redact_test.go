@@ -30,9 +30,14 @@ func FuzzRedact(f *testing.F) {
 		for _, form := range postgresForms(pw) {
 			checkHidden(t, form, "Redact", Redact(form.conn))
 			cfg, err := pgx.ParseConfig(form.conn)
-			if err == nil && cfg.Password == pw {
+			if err == nil && (cfg.Password == pw || strings.Contains(form.conn, "sslpassword")) {
 				// What pg_dump's command line gets of a string pgx reads.
 				checkHidden(t, form, "WithoutPassword", redact.WithoutPassword(form.conn))
+			}
+			if v, ok := redact.Param(form.conn, "password"); err == nil && ok && v != cfg.Password {
+				// Param reads a parameter as pgx does (pg_dump's service
+				// file gets the sslpassword it reads).
+				t.Fatalf("redact.Param(%q, password) = %q, pgx reads %q", form.conn, v, cfg.Password)
 			}
 			if err != nil {
 				err = ClassifyConnect(form.conn, err)
@@ -86,6 +91,8 @@ func postgresForms(pw string) []pwForm {
 		}},
 		{pw, func(w string) string { return "postgres://u@h:5432/d?password=" + w }},
 		{pw, func(w string) string { return "postgres://u@h:5432/d?sslpassword=" + w + "&sslmode=require" }},
+		{url.QueryEscape(pw), func(w string) string { return "postgres://u@h:5432/d?sslpassword=" + w }},
+		{quoted, func(w string) string { return "host=h sslpassword='" + w + "' dbname=d" }},
 		{pw, func(w string) string { return "u:" + w + "@h:5432/d" }},
 		{pw, func(w string) string { return "host=h user=u password=" + w + " dbname=d" }},
 		{quoted, func(w string) string { return "host=h user=u password='" + w + "' dbname=d" }},

@@ -86,11 +86,11 @@ type SnapshotManifest struct {
 	LSN LSN `json:"lsn"`
 	// StreamNext is the change stream's next sequence when the point was
 	// taken: every transaction committed after the point lies at or after
-	// it. A restore starts there. The commit LSNs of the stream do not
-	// grow with its sequence (a capture that restarts sends again what its
-	// slot had not confirmed, after the later transactions it had sent),
-	// so a search by LSN can land past one the snapshot lacks. Snapshots
-	// of an older pgjet have none.
+	// it. A restore starts there, and passes over what the snapshot holds
+	// by commit LSN. A search of the stream by LSN instead depends on the
+	// stream being in commit order, and landed inside a transaction when
+	// a capture behind the source was publishing one from before the point
+	// as the restore looked. Snapshots of an older pgjet have none.
 	StreamNext uint64    `json:"stream_next,omitempty"`
 	Started    time.Time `json:"started"`
 	// Finished, Rows and Bytes are set in the end message.
@@ -243,9 +243,8 @@ func SnapshotMsg(subject, id, kind, msgID string, data []byte) *nats.Msg {
 // SeekLSN returns the sequence of the first message of st (a change stream)
 // that holds a transaction committed at or after lsn, or the stream's end
 // when none does. It serves snapshots without SnapshotManifest.StreamNext
-// (of an older pgjet). It takes the messages to be in commit order, which
-// a capture that sent older transactions again breaks; it is a binary
-// search for the last message whose first envelope commits before lsn: a batch of
+// (of an older pgjet). It takes the messages to be in commit order; it is
+// a binary search for the last message whose first envelope commits before lsn: a batch of
 // small transactions may hold later ones too. When that message holds
 // nothing at or after lsn (the last chunk of a transaction of several
 // chunks is a message of its own) the next one is the start, so the

@@ -136,15 +136,14 @@ func TestSnapshot_StartsOnTransactionBoundary(t *testing.T) {
 	capt.Stop(t)
 }
 
-// TestSnapshot_RestoreInsideATransactionSentAgain: a capture that restarts
-// sends again what its slot had not confirmed, and after a crash of the
-// source that can be older than the stream's duplicate window, so the
-// stream holds a transaction a second time. A snapshot taken while the
-// capture was sending such a transaction's chunks put a new region's start
-// between two of them. That region stopped at the next chunk ("whose
-// earlier chunks were dead-lettered", torture seed 1795955780168941403),
-// although the transaction was in its snapshot: it now skips the rest of it.
-func TestSnapshot_RestoreInsideATransactionSentAgain(t *testing.T) {
+// TestSnapshot_RestoreWhileCaptureIsBehind: a capture behind the source
+// (restarted, catching up) publishes transactions committed before a
+// snapshot's point after the point was taken. A region restored then
+// started between two chunks of such a transaction, and stopped at the next
+// one ("whose earlier chunks were dead-lettered", torture seed
+// 1795955780168941403), although the transaction was in its snapshot: it
+// now passes over the rest of it.
+func TestSnapshot_RestoreWhileCaptureIsBehind(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t) // the region gets its table from the snapshot
 	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)")
@@ -166,12 +165,13 @@ func TestSnapshot_RestoreInsideATransactionSentAgain(t *testing.T) {
 	app.Stop(t)
 }
 
-// TestSnapshot_RestoreBeforeOlderTransactionsSentAgain: transactions of
-// before a snapshot's point, sent again after one of after it, are no
-// longer in commit order with it. The restore looked for its start by
-// commit LSN, by halves, and could land after the later transaction: the
+// TestSnapshot_RestoreBeforeOlderTransactionsSentAgain: a stream whose
+// commit LSNs do not grow with its sequence (older transactions stored
+// again once the duplicate window passed, as by a capture that did not
+// check the stream's tail). The restore looked for its start by commit
+// LSN, by halves, and landed after a transaction the snapshot lacks: the
 // region never had it. The snapshot now records where the change stream
-// stood when its point was taken.
+// stood when its point was taken, and the restore starts there.
 func TestSnapshot_RestoreBeforeOlderTransactionsSentAgain(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)

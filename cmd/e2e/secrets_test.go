@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,4 +142,79 @@ func TestSecrets_NATSTokenInURL(t *testing.T) {
 		t.Errorf("the token in the URL did not connect:\n%s", out)
 	}
 	noSecrets(t, "--check-config", out, "tokQ7zz")
+}
+
+// TestSecrets_SSLPasswordNotOnCommandLine: capture's source connection
+// uses a client key that needs a pass phrase (sslpassword in --db). The
+// snapshot's pg_dump needs it too; it used to get it on its command line,
+// which every local user can read (ps). It now reads it from a service
+// file of its own, private, removed when pg_dump ends, and the region
+// built from the snapshot equals the source.
+func TestSecrets_SSLPasswordNotOnCommandLine(t *testing.T) {
+	t.Parallel()
+	dir, files := postgresTLS(t)
+	const phrase = "client key pass phrase 7"
+	cert, key, err := files.EncryptedClient(dir, "postgres", phrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The source asks for client certificates signed by the CA, which
+	// postgres, not root, must read.
+	for path, mode := range map[string]os.FileMode{dir: 0o711, files.CA: 0o644} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &cluster{
+		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary", TLS: &files,
+			Settings: map[string]string{"ssl_ca_file": files.CA}}),
+		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
+		nats:    local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"}),
+	}
+	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
+	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 10) g")
+	c.src += "&sslcert=" + url.QueryEscape(cert) + "&sslkey=" + url.QueryEscape(key) + "&sslpassword=" + url.PathEscape(phrase)
+
+	// A wrong pass phrase, or none, stops capture with one line that says so.
+	for bad, want := range map[string]string{"&sslpassword=wrong": "does not decrypt the client key", "": "is encrypted"} {
+		p := start(t, "pgjet-capture", bins.capture, "--db", strings.Replace(c.src, "&sslpassword="+url.PathEscape(phrase), bad, 1),
+			"--nats", c.nats.ClientURL(), "--name", "src")
+		expectFatal(t, p, want, "sslpassword")
+	}
+
+	// pg_dump, as a wrapper that writes down what it was given.
+	seen := filepath.Join(dir, "pg_dump.seen")
+	wrapper := filepath.Join(dir, "pg_dump")
+	script := fmt.Sprintf("#!/bin/sh\n{ echo \"args: $*\"; echo \"servicefile: $PGSERVICEFILE\"; } >> %s\nexec pg_dump \"$@\"\n", seen)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	capt := c.capture(t, "--pg-dump", wrapper)
+	capt.waitLog(t, "snapshot complete")
+	c.apply(t)
+	exec1(t, c.src, "INSERT INTO t VALUES (11, 'after the snapshot')")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	// Connections with the key: the slot's, and the snapshot's.
+	if n := queryInt(t, c.src, `SELECT count(*) FROM pg_stat_ssl WHERE client_dn = '/CN=postgres'`); n == 0 {
+		t.Error("no connection to the source used the client key")
+	}
+
+	b, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(b)
+	if !strings.Contains(out, "args: ") || !strings.Contains(out, "sslkey=") {
+		t.Fatalf("pg_dump was not run with the connection:\n%s", out)
+	}
+	noSecrets(t, "pg_dump's command line", out, phrase, url.PathEscape(phrase))
+	for _, line := range strings.Split(out, "\n") {
+		if f, ok := strings.CutPrefix(line, "servicefile: "); ok {
+			if f == "" {
+				t.Errorf("pg_dump ran without a service file:\n%s", out)
+			} else if _, err := os.Stat(f); !os.IsNotExist(err) {
+				t.Errorf("pg_dump's service file %s is still there (%v)", f, err)
+			}
+		}
+	}
 }

@@ -165,13 +165,10 @@ func TestConfigFile_DeployExamples(t *testing.T) {
 	}
 }
 
-// TestPostgres_TLS runs capture and apply against Postgres servers that
-// accept TCP connections only over TLS (hostssl), through URLs with
-// sslmode=verify-full and sslrootcert, as README.md documents; checks that
-// capture's walsender connection is encrypted too; and that a URL without
-// the CA stops with one line naming sslrootcert.
-func TestPostgres_TLS(t *testing.T) {
-	t.Parallel()
+// postgresTLS makes a throwaway CA and certificates in a directory of
+// its own under /tmp, whose files test Postgres clusters copy.
+func postgresTLS(t *testing.T) (string, local.TLSFiles) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "pgjet-pgtls-*")
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +178,17 @@ func TestPostgres_TLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, files
+}
+
+// TestPostgres_TLS runs capture and apply against Postgres servers that
+// accept TCP connections only over TLS (hostssl), through URLs with
+// sslmode=verify-full and sslrootcert, as README.md documents; checks that
+// capture's walsender connection is encrypted too; and that a URL without
+// the CA stops with one line naming sslrootcert.
+func TestPostgres_TLS(t *testing.T) {
+	t.Parallel()
+	_, files := postgresTLS(t)
 	c := &cluster{
 		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary", TLS: &files}),
 		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica", TLS: &files}),

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -19,7 +20,7 @@ import (
 // server certificate it signed for 127.0.0.1 and localhost, and a client
 // certificate it signed.
 type TLSFiles struct {
-	CA                    string
+	CA, CAKey             string
 	ServerCert, ServerKey string
 	ClientCert, ClientKey string
 }
@@ -29,7 +30,7 @@ type TLSFiles struct {
 // with TLS without shipping keys.
 func GenerateTLS(dir string) (TLSFiles, error) {
 	f := TLSFiles{
-		CA:         filepath.Join(dir, "ca.pem"),
+		CA: filepath.Join(dir, "ca.pem"), CAKey: filepath.Join(dir, "ca-key.pem"),
 		ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server-key.pem"),
 		ClientCert: filepath.Join(dir, "client.pem"), ClientKey: filepath.Join(dir, "client-key.pem"),
 	}
@@ -56,6 +57,13 @@ func GenerateTLS(dir string) (TLSFiles, error) {
 		return f, err
 	}
 	if err := writePEM(f.CA, "CERTIFICATE", caDER); err != nil {
+		return f, err
+	}
+	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
+	if err != nil {
+		return f, err
+	}
+	if err := writePEM(f.CAKey, "EC PRIVATE KEY", caKeyDER); err != nil {
 		return f, err
 	}
 	leaves := []struct {
@@ -98,6 +106,64 @@ func GenerateTLS(dir string) (TLSFiles, error) {
 		}
 	}
 	return f, nil
+}
+
+// EncryptedClient writes into dir a client certificate signed by f's CA
+// for user, and its RSA key encrypted with passphrase in the PEM form
+// libpq and pgx both read (sslpassword): for tests of a client key that
+// needs a pass phrase.
+func (f TLSFiles) EncryptedClient(dir, user, passphrase string) (cert, key string, err error) {
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		return "", "", err
+	}
+	caKeyPEM, err := os.ReadFile(f.CAKey)
+	if err != nil {
+		return "", "", err
+	}
+	cb, _ := pem.Decode(caPEM)
+	kb, _ := pem.Decode(caKeyPEM)
+	if cb == nil || kb == nil {
+		return "", "", fmt.Errorf("%s or %s holds no PEM block", f.CA, f.CAKey)
+	}
+	ca, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return "", "", err
+	}
+	caKey, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return "", "", err
+	}
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(4),
+		Subject:      pkix.Name{CommonName: user},
+		NotBefore:    now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, ca, &rk.PublicKey, caKey)
+	if err != nil {
+		return "", "", err
+	}
+	// pgx decrypts only this legacy PEM encryption of a PKCS #1 key, so
+	// that is what a user of sslpassword with pgjet has.
+	//lint:ignore SA1019 the form pgx reads
+	block, err := x509.EncryptPEMBlock(rand.Reader, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk), []byte(passphrase), x509.PEMCipherAES256) //nolint:staticcheck
+	if err != nil {
+		return "", "", err
+	}
+	cert, key = filepath.Join(dir, "client-enc.pem"), filepath.Join(dir, "client-enc-key.pem")
+	if err := writePEM(cert, "CERTIFICATE", der); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", "", err
+	}
+	return cert, key, nil
 }
 
 func writePEM(path, typ string, der []byte) error {

@@ -322,11 +322,73 @@ func keywordValueEnd(s string, from int) (end int, ok bool) {
 	return len(s), !quoted
 }
 
+// secretKeys are the parameters of a Postgres connection string that hold
+// a secret: the password, and the pass phrase of the client key.
+var secretKeys = []string{"password", "sslpassword"}
+
+// Param returns the value of parameter key of the Postgres connection
+// string conn, a URL or keyword/value string, as pgx reads it, and
+// whether conn sets it.
+func Param(conn, key string) (string, bool) {
+	if !strings.HasPrefix(conn, "postgres://") && !strings.HasPrefix(conn, "postgresql://") {
+		for s := conn; ; {
+			s = strings.TrimLeft(s, " \t\n\r\v\f")
+			eq := strings.IndexByte(s, '=')
+			if eq < 0 {
+				return "", false
+			}
+			v := eq + 1
+			for v < len(s) && isSpace(s[v]) {
+				v++
+			}
+			end, ok := keywordValueEnd(s, v)
+			if !ok {
+				return "", false
+			}
+			if strings.TrimSpace(s[:eq]) == key {
+				return unquoteKeywordValue(s[v:end]), true
+			}
+			s = s[end:]
+		}
+	}
+	_, query, ok := strings.Cut(conn, "?")
+	if !ok {
+		return "", false
+	}
+	// As libpq: one '=' a pair, both halves percent-decoded ('+' is a
+	// plus) without their outer spaces, the last occurrence wins.
+	val, found := "", false
+	for _, pair := range strings.Split(query, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if percentDecode(strings.Trim(k, " ")) == key {
+			val, found = percentDecode(strings.Trim(v, " ")), true
+		}
+	}
+	return val, found
+}
+
+// unquoteKeywordValue is a keyword/value value as libpq reads it: without
+// its single quotes, each backslash taking the byte after it literally.
+func unquoteKeywordValue(v string) string {
+	if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
+		v = v[1 : len(v)-1]
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+1 < len(v) {
+			i++
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
 // WithoutPassword returns the Postgres connection string conn, a URL or
-// keyword/value string, without its passwords: the one in the user info,
-// password query parameters and password keywords. It is for programs
-// that get the password another way (PGPASSWORD), and reads conn as pgx
-// does; one that pgx cannot read comes back masked as by Postgres.
+// keyword/value string, without its secrets: the password in the user
+// info, password and sslpassword query parameters and keywords. It is for
+// programs that get them another way (PGPASSWORD, a service file), and
+// reads conn as pgx does; one that pgx cannot read comes back masked as by
+// Postgres.
 func WithoutPassword(conn string) string {
 	if !strings.HasPrefix(conn, "postgres://") && !strings.HasPrefix(conn, "postgresql://") {
 		var kept []string
@@ -347,7 +409,7 @@ func WithoutPassword(conn string) string {
 			if !ok {
 				return Postgres(conn)
 			}
-			if strings.TrimSpace(s[:eq]) != "password" {
+			if !slices.Contains(secretKeys, strings.TrimSpace(s[:eq])) {
 				kept = append(kept, s[:end])
 			}
 			s = s[end:]
@@ -368,7 +430,7 @@ func WithoutPassword(conn string) string {
 		var kept []string
 		for _, pair := range strings.Split(query, "&") {
 			key, _, _ := strings.Cut(pair, "=")
-			if strings.TrimSpace(percentDecode(key)) != "password" {
+			if !slices.Contains(secretKeys, strings.TrimSpace(percentDecode(key))) {
 				kept = append(kept, pair)
 			}
 		}

@@ -1,6 +1,9 @@
 package redact
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // Postgres and NATS are tested through their callers, schema.Redact and
 // stream.RedactURL, with a fuzz test each.
@@ -24,5 +27,31 @@ func TestWithin(t *testing.T) {
 	conn := "postgres://u:sec/ret@h/db"
 	if got, want := Within(`invalid port "sec/ret" in postgres://u:sec/ret@h/db`, conn), `invalid port "xxxxx" in postgres://u:xxxxx@h/db`; got != want {
 		t.Errorf("Within = %q, want %q", got, want)
+	}
+}
+
+// TestParam: a parameter is read as pgx reads it, in every form, and the
+// client key's pass phrase is one of the secrets WithoutPassword removes.
+func TestParam(t *testing.T) {
+	for _, tc := range []struct{ conn, want string }{
+		{"host=h sslpassword=plain dbname=d", "plain"},
+		{`host=h sslpassword='a b\'c\\d' dbname=d`, `a b'c\d`},
+		{`sslpassword = 'sp aced'`, "sp aced"},
+		{`sslpassword=a\ b host=h`, "a b"},
+		{"postgres://u@h/d?sslmode=require&sslpassword=a%20b%26c+d", "a b&c+d"},
+		{"postgresql://u@h/d?sslpassword=x%2Fy", "x/y"},
+	} {
+		got, ok := Param(tc.conn, "sslpassword")
+		if !ok || got != tc.want {
+			t.Errorf("Param(%q) = %q, %v; want %q", tc.conn, got, ok, tc.want)
+		}
+		if out := WithoutPassword(tc.conn); strings.Contains(out, "sslpassword") {
+			t.Errorf("WithoutPassword(%q) = %q keeps the sslpassword", tc.conn, out)
+		}
+	}
+	for _, conn := range []string{"host=h dbname=d", "postgres://u:pw@h/d", "host=h password=sslpassword"} {
+		if v, ok := Param(conn, "sslpassword"); ok {
+			t.Errorf("Param(%q) = %q, want none", conn, v)
+		}
 	}
 }
