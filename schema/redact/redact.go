@@ -330,9 +330,14 @@ var secretKeys = []string{"password", "sslpassword"}
 // string conn, a URL or keyword/value string, as pgx reads it, and
 // whether conn sets it.
 func Param(conn, key string) (string, bool) {
+	// As pgx and libpq: the last occurrence of a parameter wins.
+	val, found := "", false
 	if !strings.HasPrefix(conn, "postgres://") && !strings.HasPrefix(conn, "postgresql://") {
 		for s := conn; ; {
 			s = strings.TrimLeft(s, " \t\n\r\v\f")
+			if s == "" {
+				return val, found
+			}
 			eq := strings.IndexByte(s, '=')
 			if eq < 0 {
 				return "", false
@@ -346,18 +351,23 @@ func Param(conn, key string) (string, bool) {
 				return "", false
 			}
 			if strings.TrimSpace(s[:eq]) == key {
-				return unquoteKeywordValue(s[v:end]), true
+				val, found = unquoteKeywordValue(s[v:end]), true
 			}
 			s = s[end:]
 		}
 	}
-	_, query, ok := strings.Cut(conn, "?")
+	// pgx's user info ends at an '@' before any '/': a '?' in it (a raw
+	// one in the password) does not start the query.
+	_, rest, _ := strings.Cut(conn, "://")
+	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
+		rest = rest[i+1:]
+	}
+	_, query, ok := strings.Cut(rest, "?")
 	if !ok {
 		return "", false
 	}
 	// As libpq: one '=' a pair, both halves percent-decoded ('+' is a
-	// plus) without their outer spaces, the last occurrence wins.
-	val, found := "", false
+	// plus) without their outer spaces.
 	for _, pair := range strings.Split(query, "&") {
 		k, v, _ := strings.Cut(pair, "=")
 		if percentDecode(strings.Trim(k, " ")) == key {
