@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,4 +52,47 @@ func TestSnapshot_RestoreOnStreamMadeAgain(t *testing.T) {
 	waitSame(t, 30*time.Second, c.src, c.dst)
 	app.Stop(t)
 	capt.Stop(t)
+}
+
+// TestSecrets_SSLPasswordFileOutlivesKilledCapture: the client key's pass
+// phrase reaches pg_dump in a service file that capture removes when
+// pg_dump ends. A capture killed while pg_dump runs (the OOM killer, kill
+// -9, a container stopped) never removes it: pg_dump runs on, and the pass
+// phrase stays on disk, in the temporary directory, for good. Handed over
+// through a pipe (PGSERVICEFILE=/dev/fd/N, which libpq reads as well) it
+// would never be written anywhere.
+func TestSecrets_SSLPasswordFileOutlivesKilledCapture(t *testing.T) {
+	t.Parallel()
+	const phrase = "client key pass phrase 8"
+	c, dir := encryptedKeyCluster(t, phrase)
+	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	// pg_dump, as a wrapper that notes its service file, and whose
+	// capture is killed as it starts.
+	seen := filepath.Join(dir, "pg_dump.seen")
+	wrapper := filepath.Join(dir, "pg_dump")
+	script := fmt.Sprintf("#!/bin/sh\necho \"servicefile: $PGSERVICEFILE\" >> %[1]s\nkill -9 $PPID\npg_dump \"$@\" >/dev/null 2>&1\necho \"pg_dump ended\" >> %[1]s\n", seen)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--pg-dump", wrapper)
+	p.Wait(t, 120*time.Second)
+	var file string
+	waitFor(t, 60*time.Second, "pg_dump to end", func() (bool, string) {
+		b, _ := os.ReadFile(seen)
+		out := string(b)
+		for _, line := range strings.Split(out, "\n") {
+			if f, ok := strings.CutPrefix(line, "servicefile: "); ok && file == "" {
+				file = f
+			}
+		}
+		return strings.Contains(out, "pg_dump ended"), out
+	})
+	if file == "" {
+		t.Fatal("pg_dump ran without a service file")
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(file)) })
+	if b, err := os.ReadFile(file); err == nil {
+		t.Errorf("the service file %s outlived capture and pg_dump, with the pass phrase in it (%v):\n%s",
+			file, strings.Contains(string(b), phrase), b)
+	}
 }

@@ -144,16 +144,12 @@ func TestSecrets_NATSTokenInURL(t *testing.T) {
 	noSecrets(t, "--check-config", out, "tokQ7zz")
 }
 
-// TestSecrets_SSLPasswordNotOnCommandLine: capture's source connection
-// uses a client key that needs a pass phrase (sslpassword in --db). The
-// snapshot's pg_dump needs it too; it used to get it on its command line,
-// which every local user can read (ps). It now reads it from a service
-// file of its own, private, removed when pg_dump ends, and the region
-// built from the snapshot equals the source.
-func TestSecrets_SSLPasswordNotOnCommandLine(t *testing.T) {
-	t.Parallel()
+// encryptedKeyCluster is a cluster whose source asks for client
+// certificates; c.src connects with a client key encrypted with phrase,
+// given as sslpassword. dir holds the TLS files.
+func encryptedKeyCluster(t *testing.T, phrase string) (c *cluster, dir string) {
+	t.Helper()
 	dir, files := postgresTLS(t)
-	const phrase = "client key pass phrase 7"
 	cert, key, err := files.EncryptedClient(dir, "postgres", phrase)
 	if err != nil {
 		t.Fatal(err)
@@ -165,15 +161,28 @@ func TestSecrets_SSLPasswordNotOnCommandLine(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := &cluster{
+	c = &cluster{
 		primary: local.NewTestPostgres(t, local.PostgresOptions{Name: "primary", TLS: &files,
 			Settings: map[string]string{"ssl_ca_file": files.CA}}),
 		replica: local.NewTestPostgres(t, local.PostgresOptions{Name: "replica"}),
 		nats:    local.NewTestNATS(t, local.NATSOptions{Name: "hub", Domain: "hub"}),
 	}
 	c.src, c.dst = c.primary.URL("postgres"), c.replica.URL("postgres")
-	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 10) g")
 	c.src += "&sslcert=" + url.QueryEscape(cert) + "&sslkey=" + url.QueryEscape(key) + "&sslpassword=" + url.PathEscape(phrase)
+	return c, dir
+}
+
+// TestSecrets_SSLPasswordNotOnCommandLine: capture's source connection
+// uses a client key that needs a pass phrase (sslpassword in --db). The
+// snapshot's pg_dump needs it too; it used to get it on its command line,
+// which every local user can read (ps). It now reads it from a service
+// file of its own, private, removed when pg_dump ends, and the region
+// built from the snapshot equals the source.
+func TestSecrets_SSLPasswordNotOnCommandLine(t *testing.T) {
+	t.Parallel()
+	const phrase = "client key pass phrase 7"
+	c, dir := encryptedKeyCluster(t, phrase)
+	exec1(t, c.src, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 10) g")
 
 	// A wrong pass phrase, or none, stops capture with one line that says so.
 	for bad, want := range map[string]string{"&sslpassword=wrong": "does not decrypt the client key", "": "is encrypted"} {
