@@ -32,10 +32,11 @@ func TestSnapshot_RestoreOnStreamMadeAgain(t *testing.T) {
 			return n >= seq, fmt.Sprintf("last sequence %d", n)
 		})
 	}
-	for i := 1; i <= 5; i++ {
+	for i := 1; i <= 5; i++ { // one message each
+		before := streamLastSeq(t, js, "src")
 		exec1(t, c.src, fmt.Sprintf("INSERT INTO t VALUES (%d, 'before the snapshot')", i))
+		waitSeq(before + 1)
 	}
-	waitSeq(5)
 	if code, out := runPgjet(t, "snapshot", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src"); code != 0 {
 		t.Fatalf("pgjet snapshot exited %d:\n%s", code, tail(out, 2000))
 	}
