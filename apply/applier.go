@@ -1008,7 +1008,11 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		return s.stopHere(ctx, seq)
 	}
 	if env.First() {
-		if s.cur {
+		if s.cur && s.skipping {
+			// A transaction applied before restarted: nothing of it was
+			// written, and the open target transaction holds others.
+			s.cur, s.skipping = false, false
+		} else if s.cur {
 			// The capture re-sent this transaction from its start after a
 			// crash: what was applied of it so far is discarded.
 			a.log.Warn().Str("lsn", s.curLSN.String()).Uint64("stream_seq", seq).Msg("transaction restarted from its first chunk")

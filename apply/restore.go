@@ -984,11 +984,17 @@ func (r *restorer) tableError(err error, t stream.SnapshotTable) error {
 // skip their changes up to their own point.
 func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq uint64) error {
 	start := uint64(1)
-	if r.o.ChangeStream != nil && man.StreamNext > 0 {
+	known := false
+	if r.o.ChangeStream != nil {
+		var err error
+		if start, known, err = stream.SnapshotStart(ctx, r.o.ChangeStream, man); err != nil {
+			return natsError{err}
+		}
+	}
+	if known {
 		// Every transaction the snapshot lacks lies at or after the
 		// sequence the stream had reached when the point was taken; those
 		// before it the applier passes over by their commit LSN.
-		start = man.StreamNext
 		info, err := r.o.ChangeStream.Info(ctx)
 		if err != nil {
 			return natsError{err}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,15 +61,16 @@ type snapTable struct {
 
 // snapshotter takes one snapshot.
 type snapshotter struct {
-	c     *Capture
-	js    jetstream.JetStream
-	id    string
-	snap  string // exported snapshot name
-	chunk int    // bytes of rows in one data message
-	lsn   stream.LSN
-	next  uint64    // the change stream's next sequence, read before lsn
-	taken time.Time // read after lsn: the tables' copies hold nothing later
-	stats *SnapshotStats
+	c      *Capture
+	js     jetstream.JetStream
+	id     string
+	snap   string // exported snapshot name
+	chunk  int    // bytes of rows in one data message
+	lsn    stream.LSN
+	next   uint64    // the change stream's next sequence, read before lsn
+	lastID string    // the message id at next-1
+	taken  time.Time // read after lsn: the tables' copies hold nothing later
+	stats  *SnapshotStats
 	// rows is held by a worker from the first to the last message of a
 	// row larger than a message, so that nothing comes between them;
 	// everything else published while tables are copied takes it shared.
@@ -155,7 +155,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	}
 	if !resumed {
 		s.id = stream.NewSnapshotID(time.Now())
-		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn, StreamNext: s.next,
+		man = stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, LSN: s.lsn, StreamNext: s.next, StreamLastID: s.lastID,
 			Started: time.Now().UTC(), SchemaMD5: schemaMD5,
 			Privileges: true, Roles: pt.roles.roles, Owners: pt.roles.owners, SourceRoles: pt.roles.source,
 			OwnerSchemas: pt.roles.schemas}
@@ -314,11 +314,13 @@ func (c *Capture) trimChanges(ctx context.Context, js jetstream.JetStream, snaps
 	if err != nil {
 		return err
 	}
-	var seq uint64
-	if oldest.StreamNext > 0 {
+	seq, known, err := stream.SnapshotStart(ctx, changes, oldest)
+	if err != nil {
+		return err
+	}
+	if known {
 		// Where restores of the snapshot start; a stream never starts in
 		// the middle of a transaction.
-		seq = oldest.StreamNext
 		if seq <= info.State.LastSeq {
 			if seq, err = stream.TxnStart(ctx, changes, seq); err != nil {
 				return err
@@ -432,21 +434,33 @@ func (p *snapPoint) close(ctx context.Context) {
 	p.repl.Close(ctx)
 }
 
-// streamNext is the next sequence of the source's change stream: 1 when
-// the stream does not exist yet.
-func (s *snapshotter) streamNext(ctx context.Context) (uint64, error) {
+// streamNext is the next sequence of the source's change stream (1 when
+// the stream does not exist yet) and the message id of its last message,
+// which tells that stream from one made again later.
+func (s *snapshotter) streamNext(ctx context.Context) (uint64, string, error) {
 	st, err := s.js.Stream(ctx, stream.StreamName(s.c.cfg.Name))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 1, nil
+		return 1, "", nil
 	}
 	if err != nil {
-		return 0, wrapNATS(fmt.Errorf("look up the change stream: %w", err))
+		return 0, "", wrapNATS(fmt.Errorf("look up the change stream: %w", err))
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return 0, wrapNATS(fmt.Errorf("read the change stream's state: %w", err))
+		return 0, "", wrapNATS(fmt.Errorf("read the change stream's state: %w", err))
 	}
-	return info.State.LastSeq + 1, nil
+	last := info.State.LastSeq
+	if last == 0 {
+		return 1, "", nil
+	}
+	m, err := st.GetMsg(ctx, last)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return last + 1, "", nil // purged: restores search by LSN
+	}
+	if err != nil {
+		return 0, "", wrapNATS(fmt.Errorf("read the change stream's last message: %w", err))
+	}
+	return last + 1, m.Header.Get(jetstream.MsgIDHeader), nil
 }
 
 // rewrittenError says that a table was rewritten (or renamed, or
@@ -487,7 +501,7 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 	}()
 	// Read before the point is taken: a transaction that commits after
 	// the point is published later, at this sequence or after it.
-	if s.next, err = s.streamNext(ctx); err != nil {
+	if s.next, s.lastID, err = s.streamNext(ctx); err != nil {
 		return nil, err
 	}
 	slot := c.cfg.Slot + "_snap_" + randomHex(4)
@@ -654,11 +668,13 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 		return nil, schema.Fatalf(nil, "%s not found: the snapshot copies the schema with pg_dump; install the PostgreSQL client (version %s or newer), set --pg-dump, or pass --no-snapshot", bin, "15")
 	}
 	dsn, password := splitPassword(c.cfg.DB)
-	env, cleanup, err := dumpEnv(password, c.cfg.DB)
+	env, service, err := dumpEnv(password, c.cfg.DB)
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
+	if service != nil {
+		defer service.Close()
+	}
 	// Owners and privileges are kept (no --no-owner, --no-privileges): a
 	// region built from the snapshot gives each role the rights it has
 	// on the source, and no more. The roles they name are listed in the
@@ -666,6 +682,9 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 	cmd := exec.CommandContext(ctx, path, "--section="+section, "--snapshot="+snap,
 		"--no-publications", "--no-subscriptions", "--exclude-schema=pgjet", "--dbname="+dsn)
 	cmd.Env = env
+	if service != nil {
+		cmd.ExtraFiles = []*os.File{service} // fd 3, PGSERVICEFILE
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -700,10 +719,12 @@ const dumpService = "pgjet_dump"
 // db (password, the password pgx uses for it) go there, never on the
 // command line, where every local user can read them (ps). libpq reads
 // the client key's pass phrase (sslpassword) from no environment variable,
-// so it goes in a service file of this run's own, private to this user
-// and removed by cleanup.
-func dumpEnv(password, db string) (env []string, cleanup func(), err error) {
-	env, cleanup = os.Environ(), func() {}
+// only from the connection string or a service file: it goes in a service
+// file that is the read end of a pipe, handed to pg_dump as fd 3, so it is
+// never written to disk, and nothing is left behind whenever capture or
+// pg_dump dies. pg_dump connects once, so reading it once is enough.
+func dumpEnv(password, db string) (env []string, service *os.File, err error) {
+	env = os.Environ()
 	if password != "" {
 		env = append(env, "PGPASSWORD="+password)
 	}
@@ -713,25 +734,31 @@ func dumpEnv(password, db string) (env []string, cleanup func(), err error) {
 		sslpw = os.Getenv("PGSSLPASSWORD")
 	}
 	if sslpw == "" {
-		return env, cleanup, nil
+		return env, nil, nil
 	}
 	if _, named := redact.Param(db, "service"); named || os.Getenv("PGSERVICE") != "" {
 		return nil, nil, schema.Fatalf(nil, "--db names a service and holds an sslpassword: pg_dump cannot be given both; put the sslpassword in the service's entry of pg_service.conf instead, or pass --no-snapshot")
 	}
-	if strings.ContainsAny(sslpw, "\r\n") || strings.TrimRight(sslpw, " \t\v\f") != sslpw {
-		return nil, nil, schema.Fatalf(nil, "the sslpassword of --db ends in spaces or holds a line break, which pg_dump cannot be given; change the client key's pass phrase, or pass --no-snapshot")
+	// libpq reads service file lines of up to 1023 bytes, without their
+	// trailing spaces.
+	if strings.ContainsAny(sslpw, "\r\n") || strings.TrimRight(sslpw, " \t\v\f") != sslpw || len(sslpw) > 1000 {
+		return nil, nil, schema.Fatalf(nil, "the sslpassword of --db is longer than 1000 bytes, ends in spaces or holds a line break, which pg_dump cannot be given; change the client key's pass phrase, or pass --no-snapshot")
 	}
-	dir, err := os.MkdirTemp("", "pgjet-dump-*")
+	content := "[" + dumpService + "]\nsslpassword=" + sslpw + "\n"
+	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, nil, fmt.Errorf("create a private directory for pg_dump's service file: %w", err)
+		return nil, nil, fmt.Errorf("create a pipe for pg_dump's service file: %w", err)
 	}
-	cleanup = func() { os.RemoveAll(dir) }
-	file := filepath.Join(dir, "pg_service.conf")
-	if err := os.WriteFile(file, []byte("["+dumpService+"]\nsslpassword="+sslpw+"\n"), 0o600); err != nil {
-		cleanup()
+	// Far below a pipe's buffer: the write does not wait for a reader.
+	_, err = w.WriteString(content)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
 		return nil, nil, fmt.Errorf("write pg_dump's service file: %w", err)
 	}
-	return append(env, "PGSERVICEFILE="+file, "PGSERVICE="+dumpService), cleanup, nil
+	return append(env, "PGSERVICEFILE=/dev/fd/3", "PGSERVICE="+dumpService), r, nil
 }
 
 // filterDump removes from a plain pg_dump script what a replica must not

@@ -91,8 +91,12 @@ type SnapshotManifest struct {
 	// stream being in commit order, and landed inside a transaction when
 	// a capture behind the source was publishing one from before the point
 	// as the restore looked. Snapshots of an older pgjet have none.
-	StreamNext uint64    `json:"stream_next,omitempty"`
-	Started    time.Time `json:"started"`
+	StreamNext uint64 `json:"stream_next,omitempty"`
+	// StreamLastID is the Nats-Msg-Id of the message before StreamNext:
+	// StreamNext holds only while the stream is the one the snapshot saw
+	// (see SnapshotStart).
+	StreamLastID string    `json:"stream_last_id,omitempty"`
+	Started      time.Time `json:"started"`
 	// Finished, Rows and Bytes are set in the end message.
 	Finished time.Time       `json:"finished,omitzero"`
 	Rows     int64           `json:"rows,omitempty"`
@@ -238,6 +242,51 @@ func SnapshotMsg(subject, id, kind, msgID string, data []byte) *nats.Msg {
 	m.Header.Set(jetstream.MsgIDHeader, id+":"+msgID)
 	m.Data = data
 	return m
+}
+
+// SnapshotStart returns where a restore of snapshot man starts in st, its
+// change stream or a region's mirror of it (mirrors keep the sequences):
+// man.StreamNext, with known true, when st is the stream the snapshot saw.
+// It is that stream when it still holds the message before StreamNext
+// under the id the snapshot recorded, or when the first message it holds
+// at or after StreamNext names that id as the one before it (HeaderPrev):
+// a stream deleted and made again numbers from 1, and its sequences say
+// nothing of the snapshot. known is false when it cannot tell (a stream
+// made again, a mirror not yet as far, a manifest of an older pgjet): the
+// caller then searches by LSN (SeekLSN).
+func SnapshotStart(ctx context.Context, st jetstream.Stream, man SnapshotManifest) (seq uint64, known bool, err error) {
+	next := man.StreamNext
+	switch {
+	case next == 0:
+		return 0, false, nil
+	case next == 1:
+		return 1, true, nil // the stream was empty: nothing lies before
+	case man.StreamLastID == "":
+		return 0, false, nil
+	}
+	m, err := st.GetMsg(ctx, next-1)
+	if err == nil {
+		return next, m.Header.Get(jetstream.MsgIDHeader) == man.StreamLastID, nil
+	}
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, false, fmt.Errorf("read stream message %d: %w", next-1, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("read stream info: %w", err)
+	}
+	// Trimmed to it, or a hole: the next message it holds says.
+	for q := max(next, info.State.FirstSeq); q <= info.State.LastSeq; q++ {
+		m, err := st.GetMsg(ctx, q)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("read stream message %d: %w", q, err)
+		}
+		return next, q == next && m.Header.Get(HeaderPrev) == man.StreamLastID, nil
+	}
+	return 0, false, nil
 }
 
 // SeekLSN returns the sequence of the first message of st (a change stream)

@@ -228,3 +228,61 @@ func TestSnapshot_RestoreBeforeOlderTransactionsSentAgain(t *testing.T) {
 	waitSame(t, 30*time.Second, c.src, c.dst)
 	app.Stop(t)
 }
+
+// TestApply_SkippedTransactionRestartKeepsGroup: a transaction applied
+// before arrives again (it was passed over, chunk by chunk) and restarts
+// from its first chunk once more, while a group of later transactions is
+// open in the target. The restart rolled the target transaction back, as
+// for a transaction being applied, and took the group with it; the next
+// commit then moved the position past the group's transactions, which the
+// region never had.
+func TestApply_SkippedTransactionRestartKeepsGroup(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	capt := c.capture(t, "--chunk-bytes", "1024", "--no-snapshot")
+	exec1(t, c.src, "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 40) g", "INSERT INTO t VALUES (1001, 'after')")
+	js := natsJS(t, c.nats.ClientURL())
+	multiChunkTxns(t, js, 1)
+	// A heartbeat last: the stream's tail, which capture checks its slot
+	// against when it starts again, lies past everything.
+	waitFor(t, 30*time.Second, "a heartbeat at the stream's end", func() (bool, string) {
+		env, seq, err := streamEnd(t, js, true)
+		if err != nil {
+			return false, err.Error()
+		}
+		return env.Kind == stream.KindHeartbeat, fmt.Sprintf("seq %d: kind %d", seq, env.Kind)
+	})
+	capt.Stop(t)
+	msgs, txns := multiChunkTxns(t, js, 1)
+	chunks := txns[0]
+	emptyStream(t, js)
+	republish(t, js, msgs, func(*nats.Msg, uint64) {})
+	// The big transaction's first chunk twice more, then the rest of it,
+	// and the stream's last heartbeat, each under a message id of its own
+	// as a new capture session gives.
+	var again []*jetstream.RawStreamMsg
+	for _, m := range msgs {
+		if m.Sequence == chunks[0] {
+			again = append(again, m, m)
+		}
+	}
+	for _, m := range msgs {
+		if m.Sequence > chunks[0] && m.Sequence <= chunks[len(chunks)-1] {
+			again = append(again, m)
+		}
+	}
+	again = append(again, msgs[len(msgs)-1])
+	ctx := context.Background()
+	for i, m := range again {
+		out := copyMsg(m)
+		out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-again-%d", m.Header.Get(jetstream.MsgIDHeader), i))
+		if _, err := js.PublishMsg(ctx, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.apply(t, "--group-txns", "100")
+	capt = c.capture(t, "--no-snapshot")
+	exec1(t, c.src, "INSERT INTO t VALUES (2002, 'after')")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	capt.Stop(t)
+}

@@ -91,8 +91,11 @@ func TestSecrets_SSLPasswordFileOutlivesKilledCapture(t *testing.T) {
 	if file == "" {
 		t.Fatal("pg_dump ran without a service file")
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(file)) })
+	if strings.HasPrefix(file, "/dev/fd/") {
+		return // a pipe: nothing was written to disk
+	}
 	if b, err := os.ReadFile(file); err == nil {
+		os.RemoveAll(filepath.Dir(file))
 		t.Errorf("the service file %s outlived capture and pg_dump, with the pass phrase in it (%v):\n%s",
 			file, strings.Contains(string(b), phrase), b)
 	}
