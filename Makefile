@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin
 PKGS    := ./...
 
-.PHONY: all build test demo bench soak fuzz vet deps clean
+.PHONY: all build test unit demo bench soak fuzz vet deps clean
 
 all: build
 
@@ -24,6 +24,16 @@ vet:
 # machine busy with other work.
 test: deps vet
 	$(GO) test -count=1 -timeout 40m $(PKGS)
+
+# unit runs, in seconds, every test that needs no server: all packages but
+# the end-to-end tests and deploy/local, less the few tests of other
+# packages that start Postgres or NATS (UNIT_SKIP). deploy/local refuses to
+# start a server under PGJET_TEST_NO_SERVERS, so a new such test fails here
+# with a line saying to add it to UNIT_SKIP.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /cmd/e2e$$ -e /deploy/local$$)
+UNIT_SKIP = ^(TestPolicy_Decisions|TestMigrate|TestSeekLSN|TestSeekTime|TestEnsureStream|TestTail_PasswordNotShown)$$
+unit:
+	PGJET_TEST_NO_SERVERS=1 $(GO) test -count=1 -timeout 5m -skip '$(UNIT_SKIP)' $(UNIT_PKGS)
 
 # demo runs the whole multi-region pipeline on this machine for a minute.
 demo: build

@@ -432,41 +432,6 @@ func (a *Applier) session(ctx context.Context) error {
 	return err
 }
 
-const setupSQL = `
-CREATE SCHEMA IF NOT EXISTS pgjet;
-CREATE TABLE IF NOT EXISTS pgjet.applied (
-	source      text PRIMARY KEY,
-	commit_lsn  pg_lsn NOT NULL,
-	end_lsn     pg_lsn NOT NULL,
-	stream_seq  bigint NOT NULL,
-	commit_time timestamptz,
-	applied_at  timestamptz NOT NULL DEFAULT now()
-);
--- source_lsn is the source WAL position this target has caught up to: the
--- end of the newest applied transaction, or a newer heartbeat.
-ALTER TABLE pgjet.applied ADD COLUMN IF NOT EXISTS source_lsn pg_lsn;
-CREATE TABLE IF NOT EXISTS pgjet.conflicts (
-	id          bigserial PRIMARY KEY,
-	at          timestamptz NOT NULL DEFAULT now(),
-	source      text NOT NULL,
-	kind        text NOT NULL,
-	table_name  text NOT NULL,
-	commit_lsn  pg_lsn NOT NULL,
-	key         jsonb,
-	local_row   jsonb,
-	remote_row  jsonb,
-	decision    text NOT NULL
-);
--- Who wrote each side of a conflict, and when: the writer of the local row
--- version (a source name, or this database's --local-name for local
--- writes) and its commit time (track_commit_timestamp), and the incoming
--- change's source and source commit time.
-ALTER TABLE pgjet.conflicts
-	ADD COLUMN IF NOT EXISTS local_origin text,
-	ADD COLUMN IF NOT EXISTS local_commit_time timestamptz,
-	ADD COLUMN IF NOT EXISTS remote_origin text,
-	ADD COLUMN IF NOT EXISTS remote_commit_time timestamptz;`
-
 func (s *session) setup(ctx context.Context) error {
 	a := s.a
 	// The origin first: pgjet's own tables and what a schema change event
@@ -479,13 +444,11 @@ func (s *session) setup(ctx context.Context) error {
 	if a.cfg.uses(PolicyLastWriterWins) {
 		s.groupMax = 1
 	}
-	if _, err := s.conn.Exec(ctx, setupSQL); err != nil {
+	if err := migrate(ctx, s.conn, a.cfg.DB); err != nil {
 		if schema.PgCode(err) == schema.CodeInsufficientPriv {
 			return schema.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(a.cfg.DB))
 		}
-		if schema.PgCode(err) != codeUniqueViolation { // concurrent creation by another applier
-			return fmt.Errorf("create pgjet schema: %w", err)
-		}
+		return err
 	}
 	if a.cfg.SessionReplicationRole {
 		if _, err := s.conn.Exec(ctx, "SET session_replication_role = replica"); err == nil {

@@ -134,13 +134,13 @@ func checkTarget(ctx context.Context, cfg Config) []stream.CheckResult {
 		return res
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return append(res, checkPgjetSchema(ctx, conn))
+	return append(res, checkPgjetSchema(ctx, conn, cfg.DB))
 }
 
 // checkPgjetSchema checks the applier can keep its position: it creates
 // schema pgjet (CREATE on the database) or, when it exists, writes
-// pgjet.applied and pgjet.conflicts.
-func checkPgjetSchema(ctx context.Context, conn *pgx.Conn) stream.CheckResult {
+// pgjet.applied and pgjet.conflicts, at a schema version this pgjet knows.
+func checkPgjetSchema(ctx context.Context, conn *pgx.Conn, db string) stream.CheckResult {
 	const name = "pgjet schema"
 	var role string
 	var exists, canCreate, applied, conflicts bool
@@ -163,6 +163,11 @@ func checkPgjetSchema(ctx context.Context, conn *pgx.Conn) stream.CheckResult {
 		if !ownsSchema {
 			return stream.Fail(name, "role %s may not write pgjet.applied and pgjet.conflicts (or they are missing and it does not own schema pgjet); run deploy/postgres/roles.sql -v side=target", role)
 		}
+	}
+	if have, err := schemaVersion(ctx, conn); err != nil {
+		return stream.Fail(name, "%v", err)
+	} else if have > SchemaVersion() {
+		return stream.Fail(name, "%v", newerSchema(db, have))
 	}
 	return stream.Pass(name, "present and writable by role %s", role)
 }

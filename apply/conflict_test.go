@@ -97,7 +97,7 @@ func TestPolicy_Decisions(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	mustExec(t, conn, setupSQL)
+	mustExec(t, conn, unversionedSQL)
 	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text, u int UNIQUE);
 		CREATE TABLE f (a int, b text); ALTER TABLE f REPLICA IDENTITY FULL;
 		SELECT pg_replication_origin_create('pgjet_src'), pg_replication_origin_create('pgjet_aaa'), pg_replication_origin_create('pgjet_zzz')`)

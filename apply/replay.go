@@ -52,6 +52,10 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		return schema.ClassifyConnect(cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// What follows reads pgjet's tables before the restore migrates them.
+	if err := checkSchemaVersion(ctx, conn, cfg.DB); err != nil {
+		return err
+	}
 	var positioned bool
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgjet.applied') IS NOT NULL`).Scan(&positioned); err != nil {
 		return fmt.Errorf("inspect target: %w", err)

@@ -21,29 +21,6 @@ import (
 	"github.com/pgjet/pgjet/stream"
 )
 
-const restoreSetupSQL = `
-CREATE TABLE IF NOT EXISTS pgjet.restore (
-	source      text PRIMARY KEY,
-	snapshot    text NOT NULL,
-	stream_seq  bigint NOT NULL,
-	done        boolean NOT NULL DEFAULT false,
-	started_at  timestamptz NOT NULL DEFAULT now(),
-	finished_at timestamptz
-);
--- Tables a resumed snapshot copied later than the snapshot's own point:
--- changes to them before their lsn are in their rows already.
-CREATE TABLE IF NOT EXISTS pgjet.snapshot_tables (
-	source      text NOT NULL,
-	schema_name text NOT NULL,
-	table_name  text NOT NULL,
-	lsn         pg_lsn NOT NULL,
-	PRIMARY KEY (source, schema_name, table_name)
-);
--- rows_only: the restore loads rows into tables the target had (pgjet
--- replay --force); a resumed restore must not create the schema again,
--- and one that created it must not skip the rest of it.
-ALTER TABLE pgjet.restore ADD COLUMN IF NOT EXISTS rows_only boolean NOT NULL DEFAULT false;`
-
 // restoreState is a restore recorded in the target.
 type restoreState struct {
 	snapshot string
@@ -297,11 +274,11 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 			return fmt.Errorf("set up replication origin %q: %w", o.Origin, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, setupSQL+restoreSetupSQL); err != nil && schema.PgCode(err) != codeUniqueViolation {
+	if err := migrate(ctx, conn, o.DB); err != nil {
 		if schema.PgCode(err) == schema.CodeInsufficientPriv {
 			return schema.Fatalf(err, "the role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(o.DB))
 		}
-		return fmt.Errorf("create pgjet's tables: %w", err)
+		return err
 	}
 	if o.FromSeq == 0 {
 		if _, err := conn.Exec(ctx, `INSERT INTO pgjet.restore (source, snapshot, stream_seq, rows_only) VALUES ($1, $2, 0, $3)

@@ -6,6 +6,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/pgjet/pgjet/cmd/internal/cli"
 )
 
 type command struct {
@@ -29,7 +31,7 @@ func usage() {
 	for _, c := range commands {
 		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(os.Stderr, "\nRun 'pgjet <command> --help' for a command's flags.\n")
+	fmt.Fprintf(os.Stderr, "\nRun 'pgjet <command> --help' for a command's flags, 'pgjet --version' for the version.\n")
 }
 
 func main() {
@@ -39,6 +41,9 @@ func main() {
 			os.Exit(2)
 		}
 		os.Exit(0)
+	}
+	if os.Args[1] == "--version" || os.Args[1] == "version" {
+		cli.PrintVersion("pgjet")
 	}
 	for _, c := range commands {
 		if c.name == os.Args[1] {

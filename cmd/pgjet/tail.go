@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
+	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -29,6 +30,10 @@ type tailFlags struct {
 	last    uint64
 	follow  bool
 	auth    cli.NATSFlags
+	// deadLetters reads region's dead-letter stream instead of the
+	// change stream.
+	deadLetters bool
+	region      string
 	// set when --last was given (--last 0 means "only new messages").
 	lastSet bool
 }
@@ -41,9 +46,10 @@ func runTail(args []string) int {
 	var f tailFlags
 	fs := pflag.NewFlagSet("pgjet tail", pflag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "pgjet tail prints a source's change stream as JSON lines, one per message,\n"+
-			"through an ordered consumer that leaves no state on the server.\n\n"+
-			"Usage:\n  pgjet tail --nats URL --name SOURCE [--domain D] [--from-seq N | --last N] [--follow=false]\n\n"+
+		fmt.Fprintf(os.Stderr, "pgjet tail prints a source's change stream (or a region's dead letters of it)\n"+
+			"as JSON lines, one per message, through an ordered consumer that leaves no state on the server.\n\n"+
+			"Usage:\n  pgjet tail --nats URL --name SOURCE [--domain D] [--from-seq N | --last N] [--follow=false]\n"+
+			"  pgjet tail --nats URL --name SOURCE --dead-letters --region REGION [...]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.nats, "nats", "", "NATS URL, e.g. nats://localhost:4222")
@@ -52,6 +58,8 @@ func runTail(args []string) int {
 	fs.Uint64Var(&f.fromSeq, "from-seq", 0, "start at this stream sequence (default: the first message)")
 	fs.Uint64Var(&f.last, "last", 0, "start with the last N messages (0: only messages published from now on)")
 	fs.BoolVar(&f.follow, "follow", true, "keep printing new messages until interrupted; false stops at the stream's last message as of start")
+	fs.BoolVar(&f.deadLetters, "dead-letters", false, "print the dead letters of --region (stream PGJET_DLQ_<name>_<region>, in that applier's domain): each line carries \"dead_letter\" (the original stream, sequence and subject, and the error) and the message, decoded")
+	fs.StringVar(&f.region, "region", "", "with --dead-letters: the --region of the pgjet-apply that set the messages aside")
 	f.auth.Register(fs)
 	cli.Parse(fs, args)
 	f.lastSet = fs.Changed("last") // also when set from PGJET_LAST
@@ -62,6 +70,14 @@ func runTail(args []string) int {
 	}
 	if err := stream.ValidateSource(f.name); err != nil {
 		fmt.Fprintf(os.Stderr, "pgjet tail: --name: %v\n", err)
+		return 2
+	}
+	if f.deadLetters && f.region == "" {
+		fmt.Fprintln(os.Stderr, "pgjet tail: --dead-letters needs --region, the --region of the pgjet-apply whose dead letters to print")
+		return 2
+	}
+	if f.region != "" && !f.deadLetters {
+		fmt.Fprintln(os.Stderr, "pgjet tail: --region selects whose dead letters to print; give --dead-letters too, or leave --region out to print the change stream")
 		return 2
 	}
 	if f.lastSet && f.fromSeq > 0 {
@@ -113,13 +129,18 @@ func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logge
 	if f.domain != "" {
 		where = "JetStream domain " + strconv.Quote(f.domain)
 	}
+	hint := fmt.Sprintf("has pgjet-capture --name %s run against it? (a region holds a mirror: pass --domain REGION)", f.name)
+	if f.deadLetters {
+		name = apply.DeadLetterStream(f.name, f.region)
+		hint = fmt.Sprintf("has pgjet-apply --name %s --region %s --on-bad-message dead-letter set a message aside there? (its dead letters are in its own domain: pass --domain)", f.name, f.region)
+	}
 
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := js.Stream(lctx, name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("stream %s not found in %s: has pgjet-capture --name %s run against it? (a region holds a mirror: pass --domain REGION)", name, where, f.name)
+		return fmt.Errorf("stream %s not found in %s: %s", name, where, hint)
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 		return fmt.Errorf("JetStream is not enabled on %s", stream.RedactURL(f.nats))
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded):
@@ -206,7 +227,11 @@ func tail(ctx context.Context, f tailFlags, out *bufio.Writer, log zerolog.Logge
 		if !f.follow && seq > end {
 			return nil
 		}
-		if err := pr.message(seq, m.Subject(), m.Data()); err != nil {
+		var dead json.RawMessage
+		if f.deadLetters {
+			dead = deadLetterJSON(m.Headers())
+		}
+		if err := pr.letter(seq, m.Subject(), m.Data(), dead); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}
 		printed = seq
@@ -242,9 +267,41 @@ func drained(ctx context.Context, cons jetstream.Consumer, printed uint64) (bool
 
 // tailError is the line printed for a message tail cannot render.
 type tailError struct {
-	StreamSeq uint64 `json:"stream_seq"`
-	Error     string `json:"error"`
-	Subject   string `json:"subject"`
+	StreamSeq  uint64          `json:"stream_seq"`
+	DeadLetter json.RawMessage `json:"dead_letter,omitempty"`
+	Error      string          `json:"error"`
+	Subject    string          `json:"subject"`
+	// Data is a dead letter's message (base64), which may be all a person
+	// has to go on when it does not decode.
+	Data []byte `json:"data,omitempty"`
+}
+
+// deadLetter is what pgjet-apply's headers say of a dead letter: where
+// the message was (see apply.HeaderDLQStream and the others) and why it
+// was set aside.
+type deadLetter struct {
+	Stream   string `json:"stream"`
+	Sequence uint64 `json:"sequence"`
+	Subject  string `json:"subject,omitempty"`
+	Error    string `json:"error"`
+	Region   string `json:"region,omitempty"`
+	MsgID    string `json:"msg_id,omitempty"`
+}
+
+// deadLetterJSON renders the headers of a dead letter as the object
+// printed under "dead_letter".
+func deadLetterJSON(h nats.Header) json.RawMessage {
+	d := deadLetter{
+		Stream:  h.Get(apply.HeaderDLQStream),
+		Subject: h.Get(apply.HeaderDLQSubject),
+		Error:   h.Get(apply.HeaderDLQError),
+		Region:  h.Get(apply.HeaderDLQRegion),
+		MsgID:   h.Get(apply.HeaderDLQMsgID),
+	}
+	// pgjet-apply writes the sequence; one that is not a number stays 0.
+	d.Sequence, _ = strconv.ParseUint(h.Get(apply.HeaderDLQSequence), 10, 64)
+	out, _ := json.Marshal(d) // strings and a number: cannot fail
+	return out
 }
 
 // tailPrinter prints messages as JSON lines, one per envelope. A change
@@ -260,21 +317,30 @@ type tailPrinter struct {
 	env    *stream.Envelope
 	seq    uint64
 	pieces []byte
+	// dead is the held chunk's "dead_letter" object, nil outside
+	// --dead-letters.
+	dead json.RawMessage
 }
 
 // message prints the message at seq, or holds it while it is a piece of
 // a change being put back together.
 func (p *tailPrinter) message(seq uint64, subject string, data []byte) error {
+	return p.letter(seq, subject, data, nil)
+}
+
+// letter is message for a dead letter: dead, the object of its headers,
+// goes on each of its lines as "dead_letter", after "stream_seq".
+func (p *tailPrinter) letter(seq uint64, subject string, data []byte, dead json.RawMessage) error {
 	envs, err := stream.DecodeMessage(data)
 	if err != nil {
 		if err := p.flush(); err != nil {
 			return err
 		}
-		return p.errorLine(seq, subject, err)
+		return p.errorLine(seq, subject, err, dead, data)
 	}
 	env := envs[len(envs)-1]
 	if p.held != nil && env.IsPiece() {
-		line, err := envelopeLine(nil, seq, env)
+		line, err := envelopeLine(nil, seq, dead, env)
 		if err != nil {
 			return err
 		}
@@ -293,13 +359,13 @@ func (p *tailPrinter) message(seq uint64, subject string, data []byte) error {
 		return err
 	}
 	if n := len(env.Changes); len(envs) == 1 && n > 0 && env.Changes[n-1].InPieces() {
-		p.held, p.env, p.seq = stream.NewPieced(env), env, seq
+		p.held, p.env, p.seq, p.dead = stream.NewPieced(env), env, seq, dead
 		return nil
 	}
 	var out []byte
 	for _, env := range envs {
-		if out, err = envelopeLine(out, seq, env); err != nil {
-			return p.errorLine(seq, subject, err)
+		if out, err = envelopeLine(out, seq, dead, env); err != nil {
+			return p.errorLine(seq, subject, err, dead, data)
 		}
 	}
 	_, err = p.w.Write(out)
@@ -312,19 +378,19 @@ func (p *tailPrinter) flush() error {
 	if p.env == nil {
 		return nil
 	}
-	out, err := envelopeLine(nil, p.seq, p.env)
+	out, err := envelopeLine(nil, p.seq, p.dead, p.env)
 	if err != nil {
 		return err
 	}
 	out = append(out, p.pieces...)
-	p.held, p.env, p.pieces = nil, nil, nil
+	p.held, p.env, p.pieces, p.dead = nil, nil, nil, nil
 	_, err = p.w.Write(out)
 	return err
 }
 
 // envelopeLine appends the line of an envelope: stream.EnvelopeJSON
-// with "stream_seq" first.
-func envelopeLine(out []byte, seq uint64, env *stream.Envelope) ([]byte, error) {
+// with "stream_seq" first and, for a dead letter, "dead_letter" next.
+func envelopeLine(out []byte, seq uint64, dead json.RawMessage, env *stream.Envelope) ([]byte, error) {
 	js, err := stream.EnvelopeJSON(env)
 	if err != nil {
 		return nil, err
@@ -332,13 +398,21 @@ func envelopeLine(out []byte, seq uint64, env *stream.Envelope) ([]byte, error) 
 	// EnvelopeJSON always renders an object with keys.
 	out = strconv.AppendUint(append(out, `{"stream_seq":`...), seq, 10)
 	out = append(out, ',')
+	if dead != nil {
+		out = append(append(append(out, `"dead_letter":`...), dead...), ',')
+	}
 	out = append(out, js[1:]...)
 	return append(out, '\n'), nil
 }
 
-// errorLine prints the line of a message tail cannot render.
-func (p *tailPrinter) errorLine(seq uint64, subject string, err error) error {
-	out, _ := json.Marshal(tailError{StreamSeq: seq, Error: err.Error(), Subject: subject})
+// errorLine prints the line of a message tail cannot render; a dead
+// letter's carries its headers and its bytes.
+func (p *tailPrinter) errorLine(seq uint64, subject string, err error, dead json.RawMessage, data []byte) error {
+	te := tailError{StreamSeq: seq, DeadLetter: dead, Error: err.Error(), Subject: subject}
+	if dead != nil {
+		te.Data = data
+	}
+	out, _ := json.Marshal(te)
 	_, err = p.w.Write(append(out, '\n'))
 	return err
 }

@@ -90,6 +90,9 @@ type NATS struct {
 // has LeafRemotes, once its leafnode connection to the hub is up. The server
 // runs until Shutdown or Close.
 func StartNATS(opts NATSOptions, log zerolog.Logger) (*NATS, error) {
+	if err := serversAllowed("nats-server"); err != nil {
+		return nil, err
+	}
 	if opts.Name == "" {
 		opts.Name = "nats"
 	}

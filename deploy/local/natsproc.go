@@ -32,6 +32,9 @@ type NATSProcess struct {
 // StartNATSProcess runs nats-server (found on $PATH) with conf, whose
 // client port is url's, and waits until a client can connect.
 func StartNATSProcess(name, conf, url string) (*NATSProcess, error) {
+	if err := serversAllowed("nats-server"); err != nil {
+		return nil, err
+	}
 	if _, err := exec.LookPath("nats-server"); err != nil {
 		return nil, &MissingToolError{Tool: "nats-server (go install github.com/nats-io/nats-server/v2@v2.15.2)", Searched: []string{"$PATH"}}
 	}

@@ -179,6 +179,9 @@ func cleanEnv() []string {
 // a connection succeeds. On error nothing is left running and the directory
 // is removed. The cluster runs until Stop; callers must call Stop.
 func StartPostgres(ctx context.Context, opts PostgresOptions, log zerolog.Logger) (*Postgres, error) {
+	if err := serversAllowed("Postgres"); err != nil {
+		return nil, err
+	}
 	if opts.Name == "" {
 		opts.Name = "pg"
 	}

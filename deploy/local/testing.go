@@ -2,10 +2,25 @@ package local
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/rs/zerolog"
 )
+
+// NoServersEnv names the variable make unit sets: while it is set, every
+// start of a Postgres cluster or a nats-server fails, so a test that needs
+// a server cannot slip into the fast run unnoticed.
+const NoServersEnv = "PGJET_TEST_NO_SERVERS"
+
+// serversAllowed is nil unless NoServersEnv is set.
+func serversAllowed(what string) error {
+	if os.Getenv(NoServersEnv) == "" {
+		return nil
+	}
+	return fmt.Errorf("this test starts %s but %s is set (make unit runs only tests that need no server): name the test in UNIT_SKIP in the Makefile", what, NoServersEnv)
+}
 
 // TestLogger returns a logger writing through t.Log at Info level, so output
 // shows only for failing or verbose tests. nats-server's own logs are at

@@ -27,7 +27,8 @@ func EnvName(flag string) string {
 
 // Parse parses args into fs, then fills every flag not given on the
 // command line from its PGJET_* variable. Flags win over the environment.
-// It prints usage and exits 0 on --help, and exits 2 on a bad flag.
+// It prints usage and exits 0 on --help, prints the version and exits 0
+// on --version, and exits 2 on a bad flag.
 func Parse(fs *pflag.FlagSet, args []string) {
 	parse(fs, args, false)
 }
@@ -42,8 +43,9 @@ func ParseWithConfig(fs *pflag.FlagSet, args []string) {
 }
 
 func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
+	version := fs.Bool(VersionFlag, false, "print the version and exit")
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Name != "help" {
+		if !noEnv(f.Name) {
 			f.Usage += " [" + EnvName(f.Name) + "]"
 		}
 	})
@@ -54,9 +56,13 @@ func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", fs.Name(), err)
 		os.Exit(2)
 	}
+	if *version {
+		// "pgjet tail --version" is pgjet's version.
+		PrintVersion(strings.Fields(fs.Name())[0])
+	}
 	var bad []string
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
+		if f.Changed || noEnv(f.Name) {
 			return
 		}
 		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
@@ -79,6 +85,10 @@ func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 		}
 	}
 }
+
+// noEnv says flag name has no PGJET_* variable: --help and --version ask
+// a question rather than configure the command.
+func noEnv(name string) bool { return name == "help" || name == VersionFlag }
 
 // fromEnv annotates a flag Parse set from its PGJET_* variable.
 const fromEnv = "pgjet-from-env"

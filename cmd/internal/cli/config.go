@@ -42,7 +42,7 @@ func loadConfig(fs *pflag.FlagSet, path string) error {
 		key, val := root.Content[i], root.Content[i+1]
 		name := key.Value
 		f := fs.Lookup(name)
-		if f == nil || name == ConfigFlag || name == "help" || name == "check-config" {
+		if f == nil || name == ConfigFlag || noEnv(name) || name == "check-config" {
 			errs = append(errs, fmt.Errorf("%s line %d: unknown key %q (keys are the flag names of --help without the dashes)", path, key.Line, name))
 			continue
 		}
