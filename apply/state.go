@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS pgjet.applier_state (
 	last_error_at      timestamptz
 );`
 
+// OwnTables are the tables pgjet-apply makes in schema pgjet of a target
+// (setupSQL, restoreSetupSQL, ddlDoneSQL), each with a source column:
+// what pgjet drop region removes.
+var OwnTables = []string{"applied", "applier_state", "conflicts", "ddl_done", "restore", "snapshot_tables"}
+
 // Applier states recorded in pgjet.applier_state.
 const (
 	StateRunning = "running"
