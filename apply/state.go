@@ -8,13 +8,13 @@ package apply
 import (
 	"context"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/schema/redact"
 )
 
@@ -61,16 +61,7 @@ func ErrorLine(err error, db string) string {
 	if err == nil {
 		return ""
 	}
-	line := strings.Join(strings.Fields(err.Error()), " ")
-	line = redact.Text(redact.Within(line, db))
-	if len(line) > maxErrorLine {
-		cut := maxErrorLine
-		for cut > 0 && line[cut]&0xC0 == 0x80 { // not inside a UTF-8 sequence
-			cut--
-		}
-		line = line[:cut] + " ..."
-	}
-	return line
+	return schema.Truncate(redact.Text(redact.Within(err.Error(), db)), maxErrorLine)
 }
 
 // stateRecorder keeps an Applier's row of pgjet.applier_state: running

@@ -26,8 +26,8 @@ func TestErrorLine(t *testing.T) {
 	}
 	t.Run("long", func(t *testing.T) {
 		got := ErrorLine(errors.New(strings.Repeat("é", maxErrorLine)), db)
-		if len(got) > maxErrorLine+4 || !strings.HasSuffix(got, " ...") || !strings.HasPrefix(got, "é") {
-			t.Errorf("ErrorLine of a long message = %d bytes ending %q, want at most %d ending \" ...\"", len(got), got[len(got)-8:], maxErrorLine+4)
+		if len(got) > maxErrorLine+len("…") || !strings.HasSuffix(got, "…") || !strings.HasPrefix(got, "é") {
+			t.Errorf("ErrorLine of a long message = %d bytes ending %q, want at most %d ending with …", len(got), got[len(got)-8:], maxErrorLine+len("…"))
 		}
 		if strings.ContainsRune(got, '\uFFFD') {
 			t.Errorf("ErrorLine cut inside a UTF-8 sequence")
