@@ -213,7 +213,8 @@ func TestCapture_FailedFirstStartCleansUp(t *testing.T) {
 // TestDrop_RegionMirror: in a region that applies from its own mirror of
 // the hub's stream, `pgjet drop region --streams` removes the region's
 // consumer and mirror and leaves the hub's stream, which `pgjet drop
-// source --streams` then removes.
+// source --streams` then removes; pointed at the region's server instead
+// of the hub's, drop source refuses before removing anything.
 func TestDrop_RegionMirror(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -223,6 +224,13 @@ func TestDrop_RegionMirror(t *testing.T) {
 	s.capture.Stop(t)
 	s.appliers["r1"].Stop(t)
 	r1 := s.top.Regions["r1"].ClientURL()
+
+	// Pointed at the region's server, drop source finds a mirror where the
+	// source's stream should be, and removes nothing.
+	mustRefuse(t, "is a mirror of domain hub", "source", "--db", s.src, "--name", "src", "--nats", r1, "--streams")
+	if n := queryInt(t, s.src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgjet_src'"); n != 1 {
+		t.Errorf("%d slots pgjet_src after a refused drop, want 1", n)
+	}
 
 	out := mustDrop(t, []string{apply.ConsumerName("r1"), "mirror " + stream.StreamName("src") + " (domain r1, of domain hub)"},
 		"region", "--db", s.dst["r1"], "--name", "src", "--region", "r1", "--nats", r1, "--streams")

@@ -218,6 +218,12 @@ type sourceDrop struct {
 }
 
 func (d *sourceDrop) run(ctx context.Context) error {
+	// A wrong domain is found before anything is removed.
+	for _, name := range d.streamNames() {
+		if err := d.checkStream(ctx, name); err != nil {
+			return err
+		}
+	}
 	if err := d.dropSlot(ctx); err != nil {
 		return err
 	}
@@ -237,13 +243,32 @@ func (d *sourceDrop) run(ctx context.Context) error {
 	if err := dropOwnSchema(ctx, d.conn, d.log, "pgjet drop region removes what pgjet-apply keeps there"); err != nil {
 		return err
 	}
-	if d.js == nil {
-		return nil
-	}
-	for _, name := range []string{stream.StreamName(d.f.name), stream.SnapshotStreamName(d.f.name)} {
+	for _, name := range d.streamNames() {
 		if err := d.dropStream(ctx, name); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// streamNames are the streams to remove: none without --streams.
+func (d *sourceDrop) streamNames() []string {
+	if d.js == nil {
+		return nil
+	}
+	return []string{stream.StreamName(d.f.name), stream.SnapshotStreamName(d.f.name)}
+}
+
+// checkStream refuses a stream that is a region's mirror: --nats or
+// --domain points at a region, not at the source's home domain.
+func (d *sourceDrop) checkStream(ctx context.Context, name string) error {
+	st, err := lookStream(ctx, d.js, name)
+	if st == nil {
+		return err
+	}
+	if m := st.CachedInfo().Config.Mirror; m != nil {
+		return fmt.Errorf("stream %s in domain %s is a mirror of domain %s: give --nats (or --domain) of the source's home domain, where capture publishes",
+			name, orDash(d.f.domain), stream.MirrorDomain(m))
 	}
 	return nil
 }
@@ -347,10 +372,6 @@ func (d *sourceDrop) dropStream(ctx context.Context, name string) error {
 		return err
 	}
 	info := st.CachedInfo()
-	if m := info.Config.Mirror; m != nil {
-		return fmt.Errorf("stream %s in domain %s is a mirror of domain %s: give --nats (or --domain) of the source's home domain, where capture publishes",
-			name, orDash(d.f.domain), stream.MirrorDomain(m))
-	}
 	if err := deleteStream(ctx, d.js, name); err != nil {
 		return err
 	}
