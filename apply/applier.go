@@ -25,6 +25,9 @@ type Applier struct {
 	// reported: sessions reconnect, the warning is given once.
 	originWarned atomic.Bool
 	outage       *stream.Outage
+	// state records the applier's state in the target while Run runs
+	// (nil otherwise).
+	state *stateRecorder
 }
 
 // Stats are an Applier's live counters; safe for concurrent reads.
@@ -97,7 +100,11 @@ func (a *Applier) Stats() *Stats { return &a.stats }
 // waiting can cure. It returns nil after a clean shutdown (complete
 // transactions received so far committed and acknowledged), or the error
 // that stopped it.
-func (a *Applier) Run(ctx context.Context) error {
+func (a *Applier) Run(ctx context.Context) (err error) {
+	a.state = a.startState(ctx)
+	// Recorded after the final flush, whatever ended Run: a fatal error
+	// leaves its line in the target for pgjet status.
+	defer func() { a.state.stop(err) }()
 	if a.cfg.ProgressInterval > 0 {
 		pctx, stop := context.WithCancel(ctx)
 		defer stop()
@@ -129,6 +136,7 @@ func (a *Applier) Run(ctx context.Context) error {
 		if errors.Is(err, errNATS) {
 			a.streamFailed(err)
 		}
+		a.state.retrying(err)
 		a.log.Warn().Err(err).Dur("retry_in", backoff).Msg("apply interrupted, retrying")
 		select {
 		case <-ctx.Done():
@@ -288,6 +296,7 @@ func (a *Applier) session(ctx context.Context) error {
 	if err := s.setup(ctx); err != nil {
 		return err
 	}
+	a.state.setUp()
 
 	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.cfg.NATSOptions, a.log)
 	if stream.IsPermanent(err) {
@@ -402,6 +411,7 @@ func (a *Applier) session(ctx context.Context) error {
 	a.log.Info().Str("lsn", s.pos.commit.String()).Uint64("stream_seq", s.pos.seq).
 		Str("stream", stream.StreamName(a.cfg.Name)).Str("consumer", ConsumerName(a.cfg.Region)).
 		Str("conflict", a.cfg.policies()).Bool("origin", s.cx.origin != 0).Msg("apply started")
+	a.state.started()
 	a.streamAnswered()
 
 	err = s.loop(ctx, work, msgs, fetchErr)

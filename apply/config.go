@@ -127,6 +127,12 @@ type Config struct {
 	// with its origin in headers to DeadLetterSubject, kept by the stream
 	// DeadLetterStream, and goes on past it.
 	OnBadMessage string
+
+	// StateInterval is how often a running applier renews its heartbeat
+	// in the target's pgjet.applier_state (0: it records no state). pgjet
+	// status calls an applier down when its row says running and the
+	// heartbeat is older than its stall timeout and 3 intervals.
+	StateInterval time.Duration
 }
 
 // Policies for a bad message (Config.OnBadMessage).
@@ -152,6 +158,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:        15 * time.Second,
 		ConflictPolicy:         PolicySourceWins.String(),
 		OnBadMessage:           OnBadMessageStop,
+		StateInterval:          DefaultStateInterval,
 	}
 }
 
@@ -183,6 +190,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MirrorMaxAge < 0 || c.MirrorMaxBytes < 0 {
 		errs = append(errs, errors.New("--mirror-max-age and --mirror-max-bytes must not be negative (0 is no bound)"))
+	}
+	if c.StateInterval < 0 {
+		errs = append(errs, fmt.Errorf("--state-interval %s: must not be negative (0 records no state)", c.StateInterval))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive (e.g. 15s)", c.ShutdownTimeout))

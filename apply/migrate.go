@@ -31,6 +31,7 @@ type migration struct {
 // any transactional DDL.
 var migrations = []migration{
 	{1, "applied, conflicts, restore and snapshot_tables", unversionedSQL},
+	{2, "applier_state", stateSQL},
 }
 
 // unversionedSQL is the layout pgjet kept before versions, written so

@@ -40,6 +40,9 @@ type Capture struct {
 	slotReady chan struct{}
 	slotOnce  sync.Once
 	outage    *stream.Outage
+	// made is what capture created on the source since it last streamed:
+	// removed when it stops for good before streaming (undoStart).
+	made made
 }
 
 // Stats are counters a Capture keeps while it runs; safe for concurrent reads.
@@ -111,6 +114,7 @@ func (c *Capture) Run(ctx context.Context) error {
 			continue
 		}
 		if schema.IsFatal(err) || !schema.IsRetryable(err) && !isNATSRetryable(err) {
+			c.undoStart(ctx)
 			return err
 		}
 		if time.Since(started) > time.Minute {
@@ -343,6 +347,7 @@ func (c *Capture) session(ctx context.Context) error {
 	c.log.Info().Str("slot", c.cfg.Slot).Str("publication", c.cfg.Publication).
 		Str("lsn", start.String()).Str("stream", stream.StreamName(c.cfg.Name)).
 		Str("resume_after", tail.skipBelow.String()).Str("session", session).Msg("capture started")
+	c.made.streaming()
 	c.streamAnswered()
 
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
@@ -539,6 +544,7 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 		return fmt.Errorf("create publication %q: %w", c.cfg.Publication, err)
 	}
+	c.made.add(func(s *madeSet) { s.publication = true })
 	c.log.Info().Str("publication", c.cfg.Publication).Str("tables", target).Msg("publication created")
 	return nil
 }
@@ -595,6 +601,7 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 		if err != nil {
 			return 0, fmt.Errorf("create replication slot %q: %w", c.cfg.Slot, err)
 		}
+		c.made.add(func(s *madeSet) { s.slot = true })
 		lsn, err := stream.ParseLSN(res.ConsistentPoint)
 		if err != nil {
 			return 0, err

@@ -158,7 +158,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--name: %w", err))
 	}
 	if c.Slot == "" {
-		c.Slot = "pgjet_" + strings.ToLower(strings.ReplaceAll(c.Name, "-", "_"))
+		c.Slot = DefaultSlot(c.Name)
 	}
 	if c.Publication == "" {
 		c.Publication = c.Slot
@@ -193,4 +193,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("status interval must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// DefaultSlot is the replication slot, and publication, of source when
+// --slot does not name one.
+func DefaultSlot(source string) string {
+	return "pgjet_" + strings.ToLower(strings.ReplaceAll(source, "-", "_"))
 }

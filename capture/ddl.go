@@ -59,6 +59,10 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 			"schema changes on the source are not replicated (apply them to every replica by hand before using them), or run pgjet-capture once as a superuser to install them", role)
 		return nil
 	}
+	var hadSchema bool
+	if err := pool.QueryRow(ctx, "SELECT to_regnamespace($1) IS NOT NULL", schema.Own).Scan(&hadSchema); err != nil {
+		return fmt.Errorf("look up schema %s: %w", schema.Own, err)
+	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("install DDL capture: %w", err)
@@ -73,6 +77,11 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("install DDL capture: %w", err)
+	}
+	// Made anew (not an update of an older version's): a start that
+	// fails for good removes it again.
+	if body == nil && triggers == 0 {
+		c.made.add(func(s *madeSet) { s.ddl, s.schema = true, s.schema || !hadSchema })
 	}
 	c.log.Info().Msg("DDL capture installed: event triggers pgjet_ddl_start, pgjet_ddl_end and pgjet_ddl_drop")
 	return nil

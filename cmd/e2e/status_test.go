@@ -19,14 +19,21 @@ import (
 // and stderr) and exit code.
 func pgjetStatus(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return pgjetRun(t, "status", args...)
+}
+
+// pgjetRun runs `pgjet command` with args and returns its output (stdout
+// and stderr) and exit code.
+func pgjetRun(t *testing.T, command string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bins.pgjet, append([]string{"status"}, args...)...)
+	cmd := exec.CommandContext(ctx, bins.pgjet, append([]string{command}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		return string(out), ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("pgjet status: %v\n%s", err, out)
+		t.Fatalf("pgjet %s: %v\n%s", command, err, out)
 	}
 	return string(out), 0
 }

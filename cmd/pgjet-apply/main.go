@@ -46,6 +46,7 @@ func main() {
 	fs.BoolVar(&cfg.SessionReplicationRole, "replica-role", cfg.SessionReplicationRole, "apply with session_replication_role = replica (triggers and FKs off; needs superuser)")
 	fs.DurationVar(&cfg.OutageLimit, "nats-outage-limit", cfg.OutageLimit, "how long the stream may stay unreachable (a NATS cluster without a leader for it) before this says so in one line and /readyz fails; it keeps retrying")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "after SIGTERM, how long the last batch and commit may take before a target that does not answer is given up on (its unconfirmed work is applied again on restart)")
+	fs.DurationVar(&cfg.StateInterval, "state-interval", cfg.StateInterval, "how often to record this applier's heartbeat in the target's pgjet.applier_state, which pgjet status reads (0 = record no state)")
 	fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9187 (default off)")
 	fs.DurationVar(&stall, "stall-timeout", metrics.DefaultStallTimeout, "/readyz fails after this long without a transaction or heartbeat (keep above 3x the capture's --heartbeat)")
 	fs.StringVar(&cfg.ConflictPolicy, "conflict", cfg.ConflictPolicy, "conflict policy: source-wins, last-writer-wins, keep-local or error")

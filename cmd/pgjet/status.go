@@ -62,7 +62,9 @@ func runStatus(args []string) int {
 			"    messages (stream last sequence - ack floor), and whether an applier pulls from it;\n"+
 			"  - with --db-region: the position in the target's pgjet.applied, the lag in seconds (now -\n"+
 			"    commit time of the last applied transaction), the source WAL bytes between it and the\n"+
-			"    newest transaction in the stream, and conflicts in the last hour;\n"+
+			"    newest transaction in the stream, and conflicts in the last hour; and the state its\n"+
+			"    applier records there (pgjet.applier_state): running, lagging, stopped (with the error\n"+
+			"    that stopped it) or down (recorded as running, but its heartbeat stopped: killed);\n"+
 			"  - per region: the dead letters its applier set aside (--on-bad-message dead-letter);\n"+
 			"  - with --source-db: capture's slot on the source (active, confirmed position).\n"+
 			"The lag in seconds keeps growing while the source is idle, because no transaction commits;\n"+
@@ -74,8 +76,8 @@ func runStatus(args []string) int {
 			"Other domains are reached through the connected server (leafnodes join them). The last lines\n"+
 			"list every problem found. Exit status: 0 when there is none (healthy), 1 when there is one\n"+
 			"(a domain, database or the source unreachable, a mirror in error, cut off or with a gap, an\n"+
-			"applier or capture stopped, a region applying nothing, dead letters) or NATS cannot be\n"+
-			"reached at all, 2 for bad flags.\n\n"+
+			"applier stopped or down, capture stopped, a region applying nothing, dead letters) or NATS\n"+
+			"cannot be reached at all, 2 for bad flags or a --name no domain asked has a stream of.\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.nats, "nats", "", "NATS URL, e.g. nats://hub:4222")
@@ -123,6 +125,9 @@ func runStatus(args []string) int {
 	rep, err := gatherStatus(ctx, f, targets, log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
+		if errors.As(err, new(*errNoSource)) {
+			return 2
+		}
 		return 1
 	}
 	if f.json {
@@ -287,6 +292,13 @@ type targetReport struct {
 	// "stalled" (behind, and committing nothing) or "unknown".
 	State             string `json:"state,omitempty"`
 	ConflictsLastHour int64  `json:"conflicts_last_hour"`
+	// Applier is the state the region's applier records in the target;
+	// null when it records none (an older pgjet-apply).
+	Applier *applierReport `json:"applier,omitempty"`
+	// ApplierState sums it up: running, lagging (running, but behind or
+	// applying nothing), stopped, or down (its record says running, but
+	// its heartbeat stopped).
+	ApplierState string `json:"applier_state,omitempty"`
 
 	appliedAgo *float64 // seconds since the target's last commit of a position
 }
@@ -333,6 +345,9 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 		}
 	}
 	askDomains(ctx, nc, f, homes, rep, &found)
+	if err := checkSourceName(ctx, nc, f, rep, found); err != nil {
+		return nil, err
+	}
 
 	bySource := map[string]*sourceReport{}
 	source := func(name string) *sourceReport {
@@ -402,6 +417,7 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 				cancel()
 			}
 			fillTargetLag(tr, s, rep, f.stall)
+			fillApplierState(tr, f.stall)
 		}
 	}
 
@@ -720,6 +736,9 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 	if err := rows.Err(); err != nil {
 		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
 	}
+	if err := readApplierStates(ctx, conn, names, t.region, out); err != nil {
+		return fail(err)
+	}
 	return out
 }
 
@@ -809,6 +828,7 @@ func (r *statusReport) print(out io.Writer) error {
 					ago(now, t.AppliedAt), lag, behind, t.ConflictsLastHour)
 			}
 		}
+		printAppliers(w, s)
 		if len(s.DeadLetters) > 0 {
 			fmt.Fprintf(w, "\n  REGION\tDEAD-LETTER STREAM\tDOMAIN\tMESSAGES\tNEWEST\n")
 			for _, d := range s.DeadLetters {

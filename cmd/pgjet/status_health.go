@@ -327,8 +327,9 @@ func problems(rep *statusReport, stall time.Duration) []string {
 	for i := range rep.Sources {
 		s := &rep.Sources[i]
 		captureProblems(s, rep.At, stall, add)
+		down := applierProblems(s, add)
 		for _, st := range s.Streams {
-			streamProblems(st, stall, add)
+			streamProblems(st, stall, down, add)
 		}
 		for _, d := range s.DeadLetters {
 			if d.Messages == 0 {
@@ -345,7 +346,7 @@ func problems(rep *statusReport, stall time.Duration) []string {
 			switch {
 			case t.Error != "":
 				add("database of region %s: %s", t.Region, t.Error)
-			case t.State == stateStalled:
+			case t.State == stateStalled && !down[t.Region]:
 				why := regionCutOff(s, rep, t.Region, stall)
 				if why == "" {
 					why = "its applier is stopped or failing (its log says why)"
@@ -393,7 +394,8 @@ func captureProblems(s *sourceReport, now time.Time, stall time.Duration, add fu
 
 // streamProblems reports a copy of the stream that has lost messages or
 // stopped receiving them, and appliers that stopped.
-func streamProblems(st streamReport, stall time.Duration, add func(string, ...any)) {
+// Regions in down are left out: their applier's own record said why.
+func streamProblems(st streamReport, stall time.Duration, down map[string]bool, add func(string, ...any)) {
 	where := fmt.Sprintf("%s in domain %s", st.Stream, orDash(st.Domain))
 	if st.Gap != "" {
 		add("%s: %s", where, st.Gap)
@@ -411,7 +413,7 @@ func streamProblems(st streamReport, stall time.Duration, add func(string, ...an
 		if c.Gap != "" {
 			add("consumer %s of %s: %s", c.Name, where, c.Gap)
 		}
-		if c.State == stateStopped {
+		if c.State == stateStopped && !down[c.Region] {
 			add("applier of region %s is not running: consumer %s of %s has no pull request waiting and last delivered or was acknowledged %s (start pgjet-apply --region %s; if the region is gone for good, delete the consumer)",
 				c.Region, c.Name, where, agoSeconds(c.LastActiveSeconds), c.Region)
 		}
