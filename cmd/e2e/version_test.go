@@ -10,6 +10,7 @@ import (
 // naming itself and the commit it was built from, and exits 0 without
 // touching a server.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		bin  string
