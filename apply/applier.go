@@ -536,7 +536,7 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 		lim := stream.MirrorLimits{MaxAge: a.cfg.MirrorMaxAge, MaxBytes: a.cfg.MirrorMaxBytes}
 		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
 		if err != nil {
-			return nil, natsError{err}
+			return nil, mirrorError(err)
 		}
 		// A mirror made before, or with other flags, takes these limits.
 		// Least-privilege users may not update it: then it keeps its own,
@@ -566,6 +566,17 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 		}
 	}
 	return st, nil
+}
+
+// mirrorError classifies an error of making a mirror: a stream in its way
+// is a configuration error no retry cures (one line, exit 1); anything
+// else is NATS trouble, retried.
+func mirrorError(err error) error {
+	var conflict *stream.MirrorConflictError
+	if errors.As(err, &conflict) {
+		return schema.Fatalf(err, "%s", conflict.Msg)
+	}
+	return natsError{err}
 }
 
 // readPosition loads the applied position stored in the target.

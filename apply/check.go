@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,9 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 		}
 		return stream.Pass("stream "+name, "no local mirror yet; pgjet-apply creates it from domain %s on start", cfg.UpstreamDomain)
 	})...)
+	if cfg.UpstreamDomain != "" {
+		res = checkMirror(ctx, js, res, name, cfg.UpstreamDomain)
+	}
 	res = append(res, checkNotSource(ctx, cfg, js))
 	if r, ok := checkRoles(ctx, cfg, nc, js); ok {
 		res = append(res, r)
@@ -61,6 +65,27 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 			if r.Name != "nats jetstream" { // already reported
 				res = append(res, r)
 			}
+		}
+	}
+	return res
+}
+
+// checkMirror turns the pass of a stream found present into a failure
+// when, with --upstream-domain, it is not the mirror pgjet-apply would
+// make: the stream itself (one domain) or a mirror of something else.
+func checkMirror(ctx context.Context, js jetstream.JetStream, res []stream.CheckResult, name, upstreamDomain string) []stream.CheckResult {
+	for i, r := range res {
+		if r.Name != "stream "+name || !r.OK || !strings.HasPrefix(r.Detail, "present") {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		st, err := js.Stream(cctx, name)
+		cancel()
+		if err != nil {
+			continue // it was there a moment ago: the start will tell
+		}
+		if err := stream.MirrorConflict(st.CachedInfo().Config, upstreamDomain); err != nil {
+			res[i] = stream.Fail(r.Name, "%v", err)
 		}
 	}
 	return res

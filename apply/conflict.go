@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -136,15 +135,6 @@ func (c *Config) policies() string {
 	return s
 }
 
-// OriginPrefix begins the name of every replication origin a pgjet applier
-// writes under. pgjet-capture drops the transactions of such origins, so
-// what an applier wrote is never published again: nothing loops between
-// regions that replicate each other.
-const OriginPrefix = "pgjet_"
-
-// OriginName is the replication origin the applier of source writes under.
-func OriginName(source string) string { return OriginPrefix + source }
-
 // conflictEnv is what conflict statements of a session need to know of the
 // target.
 type conflictEnv struct {
@@ -152,6 +142,10 @@ type conflictEnv struct {
 	// origin is the roident of this applier's replication origin; 0 when
 	// the session runs without one.
 	origin uint32
+	// legacy is the roident of the origin an earlier pgjet wrote this
+	// source under (LegacyOriginName), 0 when there is none: row versions
+	// of either are the source's.
+	legacy uint32
 	// commitTS is track_commit_timestamp on the target.
 	commitTS bool
 	// localName names local writes (roident 0) in records and tie-breaks.
@@ -171,8 +165,17 @@ func (cx *conflictEnv) originName(ro string) string {
 		local = cx.localName
 	}
 	return "CASE WHEN " + ro + " IS NULL THEN NULL WHEN " + ro + " = 0 THEN " + lit(local) +
-		" ELSE (SELECT CASE WHEN r.roname LIKE 'pgjet\\_%' THEN substr(r.roname, " + strconv.Itoa(len(OriginPrefix)+1) + ") ELSE r.roname END" +
-		" FROM pg_catalog.pg_replication_origin r WHERE r.roident = " + ro + ") END"
+		" ELSE (SELECT " + originSourceSQL("r.roname") + " FROM pg_catalog.pg_replication_origin r WHERE r.roident = " + ro + ") END"
+}
+
+// notOurs renders whether the roident expression ro names another writer
+// than this source: neither its origin nor the legacy one.
+func (cx *conflictEnv) notOurs(ro string) string {
+	ours := strconv.FormatUint(uint64(cx.origin), 10)
+	if cx.legacy != 0 {
+		return ro + " NOT IN (" + ours + ", " + strconv.FormatUint(uint64(cx.legacy), 10) + ")"
+	}
+	return ro + " <> " + ours
 }
 
 // writer renders the name and the commit time of the writer of a local
@@ -188,13 +191,16 @@ func (cx *conflictEnv) writer(x string) (name, ts, join string) {
 }
 
 // setupOrigin makes the session write under the replication origin
-// pgjet_<source>, creating it when missing: the target's commits then
+// pgjet_<source>.<database oid> (OriginName), creating it when missing: the target's commits then
 // carry the source's commit time and origin, which last-writer-wins
 // compares and pgjet-capture on this database skips. Without the
 // privilege it warns once and the session runs without an origin.
 func (s *session) setupOrigin(ctx context.Context) error {
 	a := s.a
-	name := OriginName(a.cfg.Name)
+	name, err := TargetOrigin(ctx, s.conn, a.cfg.Name)
+	if err != nil {
+		return err
+	}
 	s.cx = &conflictEnv{source: a.cfg.Name, localName: a.cfg.LocalName}
 	var on string
 	if err := s.conn.QueryRow(ctx, "SELECT current_setting('track_commit_timestamp')").Scan(&on); err != nil {
@@ -223,6 +229,9 @@ func (s *session) setupOrigin(ctx context.Context) error {
 	}
 
 	id, err := takeOrigin(ctx, s.conn, name)
+	if err == nil {
+		s.cx.legacy, err = legacyOrigin(ctx, s.conn, a.cfg.Name)
+	}
 	switch {
 	case err == nil:
 		s.cx.origin = id
@@ -254,49 +263,13 @@ func (s *session) setupOrigin(ctx context.Context) error {
 		return nil
 	case err != nil:
 		// CodeObjectInUse too, retried: the origin is held by another
-		// applier of the same source into this cluster.
+		// session of the same source into this database (a restore
+		// ending, an applier stopping).
 		return fmt.Errorf("set up replication origin %q: %w", name, err)
 	}
 	s.originStmt = "pgjet_origin" // prepared with the position update (prepareOwn)
-	a.log.Debug().Str("origin", name).Uint32("roident", id).Msg("writing under replication origin")
+	a.log.Debug().Str("origin", name).Uint32("roident", id).Uint32("legacy_roident", s.cx.legacy).Msg("writing under replication origin")
 	return nil
-}
-
-// takeOrigin makes the session of conn write under replication origin
-// name, created when missing, and returns its roident. One session holds
-// an origin at a time: one that is ending (an earlier session's, or a
-// restore's, which writes under the origin too) is waited for, a few
-// seconds at most; then the error is CodeObjectInUse.
-func takeOrigin(ctx context.Context, conn *pgx.Conn, name string) (uint32, error) {
-	var id *uint32
-	err := conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
-	if err == nil && id == nil {
-		var created uint32
-		err = conn.QueryRow(ctx, "SELECT pg_replication_origin_create($1)", name).Scan(&created)
-		if schema.PgCode(err) == codeUniqueViolation { // created by a concurrent session
-			err = conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
-		} else if err == nil {
-			id = &created
-		}
-	}
-	if err != nil {
-		return 0, err
-	}
-	if id == nil {
-		return 0, fmt.Errorf("replication origin %q vanished as it was created", name)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err = conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name)
-		if schema.PgCode(err) != schema.CodeObjectInUse || time.Now().After(deadline) {
-			return *id, err
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // stop is a conflict that the policy says must stop the applier: the
@@ -357,7 +330,7 @@ func (cx *conflictEnv) detects() bool {
 // (frozen, or committed before track_commit_timestamp was on) counts as
 // the source's, as it does for update_changed.
 func (cx *conflictEnv) writtenElsewhere(x string) string {
-	return "coalesce((SELECT o.timestamp IS NOT NULL AND o.roident <> " + strconv.FormatUint(uint64(cx.origin), 10) +
+	return "coalesce((SELECT o.timestamp IS NOT NULL AND " + cx.notOurs("o.roident") +
 		" FROM pg_catalog.pg_xact_commit_timestamp_origin(" + x + ") o), false)"
 }
 
@@ -479,7 +452,7 @@ func (p *plan) policyStatement(source string, ch *stream.Change) (string, []uint
 	}
 	changed := "false"
 	if cx.origin != 0 && cx.commitTS {
-		changed = "(o.timestamp IS NOT NULL AND o.roident <> " + strconv.FormatUint(uint64(cx.origin), 10) + ")"
+		changed = "(o.timestamp IS NOT NULL AND " + cx.notOurs("o.roident") + ")"
 	}
 
 	var lsn, ts string

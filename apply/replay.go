@@ -129,7 +129,7 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 			cut = &timeCut{lsn: lsn, past: past}
 		}
 		fits := func(si stream.SnapshotInfo) bool { return before(si.Manifest, o, cut) }
-		ro := RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, ChangeStream: changes, Origin: OriginName(cfg.Name),
+		ro := RestoreOptions{DB: cfg.DB, Source: cfg.Name, SnapshotStream: st, ChangeStream: changes, UnderOrigin: true,
 			Log: log, ProgressInterval: cfg.ProgressInterval, SchemaExists: o.Force, NoOwners: cfg.NoOwners}
 		if rs != nil {
 			i := slices.IndexFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == rs.snapshot })

@@ -109,18 +109,17 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 			}
 		}
 	}
-	var origin string
-	if s.cx.origin != 0 {
+	underOrigin := s.cx.origin != 0
+	if underOrigin {
 		// The restore writes under the origin this session holds, and one
 		// session holds it at a time: this one ends, and the applier starts
 		// a new one after the restore.
-		origin = OriginName(a.cfg.Name)
 		if err := s.conn.Close(ctx); err != nil {
-			return false, fmt.Errorf("release replication origin %q: %w", origin, err)
+			return false, fmt.Errorf("release the replication origin of source %s: %w", a.cfg.Name, err)
 		}
 	}
 	if err := Restore(ctx, RestoreOptions{DB: a.cfg.DB, Source: a.cfg.Name, SnapshotStream: st, Snapshot: id,
-		ChangeStream: changes, FromSeq: from, Origin: origin, NoOwners: a.cfg.NoOwners, Log: a.log, SchemaExists: rs != nil && rs.rowsOnly}); err != nil {
+		ChangeStream: changes, FromSeq: from, UnderOrigin: underOrigin, NoOwners: a.cfg.NoOwners, Log: a.log, SchemaExists: rs != nil && rs.rowsOnly}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -167,7 +166,7 @@ func snapshotStream(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 	if cfg.UpstreamDomain != "" {
 		st, err := stream.EnsureSnapshotMirror(ctx, js, cfg.Name, cfg.UpstreamDomain)
 		if err != nil {
-			return nil, natsError{err}
+			return nil, mirrorError(err)
 		}
 		return st, nil
 	}
@@ -203,13 +202,13 @@ type RestoreOptions struct {
 	ChangeStream jetstream.Stream
 	// FromSeq resumes after this snapshot stream sequence.
 	FromSeq uint64
-	// Origin is the replication origin the rows are written under: the
-	// one the applier of Source writes under (OriginName), or none when
-	// empty. Restored rows are then the source's, stamped with the time
+	// UnderOrigin writes the rows under the replication origin the
+	// applier of Source writes under in this database (OriginName).
+	// Restored rows are then the source's, stamped with the time
 	// the snapshot was taken, as the rows an applier writes are:
 	// last-writer-wins, keep-local and error do not take them for local
 	// writes, and a capture of the target does not publish them again.
-	Origin string
+	UnderOrigin bool
 	// SchemaExists loads rows only: the target has the tables already
 	// (pgjet replay --force), with their keys, indexes, foreign keys and
 	// triggers. The snapshot's tables are emptied together when the
@@ -265,13 +264,17 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	if _, err := conn.Exec(ctx, "SET statement_timeout = 0"); err != nil {
 		return fmt.Errorf("set statement_timeout: %w", err)
 	}
-	if o.Origin != "" {
-		if _, err := takeOrigin(ctx, conn, o.Origin); schema.PgCode(err) == schema.CodeInsufficientPriv {
+	if o.UnderOrigin {
+		origin, err := TargetOrigin(ctx, conn, o.Source)
+		if err != nil {
+			return err
+		}
+		if _, err := takeOrigin(ctx, conn, origin); schema.PgCode(err) == schema.CodeInsufficientPriv {
 			// The applier that follows says what this means, once.
-			o.Log.Debug().Err(err).Str("origin", o.Origin).Msg("restoring without a replication origin")
-			o.Origin = ""
+			o.Log.Debug().Err(err).Str("origin", origin).Msg("restoring without a replication origin")
+			o.UnderOrigin = false
 		} else if err != nil {
-			return fmt.Errorf("set up replication origin %q: %w", o.Origin, err)
+			return fmt.Errorf("set up replication origin %q: %w", origin, err)
 		}
 	}
 	if err := migrate(ctx, conn, o.DB); err != nil {
@@ -579,7 +582,7 @@ const codeFeatureNotSupported = "0A000"
 // start as their commit time, under the origin: no row in the snapshot is
 // newer, and every change after its point is.
 func (r *restorer) stamp(ctx context.Context) error {
-	if r.o.Origin == "" {
+	if !r.o.UnderOrigin {
 		return nil
 	}
 	var at *time.Time

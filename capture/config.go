@@ -150,6 +150,8 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS == "" {
 		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
+	} else if err := stream.ValidateURL("--nats", c.NATS); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.NATSOptions.Validate(); err != nil {
 		errs = append(errs, err)

@@ -7,6 +7,8 @@ import (
 	"net"
 	neturl "net/url"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -123,6 +125,9 @@ func Connect(url, name string, o ConnectOptions, log zerolog.Logger, extra ...na
 		return nil, err
 	}
 	opts = append(append(opts, auth...), extra...)
+	if err := ValidateURL("--nats", url); err != nil {
+		return nil, &URLError{URL: RedactURL(url), Err: err}
+	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, classifyConnect(RedactURL(url), o, err)
@@ -198,10 +203,43 @@ type URLError struct {
 }
 
 func (e *URLError) Error() string {
+	var scheme *SchemeError
+	if errors.As(e.Err, &scheme) {
+		return scheme.Error()
+	}
 	return "NATS URL " + e.URL + " is malformed: use nats://user:password@host:4222 with characters such as @ : / ? # % in the password percent-encoded, or give it with --nats-user and --nats-password-file"
 }
 
 func (e *URLError) Unwrap() error { return e.Err }
+
+// natsSchemes are the URL schemes nats.go speaks. It dials any other
+// (http://, say) as nats://, so a URL copied from a monitoring page or a
+// proxy would connect to whatever answers on its port.
+var natsSchemes = []string{"nats", "tls", "ws", "wss"}
+
+// SchemeError is the error of ValidateURL: a server URL whose scheme is
+// not NATS's.
+type SchemeError struct {
+	Flag, URL, Scheme string
+}
+
+func (e *SchemeError) Error() string {
+	return fmt.Sprintf("%s %s: %s:// is not a NATS URL; use nats://host:4222 (or tls://, ws://, wss://)", e.Flag, e.URL, e.Scheme)
+}
+
+// ValidateURL checks that each server of urls (a --nats value: URLs
+// separated by commas) has a NATS scheme, or none (nats:// is meant). It
+// returns a *SchemeError naming flag otherwise.
+func ValidateURL(flag, urls string) error {
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		scheme, _, ok := strings.Cut(u, "://")
+		if ok && !slices.Contains(natsSchemes, strings.ToLower(scheme)) {
+			return &SchemeError{Flag: flag, URL: RedactURL(u), Scheme: scheme}
+		}
+	}
+	return nil
+}
 
 // TLSError is returned by Connect when a TLS connection to NATS cannot be
 // established: retrying cannot cure it.

@@ -34,3 +34,27 @@ func TestConnect_MalformedURL(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateURL(t *testing.T) {
+	for _, tc := range []struct {
+		urls string
+		ok   bool
+	}{
+		{"nats://h:4222", true},
+		{"h:4222", true},
+		{"tls://h:4222,nats://g:4222", true},
+		{"ws://h:8080", true},
+		{"WSS://h:443", true},
+		{"http://h:4222", false},
+		{"nats://h:4222, https://g:4222", false},
+		{"nats://u:secret@h:4222,http://u:secret@g:8222", false},
+	} {
+		err := ValidateURL("--nats", tc.urls)
+		if got := err == nil; got != tc.ok {
+			t.Errorf("ValidateURL(%q) = %v, want ok %v", tc.urls, err, tc.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("ValidateURL(%q) error shows the password: %v", tc.urls, err)
+		}
+	}
+}

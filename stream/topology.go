@@ -154,20 +154,39 @@ func UpdateMirrorLimits(ctx context.Context, js jetstream.JetStream, st jetstrea
 	return true, nil
 }
 
+// MirrorConflictError is the error of EnsureMirror and
+// EnsureSnapshotMirror that waiting cannot cure: a stream of the mirror's
+// name in this domain that is not that mirror (the stream itself, where
+// --upstream-domain is given in the stream's own domain, or a mirror of
+// something else).
+type MirrorConflictError struct{ Msg string }
+
+func (e *MirrorConflictError) Error() string { return e.Msg }
+
+// MirrorConflict returns a *MirrorConflictError when the existing stream
+// of config cfg is not the mirror of the stream of its name in
+// upstreamDomain, or nil when it is.
+func MirrorConflict(cfg jetstream.StreamConfig, upstreamDomain string) error {
+	name, m := cfg.Name, cfg.Mirror
+	if m == nil {
+		return &MirrorConflictError{fmt.Sprintf("stream %s exists in this domain and is not a mirror: the stream lives where pgjet-apply connects (one domain, or the source's home), so drop --upstream-domain; or connect pgjet-apply to its own region's NATS", name)}
+	}
+	// A mirror of another stream, which a user allowed STREAM.CREATE on
+	// this name can make, would feed this source's target with another
+	// source's changes.
+	if from := MirrorDomain(m); m.Name != name || from != upstreamDomain {
+		return &MirrorConflictError{fmt.Sprintf("stream %s in this domain mirrors %s of domain %q, not %s of domain %q: delete it (nats stream rm %s) and let pgjet-apply make it, or check --upstream-domain", name, m.Name, from, name, upstreamDomain, name)}
+	}
+	return nil
+}
+
 // ensureMirror makes mirror name of upstreamDomain's stream; lim nil
 // leaves it without limits.
 func ensureMirror(ctx context.Context, js jetstream.JetStream, name, description, upstreamDomain string, lim *MirrorLimits) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if err == nil {
-		m := s.CachedInfo().Config.Mirror
-		if m == nil {
-			return nil, fmt.Errorf("stream %s exists in this domain and is not a mirror: point --upstream-domain at another domain or drop the flag", name)
-		}
-		// A mirror of another stream, which a user allowed STREAM.CREATE
-		// on this name can make, would feed this source's target with
-		// another source's changes.
-		if from := MirrorDomain(m); m.Name != name || from != upstreamDomain {
-			return nil, fmt.Errorf("stream %s in this domain mirrors %s of domain %q, not %s of domain %q: delete it (nats stream rm %s) and let pgjet-apply make it, or check --upstream-domain", name, m.Name, from, name, upstreamDomain, name)
+		if err := MirrorConflict(s.CachedInfo().Config, upstreamDomain); err != nil {
+			return nil, err
 		}
 		return s, nil
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -192,9 +191,9 @@ func TestActiveActive_LastWriterWins(t *testing.T) {
 	for _, r := range []*aaRegion{a, b} {
 		other := map[string]string{"a": "b", "b": "a"}[r.name]
 		lsn := queryString(t, r.url, `SELECT s.local_lsn::text FROM pg_replication_origin_status s
-			JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = $1`, apply.OriginName(other))
+			JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = $1`, perDatabaseOrigin(t, r.url, other))
 		if lsn == "" {
-			t.Fatalf("region %s has no replication origin %s: its applier wrote without one", r.name, apply.OriginName(other))
+			t.Fatalf("region %s has no replication origin %s: its applier wrote without one", r.name, perDatabaseOrigin(t, r.url, other))
 		}
 		waitFor(t, 60*time.Second, "capture of "+r.name+" to be sent "+lsn, func() (bool, string) {
 			checkDaemons(t)
@@ -456,10 +455,11 @@ func TestConflict_SourceWinsOrigins(t *testing.T) {
 	waitSame(t, 60*time.Second, c.src, c.dst)
 	got := conflicts(t, c.dst)
 	checkConflicts(t, got, [][4]string{{"insert_exists", "apply_remote", `{"id": 2}`, "(local)"}})
-	if o := queryInt(t, c.dst, "SELECT count(*) FROM pg_replication_origin WHERE roname = 'pgjet_src'"); o != 1 {
-		t.Errorf("replication origin pgjet_src missing on the replica")
+	origin := perDatabaseOrigin(t, c.dst, "src")
+	if o := queryInt(t, c.dst, "SELECT count(*) FROM pg_replication_origin WHERE roname = $1", origin); o != 1 {
+		t.Errorf("replication origin %s missing on the replica", origin)
 	}
-	if n := queryInt(t, c.dst, "SELECT count(*) FROM acct a, pg_xact_commit_timestamp_origin(a.xmin) o JOIN pg_replication_origin r ON r.roident = o.roident WHERE r.roname = 'pgjet_src'"); n != 2 {
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM acct a, pg_xact_commit_timestamp_origin(a.xmin) o JOIN pg_replication_origin r ON r.roident = o.roident WHERE r.roname = $1", origin); n != 2 {
 		t.Errorf("%d applied rows carry the applier's origin, want 2", n)
 	}
 	// The commit timestamp of an applied row is the source's commit time.
@@ -489,7 +489,7 @@ func TestApply_LastWriterWinsNeedsOrigins(t *testing.T) {
 	u := asUser(t, c.dst, "app")
 	app := start(t, "pgjet-apply", bins.apply, "--db", u, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1",
 		"--conflict", "last-writer-wins", "--local-name", "here")
-	expectFatal(t, app, "last-writer-wins needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
+	expectFatal(t, app, "last-writer-wins needs the replication origin \"pgjet_src.", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
 }
 
 // TestApply_KeepLocalAndErrorNeedOrigins: keep-local and error tell rows
@@ -506,7 +506,7 @@ func TestApply_KeepLocalAndErrorNeedOrigins(t *testing.T) {
 		t.Run(strings.Join(flags, "="), func(t *testing.T) {
 			policy := flags[1][strings.Index(flags[1], "=")+1:]
 			app := start(t, "pgjet-apply", bins.apply, append([]string{"--db", u, "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1"}, flags...)...)
-			expectFatal(t, app, "--conflict "+policy+" needs the replication origin \"pgjet_src\"", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
+			expectFatal(t, app, "--conflict "+policy+" needs the replication origin \"pgjet_src.", "GRANT EXECUTE ON FUNCTION pg_replication_origin")
 		})
 	}
 }

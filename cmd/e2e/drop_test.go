@@ -89,15 +89,15 @@ func TestDrop_Pipeline(t *testing.T) {
 		if n := queryInt(t, c.src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgjet_src'"); n != 1 {
 			t.Errorf("%d slots pgjet_src after a refused drop, want 1", n)
 		}
-		if n := queryInt(t, c.dst, "SELECT count(*) FROM pg_replication_origin WHERE roname = $1", apply.OriginName("src")); n != 1 {
-			t.Errorf("%d origins %s after a refused drop, want 1", n, apply.OriginName("src"))
+		if n := queryInt(t, c.dst, "SELECT count(*) FROM pg_replication_origin WHERE roname = $1", perDatabaseOrigin(t, c.dst, "src")); n != 1 {
+			t.Errorf("%d origins %s after a refused drop, want 1", n, perDatabaseOrigin(t, c.dst, "src"))
 		}
 	})
 	capt.Stop(t)
 	app.Stop(t)
 
 	t.Run("region", func(t *testing.T) {
-		out := mustDrop(t, []string{apply.ConsumerName("r1"), apply.OriginName("src"), "schema pgjet", apply.DeadLetterStream("src", "r1")}, region...)
+		out := mustDrop(t, []string{apply.ConsumerName("r1"), perDatabaseOrigin(t, c.dst, "src"), "schema pgjet", apply.DeadLetterStream("src", "r1")}, region...)
 		t.Logf("drop region:\n%s", out)
 		if n := queryInt(t, c.dst, "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'pgjet%'"); n != 0 {
 			t.Errorf("%d pgjet replication origins left on the target", n)

@@ -44,8 +44,8 @@ func TestSnapshot_RestoreUnderSourceOrigin(t *testing.T) {
 			// Every row is the source's, and the rows no change touched
 			// since the snapshot carry its time, not the restore's.
 			if n := queryInt(t, url, `SELECT count(*) FROM acct a, pg_xact_commit_timestamp_origin(a.xmin) o
-				WHERE o.roident IS DISTINCT FROM (SELECT roident FROM pg_replication_origin WHERE roname = 'pgjet_src')`); n != 0 {
-				t.Errorf("%d rows were not written under the origin pgjet_src", n)
+				WHERE o.roident IS DISTINCT FROM (SELECT roident FROM pg_replication_origin WHERE roname = $1)`, perDatabaseOrigin(t, url, "src")); n != 0 {
+				t.Errorf("%d rows were not written under the origin %s", n, perDatabaseOrigin(t, url, "src"))
 			}
 			if n := queryInt(t, url, `SELECT count(*) FROM acct WHERE v = 0 AND note = 'n' || id AND pg_xact_commit_timestamp(xmin) >= $1`, started); n != 0 {
 				t.Errorf("%d restored rows have a commit time later than the snapshot's", n)

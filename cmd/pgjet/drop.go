@@ -534,12 +534,24 @@ func (d *regionDrop) checkApplier(ctx context.Context) (recorded bool, err error
 	return true, nil
 }
 
-// dropOrigin drops the applier's replication origin on the target.
+// dropOrigin drops the applier's replication origin on the target. The
+// origin an earlier pgjet shared between the cluster's databases
+// (apply.LegacyOriginName) is kept: rows of other databases may name it,
+// and a new origin could take its roident and pass for their writer.
 func (d *regionDrop) dropOrigin(ctx context.Context) error {
-	origin := apply.OriginName(d.f.name)
-	var exists bool
-	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", origin).Scan(&exists); err != nil {
+	origin, err := apply.TargetOrigin(ctx, d.conn, d.f.name)
+	if err != nil {
+		return err
+	}
+	legacy := apply.LegacyOriginName(d.f.name)
+	var exists, legacyExists bool
+	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1), EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $2)",
+		origin, legacy).Scan(&exists, &legacyExists); err != nil {
 		return fmt.Errorf("look up replication origin %s: %w", origin, err)
+	}
+	if legacyExists {
+		d.log.keep("replication origin %s: an earlier pgjet wrote source %s under it in every database of this cluster, and their rows name it; drop it with SELECT pg_replication_origin_drop('%s') once no database here replicates %s",
+			legacy, d.f.name, legacy, d.f.name)
 	}
 	if !exists {
 		return nil
