@@ -168,6 +168,11 @@ func migrate(ctx context.Context, conn *pgx.Conn, db string) error {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLock); err != nil {
 		return fmt.Errorf("lock pgjet's tables for migration: %w", err)
 	}
+	// pgjet's own tables, on a target that is captured too: not a schema
+	// change for pgjet's DDL capture to warn of (see schema.DDLFunctionBody).
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'off', true)", schema.DDLOffSetting); err != nil {
+		return fmt.Errorf("migrate pgjet's tables: %w", err)
+	}
 	have, err := schemaVersion(ctx, tx)
 	if err != nil {
 		return err

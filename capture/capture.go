@@ -500,6 +500,9 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
+	if err := c.guardOwnSchema(ctx, pool); err != nil {
+		return err
+	}
 	// Event triggers come before the publication so that no schema change
 	// made after capture started is missed.
 	if err := c.ensureDDLCapture(ctx, pool); err != nil {

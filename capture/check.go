@@ -66,6 +66,7 @@ func checkPostgres(ctx context.Context, cfg Config) []stream.CheckResult {
 	res = append(res, stream.Result("replication privilege", err, "role "+role+" may replicate"))
 	res = append(res, checkReplicationConn(ctx, cfg.DB, where))
 	res = append(res, checkTables(ctx, conn, cfg, role))
+	res = append(res, checkOwnSchema(ctx, conn))
 	res = append(res, checkSlot(ctx, conn, cfg.Slot))
 	return res
 }

@@ -40,6 +40,10 @@ var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop"}
 // DDLFunctionBody is the PL/pgSQL body of DDLFunction. capture compares it
 // with pg_proc.prosrc to tell whether the installed version is current.
 //
+// A table created in pgjet's own schema by anyone but pgjet (which turns
+// capture off for its own changes) gets a WARNING to its author: it would
+// never reach a replica.
+//
 // It emits one message per (transaction, statement start, query text): a
 // query string with several statements fires the triggers several times,
 // and the whole string is replayed once. Objects of pgjet's own schema,
@@ -65,12 +69,24 @@ DECLARE
 	continued boolean := false;
 	objs jsonb := '[]';
 	n int := 0;
+	own text;
 BEGIN
 	IF q IS NULL OR current_setting('pgjet.ddl_capture', true) = 'off' THEN
 		RETURN;
 	END IF;
 	IF TG_TAG LIKE '% PUBLICATION' OR TG_TAG LIKE '% SUBSCRIPTION' OR TG_TAG LIKE '% EVENT TRIGGER' THEN
 		RETURN; -- replication setup is each database's own
+	END IF;
+	IF TG_EVENT = 'ddl_command_end' AND TG_TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
+		-- Tables of schema pgjet are never captured: one a user made there
+		-- (an unqualified CREATE whose search_path begins with pgjet) would
+		-- silently stay on the source.
+		SELECT string_agg(c.object_identity, ', ') INTO own FROM pg_event_trigger_ddl_commands() c
+		WHERE c.object_type = 'table' AND c.schema_name = 'pgjet';
+		IF own IS NOT NULL THEN
+			RAISE WARNING 'pgjet: table % is in schema pgjet, which is pgjet''s own and never replicated', own
+				USING HINT = 'Move it (ALTER TABLE ' || own || ' SET SCHEMA public), and check the search_path of role ' || current_user || '.';
+		END IF;
 	END IF;
 	marker := txid_current()::text || ':' || statement_timestamp()::text || ':' || md5(q);
 	IF current_setting('pgjet.ddl_marker', true) IS NOT DISTINCT FROM marker THEN

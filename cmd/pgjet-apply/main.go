@@ -29,7 +29,7 @@ func main() {
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet-apply replays a source's change stream into a region's Postgres.\n\nUsage:\n  pgjet-apply --db URL --nats URL --name SOURCE --region REGION [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
-	fs.StringVar(&cfg.DB, "db", "", "target database URL, e.g. postgres://pgjet:secret@replica:5432/app")
+	fs.StringVar(&cfg.DB, "db", "", "target database URL, e.g. postgres://pgjet_apply:secret@replica:5432/app")
 	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of this region, e.g. nats://localhost:4222")
 	fs.StringVar(&cfg.Name, "name", "", "source name given to pgjet-capture")
 	fs.StringVar(&cfg.Region, "region", "", "this region's name (names the durable consumer)")

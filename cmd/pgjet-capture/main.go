@@ -27,7 +27,7 @@ func main() {
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet-capture streams a Postgres database into NATS JetStream.\n\nUsage:\n  pgjet-capture --db URL --nats URL --name SOURCE [flags]\n\nFlags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
-	fs.StringVar(&cfg.DB, "db", "", "source database URL (role with REPLICATION), e.g. postgres://pgjet:secret@db:5432/app")
+	fs.StringVar(&cfg.DB, "db", "", "source database URL (role with REPLICATION), e.g. postgres://pgjet_capture:secret@db:5432/app")
 	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of the source's home region, e.g. nats://localhost:4222")
 	fs.StringVar(&cfg.Name, "name", "", "source name: the stream is PGJET_<name>")
 	fs.StringSliceVar(&cfg.Tables, "tables", nil, "publish only these tables (schema.table,...); default all tables")
