@@ -43,6 +43,9 @@ type Capture struct {
 	// made is what capture created on the source since it last streamed:
 	// removed when it stops for good before streaming (undoStart).
 	made made
+	// pubs are the publications the session streams from: capture's, and
+	// its publication of inserts only when there is one. Set by preflight.
+	pubs []string
 }
 
 // Stats are counters a Capture keeps while it runs; safe for concurrent reads.
@@ -351,7 +354,7 @@ func (c *Capture) session(ctx context.Context) error {
 	c.streamAnswered()
 
 	err = pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(c.cfg.Publication), "messages 'true'"},
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(publicationNames(c.pubs)), "messages 'true'"},
 	})
 	if err != nil {
 		if schema.PgCode(err) == schema.CodeObjectInUse {
@@ -491,7 +494,8 @@ func (c *Capture) connectPool(ctx context.Context) (*pgxpool.Pool, error) {
 }
 
 // preflight checks what the user must fix before replication can work,
-// and creates the publication when missing.
+// creates the publication when missing (ensurePublication), and records
+// the publications to stream from in c.pubs.
 func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := checkWALLevel(ctx, pool, c.where()); err != nil {
 		return err
@@ -508,48 +512,22 @@ func (c *Capture) preflight(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := c.ensureDDLCapture(ctx, pool); err != nil {
 		return err
 	}
-	var exists bool
-	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", c.cfg.Publication).Scan(&exists); err != nil {
-		return fmt.Errorf("look up publication: %w", err)
+	pubs, err := c.ensurePublication(ctx, pool, role)
+	if err != nil {
+		return err
 	}
-	if exists {
-		var viaRoot bool
-		if err := pool.QueryRow(ctx, "SELECT pubviaroot FROM pg_publication WHERE pubname = $1", c.cfg.Publication).Scan(&viaRoot); err != nil {
-			return fmt.Errorf("read publication %q: %w", c.cfg.Publication, err)
-		}
-		if viaRoot != (c.cfg.Partitions == "root") {
-			c.log.Warn().Str("publication", c.cfg.Publication).Bool("publish_via_partition_root", viaRoot).
-				Msg("existing publication disagrees with --partitions; it is used as it is (ALTER PUBLICATION ... SET (publish_via_partition_root = ...) to change it)")
-		}
-		return nil
-	}
-	target := "FOR ALL TABLES"
-	if len(c.cfg.Tables) > 0 {
-		names := make([]string, len(c.cfg.Tables))
-		for i, t := range c.cfg.Tables {
-			s, n, _ := strings.Cut(t, ".")
-			names[i] = qualified(s, n)
-		}
-		target = "FOR TABLE " + strings.Join(names, ", ")
-	}
-	sql := "CREATE PUBLICATION " + quoteIdent(c.cfg.Publication) + " " + target
-	if c.cfg.Partitions == "root" {
-		sql += " WITH (publish_via_partition_root = true)"
-	}
-	if _, err := pool.Exec(ctx, sql); err != nil {
-		switch schema.PgCode(err) {
-		case schema.CodeInsufficientPriv:
-			return schema.Fatalf(err, "role %q may not create publication %q on %s; run as a superuser: %s", role, c.cfg.Publication, c.where(), sql)
-		case schema.CodeUndefinedTable:
-			return schema.Fatalf(err, "a table in --tables does not exist on %s; fix --tables", c.where())
-		case schema.CodeDuplicateObject:
-			return nil // created concurrently
-		}
-		return fmt.Errorf("create publication %q: %w", c.cfg.Publication, err)
-	}
-	c.made.add(func(s *madeSet) { s.publication = true })
-	c.log.Info().Str("publication", c.cfg.Publication).Str("tables", target).Msg("publication created")
+	c.pubs = pubs
 	return nil
+}
+
+// publicationNames renders pubs for pgoutput's publication_names: a list
+// of identifiers (InsertsPublication's name needs its quotes).
+func publicationNames(pubs []string) string {
+	q := make([]string, len(pubs))
+	for i, p := range pubs {
+		q[i] = quoteIdent(p)
+	}
+	return strings.Join(q, ",")
 }
 
 // queryRower is what the checks need of a pool or a connection.

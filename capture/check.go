@@ -66,6 +66,7 @@ func checkPostgres(ctx context.Context, cfg Config) []stream.CheckResult {
 	res = append(res, stream.Result("replication privilege", err, "role "+role+" may replicate"))
 	res = append(res, checkReplicationConn(ctx, cfg.DB, where))
 	res = append(res, checkTables(ctx, conn, cfg, role))
+	res = append(res, checkKeyless(ctx, conn, cfg))
 	res = append(res, checkOwnSchema(ctx, conn))
 	res = append(res, checkSlot(ctx, conn, cfg.Slot))
 	return res
@@ -99,8 +100,8 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg Config, role string) s
 		return stream.Fail(name, "look up publication %q: %v", cfg.Publication, err)
 	}
 	if exists {
-		rows, _ := conn.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1
-			AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT') ORDER BY 1`, cfg.Publication)
+		rows, _ := conn.Query(ctx, `SELECT DISTINCT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = ANY($1)
+			AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT') ORDER BY 1`, []string{cfg.Publication, InsertsPublication(cfg.Publication)})
 		denied, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return stream.Fail(name, "read publication %q: %v", cfg.Publication, err)

@@ -34,6 +34,19 @@ type Config struct {
 	// Tables restricts the publication to these schema.table names; empty
 	// publishes all tables.
 	Tables []string
+	// Keyless is what capture does with the tables its publication would
+	// publish UPDATE and DELETE of while they have no replica identity (no
+	// primary key under REPLICA IDENTITY DEFAULT, or NOTHING), which
+	// Postgres then refuses: "" stops capture before it makes or changes
+	// its publication, naming them; KeylessIdentityFull sets REPLICA
+	// IDENTITY FULL on them; KeylessExclude leaves them out of the
+	// publication; KeylessInsertsOnly publishes their inserts only. It
+	// goes for tables made later without a key too (see keyless.go).
+	Keyless string
+	// KeylessTables sets Keyless per table: "pattern=choice", with a
+	// schema.table glob pattern (path.Match); the first that matches wins
+	// over Keyless. It goes for the tables there when capture starts.
+	KeylessTables []string
 	// Partitions says how changes to partitions are published: "leaf"
 	// (as changes of the partition itself, mirroring the primary) or
 	// "root" (as changes of the partitioned table, for replicas
@@ -166,6 +179,7 @@ func (c *Config) Validate() error {
 		c.Publication = c.Slot
 	}
 	errs = append(errs, c.validateFilter())
+	errs = append(errs, c.validateKeyless())
 	if c.Partitions != "leaf" && c.Partitions != "root" {
 		errs = append(errs, fmt.Errorf("--partitions %q: use leaf or root", c.Partitions))
 	}

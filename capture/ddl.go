@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,11 +30,17 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 		}
 		return nil
 	}
-	var body *string
+	names, bodies := make([]string, len(schema.DDLFunctions)), make([]string, len(schema.DDLFunctions))
+	for i, f := range schema.DDLFunctions {
+		names[i], bodies[i] = f.Name, f.Body
+	}
+	// current: every function is there with this pgjet's body; some: any is.
+	var current, some bool
 	var triggers int
-	err := pool.QueryRow(ctx, `SELECT (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)),
-		(SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($2) AND evtfoid = to_regprocedure($1) AND evtenabled <> 'D')`,
-		schema.DDLFunction, schema.DDLTriggers).Scan(&body, &triggers)
+	err := pool.QueryRow(ctx, `SELECT coalesce(bool_and(p.prosrc IS NOT DISTINCT FROM f.body), false), coalesce(bool_or(p.oid IS NOT NULL), false),
+		(SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($3) AND evtenabled <> 'D')
+		FROM unnest($1::text[], $2::text[]) f(name, body) LEFT JOIN pg_proc p ON p.oid = to_regprocedure(f.name)`,
+		names, bodies, schema.DDLTriggers).Scan(&current, &some, &triggers)
 	if schema.PgCode(err) == schema.CodeInsufficientPriv {
 		c.log.Warn().Err(err).Msg("DDL capture is off: this role may not use schema pgjet on the source; GRANT USAGE ON SCHEMA pgjet to it (deploy/postgres/roles.sql) or run with --ddl=false")
 		return nil
@@ -41,7 +48,7 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 	if err != nil {
 		return fmt.Errorf("look up DDL capture triggers: %w", err)
 	}
-	if body != nil && *body == schema.DDLFunctionBody && triggers == len(schema.DDLTriggers) {
+	if current && triggers == len(schema.DDLTriggers) {
 		c.log.Debug().Msg("DDL capture installed")
 		return nil
 	}
@@ -51,7 +58,7 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 		return fmt.Errorf("read role attributes: %w", err)
 	}
 	if !super {
-		if body != nil && triggers == len(schema.DDLTriggers) {
+		if some && triggers > 0 {
 			c.log.Warn().Str("role", role).Msg("pgjet's DDL event triggers on the source are from another pgjet version and role is not a superuser, so they cannot be updated; run pgjet-capture once as a superuser to update them")
 			return nil
 		}
@@ -80,10 +87,10 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 	}
 	// Made anew (not an update of an older version's): a start that
 	// fails for good removes it again.
-	if body == nil && triggers == 0 {
+	if !some && triggers == 0 {
 		c.made.add(func(s *madeSet) { s.ddl, s.schema = true, s.schema || !hadSchema })
 	}
-	c.log.Info().Msg("DDL capture installed: event triggers pgjet_ddl_start, pgjet_ddl_end and pgjet_ddl_drop")
+	c.log.Info().Msg("DDL capture installed: event triggers " + strings.Join(schema.DDLTriggers, ", "))
 	return nil
 }
 

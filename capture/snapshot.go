@@ -833,14 +833,15 @@ func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable,
 		return nil, schema.Fatalf(nil, "publication %q does not exist on %s: start pgjet-capture --name %s first (it creates it), or name it with --publication",
 			s.c.cfg.Publication, s.c.where(), s.c.cfg.Name)
 	}
-	rows, err := conn.Query(ctx, `SELECT c.oid, p.schemaname, p.tablename, c.relkind::text,
+	// Tables published inserts only (--keyless inserts-only) have rows too.
+	rows, err := conn.Query(ctx, `SELECT DISTINCT ON (c.oid) c.oid, p.schemaname, p.tablename, c.relkind::text,
 			greatest(c.reltuples, 0)::bigint, pg_relation_size(c.oid),
 			array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 				AND a.attgenerated = '' AND (p.attnames IS NULL OR a.attname = ANY (p.attnames)) ORDER BY a.attnum)
 		FROM pg_publication_tables p
 		JOIN pg_namespace n ON n.nspname = p.schemaname
 		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-		WHERE p.pubname = $1 ORDER BY 1, 2`, s.c.cfg.Publication)
+		WHERE p.pubname = ANY($1) ORDER BY 1, 2`, []string{s.c.cfg.Publication, InsertsPublication(s.c.cfg.Publication)})
 	if err != nil {
 		return nil, fmt.Errorf("list published tables: %w", err)
 	}

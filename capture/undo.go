@@ -77,12 +77,15 @@ func (c *Capture) undoStart(ctx context.Context) {
 	}
 	if m.publication {
 		step("publication "+c.cfg.Publication, "DROP PUBLICATION IF EXISTS "+quoteIdent(c.cfg.Publication))
+		step("publication "+InsertsPublication(c.cfg.Publication), "DROP PUBLICATION IF EXISTS "+quoteIdent(InsertsPublication(c.cfg.Publication)))
 	}
 	if m.ddl {
 		for _, t := range schema.DDLTriggers {
 			step("event trigger "+t, "DROP EVENT TRIGGER IF EXISTS "+quoteIdent(t))
 		}
-		step("function "+schema.DDLFunction, "DROP FUNCTION IF EXISTS "+schema.DDLFunction)
+		for _, f := range schema.DDLFunctions {
+			step("function "+f.Name, "DROP FUNCTION IF EXISTS "+f.Name)
+		}
 	}
 	if m.schema {
 		// RESTRICT: anything another program put there meanwhile stays.

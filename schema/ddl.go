@@ -35,7 +35,7 @@ const DDLFunction = "pgjet.ddl_capture()"
 const Own = "pgjet"
 
 // DDLTriggers are the event triggers capture installs on the source.
-var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop"}
+var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop", "pgjet_ddl_publish"}
 
 // DDLFunctionBody is the PL/pgSQL body of DDLFunction. capture compares it
 // with pg_proc.prosrc to tell whether the installed version is current.
@@ -151,7 +151,7 @@ BEGIN
 END
 `
 
-// DDLInstallSQL creates (or replaces) DDLFunction and DDLTriggers. It
+// DDLInstallSQL creates (or replaces) DDLFunctions and DDLTriggers. It
 // needs a superuser, and runs in one transaction so DDL is never missed
 // between the drop and the creation of a trigger.
 func DDLInstallSQL() string {
@@ -162,7 +162,10 @@ DROP EVENT TRIGGER IF EXISTS pgjet_ddl_end;
 DROP EVENT TRIGGER IF EXISTS pgjet_ddl_drop;
 CREATE EVENT TRIGGER pgjet_ddl_start ON ddl_command_start WHEN TAG IN ('CREATE TABLE AS') EXECUTE FUNCTION ` + DDLFunction + `;
 CREATE EVENT TRIGGER pgjet_ddl_end ON ddl_command_end EXECUTE FUNCTION ` + DDLFunction + `;
-CREATE EVENT TRIGGER pgjet_ddl_drop ON sql_drop EXECUTE FUNCTION ` + DDLFunction + `;`
+CREATE EVENT TRIGGER pgjet_ddl_drop ON sql_drop EXECUTE FUNCTION ` + DDLFunction + `;
+CREATE OR REPLACE FUNCTION ` + DDLPublishFunction + ` RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgjet$` + DDLPublishFunctionBody + `$pgjet$;
+DROP EVENT TRIGGER IF EXISTS pgjet_ddl_publish;
+CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE') EXECUTE FUNCTION ` + DDLPublishFunction + `;`
 }
 
 // DDL is a schema change captured on the source: the content of a

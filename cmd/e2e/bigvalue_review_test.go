@@ -25,7 +25,8 @@ func newPayloadCluster(t *testing.T, maxPayload int32, schemaSQL ...string) *clu
 // plans a chunk by must count them.
 func TestCapture_RowsAtMessageLimitWithLongOrigin(t *testing.T) {
 	t.Parallel()
-	c := newPayloadCluster(t, 64<<10, "CREATE TABLE one (n int, body text)", "CREATE TABLE two (n int, a text, b text)")
+	c := newPayloadCluster(t, 64<<10, "CREATE TABLE one (n int, body text)", "CREATE TABLE two (n int, a text, b text)",
+		"ALTER TABLE one REPLICA IDENTITY FULL", "ALTER TABLE two REPLICA IDENTITY FULL")
 	capt := c.capture(t, "--no-snapshot")
 	app := c.apply(t, "--skip-snapshot")
 	origin := strings.Repeat("o", 200)

@@ -58,7 +58,7 @@ func TestPipeline_LargeValues(t *testing.T) {
 	t.Parallel()
 	c := newDefaultPayloadCluster(t)
 	pgbench(t, c.src, "-i", "-I", "dtp", "-s", "1", "-q")
-	exec1(t, c.src, `CREATE TABLE docs (id int PRIMARY KEY, body text, img bytea, doc jsonb, note text)`,
+	exec1(t, c.src, historyIdentity, `CREATE TABLE docs (id int PRIMARY KEY, body text, img bytea, doc jsonb, note text)`,
 		`CREATE TABLE small (id int PRIMARY KEY, v text)`,
 		`CREATE TABLE fulldocs (id int, body text)`, `ALTER TABLE fulldocs REPLICA IDENTITY FULL`)
 	copySchema(t, c)

@@ -34,7 +34,9 @@ func TestChanges_TOAST(t *testing.T) {
 }
 
 // TestChanges_IdentityModes covers every replica identity: default (primary
-// key), USING INDEX, FULL with duplicates, and NOTHING (inserts only).
+// key), USING INDEX, FULL with duplicates, and NOTHING (inserts only,
+// published as such: capture refuses to publish its updates, which
+// Postgres would then refuse).
 func TestChanges_IdentityModes(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t,
@@ -44,7 +46,7 @@ func TestChanges_IdentityModes(t *testing.T) {
 		`CREATE TABLE full_dups (a int, b text)`, `ALTER TABLE full_dups REPLICA IDENTITY FULL`,
 		`CREATE TABLE nothing (a int, b text)`, `ALTER TABLE nothing REPLICA IDENTITY NOTHING`,
 	)
-	capt := c.capture(t)
+	capt := c.capture(t, "--keyless-table", "public.nothing=inserts-only")
 	app := c.apply(t)
 	exec1(t, c.src,
 		`INSERT INTO by_index SELECT g, 'c'||g, g FROM generate_series(1, 50) g`,

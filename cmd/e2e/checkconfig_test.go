@@ -52,7 +52,7 @@ func TestCheckConfig(t *testing.T) {
 			"OK    pg_dump", "OK    configuration",
 			// The test server syncs always, but only a system-account user may see it.
 			"WARN  nats durability", "cannot tell whether nats-server hub syncs", "sync_interval: always",
-			"OK    schema pgjet", "all 13 checks passed, 1 with a warning",
+			"OK    schema pgjet", "OK    tables without a key", "all 14 checks passed, 1 with a warning",
 		}, capArgs...)
 		if n := queryInt(t, c.src, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
 			t.Errorf("--check-config left %d replication slots", n)

@@ -113,7 +113,7 @@ func TestCluster_KillNode(t *testing.T) {
 	t.Parallel()
 	c, nodes, urls := newClusterOnNATSCluster(t)
 	pgbench(t, c.src, "-i", "-I", "dtp", "-s", "1", "-q")
-	exec1(t, c.src, "CREATE TABLE nokey (a int, b text)", "ALTER TABLE nokey REPLICA IDENTITY FULL")
+	exec1(t, c.src, historyIdentity, "CREATE TABLE nokey (a int, b text)", "ALTER TABLE nokey REPLICA IDENTITY FULL")
 	copySchema(t, c)
 
 	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", urls, "--name", "src", "--heartbeat", "1s", "--stream-replicas", "3")

@@ -16,7 +16,7 @@ func TestFilters(t *testing.T) {
 		`CREATE TABLE users (id int PRIMARY KEY, name text, ssn text, email text)`,
 		`CREATE TABLE orders (id int PRIMARY KEY, user_id int, total numeric)`,
 		`CREATE TABLE audit_log (id serial PRIMARY KEY, what text)`,
-		`CREATE TABLE scratch_1 (a int)`)
+		`CREATE TABLE scratch_1 (a int)`, `ALTER TABLE scratch_1 REPLICA IDENTITY FULL`)
 	capt := c.capture(t, "--include-tables", "public.users,public.orders,public.audit_*,public.new_*",
 		"--exclude-tables", "public.audit_*", "--exclude-columns", "public.users.ssn,*.*.email")
 	app := c.apply(t)

@@ -42,6 +42,7 @@ func newRegions(t *testing.T, regions ...string) *regionSetup {
 	}
 	s.src = local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}).URL("postgres")
 	pgbench(t, s.src, "-i", "-I", "dtp", "-s", "1", "-q")
+	exec1(t, s.src, historyIdentity)
 	for _, r := range regions {
 		s.dst[r] = local.NewTestPostgres(t, local.PostgresOptions{Name: "replica-" + r}).URL("postgres")
 		if err := local.CopySchema(ctx, s.src, s.dst[r]); err != nil {

@@ -39,7 +39,7 @@ func snapshotPrimary(t *testing.T, scale string) *cluster {
 	t.Helper()
 	c := newCluster(t)
 	pgbench(t, c.src, "-i", "-s", scale, "-q")
-	exec1(t, c.src, snapshotSchema)
+	exec1(t, c.src, historyIdentity, snapshotSchema)
 	return c
 }
 

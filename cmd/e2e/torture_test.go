@@ -34,6 +34,7 @@ const tortureSchema = `
 CREATE TABLE items (id bigserial PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0, pad text);
 CREATE TABLE scratch (id int PRIMARY KEY, v text);
 CREATE TABLE audit (op bigint NOT NULL, kind text NOT NULL);
+ALTER TABLE audit REPLICA IDENTITY FULL;
 CREATE TABLE evolve (id int PRIMARY KEY, c0 text);
 CREATE TABLE events (id bigint NOT NULL, at int NOT NULL, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE events_0 PARTITION OF events FOR VALUES FROM (0) TO (1000);

@@ -33,6 +33,8 @@ func main() {
 	fs.StringSliceVar(&cfg.Tables, "tables", nil, "publish only these tables (schema.table,...); default all tables")
 	fs.BoolVar(&cfg.DDL, "ddl", cfg.DDL, "capture schema changes with event triggers on the source (installed when the role is a superuser)")
 	fs.BoolVar(&cfg.Sequences, "sequences", cfg.Sequences, "publish sequence values at heartbeats")
+	fs.StringVar(&cfg.Keyless, "keyless", "", "what to do with published tables that have no primary key nor replica identity, whose UPDATE and DELETE Postgres would refuse: identity-full (set REPLICA IDENTITY FULL), exclude (leave them out of the publication) or inserts-only (publish their inserts only); unset, capture refuses to start and names them")
+	fs.StringSliceVar(&cfg.KeylessTables, "keyless-table", nil, "--keyless per table: schema.table=CHOICE,... (glob patterns, first match wins), e.g. 'public.log=inserts-only,audit.*=exclude'")
 	fs.StringVar(&cfg.Partitions, "partitions", cfg.Partitions, "publish partition changes as the partition (leaf) or as the partitioned table (root)")
 	fs.StringVar(&cfg.Slot, "slot", "", "replication slot (default pgjet_<name>)")
 	fs.StringVar(&cfg.Publication, "publication", "", "publication (default pgjet_<name>)")

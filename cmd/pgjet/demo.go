@@ -245,6 +245,9 @@ func (d *demo) setup(ctx context.Context) error {
 	ccfg := capture.DefaultConfig()
 	ccfg.DB, ccfg.NATS, ccfg.Name = primaryURL, d.top.Hub.ClientURL(), demoSource
 	ccfg.HeartbeatInterval = time.Second
+	// pgbench_history has no primary key: without a choice capture would
+	// not publish it (its updates would fail on the primary).
+	ccfg.Keyless = capture.KeylessIdentityFull
 	if err := ccfg.Validate(); err != nil {
 		return fmt.Errorf("capture config: %w", err)
 	}

@@ -227,15 +227,17 @@ func (d *sourceDrop) run(ctx context.Context) error {
 	if err := d.dropSlot(ctx); err != nil {
 		return err
 	}
-	var exists bool
-	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", d.publication).Scan(&exists); err != nil {
-		return fmt.Errorf("look up publication %s: %w", d.publication, err)
-	}
-	if exists {
-		if _, err := d.conn.Exec(ctx, "DROP PUBLICATION "+pgx.Identifier{d.publication}.Sanitize()); err != nil {
-			return dropError(err, "publication "+d.publication)
+	for _, pub := range []string{d.publication, capture.InsertsPublication(d.publication)} {
+		var exists bool
+		if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", pub).Scan(&exists); err != nil {
+			return fmt.Errorf("look up publication %s: %w", pub, err)
 		}
-		d.log.remove("publication %s", d.publication)
+		if exists {
+			if _, err := d.conn.Exec(ctx, "DROP PUBLICATION "+pgx.Identifier{pub}.Sanitize()); err != nil {
+				return dropError(err, "publication "+pub)
+			}
+			d.log.remove("publication %s", pub)
+		}
 	}
 	if err := d.dropDDLCapture(ctx); err != nil {
 		return err
@@ -328,16 +330,21 @@ func (d *sourceDrop) dropSlot(ctx context.Context) error {
 // dropDDLCapture drops the event triggers and their function, unless
 // slots of other pgjet sources on the database still use them.
 func (d *sourceDrop) dropDDLCapture(ctx context.Context) error {
-	var triggers []string
-	var fn bool
+	var triggers, fns []string
 	err := d.conn.QueryRow(ctx, `SELECT coalesce(array_agg(evtname::text ORDER BY evtname), '{}') FROM pg_event_trigger WHERE evtname = ANY($1)`, schema.DDLTriggers).Scan(&triggers)
-	if err == nil {
-		err = d.conn.QueryRow(ctx, "SELECT to_regprocedure($1) IS NOT NULL", schema.DDLFunction).Scan(&fn)
+	for _, f := range schema.DDLFunctions {
+		var fn bool
+		if err == nil {
+			err = d.conn.QueryRow(ctx, "SELECT to_regprocedure($1) IS NOT NULL", f.Name).Scan(&fn)
+		}
+		if fn {
+			fns = append(fns, f.Name)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("look up DDL capture: %w", err)
 	}
-	if len(triggers) == 0 && !fn {
+	if len(triggers) == 0 && len(fns) == 0 {
 		return nil
 	}
 	var others *string
@@ -346,8 +353,8 @@ func (d *sourceDrop) dropDDLCapture(ctx context.Context) error {
 		return fmt.Errorf("look up other sources' slots: %w", err)
 	}
 	if others != nil {
-		d.log.keep("DDL capture (event triggers %s, function %s): slots %s of other pgjet sources on this database use it",
-			strings.Join(schema.DDLTriggers, ", "), schema.DDLFunction, *others)
+		d.log.keep("DDL capture (event triggers %s, functions %s): slots %s of other pgjet sources on this database use it",
+			strings.Join(schema.DDLTriggers, ", "), strings.Join(fns, ", "), *others)
 		return nil
 	}
 	for _, tr := range triggers {
@@ -356,11 +363,11 @@ func (d *sourceDrop) dropDDLCapture(ctx context.Context) error {
 		}
 		d.log.remove("event trigger %s", tr)
 	}
-	if fn {
-		if _, err := d.conn.Exec(ctx, "DROP FUNCTION "+schema.DDLFunction); err != nil {
-			return dropError(err, "function "+schema.DDLFunction)
+	for _, fn := range fns {
+		if _, err := d.conn.Exec(ctx, "DROP FUNCTION "+fn); err != nil {
+			return dropError(err, "function "+fn)
 		}
-		d.log.remove("function %s", schema.DDLFunction)
+		d.log.remove("function %s", fn)
 	}
 	return nil
 }

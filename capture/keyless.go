@@ -1,0 +1,515 @@
+package capture
+
+// Tables without a key under capture's publication.
+//
+// Postgres refuses every UPDATE and DELETE of a table that a publication
+// publishes them for when the table has no replica identity: no primary
+// key under REPLICA IDENTITY DEFAULT, an index identity whose index is
+// gone, or NOTHING ("cannot update table ... because it does not have a
+// replica identity and publishes updates"). A FOR ALL TABLES publication
+// made on a database with such a table would break the application. So
+// capture lists them before it makes its publication, and stops until the
+// operator chooses, for all (--keyless) or per table (--keyless-table); a
+// publication made before (by roles.sql, or an earlier pgjet) breaks them
+// already, so there it warns and goes on. The choices:
+//
+//   - identity-full: capture sets REPLICA IDENTITY FULL on them (each
+//     named in the log): their changes are replicated, found on replicas
+//     by the whole old row;
+//   - exclude: they are left out of the publication;
+//   - inserts-only: they go into a second publication, of inserts only
+//     (InsertsPublication), so UPDATE and DELETE on them are not published.
+//
+// A FOR ALL TABLES publication cannot leave a table out, so the last two
+// make the publication a list of tables that stands for all of them:
+// pgjet's DDL capture adds each table made later to it, in the transaction
+// that makes it (schema.DDLPublishFunction), and the choice of --keyless
+// goes for new tables without a key. See
+// https://www.postgresql.org/docs/15/logical-replication-publication.html
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// The choices for tables without a key (Config.Keyless).
+const (
+	KeylessIdentityFull = "identity-full"
+	KeylessExclude      = "exclude"
+	KeylessInsertsOnly  = "inserts-only"
+)
+
+var keylessChoices = []string{KeylessIdentityFull, KeylessExclude, KeylessInsertsOnly}
+
+// InsertsPublication is the publication of the tables whose inserts alone
+// capture publishes (--keyless inserts-only), beside publication pub. No
+// default publication name holds a ':'.
+func InsertsPublication(pub string) string { return pub + ":inserts" }
+
+// keylessRule is one --keyless-table pattern=choice.
+type keylessRule struct{ pattern, choice string }
+
+// validateKeyless checks --keyless and --keyless-table.
+func (c *Config) validateKeyless() error {
+	var errs []error
+	if c.Keyless != "" && !validChoice(c.Keyless) {
+		errs = append(errs, fmt.Errorf("--keyless %q: use %s", c.Keyless, strings.Join(keylessChoices, ", ")))
+	}
+	for _, r := range c.KeylessTables {
+		pattern, choice, ok := strings.Cut(r, "=")
+		switch {
+		case !ok || !validChoice(choice):
+			errs = append(errs, fmt.Errorf("--keyless-table %q: use schema.table=CHOICE with CHOICE one of %s", r, strings.Join(keylessChoices, ", ")))
+		default:
+			errs = append(errs, validatePatterns("--keyless-table", []string{pattern}, 2))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validChoice(s string) bool {
+	for _, c := range keylessChoices {
+		if s == c {
+			return true
+		}
+	}
+	return false
+}
+
+// keylessChoice is the choice for table schemaName.name: the first
+// --keyless-table pattern that matches it, else --keyless.
+func (c *Config) keylessChoice(schemaName, name string) string {
+	qn := schemaName + "." + name
+	for _, r := range c.KeylessTables {
+		pattern, choice, _ := strings.Cut(r, "=")
+		if ok, _ := path.Match(pattern, qn); ok {
+			return choice
+		}
+	}
+	return c.Keyless
+}
+
+// listsTables reports whether capture's publication must be a list of
+// tables (rather than FOR ALL TABLES) for --keyless to hold for tables
+// made later.
+func (c *Config) listsTables() bool {
+	return c.Keyless == KeylessExclude || c.Keyless == KeylessInsertsOnly
+}
+
+// querier is what reading the catalogs needs of a pool or a connection.
+type querier interface {
+	queryRower
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// keylessTable is a published table whose UPDATE and DELETE Postgres
+// refuses, with the top-level table of its partition tree (itself unless
+// it is a partition): a partition is left out or published inserts only
+// with its whole tree.
+type keylessTable struct {
+	schema, name         string
+	rootSchema, rootName string
+	choice               string
+}
+
+func (k keylessTable) String() string { return k.schema + "." + k.name }
+func (k keylessTable) sql() string    { return qualified(k.schema, k.name) }
+func (k keylessTable) rootSQL() string {
+	return qualified(k.rootSchema, k.rootName)
+}
+
+// findKeyless lists the tables without a replica identity that would be
+// published with UPDATE or DELETE: by the existing publications pubs, or,
+// when none exists yet, by the one capture is about to make (all tables,
+// or the tables of --tables and their partitions).
+func findKeyless(ctx context.Context, q querier, pubs []string, all bool, tables []string) ([]keylessTable, error) {
+	named := make([]string, len(tables))
+	for i, t := range tables {
+		s, n, _ := strings.Cut(t, ".")
+		named[i] = qualified(s, n)
+	}
+	rows, err := q.Query(ctx, `WITH c AS (SELECT c.*, ARRAY[c.oid] || ARRAY(SELECT relid FROM pg_partition_ancestors(c.oid)) AS tree,
+			coalesce(pg_partition_root(c.oid), c.oid) AS root
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384
+		AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%')
+		SELECT n.nspname, c.relname, rn.nspname, r.relname
+		FROM c JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_class r ON r.oid = c.root JOIN pg_namespace rn ON rn.oid = r.relnamespace
+		WHERE (`+schema.KeylessSQL+`)
+		AND (EXISTS (SELECT 1 FROM pg_publication p, pg_get_publication_tables(p.pubname) g
+				WHERE p.pubname = ANY($1) AND (p.pubupdate OR p.pubdelete) AND g.relid = ANY(c.tree))
+			OR $2
+			OR EXISTS (SELECT 1 FROM unnest($3::text[]) t WHERE to_regclass(t) = ANY(c.tree)))
+		ORDER BY 1, 2`, pubs, all, named)
+	if err != nil {
+		return nil, fmt.Errorf("list tables without a replica identity: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keylessTable, error) {
+		var k keylessTable
+		err := row.Scan(&k.schema, &k.name, &k.rootSchema, &k.rootName)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tables without a replica identity: %w", err)
+	}
+	return out, nil
+}
+
+// keylessRemedy is the end of every line that asks for a choice.
+const keylessRemedy = "choose for them: --keyless identity-full (capture sets REPLICA IDENTITY FULL on them), --keyless exclude (leave them out of the publication) or --keyless inserts-only (publish their inserts only), or per table with --keyless-table schema.table=CHOICE; or give them a primary key"
+
+// keylessLine names the tables without a choice and the choices.
+func keylessLine(publication string, tables []keylessTable) string {
+	names := make([]string, len(tables))
+	for i, k := range tables {
+		names[i] = k.String()
+	}
+	return fmt.Sprintf("tables without a primary key nor replica identity: %s; once publication %s publishes them, every UPDATE and DELETE on them fails on the primary: %s",
+		listSome(names), publication, keylessRemedy)
+}
+
+// pubState is what capture reads of its publication.
+type pubState struct {
+	exists, allTables, viaRoot, schemas bool
+	inserts                             bool // InsertsPublication exists
+	comment                             string
+}
+
+func readPublication(ctx context.Context, q queryRower, pub string) (pubState, error) {
+	var s pubState
+	var comment *string
+	err := q.QueryRow(ctx, `SELECT p.oid IS NOT NULL, coalesce(p.puballtables, false), coalesce(p.pubviaroot, false),
+			EXISTS (SELECT 1 FROM pg_publication_namespace s WHERE s.pnpubid = p.oid),
+			EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), obj_description(p.oid, 'pg_publication')
+		FROM (SELECT 1) x LEFT JOIN pg_publication p ON p.pubname = $1`, pub, InsertsPublication(pub)).
+		Scan(&s.exists, &s.allTables, &s.viaRoot, &s.schemas, &s.inserts, &comment)
+	if err != nil {
+		return s, fmt.Errorf("read publication %q: %w", pub, err)
+	}
+	if comment != nil {
+		s.comment = *comment
+	}
+	return s, nil
+}
+
+// keylessPlan is what capture does about the tables without a key.
+type keylessPlan struct {
+	full, out, inserts []keylessTable
+	unresolved         []keylessTable
+}
+
+// planKeyless finds the tables without a key that the publication (made
+// or to be made) publishes, and sorts them by choice.
+func (c *Config) planKeyless(ctx context.Context, q querier, st pubState) (keylessPlan, error) {
+	var p keylessPlan
+	var found []keylessTable
+	var err error
+	if st.exists {
+		found, err = findKeyless(ctx, q, []string{c.Publication, InsertsPublication(c.Publication)}, false, nil)
+	} else {
+		found, err = findKeyless(ctx, q, nil, len(c.Tables) == 0, c.Tables)
+	}
+	if err != nil {
+		return p, err
+	}
+	for _, k := range found {
+		k.choice = c.keylessChoice(k.schema, k.name)
+		switch k.choice {
+		case KeylessIdentityFull:
+			p.full = append(p.full, k)
+		case KeylessExclude:
+			p.out = append(p.out, k)
+		case KeylessInsertsOnly:
+			p.inserts = append(p.inserts, k)
+		default:
+			p.unresolved = append(p.unresolved, k)
+		}
+	}
+	return p, nil
+}
+
+// roots are the distinct top-level tables of tables, as SQL.
+func roots(tables ...[]keylessTable) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, ts := range tables {
+		for _, k := range ts {
+			if r := k.rootSQL(); !seen[r] {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// ensurePublication makes capture's publication when it is missing, after
+// dealing with the tables without a key it would publish (see the top of
+// this file), and returns the publications to stream from. It changes
+// nothing before every such table has a choice. Its statements are not
+// schema changes to replicate.
+func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, role string) ([]string, error) {
+	pub, ins := c.cfg.Publication, InsertsPublication(c.cfg.Publication)
+	st, err := readPublication(ctx, pool, pub)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := c.cfg.planKeyless(ctx, pool, st)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(plan.unresolved) > 0 && !st.exists:
+		return nil, schema.Fatalf(nil, "%s", keylessLine(pub, plan.unresolved))
+	case len(plan.unresolved) > 0:
+		// The publication breaks them already, with capture running or
+		// not: stopping would only stop replication.
+		c.log.Warn().Str("publication", pub).Msg(keylessLine(pub, plan.unresolved))
+	}
+	if st.exists && st.viaRoot != (c.cfg.Partitions == "root") {
+		c.log.Warn().Str("publication", pub).Bool("publish_via_partition_root", st.viaRoot).
+			Msg("existing publication disagrees with --partitions; it is used as it is (ALTER PUBLICATION ... SET (publish_via_partition_root = ...) to change it)")
+	}
+	with := ""
+	if (st.exists && st.viaRoot) || (!st.exists && c.cfg.Partitions == "root") {
+		with = " WITH (publish_via_partition_root = true)"
+	}
+	// A list is needed to leave tables out, or for --keyless to leave out
+	// tables made later; a list capture made stands for all tables (its
+	// comment says so) and stays one.
+	left := roots(plan.out, plan.inserts)
+	wantList := len(left) > 0 || len(c.cfg.Tables) == 0 && c.cfg.listsTables()
+	newTables := strings.Contains(st.comment, `"new_tables":true`)
+	var stmts []string
+	for _, k := range plan.full {
+		stmts = append(stmts, "ALTER TABLE "+k.sql()+" REPLICA IDENTITY FULL")
+	}
+	var made, remade string
+	switch {
+	case !st.exists && !wantList:
+		target := "FOR ALL TABLES"
+		if len(c.cfg.Tables) > 0 {
+			names := make([]string, len(c.cfg.Tables))
+			for i, t := range c.cfg.Tables {
+				s, n, _ := strings.Cut(t, ".")
+				names[i] = qualified(s, n)
+			}
+			target = "FOR TABLE " + strings.Join(names, ", ")
+		}
+		stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(pub)+" "+target+with)
+		made = target
+	case !st.exists || st.allTables && wantList:
+		if st.schemas {
+			return nil, schema.Fatalf(nil, "publication %s publishes schemas, so tables %s cannot be left out of it nor published inserts only; remove them from it by hand, or choose --keyless identity-full", pub, strings.Join(left, ", "))
+		}
+		list, err := c.listTables(ctx, pool, left)
+		if err != nil {
+			return nil, err
+		}
+		if st.exists {
+			// One transaction: the slot never decodes a change while the
+			// publication is missing.
+			stmts = append(stmts, "DROP PUBLICATION "+quoteIdent(pub))
+			remade = "FOR ALL TABLES"
+		}
+		target := ""
+		if len(list) > 0 {
+			target = " FOR TABLE " + strings.Join(list, ", ")
+		}
+		stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(pub)+target+with)
+		made = fmt.Sprintf("a list of %d tables, standing for all tables", len(list))
+		if len(left) > 0 {
+			made += ", but " + strings.Join(left, ", ")
+		}
+		if !st.inserts {
+			stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(ins)+withPublish(with, "insert"))
+			st.inserts = true
+		}
+		if r := roots(plan.inserts); len(r) > 0 {
+			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
+		}
+		newTables = len(c.cfg.Tables) == 0
+	default:
+		// An existing list: take the tables out, and publish the inserts
+		// of those that want it.
+		for _, r := range left {
+			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(pub)+" DROP TABLE IF EXISTS "+r)
+		}
+		if r := roots(plan.inserts); len(r) > 0 {
+			if !st.inserts {
+				stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(ins)+withPublish(with, "insert"))
+				st.inserts = true
+			}
+			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
+		}
+	}
+	if len(stmts) > 0 {
+		if err := c.runOwn(ctx, pool, stmts); err != nil {
+			return nil, c.publicationError(err, role, st, plan)
+		}
+	}
+	// The comment tells DDL capture what to do with tables made later. A
+	// publication capture does not own (made by roles.sql) cannot take
+	// one: tables made later are then left to Postgres.
+	if comment := schema.KeylessComment(c.cfg.Keyless, newTables, ins); comment != st.comment {
+		err := c.runOwn(ctx, pool, []string{"COMMENT ON PUBLICATION " + quoteIdent(pub) + " IS " + quoteLiteral(comment)})
+		switch {
+		case schema.PgCode(err) == schema.CodeInsufficientPriv:
+			c.log.Info().Str("publication", pub).Msg("publication not marked as pgjet's (the role does not own it): pgjet's DDL capture neither warns of nor deals with tables made later without a key")
+		case err != nil:
+			return nil, fmt.Errorf("mark publication %q: %w", pub, err)
+		}
+	}
+	for _, k := range plan.full {
+		c.log.Warn().Str("table", k.String()).Msg("REPLICA IDENTITY FULL set: the table has no primary key (--keyless identity-full); its updates and deletes are replicated, found on replicas by the whole old row")
+	}
+	for _, k := range plan.out {
+		c.log.Warn().Str("table", k.String()).Str("left_out", k.rootSQL()).Msg("left out of the publication: the table has no primary key (--keyless exclude); it is not replicated")
+	}
+	for _, k := range plan.inserts {
+		c.log.Warn().Str("table", k.String()).Str("publication", ins).Msg("inserts only: the table has no primary key (--keyless inserts-only); its updates and deletes are not replicated")
+	}
+	switch {
+	case remade != "":
+		c.log.Info().Str("publication", pub).Str("was", remade).Str("tables", made).Msg("publication made a list of tables")
+	case made != "":
+		if !st.exists {
+			c.made.add(func(s *madeSet) { s.publication = true })
+		}
+		c.log.Info().Str("publication", pub).Str("tables", made).Msg("publication created")
+	}
+	pubs := []string{pub}
+	if st.inserts {
+		pubs = append(pubs, ins)
+	}
+	return pubs, nil
+}
+
+// withPublish adds publish = actions to a WITH clause.
+func withPublish(with, actions string) string {
+	if with == "" {
+		return " WITH (publish = '" + actions + "')"
+	}
+	return strings.TrimSuffix(with, ")") + ", publish = '" + actions + "')"
+}
+
+// listTables lists the top-level tables a FOR ALL TABLES publication would
+// publish (or those of --tables), but pgjet's own and those of left.
+func (c *Capture) listTables(ctx context.Context, pool *pgxpool.Pool, left []string) ([]string, error) {
+	skip := map[string]bool{}
+	for _, l := range left {
+		skip[l] = true
+	}
+	var names []string
+	if len(c.cfg.Tables) > 0 {
+		for _, t := range c.cfg.Tables {
+			s, n, _ := strings.Cut(t, ".")
+			names = append(names, qualified(s, n))
+		}
+	} else {
+		rows, err := pool.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' AND c.oid >= 16384
+			AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND n.nspname NOT LIKE 'pg\_toast%'
+			ORDER BY 1, 2`, schema.Own)
+		if err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		pairs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+			var s, n string
+			err := row.Scan(&s, &n)
+			return qualified(s, n), err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		names = pairs
+	}
+	var out []string
+	for _, n := range names {
+		if !skip[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// runOwn runs stmts in one transaction with DDL capture off: capture's
+// own changes of the source are not schema changes to replicate.
+func (c *Capture) runOwn(ctx context.Context, pool *pgxpool.Pool, stmts []string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'off', true)", schema.DDLOffSetting); err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	})
+}
+
+// publicationError names what to do when capture may not make or change
+// its publication, or set a table's identity.
+func (c *Capture) publicationError(err error, role string, st pubState, plan keylessPlan) error {
+	switch schema.PgCode(err) {
+	case schema.CodeInsufficientPriv:
+		what := "create publication " + c.cfg.Publication
+		switch {
+		case len(plan.full) > 0:
+			what = "set REPLICA IDENTITY FULL on " + strings.Join(roots(plan.full), ", ") + " or change publication " + c.cfg.Publication
+		case st.exists:
+			what = "change publication " + c.cfg.Publication
+		}
+		return schema.Fatalf(err, "role %q may not %s on %s (%v); run pgjet-capture once as a superuser (or the tables' owner) with the same flags", role, what, c.where(), err)
+	case schema.CodeUndefinedTable:
+		return schema.Fatalf(err, "a table in --tables does not exist on %s; fix --tables", c.where())
+	case schema.CodeDuplicateObject:
+		return fmt.Errorf("publication %q was created concurrently: %w", c.cfg.Publication, err) // retried
+	}
+	return fmt.Errorf("make publication %q: %w", c.cfg.Publication, err)
+}
+
+// checkKeyless is --check-config's view of ensurePublication's first step.
+func checkKeyless(ctx context.Context, conn *pgx.Conn, cfg Config) stream.CheckResult {
+	const name = "tables without a key"
+	st, err := readPublication(ctx, conn, cfg.Publication)
+	if err != nil {
+		return stream.Fail(name, "%v", err)
+	}
+	plan, err := cfg.planKeyless(ctx, conn, st)
+	switch {
+	case err != nil:
+		return stream.Fail(name, "%v", err)
+	case len(plan.unresolved) > 0 && !st.exists:
+		return stream.Fail(name, "%s", keylessLine(cfg.Publication, plan.unresolved))
+	case len(plan.unresolved) > 0:
+		return stream.Warn(name, "%s", keylessLine(cfg.Publication, plan.unresolved))
+	case len(plan.full)+len(plan.out)+len(plan.inserts) == 0:
+		return stream.Pass(name, "every table the publication holds has a replica identity")
+	}
+	var parts []string
+	for _, g := range []struct {
+		what   string
+		tables []keylessTable
+	}{{"REPLICA IDENTITY FULL set on", plan.full}, {"left out", plan.out}, {"inserts only", plan.inserts}} {
+		if len(g.tables) > 0 {
+			names := make([]string, len(g.tables))
+			for i, k := range g.tables {
+				names[i] = k.String()
+			}
+			parts = append(parts, g.what+" "+listSome(names))
+		}
+	}
+	return stream.Pass(name, "no primary key, capture deals with them on start: %s", strings.Join(parts, "; "))
+}
