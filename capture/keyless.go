@@ -268,7 +268,17 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 	if err != nil {
 		return nil, err
 	}
+	var slotExists bool
+	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", c.cfg.Slot).Scan(&slotExists); err != nil {
+		return nil, fmt.Errorf("look up slot %q: %w", c.cfg.Slot, err)
+	}
 	switch {
+	case !st.inserts && slotExists && (len(plan.inserts) > 0 || c.cfg.Keyless == KeylessInsertsOnly):
+		// Decoding resolves publication_names in the catalog as of each
+		// change: one made after the slot's position stops it for good
+		// ("publication does not exist").
+		return nil, schema.Fatalf(nil, "--keyless inserts-only needs publication %s, which an earlier pgjet did not make; Postgres 15 cannot decode a publication made after the slot's position, so it can only be made with the slot: choose identity-full or exclude for %s, or start the source again (pgjet drop source, then pgjet-capture)",
+			ins, strings.Join(roots(plan.inserts), ", "))
 	case len(plan.unresolved) > 0 && !st.exists:
 		return nil, schema.Fatalf(nil, "%s", keylessLine(pub, plan.unresolved))
 	case len(plan.unresolved) > 0:
@@ -295,6 +305,22 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 		stmts = append(stmts, "ALTER TABLE "+k.sql()+" REPLICA IDENTITY FULL")
 	}
 	var made, remade string
+	if !st.inserts && !slotExists {
+		// Made with the slot, empty unless needed: a later choice of
+		// inserts-only can only use a publication that is older than the
+		// slot's position (see above). A role that may not make one (no
+		// CREATE on the database) goes without.
+		err := c.runOwn(ctx, pool, []string{"CREATE PUBLICATION " + quoteIdent(ins) + withPublish(with, "insert")})
+		switch {
+		case err == nil:
+			st.inserts = true
+			c.made.add(func(s *madeSet) { s.inserts = true })
+		case schema.PgCode(err) == schema.CodeInsufficientPriv && len(plan.inserts) == 0 && c.cfg.Keyless != KeylessInsertsOnly:
+			c.log.Info().Err(err).Str("publication", ins).Msg("no publication of inserts only: this role may not make one, so --keyless inserts-only will need the slot made again")
+		default:
+			return nil, c.publicationError(err, role, st, plan)
+		}
+	}
 	switch {
 	case !st.exists && !wantList:
 		target := "FOR ALL TABLES"
@@ -331,10 +357,6 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 		if len(left) > 0 {
 			made += ", but " + strings.Join(left, ", ")
 		}
-		if !st.inserts {
-			stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(ins)+withPublish(with, "insert"))
-			st.inserts = true
-		}
 		if r := roots(plan.inserts); len(r) > 0 {
 			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
 		}
@@ -346,10 +368,6 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(pub)+" DROP TABLE IF EXISTS "+r)
 		}
 		if r := roots(plan.inserts); len(r) > 0 {
-			if !st.inserts {
-				stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(ins)+withPublish(with, "insert"))
-				st.inserts = true
-			}
 			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
 		}
 	}

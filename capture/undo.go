@@ -22,6 +22,7 @@ type made struct {
 type madeSet struct {
 	slot        bool
 	publication bool
+	inserts     bool // InsertsPublication
 	ddl         bool // the event triggers and their function
 	schema      bool // schema pgjet, made for the function
 }
@@ -77,6 +78,8 @@ func (c *Capture) undoStart(ctx context.Context) {
 	}
 	if m.publication {
 		step("publication "+c.cfg.Publication, "DROP PUBLICATION IF EXISTS "+quoteIdent(c.cfg.Publication))
+	}
+	if m.inserts {
 		step("publication "+InsertsPublication(c.cfg.Publication), "DROP PUBLICATION IF EXISTS "+quoteIdent(InsertsPublication(c.cfg.Publication)))
 	}
 	if m.ddl {

@@ -23,7 +23,9 @@ import "encoding/json"
 //     it, as it would join FOR ALL TABLES, unless it has no key: then the
 //     keyless choice leaves it out, adds it to the inserts-only
 //     publication, or sets REPLICA IDENTITY FULL. A table of the
-//     inserts-only publication that gets a key moves to the list. A
+//     inserts-only publication that gets a key moves to the list; one
+//     left out joins it once it has a key while empty (no row of it can
+//     be missing on replicas: an UNLOGGED table set LOGGED, say). A
 //     CREATE TABLE AS that wrote rows before the table could join refuses,
 //     since those rows would never be replicated.
 //
@@ -31,7 +33,8 @@ import "encoding/json"
 // partition without a key of a published root gets FULL, or the WARNING.
 // The function is SECURITY DEFINER (a table's author may not change the
 // publication) with a fixed search_path; as an event trigger function it
-// cannot be called outside a schema change.
+// cannot be called outside a schema change, and it heeds only publications
+// a superuser owns, whose comment no one else may write.
 
 // DDLPublishFunction is the event trigger function that adds tables made
 // after capture started to pgjet's publications (see above).
@@ -86,20 +89,33 @@ BEGIN
 		SELECT ` + KeylessSQL + ` INTO keyless FROM pg_class c WHERE c.oid = t.rel;
 		FOR p IN SELECT b.oid, b.pubname, b.puballtables AS alltables, b.pubupdate OR b.pubdelete AS ud,
 				obj_description(b.oid, 'pg_publication')::jsonb -> 'pgjet' AS cfg
-			FROM pg_publication b WHERE obj_description(b.oid, 'pg_publication') LIKE '{"pgjet":%'
+			FROM pg_publication b JOIN pg_roles o ON o.oid = b.pubowner
+			WHERE obj_description(b.oid, 'pg_publication') LIKE '{"pgjet":%' AND o.rolsuper
 		LOOP
 			choice := p.cfg ->> 'keyless';
 			ins := p.cfg ->> 'inserts';
 			published := p.alltables OR EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid IN (t.rel, t.root));
 			IF NOT published AND NOT t.part AND coalesce((p.cfg ->> 'new_tables')::boolean, false) THEN
 				IF NOT created THEN
-					-- A table published inserts only that has a key now.
-					IF NOT keyless AND EXISTS (SELECT FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid
+					IF keyless THEN
+						CONTINUE;
+					END IF;
+					IF EXISTS (SELECT FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid
 							WHERE b.pubname = ins AND r.prrelid = t.rel) THEN
+						-- Published inserts only, and it has a key now.
 						EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', ins, t.rel);
 						EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', p.pubname, t.rel);
 						RAISE NOTICE 'pgjet: table % has a key now: its updates and deletes are replicated from here on (rows changed before may differ on replicas)', t.rel;
+						CONTINUE;
 					END IF;
+					-- Left out, and it has a key now (or it was UNLOGGED): it
+					-- joins while no row of it could be missing on replicas.
+					EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', t.rel) INTO has_rows;
+					IF has_rows THEN
+						RAISE NOTICE 'pgjet: table % stays out of publication %: it holds rows the replicas never got', t.rel, p.pubname;
+						CONTINUE;
+					END IF;
+					EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', p.pubname, t.rel);
 					CONTINUE;
 				END IF;
 				IF keyless AND choice = 'exclude' THEN

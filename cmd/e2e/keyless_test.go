@@ -104,7 +104,11 @@ func TestCapture_KeylessTables(t *testing.T) {
 			`CREATE TABLE scratch (a int)`, `INSERT INTO scratch VALUES (1)`)
 		exec1(t, src, `UPDATE log SET what = 'updated'`, `DELETE FROM log WHERE at = 3`, `UPDATE scratch SET a = 2`,
 			`INSERT INTO fresh VALUES (2, 'second')`, `UPDATE fresh SET v = 'changed' WHERE id = 1`, `UPDATE acct SET v = 2`)
-		waitSame(t, 60*time.Second, src, dst, "public.acct", "public.fresh")
+		// One made without a key and given one while empty (as a dump
+		// restores tables) joins then.
+		exec1(t, src, `CREATE TABLE keyed_later (id int NOT NULL, v text)`, `ALTER TABLE keyed_later ADD PRIMARY KEY (id)`,
+			`INSERT INTO keyed_later VALUES (1, 'one')`, `UPDATE keyed_later SET v = 'uno'`)
+		waitSame(t, 60*time.Second, src, dst, "public.acct", "public.fresh", "public.keyed_later")
 		for _, tb := range []string{"log", "scratch"} {
 			if n := queryInt(t, dst, "SELECT count(*) FROM "+tb); n != 0 {
 				t.Errorf("%s, left out, has %d rows on the replica", tb, n)
@@ -126,6 +130,51 @@ func TestCapture_KeylessTables(t *testing.T) {
 		if n := queryInt(t, dst, "SELECT count(*) FROM log"); n != 21 {
 			t.Errorf("log has %d rows on the replica, want 21 (the snapshot's and the insert)", n)
 		}
+		// Given a key, it is published whole from then on.
+		if got := notices(t, src, `ALTER TABLE log ADD PRIMARY KEY (at)`); !strings.Contains(got, "table public.log has a key now") {
+			t.Errorf("ALTER TABLE log ADD PRIMARY KEY: notices %q, want it to move to the publication", got)
+		}
+		exec1(t, src, `UPDATE log SET what = 'after the key' WHERE at = 3`, `UPDATE acct SET v = 4`)
+		waitSame(t, 60*time.Second, src, dst, "public.acct")
+		if got := queryString(t, dst, "SELECT what FROM log WHERE at = 3"); got != "after the key" {
+			t.Errorf("log row 3 on the replica: %q, want the update made after the key", got)
+		}
+		// A CREATE TABLE AS whose rows would not be published is refused;
+		// one WITH NO DATA, then filled, is not.
+		if err := execErr(src, `CREATE TABLE copied AS SELECT id FROM acct`); err == nil || !strings.Contains(err.Error(), "CREATE TABLE AS wrote rows into public.copied before it could join publication pgjet_kins") {
+			t.Errorf("CREATE TABLE AS with rows: %v, want it refused", err)
+		}
+		exec1(t, src, `CREATE TABLE copied AS SELECT id FROM acct WITH NO DATA`, `ALTER TABLE copied ADD PRIMARY KEY (id)`,
+			`INSERT INTO copied SELECT id FROM acct`, `UPDATE acct SET v = 5`)
+		waitSame(t, 60*time.Second, src, dst, "public.acct", "public.copied")
+		capt.Stop(t)
+		app.Stop(t)
+	})
+
+	// A FOR ALL TABLES publication made before capture (as roles.sql
+	// makes it) breaks such tables already: capture warns and goes on.
+	// Given a choice that leaves tables out, it remakes the publication as
+	// a list in one transaction, and the slot decodes the changes on both
+	// sides of it.
+	t.Run("existing publication", func(t *testing.T) {
+		src, dst := keylessDBs(t, c, "kexist")
+		exec1(t, src, `CREATE PUBLICATION pgjet_kexist FOR ALL TABLES`)
+		checkConfig(t, bins.capture, 0, []string{"WARN  tables without a key", "public.log"},
+			"--db", src, "--nats", c.nats.ClientURL(), "--name", "kexist")
+		capt, app := keylessPipeline(t, c, "kexist", src, dst)
+		if !strings.Contains(capt.Output(), "tables without a primary key nor replica identity: public.log") {
+			t.Errorf("capture did not warn of public.log:\n%s", tail(capt.Output(), 3000))
+		}
+		exec1(t, src, `UPDATE acct SET v = 6 WHERE id <= 10`)
+		capt.Stop(t)
+		exec1(t, src, `UPDATE acct SET v = 7 WHERE id > 10`) // decoded under the old publication
+		capt = start(t, "pgjet-capture kexist", bins.capture, "--db", src, "--nats", c.nats.ClientURL(), "--name", "kexist", "--heartbeat", "1s", "--keyless", "exclude")
+		capt.waitLog(t, "capture started")
+		if !strings.Contains(capt.Output(), `"message":"publication made a list of tables"`) {
+			t.Errorf("capture did not remake its publication:\n%s", tail(capt.Output(), 3000))
+		}
+		exec1(t, src, `UPDATE log SET what = 'updated'`, `UPDATE acct SET v = 8 WHERE id = 1`)
+		waitSame(t, 60*time.Second, src, dst, "public.acct")
 		capt.Stop(t)
 		app.Stop(t)
 	})
