@@ -115,6 +115,9 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg Config, role string) s
 		if !super {
 			return stream.Fail(name, "publication %s is missing and only a superuser may create it FOR ALL TABLES; create it as a superuser (CREATE PUBLICATION %s FOR ALL TABLES) or give --tables", cfg.Publication, quoteIdent(cfg.Publication))
 		}
+		if cfg.listsTables() {
+			return stream.Pass(name, "publication %s is missing; capture creates it as a list of every table, which DDL capture keeps up to date (--keyless %s)", cfg.Publication, cfg.Keyless)
+		}
 		return stream.Pass(name, "publication %s is missing; capture creates it FOR ALL TABLES", cfg.Publication)
 	}
 	var missing, denied, notOwned []string

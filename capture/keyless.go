@@ -354,6 +354,9 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 		}
 		stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(pub)+target+with)
 		made = fmt.Sprintf("a list of %d tables, standing for all tables", len(list))
+		if len(c.cfg.Tables) > 0 {
+			made = fmt.Sprintf("the %d tables of --tables", len(list))
+		}
 		if len(left) > 0 {
 			made += ", but " + strings.Join(left, ", ")
 		}
