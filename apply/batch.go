@@ -338,9 +338,8 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 			lorigin, lts, join = cx.writer("m.pgjet_x")
 			from += join
 		}
-		return "INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) SELECT " +
-			lit(source) + ", " + lit(kind) + ", " + lit(p.rel.Schema+"."+p.rel.Name) + ", m.pgjet_lsn, " +
-			jsonObject(keyNames, keyExprs) + ", " + local + ", " + remote + ", " + decision + ", " + lorigin + ", " + lts + ", " + lit(source) + ", m.pgjet_ts " + from
+		rec := newConflictSQL(source, &p.rel, "m.pgjet_lsn", "m.pgjet_ts")
+		return insertConflicts("", rec.record(kind, jsonObject(keyNames, keyExprs), local, remote, decision, lorigin, lts, from))
 	}
 
 	var sql string

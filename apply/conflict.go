@@ -392,21 +392,7 @@ func (s *session) truncateConflicts(ctx context.Context, env *stream.Envelope, s
 	lsn, ts := env.CommitLSN.String(), env.CommitTime.UTC().Format(timeFormat)
 	keep := map[*plan]bool{}
 	for _, p := range tables {
-		decision := "skip"
-		if p.policy == PolicyError {
-			decision = "error"
-		}
-		src, tbl := lit(s.a.cfg.Name), lit(p.rel.Schema+"."+p.rel.Name)
-		name, lts, join := s.cx.writer("r.x")
-		// Grouped by transaction first: the writer is looked up once per
-		// writing transaction, not once per row.
-		sql := "WITH pgjet_r AS (SELECT r.n, " + name + " AS w, " + lts + " AS ts FROM (SELECT xmin AS x, count(*) AS n FROM " + p.t.qname + " GROUP BY xmin) r" + join +
-			" WHERE " + s.cx.writtenElsewhere("r.x") + ")" +
-			", pgjet_k AS (SELECT sum(n)::bigint AS n, string_agg(DISTINCT w, ', ' ORDER BY w) AS w, max(ts) AS ts FROM pgjet_r)" +
-			", pgjet_c AS (INSERT INTO pgjet.conflicts AS c (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time)" +
-			" SELECT " + src + ", " + lit(kindTruncateChanged) + ", " + tbl + ", $1::pg_lsn, NULL, jsonb_build_object('rows', k.n), NULL, " + lit(decision) + ", k.w, k.ts, " + src + ", $2::timestamptz" +
-			" FROM pgjet_k k WHERE k.n > 0 RETURNING to_jsonb(c) AS j)" +
-			" SELECT jsonb_agg(j) FROM pgjet_c"
+		sql := p.truncateCheck(s.a.cfg.Name, s.cx)
 		var records []byte
 		if err := s.conn.QueryRow(ctx, sql, lsn, ts).Scan(&records); err != nil {
 			return nil, s.stmtError(err, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.t.qname, op: stream.OpTruncate})
@@ -421,6 +407,28 @@ func (s *session) truncateConflicts(ctx context.Context, env *stream.Envelope, s
 		keep[p] = true
 	}
 	return keep, nil
+}
+
+// truncateCheck builds the statement that counts the rows of p's table
+// last written by someone else than source and records them as one
+// truncate_changed conflict (see truncateConflicts); its parameters are
+// the commit LSN and time, as text.
+func (p *plan) truncateCheck(source string, cx *conflictEnv) string {
+	decision := "skip"
+	if p.policy == PolicyError {
+		decision = "error"
+	}
+	rec := newConflictSQL(source, &p.rel, "$1::pg_lsn", "$2::timestamptz")
+	name, lts, join := cx.writer("r.x")
+	var w with
+	// Grouped by transaction first: the writer is looked up once per
+	// writing transaction, not once per row.
+	w.add("pgjet_r", "SELECT r.n, "+name+" AS w, "+lts+" AS ts FROM (SELECT xmin AS x, count(*) AS n FROM "+p.t.qname+" GROUP BY xmin) r"+join+
+		" WHERE "+cx.writtenElsewhere("r.x"))
+	w.add("pgjet_k", "SELECT sum(n)::bigint AS n, string_agg(DISTINCT w, ', ' ORDER BY w) AS w, max(ts) AS ts FROM pgjet_r")
+	w.add("pgjet_c", insertConflicts("c", rec.record(kindTruncateChanged, "NULL", "jsonb_build_object('rows', k.n)", "NULL", lit(decision), "k.w", "k.ts",
+		"FROM pgjet_k k WHERE k.n > 0"))+" RETURNING to_jsonb(c) AS j")
+	return w.then("SELECT jsonb_agg(j) FROM pgjet_c")
 }
 
 func splitQualified(t string) (string, string) {
@@ -464,7 +472,7 @@ func (p *plan) policyStatement(source string, ch *stream.Change) (string, []uint
 	var sb sqlBuilder
 	q := p.t.qname
 	cols := p.rel.Columns
-	src, tbl := lit(source), lit(p.rel.Schema+"."+p.rel.Name)
+	src := lit(source)
 	ident := func(i int) string { return pgx.Identifier{cols[i].Name}.Sanitize() }
 	pol := p.policy
 
@@ -500,12 +508,10 @@ func (p *plan) policyStatement(source string, ch *stream.Change) (string, []uint
 		return s + ", pgjet_d AS (SELECT l.j, " + lts + " AS ts, " + name + " AS n, " + changedIf(cx.commitTS, changed) + " AS changed FROM pgjet_l l" + join + ")"
 	}
 	record := func(kind, key, local, remote, decision, lorigin, lts, from string) string {
-		return "SELECT " + src + ", " + lit(kind) + ", " + tbl + ", " + lsn + "::pg_lsn, " + key + ", " + local + ", " + remote + ", " + decision + ", " +
-			lorigin + ", " + lts + ", " + src + ", " + ts + " " + from
+		return newConflictSQL(source, &p.rel, lsn+"::pg_lsn", ts).record(kind, key, local, remote, decision, lorigin, lts, from)
 	}
 	finish := func(with string, records []string) string {
-		return with + ", pgjet_c AS (INSERT INTO pgjet.conflicts AS c (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) " +
-			strings.Join(records, " UNION ALL ") + " RETURNING c.decision, to_jsonb(c) AS j) " +
+		return with + ", pgjet_c AS (" + insertConflicts("c", records...) + " RETURNING c.decision, to_jsonb(c) AS j) " +
 			"SELECT count(*), jsonb_agg(j) FILTER (WHERE decision = 'error') FROM pgjet_c"
 	}
 	// uvCheck finds another row holding the new values of a unique index

@@ -229,6 +229,19 @@ func TestGolden(t *testing.T) {
 			})
 		}
 	}
+	for _, pol := range []Policy{PolicyKeepLocal, PolicyError} {
+		// Only these two policies check a TRUNCATE for rows written here.
+		t.Run("truncate."+pol.String(), func(t *testing.T) {
+			p, err := newPlan(goldenTarget([]string{"id"}), goldenRel(stream.IdentityDefault))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.policy, p.cx = pol, goldenEnv()
+			var b strings.Builder
+			goldenStmt(t, &b, "truncate", p.truncateCheck("src", p.cx), []uint32{0, 0}, [][]byte{goldenLSN, goldenTS})
+			checkGolden(t, "truncate."+pol.String()+".golden", b.String())
+		})
+	}
 	t.Run("run.source-wins", func(t *testing.T) {
 		var b strings.Builder
 		for _, k := range goldenKinds {

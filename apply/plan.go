@@ -3,7 +3,6 @@ package apply
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -224,36 +223,6 @@ func shape(op stream.Op, ch *stream.Change) string {
 	return string(b)
 }
 
-func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-// sqlBuilder numbers parameters and records their types.
-type sqlBuilder struct {
-	oids []uint32
-}
-
-func (s *sqlBuilder) param(oid uint32) string {
-	s.oids = append(s.oids, oid)
-	return "$" + strconv.Itoa(len(s.oids))
-}
-
-// jsonObject renders jsonb_build_object over name/expression pairs,
-// split in groups because a function takes at most 100 arguments.
-func jsonObject(names, exprs []string) string {
-	if len(names) == 0 {
-		return "NULL::jsonb"
-	}
-	var parts []string
-	for start := 0; start < len(names); start += 50 {
-		end := min(start+50, len(names))
-		var args []string
-		for i := start; i < end; i++ {
-			args = append(args, lit(names[i]), exprs[i])
-		}
-		parts = append(parts, "jsonb_build_object("+strings.Join(args, ", ")+")")
-	}
-	return strings.Join(parts, " || ")
-}
-
 // statement builds the SQL of a change of this plan's shape. The
 // parameter order matches args().
 func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
@@ -275,8 +244,8 @@ func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 			lorigin, lts, join = cx.writer("pgjet_old.x")
 			where += join
 		}
-		return fmt.Sprintf(`INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) SELECT %s, %s, %s, %s::pg_lsn, %s, %s, %s, %s, %s, %s, %s, %s %s`,
-			lit(source), lit(kind), lit(p.rel.Schema+"."+p.rel.Name), lsnParam, keyJSON, local, remote, decision, lorigin, lts, lit(source), ts, where)
+		rec := newConflictSQL(source, &p.rel, lsnParam+"::pg_lsn", ts)
+		return insertConflicts("", rec.record(kind, keyJSON, local, remote, decision, lorigin, lts, where))
 	}
 	switch ch.Op {
 	case stream.OpInsert:
