@@ -138,6 +138,12 @@ var goldenKinds = []goldenKind{
 	{"full-pk", stream.IdentityFull, func() *target { return goldenTarget([]string{"id"}) }},
 	// Identity FULL without a key: rows are found by every column.
 	{"full", stream.IdentityFull, func() *target { return goldenTarget(nil) }},
+	// The key has no unique index on the target, another column has: an
+	// insert can only collide on that one.
+	{"other-unique", stream.IdentityDefault, func() *target { return goldenTarget(nil, []string{"u"}) }},
+	// Identity FULL without a key, and a unique index: the row found is
+	// told from the one holding the new values by its ctid.
+	{"full-unique", stream.IdentityFull, func() *target { return goldenTarget(nil, []string{"u"}) }},
 	// id is GENERATED ALWAYS AS IDENTITY on the target.
 	{"always", stream.IdentityDefault, func() *target {
 		t := goldenTarget([]string{"id"})
