@@ -283,7 +283,7 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 	var w with
 	w.add("v("+commas(append(pick(cols, bare), "pgjet_lsn", "pgjet_ts"))+")", "VALUES "+commas(rows))
 	keyJoin := p.match("t", p.keys, v)
-	keyMatch := equal(p.keys, x, m) // the row of v m was written (x)
+	keyMatch := equal(p.keys, x, m) // the row x a write returned is the row m of v
 	rec := newConflictSQL(source, &p.rel, "m.pgjet_lsn", "m.pgjet_ts")
 	ins := p.insertInto(cols) + " SELECT " + commas(pick(cols, bare))
 	var sql string

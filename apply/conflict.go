@@ -699,10 +699,7 @@ func (b *policySQL) update(ch *stream.Change, set []int, vals []string, key, whe
 		}
 		blocked = b.checkUnique(uv, vals, self)
 	}
-	sets := p.assign(p.settable(set), vals)
-	if sets == "" {
-		sets = p.col(0) + " = t." + p.col(0)
-	}
+	sets := p.updateSets(set, vals)
 	// Under moved, pgjet_n is the row holding the new key, pgjet_nd
 	// its writer. With such a row, the old one is deleted (pgjet_ldel)
 	// and the row there keeps the newer version (pgjet_nupd); without

@@ -279,10 +279,7 @@ func (p *plan) changeStatement(source string, ch *stream.Change) (string, []uint
 		w.add("pgjet_del", "DELETE FROM "+p.t.qname+" t WHERE "+where+" RETURNING 1")
 		return w.then(insertConflicts("", rec.record("delete_missing", f.key(), "NULL", "NULL", "'skip'", "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_del)"))), sb.oids
 	}
-	sets := p.assign(p.settable(set), vals)
-	if sets == "" {
-		sets = p.col(0) + " = t." + p.col(0)
-	}
+	sets := p.updateSets(set, vals)
 	w.add("pgjet_upd", "UPDATE "+p.t.qname+" t SET "+sets+" WHERE "+where+" RETURNING 1")
 	decision := "'skip'"
 	if len(set) == len(p.rel.Columns) && !p.fullMatch {

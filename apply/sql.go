@@ -14,6 +14,7 @@ import (
 // (runStatement) and the TRUNCATE conflict check. Every statement's
 // output is pinned by the golden files in testdata (TestGolden).
 
+// lit renders s as an SQL string literal.
 func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // ident quotes a column name.
@@ -195,6 +196,17 @@ func (p *plan) assign(cols []int, vals []string) string {
 		sets = append(sets, p.col(i)+" = "+vals[i])
 	}
 	return commas(sets)
+}
+
+// updateSets renders the SET list of an update that sends the columns
+// set (vals their parameters). With nothing it may set (only GENERATED
+// ALWAYS identities sent), a column is set to itself: the update still
+// finds the row, or tells that it is missing.
+func (p *plan) updateSets(set []int, vals []string) string {
+	if sets := p.assign(p.settable(set), vals); sets != "" {
+		return sets
+	}
+	return p.col(0) + " = t." + p.col(0)
 }
 
 // insertInto renders the head of an INSERT of cols, OVERRIDING SYSTEM
