@@ -63,8 +63,9 @@ func (w *with) add(name, body string) { *w = append(*w, name+" AS ("+body+")") }
 // then renders the statement: the CTEs, then main.
 func (w with) then(main string) string { return "WITH " + commas(w) + " " + main }
 
-// conflictColumns are the columns of pgjet.conflicts that apply writes,
-// in the order of conflictSQL.record's values.
+// conflictColumns are the columns of pgjet.conflicts (made by the
+// migrations in migrate.go) that apply writes, in the order of
+// conflictSQL.record's values.
 const conflictColumns = "source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time"
 
 // insertConflicts renders the INSERT of conflict records (rendered by
