@@ -475,7 +475,7 @@ func (d *regionDrop) run(ctx context.Context) error {
 		}
 	}
 
-	if err := d.dropOrigin(ctx); err != nil {
+	if err := d.dropOrigins(ctx); err != nil {
 		return err
 	}
 	if ci != nil {
@@ -564,9 +564,19 @@ func readApplierState(ctx context.Context, conn *pgx.Conn, source string) (*appl
 	return &r, nil
 }
 
-// dropOrigin drops the applier's replication origin on the target.
-func (d *regionDrop) dropOrigin(ctx context.Context) error {
-	origin := apply.OriginName(d.f.name)
+// dropOrigins drops the applier's replication origin on the target, and
+// the one pgjet verify --repair wrote under.
+func (d *regionDrop) dropOrigins(ctx context.Context) error {
+	for _, origin := range []string{apply.OriginName(d.f.name), apply.RepairOriginName(d.f.name)} {
+		if err := d.dropOrigin(ctx, origin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropOrigin drops replication origin origin on the target.
+func (d *regionDrop) dropOrigin(ctx context.Context, origin string) error {
 	var exists bool
 	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", origin).Scan(&exists); err != nil {
 		return fmt.Errorf("look up replication origin %s: %w", origin, err)
@@ -586,7 +596,7 @@ func (d *regionDrop) dropOrigin(ctx context.Context) error {
 			return dropError(err, "replication origin "+origin)
 		}
 		if time.Now().After(settled) {
-			return fmt.Errorf("replication origin %s on %s is in use: pgjet-apply of source %s still writes there; stop it first", origin, schema.Redact(d.f.db), d.f.name)
+			return fmt.Errorf("replication origin %s on %s is in use: pgjet-apply (or pgjet verify --repair) of source %s still writes there; stop it first", origin, schema.Redact(d.f.db), d.f.name)
 		}
 		select {
 		case <-ctx.Done():
