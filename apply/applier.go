@@ -249,6 +249,8 @@ type session struct {
 	// messages go to is known to exist.
 	skip     *skipRequest
 	dlqReady bool
+	// snaps is the region's snapshot stream, once a resync needed it.
+	snaps jetstream.Stream
 	// src is the stream consumed (the source's, or the region's mirror):
 	// dead-lettering a transaction reads its earlier chunks back from it.
 	src jetstream.Stream

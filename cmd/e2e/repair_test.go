@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,28 +84,15 @@ func TestVerify_Repair(t *testing.T) {
 
 	// Again, while the source keeps changing rows of the ranges repaired.
 	corruptReplica(t, c.dst, 1)
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		conn, err := pgx.Connect(wctx, c.src)
-		if err != nil {
-			return
+	stop := writeLoad(t, c.src, func(ctx context.Context, conn *pgx.Conn, _ int) {
+		id := 100 + rand.IntN(1900)
+		if id%100 == 5 || id%100 == 10 || id%100 == 11 || id%100 == 90 {
+			return // the corrupted rows stay as the replica has them
 		}
-		defer conn.Close(context.Background())
-		for wctx.Err() == nil {
-			id := 100 + rand.IntN(1900)
-			if id%100 == 5 || id%100 == 10 || id%100 == 11 || id%100 == 90 {
-				continue // the corrupted rows stay as the replica has them
-			}
-			_, _ = conn.Exec(wctx, "UPDATE items SET n = n + 1, v = 'w' || n WHERE id = $1", id)
-			time.Sleep(5 * time.Millisecond) // a steady load, not a synchronisation
-		}
-	}()
+		_, _ = conn.Exec(ctx, "UPDATE items SET n = n + 1, v = 'w' || n WHERE id = $1", id)
+	})
 	_, out, errOut = runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--chunk-rows", "300", "--repair")
 	stop()
-	wg.Wait()
 	t.Logf("pgjet verify --repair under load:\n%s%s", out, errOut)
 	if !strings.Contains(out, "repair: public.items: ") || !strings.Contains(out, "repair: public.pairs: 1 inserted, 1 updated, 1 deleted") {
 		t.Errorf("pgjet verify --repair under load repaired nothing")
@@ -162,5 +148,30 @@ func TestVerify_Repair(t *testing.T) {
 	}
 	if n := queryInt(t, c.dst, "SELECT count(*) FROM pgjet.conflicts WHERE kind = 'update_changed' AND key = '{\"id\": 110}'"); n != 0 {
 		t.Errorf("keep-local took the repaired row for a local one (%d update_changed conflicts)", n)
+	}
+}
+
+// writeLoad runs write on a connection to the database at url, with the
+// number of the call, every few milliseconds until stop is called; stop
+// waits for the last call to end.
+func writeLoad(t *testing.T, url string, write func(ctx context.Context, conn *pgx.Conn, i int)) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer conn.Close(context.Background())
+		for i := 0; ctx.Err() == nil; i++ {
+			write(ctx, conn, i)
+			time.Sleep(5 * time.Millisecond) // a steady load, not a synchronisation
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
