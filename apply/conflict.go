@@ -145,6 +145,14 @@ const OriginPrefix = "pgjet_"
 // OriginName is the replication origin the applier of source writes under.
 func OriginName(source string) string { return OriginPrefix + source }
 
+// RepairOriginName is the replication origin pgjet verify --repair writes
+// the rows of source under: like the applier's it starts with
+// OriginPrefix, so capture does not publish them again, and the applier
+// counts its rows as the source's. The applier holds its own origin while
+// it runs, and a session cannot take an origin another session holds.
+// The dot keeps it apart from every source's name.
+func RepairOriginName(source string) string { return OriginName(source) + ".repair" }
+
 // conflictEnv is what conflict statements of a session need to know of the
 // target.
 type conflictEnv struct {
@@ -357,8 +365,17 @@ func (cx *conflictEnv) detects() bool {
 // (frozen, or committed before track_commit_timestamp was on) counts as
 // the source's, as it does for update_changed.
 func (cx *conflictEnv) writtenElsewhere(x string) string {
-	return "coalesce((SELECT o.timestamp IS NOT NULL AND o.roident <> " + strconv.FormatUint(uint64(cx.origin), 10) +
+	return "coalesce((SELECT o.timestamp IS NOT NULL AND " + cx.notSource("o.roident") +
 		" FROM pg_catalog.pg_xact_commit_timestamp_origin(" + x + ") o), false)"
+}
+
+// notSource renders whether the replication origin whose roident is the
+// expression ro is neither this applier's nor the one pgjet verify
+// --repair writes the source's rows under (RepairOriginName): the rows
+// a repair wrote are the source's.
+func (cx *conflictEnv) notSource(ro string) string {
+	return "(" + ro + " <> " + strconv.FormatUint(uint64(cx.origin), 10) + " AND " + ro +
+		" IS DISTINCT FROM pg_catalog.pg_replication_origin_oid(" + lit(RepairOriginName(cx.source)) + "))"
 }
 
 // truncateConflicts decides a TRUNCATE of tables under keep-local or error
@@ -546,7 +563,7 @@ func (b *policySQL) lockLocal(alias, find string, limit bool) {
 func (b *policySQL) addWriter(name, from, alias string) {
 	changed := "false"
 	if b.cx.origin != 0 && b.cx.commitTS {
-		changed = "(o.timestamp IS NOT NULL AND o.roident <> " + strconv.FormatUint(uint64(b.cx.origin), 10) + ")"
+		changed = "(o.timestamp IS NOT NULL AND " + b.cx.notSource("o.roident") + ")"
 	}
 	writer, lts, join := b.cx.writer(alias + ".x")
 	b.w.add(name, "SELECT "+alias+".j, "+lts+" AS ts, "+writer+" AS n, "+changed+" AS changed FROM "+from+" "+alias+join)
