@@ -28,6 +28,11 @@ type Applier struct {
 	// state records the applier's state in the target while Run runs
 	// (nil otherwise).
 	state *stateRecorder
+	// isolate, when set, is the commit LSN of a transaction that failed
+	// on the target in a group: sessions apply one source transaction
+	// per target transaction until past it (see txnFailed). Used by the
+	// goroutine running Run only.
+	isolate stream.LSN
 }
 
 // Stats are an Applier's live counters; safe for concurrent reads.
@@ -111,6 +116,7 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 		go a.progress(pctx)
 	}
 	backoff := 500 * time.Millisecond
+	isolations := 0
 	for {
 		started := time.Now()
 		err := a.session(ctx)
@@ -128,6 +134,14 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 			continue
 		}
 		if !retryable(err) {
+			var tf *txnFailed
+			if errors.As(err, &tf) && tf.lsn != a.isolate && isolations < maxIsolations {
+				isolations++
+				a.isolate = tf.lsn
+				a.log.Warn().Err(err).Str("lsn", tf.lsn.String()).
+					Msg("a transaction failed on the target: applying the transactions before it one at a time, so that the position stored stops right before it")
+				continue
+			}
 			return err
 		}
 		if time.Since(started) > time.Minute {
@@ -146,6 +160,10 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 		backoff = min(backoff*2, a.cfg.RetryMax)
 	}
 }
+
+// maxIsolations bounds the sessions one Run starts again to stop right
+// before a transaction that fails (see txnFailed).
+const maxIsolations = 3
 
 var errNATS = errors.New("nats")
 
@@ -226,6 +244,13 @@ type session struct {
 	// drop is the transaction being dead-lettered whole (see deadLetter);
 	// cur is set meanwhile, so that no group commits in its middle.
 	drop *dropped
+	// skip is the transaction an operator asked to skip (pgjet skip),
+	// nil when none; dlqReady is set once the dead-letter stream its
+	// messages go to is known to exist.
+	skip     *skipRequest
+	dlqReady bool
+	// snaps is the region's snapshot stream, once a resync needed it.
+	snaps jetstream.Stream
 	// src is the stream consumed (the source's, or the region's mirror):
 	// dead-lettering a transaction reads its earlier chunks back from it.
 	src jetstream.Stream
@@ -257,6 +282,8 @@ type session struct {
 	// transaction: 1 under last-writer-wins, so that every row version
 	// carries its own source commit time.
 	groupMax int
+	// groupMaxNormal is groupMax outside an isolation (Applier.isolate).
+	groupMaxNormal int
 	// mayStop is set when a statement of the open group may decide that
 	// a conflict stops the applier: the group's COMMIT waits for its
 	// results. stopped holds that conflict once decided.
@@ -332,6 +359,9 @@ func (a *Applier) session(ctx context.Context) error {
 		return nil // a new session follows the changes from the restored position
 	}
 	if err := s.loadSnapshotTables(ctx); err != nil {
+		return err
+	}
+	if err := s.loadSkip(ctx); err != nil {
 		return err
 	}
 	if a.cfg.StopAtEnd {
@@ -472,6 +502,10 @@ func (s *session) setup(ctx context.Context) error {
 	}
 	if err := s.readPosition(ctx); err != nil {
 		return err
+	}
+	s.groupMaxNormal = s.groupMax
+	if iso := a.isolate; iso != 0 && s.pos.commit < iso {
+		s.groupMax = 1
 	}
 	s.posStmt = "pgjet_pos"
 	return s.prepareOwn(ctx)
@@ -950,6 +984,9 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 	a := s.a
 	if s.drop != nil {
 		if env.Kind == stream.KindTxn && !env.First() && env.CommitLSN == s.drop.lsn {
+			if s.drop.skip {
+				return s.skipMsg(ctx, m, seq, env)
+			}
 			return s.dropMsg(ctx, m, seq, nil)
 		}
 		s.endDrop()
@@ -1014,6 +1051,18 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 			return nil
 		}
 		s.skipping = false
+		if s.skip != nil {
+			// Exactly the transaction of the requested commit LSN is
+			// skipped; one committed after it means it was never there.
+			switch {
+			case env.CommitLSN == s.skip.lsn:
+				return s.startSkip(ctx, m, seq, env)
+			case env.CommitLSN > s.skip.lsn:
+				if err := s.skipMissed(ctx, env, seq); err != nil {
+					return err
+				}
+			}
+		}
 		if !env.Last() {
 			// A multi-chunk transaction gets a target transaction of its
 			// own, so a restart of it never discards other transactions.

@@ -5,9 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
-	"strings"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgjet/pgjet/stream"
 )
@@ -231,22 +228,15 @@ func (p *plan) runWidth(ch *stream.Change) int {
 // runColumns lists, for a run of ch's shape, the source columns that
 // travel as parameters (in order), then the commit LSN and time.
 func (p *plan) runColumns(op stream.Op, ch *stream.Change) []int {
-	var cols []int
 	switch op {
 	case stream.OpInsert:
-		for i := range p.rel.Columns {
-			cols = append(cols, i)
-		}
+		return p.allColumns()
 	case stream.OpUpdate:
-		for i, v := range ch.New {
-			if v.Kind != stream.ValueUnchanged {
-				cols = append(cols, i)
-			}
-		}
+		return sentColumns(ch.New)
 	case stream.OpDelete:
-		cols = append(cols, p.keys...)
+		return p.keys
 	}
-	return cols
+	return nil
 }
 
 func (p *plan) runArgs(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
@@ -255,15 +245,7 @@ func (p *plan) runArgs(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte
 		vals = ch.Old
 	}
 	for _, i := range p.runColumns(ch.Op, ch) {
-		v := vals[i]
-		switch {
-		case v.Kind == stream.ValueNull:
-			dst = append(dst, nil)
-		case v.Data == nil:
-			dst = append(dst, []byte{})
-		default:
-			dst = append(dst, v.Data)
-		}
+		dst = append(dst, argValue(vals[i]))
 	}
 	return append(dst, lsn, ts)
 }
@@ -287,124 +269,65 @@ func (p *plan) runStatement(source string, op stream.Op, ch *stream.Change, n in
 	if r, ok := p.runs[key]; ok {
 		return r.sql, r.oids
 	}
-	q := p.t.qname
 	cols := p.runColumns(op, ch)
-	ident := func(i int) string { return pgx.Identifier{p.rel.Columns[i].Name}.Sanitize() }
-	vname := func(i int) string { return "p" + strconv.Itoa(i) } // v's column for source column i
-
-	var oids []uint32
+	var sb sqlBuilder
 	var rows []string
 	for r := 0; r < n; r++ {
-		var ps []string
-		for _, c := range cols {
-			oids = append(oids, p.oids[c])
-			ps = append(ps, "$"+strconv.Itoa(len(oids)))
-		}
-		oids = append(oids, 0)
-		ps = append(ps, "$"+strconv.Itoa(len(oids))+"::pg_lsn")
-		oids = append(oids, timestamptzOID)
-		ps = append(ps, "$"+strconv.Itoa(len(oids)))
-		rows = append(rows, "("+strings.Join(ps, ", ")+")")
+		ps := pick(cols, p.params(&sb, cols))
+		ps = append(ps, sb.param(0)+"::pg_lsn", sb.param(timestamptzOID))
+		rows = append(rows, "("+commas(ps)+")")
 	}
-	var vcols []string
-	for _, c := range cols {
-		vcols = append(vcols, vname(c))
-	}
-	vcols = append(vcols, "pgjet_lsn", "pgjet_ts")
-	with := "WITH v(" + strings.Join(vcols, ", ") + ") AS (VALUES " + strings.Join(rows, ", ") + ")"
-
-	var keyNames, keyExprs, keyJoin, keyMatch []string
-	for _, k := range p.keys {
-		keyNames = append(keyNames, p.rel.Columns[k].Name)
-		keyExprs = append(keyExprs, "m."+vname(k))
-		keyJoin = append(keyJoin, "t."+ident(k)+" = v."+vname(k))
-		keyMatch = append(keyMatch, "x."+vname(k)+" = m."+vname(k))
-	}
-	var rowNames, rowExprs, targetCols, selectCols []string
-	for _, c := range cols {
-		rowNames = append(rowNames, p.rel.Columns[c].Name)
-		rowExprs = append(rowExprs, "m."+vname(c))
-		targetCols = append(targetCols, ident(c))
-		selectCols = append(selectCols, vname(c))
-	}
-	cx := p.cx
-	if cx == nil {
-		cx = &conflictEnv{source: source}
-	}
-	conflicts := func(kind, local, remote, decision, from string) string {
-		lorigin, lts := "NULL", "NULL"
-		if local != "NULL" {
-			var join string
-			lorigin, lts, join = cx.writer("m.pgjet_x")
-			from += join
-		}
-		return "INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) SELECT " +
-			lit(source) + ", " + lit(kind) + ", " + lit(p.rel.Schema+"."+p.rel.Name) + ", m.pgjet_lsn, " +
-			jsonObject(keyNames, keyExprs) + ", " + local + ", " + remote + ", " + decision + ", " + lorigin + ", " + lts + ", " + lit(source) + ", m.pgjet_ts " + from
-	}
-
+	// v is the VALUES list: source column i is v.p<i>, beside the commit
+	// LSN and time of its row.
+	v, m, x, bare := p.runRefs("v."), p.runRefs("m."), p.runRefs("x."), p.runRefs("")
+	var w with
+	w.add("v("+commas(append(pick(cols, bare), "pgjet_lsn", "pgjet_ts"))+")", "VALUES "+commas(rows))
+	keyJoin := p.match("t", p.keys, v)
+	keyMatch := equal(p.keys, x, m) // the row x a write returned is the row m of v
+	rec := newConflictSQL(source, &p.rel, "m.pgjet_lsn", "m.pgjet_ts")
+	ins := p.insertInto(cols) + " SELECT " + commas(pick(cols, bare))
 	var sql string
 	switch op {
 	case stream.OpInsert:
-		ins := "INSERT INTO " + q + " (" + strings.Join(targetCols, ", ") + ")" + p.overridingClause() +
-			" SELECT " + strings.Join(selectCols, ", ") + " FROM v"
 		if !p.upsert {
-			sql = with + " " + ins
+			sql = w.then(ins + " FROM v")
 			break
 		}
-		var keyCols, sets []string
-		for _, k := range p.keys {
-			keyCols = append(keyCols, ident(k))
-		}
-		for i := range p.rel.Columns {
-			if (!p.rel.Columns[i].Key || p.rel.Identity == stream.IdentityFull) && !p.always[i] {
-				sets = append(sets, ident(i)+" = EXCLUDED."+ident(i))
-			}
-		}
-		action := "DO NOTHING"
-		if len(sets) > 0 {
-			action = "DO UPDATE SET " + strings.Join(sets, ", ")
-		}
-		sql = with + ", pgjet_old AS (SELECT to_jsonb(t) AS j, t.xmin AS pgjet_x, v.* FROM " + q + " t JOIN v ON " + strings.Join(keyJoin, " AND ") + ")" +
-			", pgjet_ins AS (" + ins + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") " + action + " RETURNING 1) " +
-			conflicts("insert_exists", "m.j", jsonObject(rowNames, rowExprs), "'apply_remote'", "FROM pgjet_old m")
+		w.add("pgjet_old", "SELECT to_jsonb(t) AS j, t.xmin AS pgjet_x, v.* FROM "+p.t.qname+" t JOIN v ON "+keyJoin)
+		w.add("pgjet_ins", ins+" FROM v ON CONFLICT ("+commas(p.colNames(p.keys))+") "+p.upsertAction()+" RETURNING 1")
+		name, lts, join := p.env(source).writer("m.pgjet_x")
+		sql = w.then(insertConflicts("", rec.record("insert_exists", p.jsonOf(p.keys, m), "m.j", p.jsonOf(cols, m), "'apply_remote'", name, lts, "FROM pgjet_old m"+join)))
 
 	case stream.OpUpdate:
-		var sets, keyRet []string
-		for _, c := range cols {
-			if !p.always[c] {
-				sets = append(sets, ident(c)+" = v."+vname(c))
-			}
-		}
-		for _, k := range p.keys {
-			keyRet = append(keyRet, "v."+vname(k))
-		}
-		full := len(cols) == len(p.rel.Columns)
-		sql = with + ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " FROM v WHERE " + strings.Join(keyJoin, " AND ") +
-			" RETURNING " + strings.Join(keyRet, ", ") + ")" +
-			", pgjet_missing AS (SELECT * FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd x WHERE " + strings.Join(keyMatch, " AND ") + "))"
+		w.add("pgjet_upd", "UPDATE "+p.t.qname+" t SET "+p.assign(p.settable(cols), v)+" FROM v WHERE "+keyJoin+" RETURNING "+commas(pick(p.keys, v)))
+		w.add("pgjet_missing", "SELECT * FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd x WHERE "+keyMatch+")")
 		decision := "'skip'"
-		if full {
+		if len(cols) == len(p.rel.Columns) {
 			// The source wins: a missing row is inserted whole.
 			var ret []string
 			for _, k := range p.keys {
-				ret = append(ret, ident(k)+" AS "+vname(k))
+				ret = append(ret, p.col(k)+" AS "+bare[k])
 			}
-			sql += ", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(targetCols, ", ") + ")" + p.overridingClause() +
-				" SELECT " + strings.Join(selectCols, ", ") + " FROM pgjet_missing ON CONFLICT DO NOTHING RETURNING " + strings.Join(ret, ", ") + ")"
-			decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins x WHERE " + strings.Join(keyMatch, " AND ") + ") THEN 'apply_remote' ELSE 'skip' END"
+			w.add("pgjet_ins", ins+" FROM pgjet_missing ON CONFLICT DO NOTHING RETURNING "+commas(ret))
+			decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins x WHERE " + keyMatch + ") THEN 'apply_remote' ELSE 'skip' END"
 		}
-		sql += " " + conflicts("update_missing", "NULL", jsonObject(rowNames, rowExprs), decision, "FROM pgjet_missing m")
+		sql = w.then(insertConflicts("", rec.record("update_missing", p.jsonOf(p.keys, m), "NULL", p.jsonOf(cols, m), decision, "NULL", "NULL", "FROM pgjet_missing m")))
 
 	case stream.OpDelete:
-		var keyRet []string
-		for _, k := range p.keys {
-			keyRet = append(keyRet, "v."+vname(k))
-		}
-		sql = with + ", pgjet_del AS (DELETE FROM " + q + " t USING v WHERE " + strings.Join(keyJoin, " AND ") +
-			" RETURNING " + strings.Join(keyRet, ", ") + ") " +
-			conflicts("delete_missing", "NULL", "NULL", "'skip'", "FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_del x WHERE "+strings.Join(keyMatch, " AND ")+")")
+		w.add("pgjet_del", "DELETE FROM "+p.t.qname+" t USING v WHERE "+keyJoin+" RETURNING "+commas(pick(p.keys, v)))
+		sql = w.then(insertConflicts("", rec.record("delete_missing", p.jsonOf(p.keys, m), "NULL", "NULL", "'skip'", "NULL", "NULL",
+			"FROM v m WHERE NOT EXISTS (SELECT 1 FROM pgjet_del x WHERE "+keyMatch+")")))
 	}
-	p.runs[key] = runSQL{sql: sql, oids: oids}
-	return sql, oids
+	p.runs[key] = runSQL{sql: sql, oids: sb.oids}
+	return sql, sb.oids
+}
+
+// runRefs names the source columns in a run's VALUES list v, over the
+// alias a ("a." or "" for none): column i is p<i>.
+func (p *plan) runRefs(a string) []string {
+	out := make([]string, len(p.rel.Columns))
+	for i := range out {
+		out[i] = a + "p" + strconv.Itoa(i)
+	}
+	return out
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
@@ -146,6 +145,10 @@ type conflictEnv struct {
 	// source under (LegacyOriginName), 0 when there is none: row versions
 	// of either are the source's.
 	legacy uint32
+	// repair is the origin pgjet verify --repair writes the source's rows
+	// under in this database (RepairOriginName): they are the source's
+	// too.
+	repair string
 	// commitTS is track_commit_timestamp on the target.
 	commitTS bool
 	// localName names local writes (roident 0) in records and tie-breaks.
@@ -168,16 +171,6 @@ func (cx *conflictEnv) originName(ro string) string {
 		" ELSE (SELECT " + originSourceSQL("r.roname") + " FROM pg_catalog.pg_replication_origin r WHERE r.roident = " + ro + ") END"
 }
 
-// notOurs renders whether the roident expression ro names another writer
-// than this source: neither its origin nor the legacy one.
-func (cx *conflictEnv) notOurs(ro string) string {
-	ours := strconv.FormatUint(uint64(cx.origin), 10)
-	if cx.legacy != 0 {
-		return ro + " NOT IN (" + ours + ", " + strconv.FormatUint(uint64(cx.legacy), 10) + ")"
-	}
-	return ro + " <> " + ours
-}
-
 // writer renders the name and the commit time of the writer of a local
 // row version whose xmin is the expression x, and the join they need
 // after the FROM item that holds x: typed NULLs without
@@ -191,17 +184,19 @@ func (cx *conflictEnv) writer(x string) (name, ts, join string) {
 }
 
 // setupOrigin makes the session write under the replication origin
-// pgjet_<source>.<database oid> (OriginName), creating it when missing: the target's commits then
-// carry the source's commit time and origin, which last-writer-wins
-// compares and pgjet-capture on this database skips. Without the
+// pgjet_<source>.<database oid> (OriginName), creating it when missing:
+// the target's commits then carry the source's commit time and origin,
+// which last-writer-wins compares and pgjet-capture on this database
+// skips. Without the
 // privilege it warns once and the session runs without an origin.
 func (s *session) setupOrigin(ctx context.Context) error {
 	a := s.a
-	name, err := TargetOrigin(ctx, s.conn, a.cfg.Name)
+	db, err := databaseOID(ctx, s.conn)
 	if err != nil {
 		return err
 	}
-	s.cx = &conflictEnv{source: a.cfg.Name, localName: a.cfg.LocalName}
+	name := OriginName(a.cfg.Name, db)
+	s.cx = &conflictEnv{source: a.cfg.Name, localName: a.cfg.LocalName, repair: RepairOriginName(a.cfg.Name, db)}
 	var on string
 	if err := s.conn.QueryRow(ctx, "SELECT current_setting('track_commit_timestamp')").Scan(&on); err != nil {
 		return fmt.Errorf("read track_commit_timestamp: %w", err)
@@ -330,8 +325,22 @@ func (cx *conflictEnv) detects() bool {
 // (frozen, or committed before track_commit_timestamp was on) counts as
 // the source's, as it does for update_changed.
 func (cx *conflictEnv) writtenElsewhere(x string) string {
-	return "coalesce((SELECT o.timestamp IS NOT NULL AND " + cx.notOurs("o.roident") +
+	return "coalesce((SELECT o.timestamp IS NOT NULL AND " + cx.notSource("o.roident") +
 		" FROM pg_catalog.pg_xact_commit_timestamp_origin(" + x + ") o), false)"
+}
+
+// notSource renders whether the replication origin whose roident is the
+// expression ro is neither this applier's, nor the one an earlier pgjet
+// wrote the source under (LegacyOriginName), nor the one pgjet verify
+// --repair writes the source's rows under (RepairOriginName): the rows
+// of each are the source's.
+func (cx *conflictEnv) notSource(ro string) string {
+	ours := strconv.FormatUint(uint64(cx.origin), 10)
+	if cx.legacy != 0 {
+		ours += ", " + strconv.FormatUint(uint64(cx.legacy), 10)
+	}
+	return "(" + ro + " NOT IN (" + ours + ") AND " + ro +
+		" IS DISTINCT FROM pg_catalog.pg_replication_origin_oid(" + lit(cx.repair) + "))"
 }
 
 // truncateConflicts decides a TRUNCATE of tables under keep-local or error
@@ -365,21 +374,7 @@ func (s *session) truncateConflicts(ctx context.Context, env *stream.Envelope, s
 	lsn, ts := env.CommitLSN.String(), env.CommitTime.UTC().Format(timeFormat)
 	keep := map[*plan]bool{}
 	for _, p := range tables {
-		decision := "skip"
-		if p.policy == PolicyError {
-			decision = "error"
-		}
-		src, tbl := lit(s.a.cfg.Name), lit(p.rel.Schema+"."+p.rel.Name)
-		name, lts, join := s.cx.writer("r.x")
-		// Grouped by transaction first: the writer is looked up once per
-		// writing transaction, not once per row.
-		sql := "WITH pgjet_r AS (SELECT r.n, " + name + " AS w, " + lts + " AS ts FROM (SELECT xmin AS x, count(*) AS n FROM " + p.t.qname + " GROUP BY xmin) r" + join +
-			" WHERE " + s.cx.writtenElsewhere("r.x") + ")" +
-			", pgjet_k AS (SELECT sum(n)::bigint AS n, string_agg(DISTINCT w, ', ' ORDER BY w) AS w, max(ts) AS ts FROM pgjet_r)" +
-			", pgjet_c AS (INSERT INTO pgjet.conflicts AS c (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time)" +
-			" SELECT " + src + ", " + lit(kindTruncateChanged) + ", " + tbl + ", $1::pg_lsn, NULL, jsonb_build_object('rows', k.n), NULL, " + lit(decision) + ", k.w, k.ts, " + src + ", $2::timestamptz" +
-			" FROM pgjet_k k WHERE k.n > 0 RETURNING to_jsonb(c) AS j)" +
-			" SELECT jsonb_agg(j) FROM pgjet_c"
+		sql := p.truncateCheck(s.a.cfg.Name, s.cx)
 		var records []byte
 		if err := s.conn.QueryRow(ctx, sql, lsn, ts).Scan(&records); err != nil {
 			return nil, s.stmtError(err, stmtInfo{seq: seq, lsn: env.CommitLSN, table: p.t.qname, op: stream.OpTruncate})
@@ -394,6 +389,28 @@ func (s *session) truncateConflicts(ctx context.Context, env *stream.Envelope, s
 		keep[p] = true
 	}
 	return keep, nil
+}
+
+// truncateCheck builds the statement that counts the rows of p's table
+// last written by someone else than source and records them as one
+// truncate_changed conflict (see truncateConflicts); its parameters are
+// the commit LSN and time, as text.
+func (p *plan) truncateCheck(source string, cx *conflictEnv) string {
+	decision := "skip"
+	if p.policy == PolicyError {
+		decision = "error"
+	}
+	rec := newConflictSQL(source, &p.rel, "$1::pg_lsn", "$2::timestamptz")
+	name, lts, join := cx.writer("r.x")
+	var w with
+	// Grouped by transaction first: the writer is looked up once per
+	// writing transaction, not once per row.
+	w.add("pgjet_r", "SELECT r.n, "+name+" AS w, "+lts+" AS ts FROM (SELECT xmin AS x, count(*) AS n FROM "+p.t.qname+" GROUP BY xmin) r"+join+
+		" WHERE "+cx.writtenElsewhere("r.x"))
+	w.add("pgjet_k", "SELECT sum(n)::bigint AS n, string_agg(DISTINCT w, ', ' ORDER BY w) AS w, max(ts) AS ts FROM pgjet_r")
+	w.add("pgjet_c", insertConflicts("c", rec.record(kindTruncateChanged, "NULL", "jsonb_build_object('rows', k.n)", "NULL", lit(decision), "k.w", "k.ts",
+		"FROM pgjet_k k WHERE k.n > 0"))+" RETURNING to_jsonb(c) AS j")
+	return w.then("SELECT jsonb_agg(j) FROM pgjet_c")
 }
 
 func splitQualified(t string) (string, string) {
@@ -430,329 +447,275 @@ func (s *session) recordStop(ctx context.Context) {
 // is taken on it and the write made only when it says so, so a local
 // writer racing the applier cannot slip a newer version in between.
 func (p *plan) policyStatement(source string, ch *stream.Change) (string, []uint32) {
-	cx := p.cx
-	if cx == nil {
-		cx = &conflictEnv{source: source}
-	}
-	var sb sqlBuilder
-	q := p.t.qname
-	cols := p.rel.Columns
-	src, tbl := lit(source), lit(p.rel.Schema+"."+p.rel.Name)
-	ident := func(i int) string { return pgx.Identifier{cols[i].Name}.Sanitize() }
-	pol := p.policy
-
-	// Decisions, as SQL over the local version d (pgjet_d).
-	notApplied := "'skip'"
-	if pol == PolicyError {
-		notApplied = "'error'"
-	}
-	uvDecision := "'error'"
-	if pol == PolicyKeepLocal {
-		uvDecision = "'skip'"
-	}
-	changed := "false"
-	if cx.origin != 0 && cx.commitTS {
-		changed = "(o.timestamp IS NOT NULL AND " + cx.notOurs("o.roident") + ")"
-	}
-
-	var lsn, ts string
-	params := func() {
-		lsn = sb.param(0)
-		ts = sb.param(timestamptzOID)
-	}
-	newer := func() string {
-		return "(" + ts + " > d.ts OR (" + ts + " = d.ts AND " + src + " COLLATE \"C\" > d.n COLLATE \"C\"))"
-	}
-	localCTEs := func(alias, find string, limit bool) string {
-		s := "pgjet_l AS (SELECT to_jsonb(" + alias + ") AS j, " + alias + ".xmin AS x, " + alias + ".ctid AS c FROM " + q + " " + alias + " WHERE " + find
-		if limit {
-			s += " LIMIT 1"
-		}
-		s += " FOR UPDATE OF " + alias + ")"
-		name, lts, join := cx.writer("l.x")
-		return s + ", pgjet_d AS (SELECT l.j, " + lts + " AS ts, " + name + " AS n, " + changedIf(cx.commitTS, changed) + " AS changed FROM pgjet_l l" + join + ")"
-	}
-	record := func(kind, key, local, remote, decision, lorigin, lts, from string) string {
-		return "SELECT " + src + ", " + lit(kind) + ", " + tbl + ", " + lsn + "::pg_lsn, " + key + ", " + local + ", " + remote + ", " + decision + ", " +
-			lorigin + ", " + lts + ", " + src + ", " + ts + " " + from
-	}
-	finish := func(with string, records []string) string {
-		return with + ", pgjet_c AS (INSERT INTO pgjet.conflicts AS c (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) " +
-			strings.Join(records, " UNION ALL ") + " RETURNING c.decision, to_jsonb(c) AS j) " +
-			"SELECT count(*), jsonb_agg(j) FILTER (WHERE decision = 'error') FROM pgjet_c"
-	}
-	// uvCheck finds another row holding the new values of a unique index
-	// (values maps a source column to its parameter); not is the condition
-	// that excludes the row being changed (over alias u).
-	uvCheck := func(idx [][]int, values map[int]string, not string) string {
-		var any []string
-		for _, u := range idx {
-			var eq []string
-			for _, c := range u {
-				op := " = "
-				if p.nullsNotDistinct(u) {
-					op = " IS NOT DISTINCT FROM "
-				}
-				eq = append(eq, "u."+ident(c)+op+values[c])
-			}
-			any = append(any, "("+strings.Join(eq, " AND ")+")")
-		}
-		s := ", pgjet_uv AS (SELECT to_jsonb(u) AS j FROM " + q + " u WHERE (" + strings.Join(any, " OR ") + ")"
-		if not != "" {
-			s += " AND " + not
-		}
-		return s + " LIMIT 1)"
-	}
-
+	b := &policySQL{p: p, cx: p.env(source), source: source}
 	switch ch.Op {
 	case stream.OpInsert:
-		names := make([]string, len(cols))
-		vals := make([]string, len(cols))
-		colNames := make([]string, len(cols))
-		values := map[int]string{}
-		for i, c := range cols {
-			names[i] = ident(i)
-			vals[i] = sb.param(p.oids[i])
-			colNames[i] = c.Name
-			values[i] = vals[i]
-		}
-		params()
-		remote := jsonObject(colNames, vals)
-		uv := p.uvIndexes(ch)
-		var keyNames, keyVals, keyCols []string
-		keyCond := func(alias string) string {
-			var cond []string
-			for _, k := range p.keys {
-				cond = append(cond, alias+"."+ident(k)+" = "+vals[k])
-			}
-			return strings.Join(cond, " AND ")
-		}
-		for _, k := range p.keys {
-			keyNames = append(keyNames, cols[k].Name)
-			keyVals = append(keyVals, vals[k])
-			keyCols = append(keyCols, ident(k))
-		}
-		key := jsonObject(keyNames, keyVals)
-		ins := "INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " SELECT " + strings.Join(vals, ", ")
-		if !p.upsert {
-			// No key to collide on: only other unique indexes can.
-			with := "WITH " + strings.TrimPrefix(uvCheck(uv, values, ""), ", ") +
-				", pgjet_ins AS (" + ins + " WHERE NOT EXISTS (SELECT 1 FROM pgjet_uv) RETURNING 1)"
-			return finish(with, []string{record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL", "FROM pgjet_uv uv")}), sb.oids
-		}
-		apply := "false"
-		if pol == PolicyLastWriterWins {
-			apply = "(NOT d.changed OR " + newer() + ")"
-		}
-		with := "WITH " + localCTEs("t", keyCond("t"), false)
-		blocked := "false"
-		if len(uv) > 0 {
-			with += uvCheck(uv, values, "NOT ("+keyCond("u")+")")
-			blocked = "EXISTS (SELECT 1 FROM pgjet_uv)"
-		}
-		with += ", pgjet_ins AS (" + ins + " WHERE NOT EXISTS (SELECT 1 FROM pgjet_l) AND NOT " + blocked +
-			" ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO NOTHING RETURNING 1)"
-		var sets []string
-		for i := range cols {
-			if (!cols[i].Key || p.rel.Identity == stream.IdentityFull) && !p.always[i] {
-				sets = append(sets, names[i]+" = "+vals[i])
-			}
-		}
-		if len(sets) > 0 && apply != "false" {
-			with += ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + keyCond("t") +
-				" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") AND NOT " + blocked + " RETURNING 1)"
-		}
-		write := "(NOT EXISTS (SELECT 1 FROM pgjet_l) OR EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + "))"
-		records := []string{
-			record("insert_exists", key, "d.j", remote, "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts",
-				"FROM pgjet_d d WHERE NOT ("+apply+" AND "+blocked+")"),
-			// A row inserted here after this statement's snapshot: the
-			// insert did nothing.
-			record("insert_exists", key, "NULL", remote, notApplied, "NULL", "NULL",
-				"WHERE NOT EXISTS (SELECT 1 FROM pgjet_l) AND NOT "+blocked+" AND NOT EXISTS (SELECT 1 FROM pgjet_ins)"),
-		}
-		if len(uv) > 0 {
-			records = append(records, record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL", "FROM pgjet_uv uv WHERE "+write))
-		}
-		return finish(with, records), sb.oids
-
+		return b.insert(ch), b.sb.oids
 	case stream.OpUpdate, stream.OpDelete:
-		var sets, newNames, newVals []string
-		values := map[int]string{}
-		if ch.Op == stream.OpUpdate {
-			for i, c := range cols {
-				if ch.New[i].Kind == stream.ValueUnchanged {
-					continue
-				}
-				v := sb.param(p.oids[i])
-				values[i] = v
-				if !p.always[i] {
-					sets = append(sets, ident(i)+" = "+v)
-				}
-				newNames = append(newNames, c.Name)
-				newVals = append(newVals, v)
-			}
-		}
-		find := ch.Old
-		if find == nil {
-			find = ch.New
-		}
-		alias := "t"
-		if p.fullMatch {
-			alias = "t2"
-		}
-		// Find values are parameters; condOn renders the condition that
-		// finds the row over a table alias.
-		var findIdx []int
-		var findVals, keyNames []string
-		if p.fullMatch {
-			for i := range cols {
-				if find[i].Kind != stream.ValueUnchanged {
-					findIdx = append(findIdx, i)
-				}
-			}
-		} else {
-			findIdx = p.keys
-		}
-		for _, i := range findIdx {
-			findVals = append(findVals, sb.param(p.oids[i]))
-			keyNames = append(keyNames, cols[i].Name)
-		}
-		condOn := func(a string) string {
-			var cond []string
-			for j, i := range findIdx {
-				if p.fullMatch {
-					// Compare text renderings: works for types without an
-					// equality operator (json, point, xml).
-					cond = append(cond, "("+a+"."+ident(i)+")::text IS NOT DISTINCT FROM ("+findVals[j]+")::text")
-				} else {
-					cond = append(cond, a+"."+ident(i)+" = "+findVals[j])
-				}
-			}
-			if len(cond) == 0 {
-				return "false"
-			}
-			return strings.Join(cond, " AND ")
-		}
-		params()
-		key := jsonObject(keyNames, findVals)
-		findSQL := condOn(alias)
-		// where finds the row to change in the write: by key, or by the
-		// row pgjet_l locked.
-		where := findSQL
-		self := "NOT (" + condOn("u") + ")"
-		if p.fullMatch {
-			where = "t.ctid = (SELECT c FROM pgjet_l)"
-			self = "u.ctid NOT IN (SELECT c FROM pgjet_l)"
-		}
-		with := "WITH " + localCTEs(alias, findSQL, p.fullMatch)
-		missing := record(map[stream.Op]string{stream.OpUpdate: "update_missing", stream.OpDelete: "delete_missing"}[ch.Op],
-			key, "NULL", jsonObject(newNames, newVals), notApplied, "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
-		if ch.Op == stream.OpDelete {
-			apply := "NOT d.changed"
-			if pol == PolicyLastWriterWins {
-				apply = "true" // a delete wins: no tombstone could tell a newer update it happened
-			}
-			with += ", pgjet_del AS (DELETE FROM " + q + " t WHERE " + where + " AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") RETURNING 1)"
-			return finish(with, []string{missing,
-				record("delete_changed", key, "d.j", "NULL", "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts", "FROM pgjet_d d WHERE d.changed"),
-			}), sb.oids
-		}
-		// moved is an update that gives its row another key under
-		// last-writer-wins. It applies as a delete of the old key and an
-		// insert of the new row: the delete wins over a concurrent change
-		// of the old row (as a delete does), and the new row is inserted,
-		// or replaces a row holding its key when newer, whether or not the
-		// old row is still here (deleted, or given another key
-		// concurrently). A region that skipped it would keep a key the
-		// other region no longer has, and the two would stay apart.
-		moved := pol == PolicyLastWriterWins && p.keyChange(ch)
-		apply := "NOT d.changed"
-		switch {
-		case moved:
-			apply = "true"
-		case pol == PolicyLastWriterWins:
-			apply = "(NOT d.changed OR " + newer() + ")"
-		}
-		// whole: the new row can be inserted (no unchanged TOAST value).
-		whole := moved
-		for i := range cols {
-			if ch.New[i].Kind == stream.ValueUnchanged {
-				whole = false
-			}
-		}
-		newKey := func(a string) string {
-			var cond []string
-			for _, k := range p.keys {
-				cond = append(cond, a+"."+ident(k)+" = "+values[k])
-			}
-			return strings.Join(cond, " AND ")
-		}
-		uv := p.uvIndexes(ch)
-		blocked := "false"
-		if len(uv) > 0 {
-			if whole {
-				// The row holding the new key is decided by
-				// last-writer-wins below, not a violation.
-				self += " AND NOT (" + newKey("u") + ")"
-			}
-			with += uvCheck(uv, values, self)
-			blocked = "EXISTS (SELECT 1 FROM pgjet_uv)"
-		}
-		if len(sets) == 0 {
-			sets = []string{ident(0) + " = t." + ident(0)}
-		}
-		// Under moved, pgjet_n is the row holding the new key, pgjet_nd
-		// its writer. With such a row, the old one is deleted (pgjet_ldel)
-		// and the row there keeps the newer version (pgjet_nupd); without
-		// one, the old row moves (pgjet_upd), or the new one is inserted
-		// when the old one is gone (pgjet_ins).
-		free := "true"
-		newerHere := "(NOT d.changed OR " + newer() + ")"
-		gone := "NOT EXISTS (SELECT 1 FROM pgjet_l)"
-		if whole {
-			name, lts, join := cx.writer("n.x")
-			with += ", pgjet_n AS (SELECT to_jsonb(n) AS j, n.xmin AS x FROM " + q + " n WHERE " + newKey("n") + " FOR UPDATE OF n)" +
-				", pgjet_nd AS (SELECT n.j, " + lts + " AS ts, " + name + " AS n, " + changedIf(cx.commitTS, changed) + " AS changed FROM pgjet_n n" + join + ")"
-			free = "NOT EXISTS (SELECT 1 FROM pgjet_n)"
-		}
-		with += ", pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + where +
-			" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ") AND NOT " + blocked + " AND " + free + " RETURNING 1)"
-		remote := jsonObject(newNames, newVals)
-		records := []string{missing,
-			record("update_changed", key, "d.j", remote, "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts",
-				"FROM pgjet_d d WHERE d.changed AND NOT ("+apply+" AND "+blocked+")"),
-		}
-		writes := "EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ")"
-		if whole {
-			var names, vals, keyCols, newKeyNames, newKeyVals []string
-			for i := range cols {
-				names = append(names, ident(i))
-				vals = append(vals, values[i])
-			}
-			for _, k := range p.keys {
-				keyCols = append(keyCols, ident(k))
-				newKeyNames = append(newKeyNames, cols[k].Name)
-				newKeyVals = append(newKeyVals, values[k])
-			}
-			with += ", pgjet_ldel AS (DELETE FROM " + q + " t WHERE " + where + " AND EXISTS (SELECT 1 FROM pgjet_n) AND NOT " + blocked + " RETURNING 1)" +
-				", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " SELECT " + strings.Join(vals, ", ") +
-				" WHERE " + gone + " AND " + free + " AND NOT " + blocked + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO NOTHING RETURNING 1)" +
-				", pgjet_nupd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + newKey("t") +
-				" AND EXISTS (SELECT 1 FROM pgjet_nd d WHERE " + newerHere + ") AND NOT " + blocked + " RETURNING 1)"
-			records[0] = record("update_missing", key, "NULL", remote, "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins) THEN 'apply_remote' ELSE "+notApplied+" END", "NULL", "NULL",
-				"WHERE "+gone+" AND "+free)
-			records = append(records, record("insert_exists", jsonObject(newKeyNames, newKeyVals), "d.j", remote,
-				"CASE WHEN "+newerHere+" AND NOT "+blocked+" THEN 'apply_remote' ELSE "+notApplied+" END", "d.n", "d.ts", "FROM pgjet_nd d"))
-			writes = "(" + writes + " OR " + gone + " AND NOT EXISTS (SELECT 1 FROM pgjet_nd d WHERE NOT " + newerHere + "))"
-		}
-		if len(uv) > 0 {
-			records = append(records, record("unique_violation", key, "uv.j", remote, uvDecision, "NULL", "NULL",
-				"FROM pgjet_uv uv WHERE "+writes))
-		}
-		return finish(with, records), sb.oids
+		return b.change(ch), b.sb.oids
 	}
 	return "", nil
+}
+
+// policySQL builds one policy statement: the CTEs that lock the local
+// row version and decide on it, the writes, and the conflict records.
+type policySQL struct {
+	p      *plan
+	cx     *conflictEnv
+	source string
+	sb     sqlBuilder
+	w      with
+	// rec renders the conflict records and ts is the parameter of the
+	// source commit time; set by commitParams, after the values'.
+	rec conflictSQL
+	ts  string
+}
+
+// commitParams numbers the parameters of the commit LSN and time.
+func (b *policySQL) commitParams() {
+	lsn := b.sb.param(0)
+	b.ts = b.sb.param(timestamptzOID)
+	b.rec = newConflictSQL(b.source, &b.p.rel, lsn+"::pg_lsn", b.ts)
+}
+
+// Decisions, as SQL over the local version d (pgjet_d).
+
+// notApplied is the decision on a change the policy does not apply.
+func (b *policySQL) notApplied() string {
+	if b.p.policy == PolicyError {
+		return "'error'"
+	}
+	return "'skip'"
+}
+
+// uvDecision is the decision on a unique violation.
+func (b *policySQL) uvDecision() string {
+	if b.p.policy == PolicyKeepLocal {
+		return "'skip'"
+	}
+	return "'error'"
+}
+
+// decide renders the decision: apply_remote when apply holds.
+func (b *policySQL) decide(apply string) string {
+	return "CASE WHEN " + apply + " THEN 'apply_remote' ELSE " + b.notApplied() + " END"
+}
+
+// newer renders whether the change is newer than the local version d:
+// a later source commit time, ties decided by the source name.
+func (b *policySQL) newer() string {
+	return "(" + b.ts + " > d.ts OR (" + b.ts + " = d.ts AND " + lit(b.source) + " COLLATE \"C\" > d.n COLLATE \"C\"))"
+}
+
+// lwwApply renders when last-writer-wins applies the change over the
+// local version d: it was written by this source, or is older.
+func (b *policySQL) lwwApply() string { return "(NOT d.changed OR " + b.newer() + ")" }
+
+// lockLocal adds pgjet_l, the local row version found by find over
+// alias, locked (the first one when limit), and pgjet_d, its writer.
+func (b *policySQL) lockLocal(alias, find string, limit bool) {
+	s := "SELECT to_jsonb(" + alias + ") AS j, " + alias + ".xmin AS x, " + alias + ".ctid AS c FROM " + b.p.t.qname + " " + alias + " WHERE " + find
+	if limit {
+		s += " LIMIT 1"
+	}
+	b.w.add("pgjet_l", s+" FOR UPDATE OF "+alias)
+	b.addWriter("pgjet_d", "pgjet_l", "l")
+}
+
+// addWriter adds the CTE name: the row version of the CTE from (its
+// version as j, its xmin as x) with its commit time (ts), its writer's
+// name (n) and whether someone else than this source wrote it (changed).
+func (b *policySQL) addWriter(name, from, alias string) {
+	changed := "false"
+	if b.cx.origin != 0 && b.cx.commitTS {
+		changed = "(o.timestamp IS NOT NULL AND " + b.cx.notSource("o.roident") + ")"
+	}
+	writer, lts, join := b.cx.writer(alias + ".x")
+	b.w.add(name, "SELECT "+alias+".j, "+lts+" AS ts, "+writer+" AS n, "+changed+" AS changed FROM "+from+" "+alias+join)
+}
+
+// checkUnique adds pgjet_uv, another row holding the new values (vals)
+// of one of the unique indexes idx; not is the condition that excludes
+// the row being changed (over alias u), "" for none. It returns whether
+// there is one.
+func (b *policySQL) checkUnique(idx [][]int, vals []string, not string) string {
+	var any []string
+	for _, u := range idx {
+		var eq []string
+		for _, c := range u {
+			op := " = "
+			if b.p.nullsNotDistinct(u) {
+				op = " IS NOT DISTINCT FROM "
+			}
+			eq = append(eq, "u."+b.p.col(c)+op+vals[c])
+		}
+		any = append(any, "("+and(eq)+")")
+	}
+	s := "SELECT to_jsonb(u) AS j FROM " + b.p.t.qname + " u WHERE (" + strings.Join(any, " OR ") + ")"
+	if not != "" {
+		s += " AND " + not
+	}
+	b.w.add("pgjet_uv", s+" LIMIT 1")
+	return "EXISTS (SELECT 1 FROM pgjet_uv)"
+}
+
+// finish renders the statement: the records inserted, and the result row.
+func (b *policySQL) finish(records ...string) string {
+	b.w.add("pgjet_c", insertConflicts("c", records...)+" RETURNING c.decision, to_jsonb(c) AS j")
+	return b.w.then("SELECT count(*), jsonb_agg(j) FILTER (WHERE decision = 'error') FROM pgjet_c")
+}
+
+// insert builds the statement of an insert.
+func (b *policySQL) insert(ch *stream.Change) string {
+	p := b.p
+	all := p.allColumns()
+	vals := p.params(&b.sb, all)
+	b.commitParams()
+	remote := p.jsonOf(all, vals)
+	key := p.jsonOf(p.keys, vals)
+	uv := p.uvIndexes(ch)
+	ins := p.insertInto(all) + " SELECT " + commas(vals)
+	if !p.upsert {
+		// No key to collide on: only other unique indexes can.
+		b.checkUnique(uv, vals, "")
+		b.w.add("pgjet_ins", ins+" WHERE NOT EXISTS (SELECT 1 FROM pgjet_uv) RETURNING 1")
+		return b.finish(b.rec.record("unique_violation", key, "uv.j", remote, b.uvDecision(), "NULL", "NULL", "FROM pgjet_uv uv"))
+	}
+	apply := "false"
+	if p.policy == PolicyLastWriterWins {
+		apply = b.lwwApply()
+	}
+	keyCond := p.match("t", p.keys, vals)
+	b.lockLocal("t", keyCond, false)
+	blocked := "false"
+	if len(uv) > 0 {
+		blocked = b.checkUnique(uv, vals, "NOT ("+p.match("u", p.keys, vals)+")")
+	}
+	b.w.add("pgjet_ins", ins+" WHERE NOT EXISTS (SELECT 1 FROM pgjet_l) AND NOT "+blocked+
+		" ON CONFLICT ("+commas(p.colNames(p.keys))+") DO NOTHING RETURNING 1")
+	if sets := p.upsertColumns(); len(sets) > 0 && apply != "false" {
+		b.w.add("pgjet_upd", "UPDATE "+p.t.qname+" t SET "+p.assign(sets, vals)+" WHERE "+keyCond+
+			" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE "+apply+") AND NOT "+blocked+" RETURNING 1")
+	}
+	records := []string{
+		b.rec.record("insert_exists", key, "d.j", remote, b.decide(apply), "d.n", "d.ts", "FROM pgjet_d d WHERE NOT ("+apply+" AND "+blocked+")"),
+		// A row inserted here after this statement's snapshot: the
+		// insert did nothing.
+		b.rec.record("insert_exists", key, "NULL", remote, b.notApplied(), "NULL", "NULL",
+			"WHERE NOT EXISTS (SELECT 1 FROM pgjet_l) AND NOT "+blocked+" AND NOT EXISTS (SELECT 1 FROM pgjet_ins)"),
+	}
+	if len(uv) > 0 {
+		write := "(NOT EXISTS (SELECT 1 FROM pgjet_l) OR EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + "))"
+		records = append(records, b.rec.record("unique_violation", key, "uv.j", remote, b.uvDecision(), "NULL", "NULL", "FROM pgjet_uv uv WHERE "+write))
+	}
+	return b.finish(records...)
+}
+
+// change builds the statement of an update or a delete.
+func (b *policySQL) change(ch *stream.Change) string {
+	p := b.p
+	// New values first (update), then what finds the row.
+	var set []int
+	if ch.Op == stream.OpUpdate {
+		set = sentColumns(ch.New)
+	}
+	vals := p.params(&b.sb, set)
+	f := p.finder(&b.sb, ch)
+	b.commitParams()
+	find := f.on(f.alias())
+	// where finds the row to change in the write: by key, or by the
+	// row pgjet_l locked; self is that row over alias u.
+	where, self := find, "NOT ("+f.on("u")+")"
+	if p.fullMatch {
+		where = "t.ctid = (SELECT c FROM pgjet_l)"
+		self = "u.ctid NOT IN (SELECT c FROM pgjet_l)"
+	}
+	b.lockLocal(f.alias(), find, p.fullMatch)
+	kind := "update_missing"
+	if ch.Op == stream.OpDelete {
+		kind = "delete_missing"
+	}
+	missing := b.rec.record(kind, f.key(), "NULL", p.jsonOf(set, vals), b.notApplied(), "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
+	if ch.Op == stream.OpDelete {
+		apply := "NOT d.changed"
+		if p.policy == PolicyLastWriterWins {
+			apply = "true" // a delete wins: no tombstone could tell a newer update it happened
+		}
+		b.w.add("pgjet_del", "DELETE FROM "+p.t.qname+" t WHERE "+where+" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE "+apply+") RETURNING 1")
+		return b.finish(missing, b.rec.record("delete_changed", f.key(), "d.j", "NULL", b.decide(apply), "d.n", "d.ts", "FROM pgjet_d d WHERE d.changed"))
+	}
+	return b.update(ch, set, vals, f.key(), where, self, missing)
+}
+
+// update finishes the statement of an update: set are the columns it
+// sends (vals their parameters), key the record key of the row found by
+// where, self that row over alias u, and missing the record of a
+// missing row.
+func (b *policySQL) update(ch *stream.Change, set []int, vals []string, key, where, self, missing string) string {
+	p := b.p
+	// moved is an update that gives its row another key under
+	// last-writer-wins. It applies as a delete of the old key and an
+	// insert of the new row: the delete wins over a concurrent change
+	// of the old row (as a delete does), and the new row is inserted,
+	// or replaces a row holding its key when newer, whether or not the
+	// old row is still here (deleted, or given another key
+	// concurrently). A region that skipped it would keep a key the
+	// other region no longer has, and the two would stay apart.
+	moved := p.policy == PolicyLastWriterWins && p.keyChange(ch)
+	apply := "NOT d.changed"
+	switch {
+	case moved:
+		apply = "true"
+	case p.policy == PolicyLastWriterWins:
+		apply = b.lwwApply()
+	}
+	// whole: the new row can be inserted (no unchanged TOAST value).
+	whole := moved && len(set) == len(p.rel.Columns)
+	uv := p.uvIndexes(ch)
+	blocked := "false"
+	if len(uv) > 0 {
+		if whole {
+			// The row holding the new key is decided by
+			// last-writer-wins below, not a violation.
+			self += " AND NOT (" + p.match("u", p.keys, vals) + ")"
+		}
+		blocked = b.checkUnique(uv, vals, self)
+	}
+	sets := p.updateSets(set, vals)
+	// Under moved, pgjet_n is the row holding the new key, pgjet_nd
+	// its writer. With such a row, the old one is deleted (pgjet_ldel)
+	// and the row there keeps the newer version (pgjet_nupd); without
+	// one, the old row moves (pgjet_upd), or the new one is inserted
+	// when the old one is gone (pgjet_ins).
+	free := "true"
+	newerHere := b.lwwApply()
+	gone := "NOT EXISTS (SELECT 1 FROM pgjet_l)"
+	if whole {
+		b.w.add("pgjet_n", "SELECT to_jsonb(n) AS j, n.xmin AS x FROM "+p.t.qname+" n WHERE "+p.match("n", p.keys, vals)+" FOR UPDATE OF n")
+		b.addWriter("pgjet_nd", "pgjet_n", "n")
+		free = "NOT EXISTS (SELECT 1 FROM pgjet_n)"
+	}
+	b.w.add("pgjet_upd", "UPDATE "+p.t.qname+" t SET "+sets+" WHERE "+where+
+		" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE "+apply+") AND NOT "+blocked+" AND "+free+" RETURNING 1")
+	remote := p.jsonOf(set, vals)
+	records := []string{missing,
+		b.rec.record("update_changed", key, "d.j", remote, b.decide(apply), "d.n", "d.ts", "FROM pgjet_d d WHERE d.changed AND NOT ("+apply+" AND "+blocked+")"),
+	}
+	writes := "EXISTS (SELECT 1 FROM pgjet_d d WHERE " + apply + ")"
+	if whole {
+		b.w.add("pgjet_ldel", "DELETE FROM "+p.t.qname+" t WHERE "+where+" AND EXISTS (SELECT 1 FROM pgjet_n) AND NOT "+blocked+" RETURNING 1")
+		b.w.add("pgjet_ins", p.insertInto(set)+" SELECT "+commas(pick(set, vals))+
+			" WHERE "+gone+" AND "+free+" AND NOT "+blocked+" ON CONFLICT ("+commas(p.colNames(p.keys))+") DO NOTHING RETURNING 1")
+		b.w.add("pgjet_nupd", "UPDATE "+p.t.qname+" t SET "+sets+" WHERE "+p.match("t", p.keys, vals)+
+			" AND EXISTS (SELECT 1 FROM pgjet_nd d WHERE "+newerHere+") AND NOT "+blocked+" RETURNING 1")
+		records[0] = b.rec.record("update_missing", key, "NULL", remote, b.decide("EXISTS (SELECT 1 FROM pgjet_ins)"), "NULL", "NULL", "WHERE "+gone+" AND "+free)
+		records = append(records, b.rec.record("insert_exists", p.jsonOf(p.keys, vals), "d.j", remote, b.decide(newerHere+" AND NOT "+blocked), "d.n", "d.ts", "FROM pgjet_nd d"))
+		writes = "(" + writes + " OR " + gone + " AND NOT EXISTS (SELECT 1 FROM pgjet_nd d WHERE NOT " + newerHere + "))"
+	}
+	if len(uv) > 0 {
+		records = append(records, b.rec.record("unique_violation", key, "uv.j", remote, b.uvDecision(), "NULL", "NULL", "FROM pgjet_uv uv WHERE "+writes))
+	}
+	return b.finish(records...)
 }
 
 // keyChange reports whether an update gives its row another key.
@@ -770,13 +733,6 @@ func (p *plan) keyChange(ch *stream.Change) bool {
 		}
 	}
 	return false
-}
-
-func changedIf(commitTS bool, changed string) string {
-	if !commitTS {
-		return "false"
-	}
-	return changed
 }
 
 // timestamptzOID is the type of source commit times in statements.

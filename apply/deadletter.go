@@ -78,6 +78,11 @@ type dropped struct {
 	first, last uint64 // stream sequences of its first and last message
 	n           int    // messages dead-lettered
 	counted     bool   // counted in Stats.DeadLetterTxns
+	// skip is set for a transaction skipped at the operator's request
+	// (see skip.go), whose changes and tables its record names.
+	skip    bool
+	changes int
+	tables  []string
 }
 
 // deadLetter sets aside message m (stream sequence seq), which cannot be
@@ -150,6 +155,9 @@ func (s *session) deadLetterTxn(ctx context.Context, m jetstream.Msg, seq uint64
 
 // partOf is the reason a good chunk of d is dead-lettered.
 func (d *dropped) partOf() error {
+	if d.skip {
+		return fmt.Errorf("with its transaction %s: %w", d.lsn, d.cause)
+	}
 	if d.bad == 0 {
 		return fmt.Errorf("set aside with its transaction %s: %w", d.lsn, d.cause)
 	}
@@ -172,6 +180,11 @@ func (s *session) orphanChunk(ctx context.Context, m jetstream.Msg, seq uint64, 
 	a := s.a
 	name := stream.StreamName(a.cfg.Name)
 	resumed := !s.cur && s.sameTxnBefore(ctx, seq, env.CommitLSN)
+	if resumed && s.skip != nil && env.CommitLSN == s.skip.lsn {
+		// The position moved past the first chunks of a transaction being
+		// skipped before the applier stopped.
+		return s.startSkip(ctx, m, seq, env)
+	}
 	if a.cfg.OnBadMessage != OnBadMessageDeadLetter {
 		if resumed {
 			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s, whose earlier chunks were dead-lettered before this applier stopped; run pgjet-apply with --on-bad-message dead-letter to set the rest of it aside too",
@@ -304,6 +317,13 @@ func (s *session) noteDropped(d *dropped, stored bool) {
 func (s *session) endDrop() {
 	d := s.drop
 	s.drop, s.cur = nil, false
+	if d.skip {
+		// Its first chunk comes again (capture re-sent it whole), to be
+		// skipped from there.
+		s.a.log.Info().Str("lsn", d.lsn.String()).Int("messages", d.n).
+			Msg("transaction being skipped ends without its last chunk (capture sent it again); its messages so far are in the dead-letter stream")
+		return
+	}
 	if d.copies {
 		s.a.log.Warn().Err(d.cause).Str("lsn", d.lsn.String()).Int("messages", d.n).
 			Uint64("first_stream_seq", d.first).Uint64("last_stream_seq", d.last).Uint64("bad_stream_seq", d.bad).

@@ -435,9 +435,31 @@ func (s *session) stmtError(err error, in stmtInfo) error {
 				opName(in.op), in.table, in.lsn, in.seq, pe.ConstraintName, pe.Detail, in.table)
 		}
 	}
-	return schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied)",
+	if last := max(in.lsn, in.lastLSN); last != 0 && (in.rows <= 1 || in.lsn == in.lastLSN) {
+		// One transaction's statement: it can be skipped by its LSN.
+		return &txnFailed{lsn: last, err: schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied), or pass over this one transaction with pgjet skip --name %s --region %s --lsn %s (it is kept in the dead-letter stream and recorded in pgjet.conflicts)",
+			opName(in.op), in.table, in.lsn, in.seq, s.a.cfg.Name, s.a.cfg.Region, in.lsn)}
+	}
+	fatal := schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied)",
 		opName(in.op), in.table, in.lsn, in.seq)
+	if in.lastLSN != 0 {
+		return &txnFailed{lsn: in.lastLSN, err: fatal}
+	}
+	return fatal
 }
+
+// txnFailed is a statement of the source's transactions up to commit LSN
+// lsn that failed on the target for good: Run applies the transactions
+// before it one at a time, once, so that the position stored stops right
+// before the one that fails (the transaction pgjet skip can pass over),
+// not before the group it shared with others.
+type txnFailed struct {
+	lsn stream.LSN
+	err error
+}
+
+func (e *txnFailed) Error() string { return e.err.Error() }
+func (e *txnFailed) Unwrap() error { return e.err }
 
 // commit records the group's position and commits; only then is JetStream
 // acknowledged (AckAll: the newest message covers the whole group).
@@ -459,6 +481,11 @@ func (s *session) commit(ctx context.Context) error {
 		}
 	}
 	p := s.groupPos
+	if iso := s.a.isolate; iso != 0 && p.commit >= iso {
+		// Past the transaction that failed: groups again.
+		s.a.isolate = 0
+		s.groupMax = s.groupMaxNormal
+	}
 	var ts []byte
 	if !p.time.IsZero() {
 		ts = []byte(p.time.UTC().Format(timeFormat))

@@ -32,6 +32,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "applied, conflicts, restore and snapshot_tables", unversionedSQL},
 	{2, "applier_state", stateSQL},
+	{3, "skip", skipSQL},
 }
 
 // unversionedSQL is the layout pgjet kept before versions, written so

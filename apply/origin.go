@@ -35,14 +35,34 @@ func OriginName(source string, database uint32) string {
 // written under it stay the source's (see conflictEnv.legacy).
 func LegacyOriginName(source string) string { return OriginPrefix + source }
 
-// TargetOrigin returns the origin (OriginName) source's changes are
-// written under in the database conn is connected to.
-func TargetOrigin(ctx context.Context, conn *pgx.Conn, source string) (string, error) {
+// RepairOriginName is the replication origin pgjet verify --repair writes
+// the rows of source under in the database whose OID is database: like
+// the applier's it starts with OriginPrefix, so capture does not publish
+// them again, and the applier counts its rows as the source's. The
+// applier holds its own origin while it runs, and a session cannot take
+// an origin another session holds.
+func RepairOriginName(source string, database uint32) string {
+	return OriginName(source, database) + ".repair"
+}
+
+// databaseOID returns the OID of the database conn is connected to.
+func databaseOID(ctx context.Context, conn *pgx.Conn) (uint32, error) {
 	var oid uint32
 	if err := conn.QueryRow(ctx, "SELECT oid FROM pg_database WHERE datname = current_database()").Scan(&oid); err != nil {
-		return "", fmt.Errorf("read the target database's OID: %w", err)
+		return 0, fmt.Errorf("read the target database's OID: %w", err)
 	}
-	return OriginName(source, oid), nil
+	return oid, nil
+}
+
+// TargetOrigins returns the origins source's changes are written under in
+// the database conn is connected to: the applier's, restores' and
+// replays' (OriginName), and pgjet verify --repair's (RepairOriginName).
+func TargetOrigins(ctx context.Context, conn *pgx.Conn, source string) (origin, repair string, err error) {
+	oid, err := databaseOID(ctx, conn)
+	if err != nil {
+		return "", "", err
+	}
+	return OriginName(source, oid), RepairOriginName(source, oid), nil
 }
 
 // legacyOrigin returns the roident of LegacyOriginName(source), or 0 when

@@ -3,7 +3,6 @@ package apply
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -224,207 +223,82 @@ func shape(op stream.Op, ch *stream.Change) string {
 	return string(b)
 }
 
-func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-
-// sqlBuilder numbers parameters and records their types.
-type sqlBuilder struct {
-	oids []uint32
-}
-
-func (s *sqlBuilder) param(oid uint32) string {
-	s.oids = append(s.oids, oid)
-	return "$" + strconv.Itoa(len(s.oids))
-}
-
-// jsonObject renders jsonb_build_object over name/expression pairs,
-// split in groups because a function takes at most 100 arguments.
-func jsonObject(names, exprs []string) string {
-	if len(names) == 0 {
-		return "NULL::jsonb"
-	}
-	var parts []string
-	for start := 0; start < len(names); start += 50 {
-		end := min(start+50, len(names))
-		var args []string
-		for i := start; i < end; i++ {
-			args = append(args, lit(names[i]), exprs[i])
-		}
-		parts = append(parts, "jsonb_build_object("+strings.Join(args, ", ")+")")
-	}
-	return strings.Join(parts, " || ")
-}
-
 // statement builds the SQL of a change of this plan's shape. The
 // parameter order matches args().
 func (p *plan) statement(source string, ch *stream.Change) (string, []uint32) {
 	if p.policy != PolicySourceWins && (ch.Op != stream.OpInsert || p.insertLogs(ch)) {
 		return p.policyStatement(source, ch)
 	}
-	cx := p.cx
-	if cx == nil {
-		cx = &conflictEnv{source: source}
-	}
-	var sb sqlBuilder
-	q := p.t.qname
-	cols := p.rel.Columns
-	var ts string
-	conflict := func(kind, keyJSON, local, remote, decision, where string, lsnParam string) string {
-		lorigin, lts := "NULL", "NULL"
-		if local != "NULL" {
-			var join string
-			lorigin, lts, join = cx.writer("pgjet_old.x")
-			where += join
-		}
-		return fmt.Sprintf(`INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, local_origin, local_commit_time, remote_origin, remote_commit_time) SELECT %s, %s, %s, %s::pg_lsn, %s, %s, %s, %s, %s, %s, %s, %s %s`,
-			lit(source), lit(kind), lit(p.rel.Schema+"."+p.rel.Name), lsnParam, keyJSON, local, remote, decision, lorigin, lts, lit(source), ts, where)
-	}
 	switch ch.Op {
 	case stream.OpInsert:
-		names := make([]string, len(cols))
-		vals := make([]string, len(cols))
-		for i, c := range cols {
-			names[i] = pgx.Identifier{c.Name}.Sanitize()
-			vals[i] = sb.param(p.oids[i])
-		}
-		ins := "INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " VALUES (" + strings.Join(vals, ", ") + ")"
-		if !p.upsert {
-			return ins, sb.oids
-		}
-		var keyCols, keyCond, keyNames, keyVals, sets []string
-		for _, k := range p.keys {
-			keyCols = append(keyCols, names[k])
-			keyCond = append(keyCond, "t."+names[k]+" = "+vals[k])
-			keyNames = append(keyNames, cols[k].Name)
-			keyVals = append(keyVals, vals[k])
-		}
-		for i := range cols {
-			if (!cols[i].Key || p.rel.Identity == stream.IdentityFull) && !p.always[i] {
-				sets = append(sets, names[i]+" = EXCLUDED."+names[i])
-			}
-		}
-		action := "DO NOTHING"
-		if len(sets) > 0 {
-			action = "DO UPDATE SET " + strings.Join(sets, ", ")
-		}
-		colNames := make([]string, len(cols))
-		for i, c := range cols {
-			colNames[i] = c.Name
-		}
-		lsn := sb.param(0)
-		ts = sb.param(timestamptzOID)
-		return "WITH pgjet_old AS (SELECT to_jsonb(t) AS j, t.xmin AS x FROM " + q + " t WHERE " + strings.Join(keyCond, " AND ") + "), " +
-			"pgjet_ins AS (" + ins + " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") " + action + " RETURNING 1) " +
-			conflict("insert_exists", jsonObject(keyNames, keyVals), "pgjet_old.j", jsonObject(colNames, vals), "'apply_remote'", "FROM pgjet_old", lsn), sb.oids
-
+		return p.insertStatement(source)
 	case stream.OpUpdate, stream.OpDelete:
-		// New values first (update), then what finds the row.
-		var sets, newNames, newVals []string
-		full := ch.Op == stream.OpUpdate
-		if ch.Op == stream.OpUpdate {
-			for i, c := range cols {
-				if ch.New[i].Kind == stream.ValueUnchanged {
-					full = false
-					continue
-				}
-				v := sb.param(p.oids[i])
-				n := pgx.Identifier{c.Name}.Sanitize()
-				if !p.always[i] {
-					sets = append(sets, n+" = "+v)
-				}
-				newNames = append(newNames, c.Name)
-				newVals = append(newVals, v)
-			}
-		}
-		find := ch.Old
-		if find == nil {
-			find = ch.New
-		}
-		// alias is the table alias the row-finding condition refers to.
-		alias := "t."
-		if p.fullMatch {
-			alias = "t2."
-		}
-		var cond, keyNames, keyVals []string
-		if p.fullMatch {
-			for i, c := range cols {
-				if find[i].Kind == stream.ValueUnchanged {
-					continue
-				}
-				v := sb.param(p.oids[i])
-				n := pgx.Identifier{c.Name}.Sanitize()
-				// Compare text renderings: works for types without an
-				// equality operator (json, point, xml).
-				cond = append(cond, "("+alias+n+")::text IS NOT DISTINCT FROM ("+v+")::text")
-				keyNames = append(keyNames, c.Name)
-				keyVals = append(keyVals, v)
-			}
-		} else {
-			for _, k := range p.keys {
-				v := sb.param(p.oids[k])
-				cond = append(cond, alias+pgx.Identifier{cols[k].Name}.Sanitize()+" = "+v)
-				keyNames = append(keyNames, cols[k].Name)
-				keyVals = append(keyVals, v)
-			}
-		}
-		if len(cond) == 0 {
-			cond = []string{"false"}
-		}
-		where := strings.Join(cond, " AND ")
-		if p.fullMatch {
-			// Without a key, duplicates are indistinguishable: change
-			// exactly one of them, as the source did.
-			where = "t.ctid = (SELECT t2.ctid FROM " + q + " t2 WHERE " + strings.Join(cond, " AND ") + " LIMIT 1)"
-		}
-		lsn := sb.param(0)
-		ts = sb.param(timestamptzOID)
-		if ch.Op == stream.OpDelete {
-			return "WITH pgjet_del AS (DELETE FROM " + q + " t WHERE " + where + " RETURNING 1) " +
-				conflict("delete_missing", jsonObject(keyNames, keyVals), "NULL", "NULL", "'skip'", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_del)", lsn), sb.oids
-		}
-		if len(sets) == 0 {
-			sets = []string{pgx.Identifier{cols[0].Name}.Sanitize() + " = t." + pgx.Identifier{cols[0].Name}.Sanitize()}
-		}
-		s := "WITH pgjet_upd AS (UPDATE " + q + " t SET " + strings.Join(sets, ", ") + " WHERE " + where + " RETURNING 1)"
-		decision := "'skip'"
-		if full && !p.fullMatch {
-			// The source wins: a row missing here is inserted whole.
-			var names []string
-			for _, c := range cols {
-				names = append(names, pgx.Identifier{c.Name}.Sanitize())
-			}
-			s += ", pgjet_ins AS (INSERT INTO " + q + " (" + strings.Join(names, ", ") + ")" + p.overridingClause() + " SELECT " + strings.Join(newVals, ", ") +
-				" WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd) ON CONFLICT DO NOTHING RETURNING 1)"
-			decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins) THEN 'apply_remote' ELSE 'skip' END"
-		}
-		return s + " " + conflict("update_missing", jsonObject(keyNames, keyVals), "NULL", jsonObject(newNames, newVals), decision, "WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd)", lsn), sb.oids
+		return p.changeStatement(source, ch)
 	}
 	return "", nil
 }
 
-func (p *plan) overridingClause() string {
-	if p.overriding {
-		return " OVERRIDING SYSTEM VALUE"
+// insertStatement builds the source-wins insert: an upsert when the key
+// has a unique index, which records the row it overwrites.
+func (p *plan) insertStatement(source string) (string, []uint32) {
+	var sb sqlBuilder
+	all := p.allColumns()
+	vals := p.params(&sb, all)
+	ins := p.insertInto(all) + " VALUES (" + commas(vals) + ")"
+	if !p.upsert {
+		return ins, sb.oids
 	}
-	return ""
+	rec := newConflictSQL(source, &p.rel, sb.param(0)+"::pg_lsn", sb.param(timestamptzOID))
+	name, lts, join := p.env(source).writer("pgjet_old.x")
+	var w with
+	w.add("pgjet_old", "SELECT to_jsonb(t) AS j, t.xmin AS x FROM "+p.t.qname+" t WHERE "+p.match("t", p.keys, vals))
+	w.add("pgjet_ins", ins+" ON CONFLICT ("+commas(p.colNames(p.keys))+") "+p.upsertAction()+" RETURNING 1")
+	return w.then(insertConflicts("", rec.record("insert_exists", p.jsonOf(p.keys, vals), "pgjet_old.j", p.jsonOf(all, vals), "'apply_remote'", name, lts, "FROM pgjet_old"+join))), sb.oids
+}
+
+// changeStatement builds the source-wins update or delete: a missing row
+// is recorded, and an update that sends the whole row inserts it.
+func (p *plan) changeStatement(source string, ch *stream.Change) (string, []uint32) {
+	var sb sqlBuilder
+	// New values first (update), then what finds the row.
+	var set []int
+	if ch.Op == stream.OpUpdate {
+		set = sentColumns(ch.New)
+	}
+	vals := p.params(&sb, set)
+	f := p.finder(&sb, ch)
+	where := f.on("t")
+	if p.fullMatch {
+		// Without a key, duplicates are indistinguishable: change
+		// exactly one of them, as the source did.
+		where = "t.ctid = (SELECT t2.ctid FROM " + p.t.qname + " t2 WHERE " + f.on("t2") + " LIMIT 1)"
+	}
+	rec := newConflictSQL(source, &p.rel, sb.param(0)+"::pg_lsn", sb.param(timestamptzOID))
+	var w with
+	if ch.Op == stream.OpDelete {
+		w.add("pgjet_del", "DELETE FROM "+p.t.qname+" t WHERE "+where+" RETURNING 1")
+		return w.then(insertConflicts("", rec.record("delete_missing", f.key(), "NULL", "NULL", "'skip'", "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_del)"))), sb.oids
+	}
+	sets := p.updateSets(set, vals)
+	w.add("pgjet_upd", "UPDATE "+p.t.qname+" t SET "+sets+" WHERE "+where+" RETURNING 1")
+	decision := "'skip'"
+	if len(set) == len(p.rel.Columns) && !p.fullMatch {
+		// The source wins: a row missing here is inserted whole.
+		w.add("pgjet_ins", p.insertInto(p.allColumns())+" SELECT "+commas(pick(set, vals))+
+			" WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd) ON CONFLICT DO NOTHING RETURNING 1")
+		decision = "CASE WHEN EXISTS (SELECT 1 FROM pgjet_ins) THEN 'apply_remote' ELSE 'skip' END"
+	}
+	return w.then(insertConflicts("", rec.record("update_missing", f.key(), "NULL", p.jsonOf(set, vals), decision, "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_upd)"))), sb.oids
 }
 
 // args returns the parameter values of a change in statement order;
 // nil is NULL. lsn and ts are the source commit LSN and time, for conflict
 // records.
 func (p *plan) args(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
-	val := func(v stream.Value) []byte {
-		if v.Kind == stream.ValueNull {
-			return nil
-		}
-		if v.Data == nil {
-			return []byte{}
-		}
-		return v.Data
-	}
 	switch ch.Op {
 	case stream.OpInsert:
 		for _, v := range ch.New {
-			dst = append(dst, val(v))
+			dst = append(dst, argValue(v))
 		}
 		if p.policy == PolicySourceWins && p.upsert || p.policy != PolicySourceWins && p.insertLogs(ch) {
 			dst = append(dst, lsn, ts)
@@ -433,28 +307,29 @@ func (p *plan) args(ch *stream.Change, lsn, ts []byte, dst [][]byte) [][]byte {
 		if ch.Op == stream.OpUpdate {
 			for _, v := range ch.New {
 				if v.Kind != stream.ValueUnchanged {
-					dst = append(dst, val(v))
+					dst = append(dst, argValue(v))
 				}
 			}
 		}
-		find := ch.Old
-		if find == nil {
-			find = ch.New
-		}
-		if p.fullMatch {
-			for _, v := range find {
-				if v.Kind != stream.ValueUnchanged {
-					dst = append(dst, val(v))
-				}
-			}
-		} else {
-			for _, k := range p.keys {
-				dst = append(dst, val(find[k]))
-			}
+		find := findValues(ch)
+		for _, i := range p.findColumns(ch) {
+			dst = append(dst, argValue(find[i]))
 		}
 		dst = append(dst, lsn, ts)
 	}
 	return dst
+}
+
+// argValue is a value as a statement argument: nil is NULL, and an empty
+// value is not NULL.
+func argValue(v stream.Value) []byte {
+	if v.Kind == stream.ValueNull {
+		return nil
+	}
+	if v.Data == nil {
+		return []byte{}
+	}
+	return v.Data
 }
 
 // stmtShape is the cache key of ch's single-row statement.

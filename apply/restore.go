@@ -265,7 +265,7 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		return fmt.Errorf("set statement_timeout: %w", err)
 	}
 	if o.UnderOrigin {
-		origin, err := TargetOrigin(ctx, conn, o.Source)
+		origin, _, err := TargetOrigins(ctx, conn, o.Source)
 		if err != nil {
 			return err
 		}

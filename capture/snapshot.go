@@ -75,6 +75,9 @@ type snapshotter struct {
 	// row larger than a message, so that nothing comes between them;
 	// everything else published while tables are copied takes it shared.
 	rows sync.RWMutex
+	// only, when set, is the one table ("schema.name") a resync copies,
+	// without the schema.
+	only string
 }
 
 // TakeSnapshot copies the schema and every captured table of the source
@@ -92,39 +95,13 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	if err != nil {
 		return stream.SnapshotManifest{}, wrapNATS(err)
 	}
-	// Rows travel in messages as large as NATS takes, up to 1 MiB: fewer,
-	// larger COPY batches on both sides (four times --chunk-bytes at most).
-	chunk := min(c.cfg.ChunkBytes*4, 1<<20)
-	// Room is left for the headers: 16 KiB, or half of a smaller
-	// max_payload.
-	if mp := c.maxPayload(js.Conn()); mp > 0 {
-		chunk = min(chunk, max(mp-16<<10, mp/2))
-	}
-	s := &snapshotter{c: c, js: js, stats: &c.snapStats, chunk: max(chunk, 1024)}
+	s := c.newSnapshotter(js)
 	s.stats.Running.Store(true)
 	defer s.stats.Running.Store(false)
 
-	var pt *snapPoint
-	for attempt := 1; ; attempt++ {
-		pt, err = s.open(ctx)
-		var rw *rewrittenError
-		if errors.As(err, &rw) {
-			if attempt == snapshotAttempts {
-				return stream.SnapshotManifest{}, fmt.Errorf("%d snapshot points in a row were overtaken by a schema change or TRUNCATE (the last: %w); take the snapshot again when they pause", attempt, err)
-			}
-			c.log.Info().Str("reason", rw.Error()).Int("attempt", attempt).Msg("taking the snapshot again at a new point")
-			// A short, growing pause lets a burst of schema changes pass.
-			select {
-			case <-ctx.Done():
-				return stream.SnapshotManifest{}, ctx.Err()
-			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
-			}
-			continue
-		}
-		if err != nil {
-			return stream.SnapshotManifest{}, err
-		}
-		break
+	pt, err := s.openPoint(ctx)
+	if err != nil {
+		return stream.SnapshotManifest{}, err
 	}
 	defer pt.close(context.WithoutCancel(ctx))
 	script, post, tables := pt.script, pt.post, pt.tables
@@ -225,6 +202,42 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 		}
 	}
 	return man, nil
+}
+
+// newSnapshotter returns a snapshotter publishing through js.
+func (c *Capture) newSnapshotter(js jetstream.JetStream) *snapshotter {
+	// Rows travel in messages as large as NATS takes, up to 1 MiB: fewer,
+	// larger COPY batches on both sides (four times --chunk-bytes at most).
+	chunk := min(c.cfg.ChunkBytes*4, 1<<20)
+	// Room is left for the headers: 16 KiB, or half of a smaller
+	// max_payload.
+	if mp := c.maxPayload(js.Conn()); mp > 0 {
+		chunk = min(chunk, max(mp-16<<10, mp/2))
+	}
+	return &snapshotter{c: c, js: js, stats: &c.snapStats, chunk: max(chunk, 1024)}
+}
+
+// openPoint sets up the snapshot's point (open), again at a new point
+// while a schema change or TRUNCATE overtakes it, snapshotAttempts times
+// at most.
+func (s *snapshotter) openPoint(ctx context.Context) (*snapPoint, error) {
+	for attempt := 1; ; attempt++ {
+		pt, err := s.open(ctx)
+		var rw *rewrittenError
+		if !errors.As(err, &rw) {
+			return pt, err
+		}
+		if attempt == snapshotAttempts {
+			return nil, fmt.Errorf("%d snapshot points in a row were overtaken by a schema change or TRUNCATE (the last: %w); take the snapshot again when they pause", attempt, err)
+		}
+		s.c.log.Info().Str("reason", rw.Error()).Int("attempt", attempt).Msg("taking the snapshot again at a new point")
+		// A short, growing pause lets a burst of schema changes pass.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
 }
 
 // readSnapshotMeta reads the begin manifest and the whole tables of an
@@ -527,11 +540,13 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 	// triggers after (faster loads, and foreign keys that hold only once
 	// every table is full). pg_dump reads the catalog as of the snapshot;
 	// a rewrite it might have missed is found below.
-	if pt.script, err = c.dumpSchema(ctx, s.snap, "pre-data"); err != nil {
-		return nil, err
-	}
-	if pt.post, err = c.dumpSchema(ctx, s.snap, "post-data"); err != nil {
-		return nil, err
+	if s.only == "" {
+		if pt.script, err = c.dumpSchema(ctx, s.snap, "pre-data"); err != nil {
+			return nil, err
+		}
+		if pt.post, err = c.dumpSchema(ctx, s.snap, "post-data"); err != nil {
+			return nil, err
+		}
 	}
 	if pt.lead, err = s.connect(ctx); err != nil {
 		return nil, err
@@ -853,7 +868,7 @@ func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable,
 		if err := rows.Scan(&t.oid, &t.Schema, &t.Name, &t.relkind, &t.EstRows, &t.sizeBytes, &cols); err != nil {
 			return nil, fmt.Errorf("list published tables: %w", err)
 		}
-		if !f.table(t.Schema, t.Name) {
+		if !f.table(t.Schema, t.Name) || s.only != "" && t.Key() != s.only {
 			continue
 		}
 		for _, col := range cols {

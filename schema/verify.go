@@ -148,6 +148,9 @@ type VerifyProgress struct {
 	Recheck int
 	Ranges  int
 	Pause   time.Duration
+	// Repair, when set, says that the repair of the differing ranges
+	// begins; the rest is empty.
+	Repair bool
 }
 
 // VerifyReport is the outcome of Verify.
@@ -166,6 +169,9 @@ type VerifyReport struct {
 	// NotCompared lists the source's tables that Tables or Filter left
 	// out, "schema.name", sorted.
 	NotCompared []string `json:"not_compared,omitempty"`
+	// Repair says what a repair before this comparison changed (see
+	// Repair); the caller fills it.
+	Repair *RepairReport `json:"repair,omitempty"`
 	// OK is true when every table is identical.
 	OK bool `json:"ok"`
 }

@@ -211,6 +211,10 @@ const (
 	PrefixDDL = "pgjet.ddl"
 	// PrefixSequences carries the source's sequence values.
 	PrefixSequences = "pgjet.sequences"
+	// PrefixResync marks where a resync's copy of a table takes over
+	// (transactional; content a JSON ResyncMarker): pgjet resync writes
+	// it before the copy's point.
+	PrefixResync = "pgjet.resync"
 )
 
 // Truncate options, as pgoutput sends them.

@@ -51,7 +51,33 @@ const (
 	SnapData     = "data"
 	SnapTableEnd = "table-end"
 	SnapEnd      = "end"
+	// SnapAbort ends a resync that will not complete (its pgjet resync
+	// failed, or a later one for the same table gave it up).
+	SnapAbort = "abort"
 )
+
+// ResyncIDPrefix begins the id of a resync: a copy of one captured table
+// alone (pgjet resync), kept in the snapshot stream with the snapshot
+// layout (no schema scripts, one table) but no snapshot of the source:
+// restores and replays never build from it. The change stream holds a
+// ResyncMarker (PrefixResync) committed before the copy's point, where an
+// applier loads the copy.
+const ResyncIDPrefix = "resync-"
+
+// NewResyncID names a resync started at t.
+func NewResyncID(t time.Time) string { return ResyncIDPrefix + NewSnapshotID(t) }
+
+// IsResyncID reports whether id names a resync.
+func IsResyncID(id string) bool { return strings.HasPrefix(id, ResyncIDPrefix) }
+
+// ResyncMarker is the content of a PrefixResync logical message: the
+// resync whose copy of the table takes over at this point of the change
+// stream.
+type ResyncMarker struct {
+	ID     string `json:"id"`
+	Schema string `json:"schema"`
+	Table  string `json:"table"`
+}
 
 // SnapshotVersion is the version of the snapshot format.
 const SnapshotVersion = 1
@@ -124,6 +150,8 @@ type SnapshotManifest struct {
 	// own the schema of: a restoring role that is no superuser may give
 	// them those objects only while they may create in the schema.
 	OwnerSchemas []SchemaOwner `json:"owner_schemas,omitempty"`
+	// Resync is set for a resync (ResyncIDPrefix): one table, no schema.
+	Resync bool `json:"resync,omitempty"`
 }
 
 // SchemaOwner is a role that owns objects in a schema it does not own.
@@ -157,7 +185,10 @@ func (t SnapshotTable) Key() string { return t.Schema + "." + t.Name }
 type SnapshotInfo struct {
 	ID       string
 	Complete bool
-	Manifest SnapshotManifest // the end message's, when Complete
+	// Aborted is set for a resync given up (SnapAbort): it never
+	// completes.
+	Aborted  bool
+	Manifest SnapshotManifest // the end message's, when Complete (Aborted: the begin's)
 	Msgs     uint64           // messages on the meta subject
 }
 
@@ -190,8 +221,20 @@ func EnsureSnapshotMirror(ctx context.Context, js jetstream.JetStream, source, u
 	return ensureMirror(ctx, js, SnapshotStreamName(source), "pgjet snapshot mirror of source "+source+" from domain "+upstreamDomain, upstreamDomain, nil)
 }
 
-// ListSnapshots returns the snapshots in st, oldest first.
+// ListSnapshots returns the snapshots in st, oldest first; resyncs (see
+// ResyncIDPrefix) are no snapshots of the source and are left out.
 func ListSnapshots(ctx context.Context, st jetstream.Stream, source string) ([]SnapshotInfo, error) {
+	return listSnapshots(ctx, st, source, false)
+}
+
+// ListResyncs returns the resyncs in st (see ResyncIDPrefix), oldest
+// first.
+func ListResyncs(ctx context.Context, st jetstream.Stream, source string) ([]SnapshotInfo, error) {
+	return listSnapshots(ctx, st, source, true)
+}
+
+// listSnapshots lists the snapshots of st, or its resyncs.
+func listSnapshots(ctx context.Context, st jetstream.Stream, source string, resyncs bool) ([]SnapshotInfo, error) {
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(SnapshotOutlineSubject(source, "*")))
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", SnapshotStreamName(source), err)
@@ -204,16 +247,24 @@ func ListSnapshots(ctx context.Context, st jetstream.Stream, source string) ([]S
 	prefix := SnapshotSubject(source, "")
 	for subj, n := range info.State.Subjects {
 		id := strings.TrimSuffix(strings.TrimPrefix(subj, prefix), ".m")
+		if IsResyncID(id) != resyncs {
+			continue
+		}
 		m, err := st.GetLastMsgForSubject(ctx, subj)
 		if err != nil {
 			return nil, fmt.Errorf("read snapshot %s: %w", id, err)
 		}
 		si := found{SnapshotInfo: SnapshotInfo{ID: id, Msgs: n}, first: m.Sequence}
-		if m.Header.Get(SnapKindHeader) == SnapEnd {
+		switch m.Header.Get(SnapKindHeader) {
+		case SnapEnd:
 			if err := json.Unmarshal(m.Data, &si.Manifest); err != nil {
 				return nil, fmt.Errorf("snapshot %s: end message (seq %d) is not a manifest: %w", id, m.Sequence, err)
 			}
 			si.Complete = true
+		case SnapAbort:
+			// Carries the manifest of its begin message.
+			_ = json.Unmarshal(m.Data, &si.Manifest)
+			si.Aborted = true
 		}
 		out = append(out, si)
 	}

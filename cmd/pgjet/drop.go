@@ -60,7 +60,7 @@ func dropUsage() {
 		"Run 'pgjet drop source --help' or 'pgjet drop region --help' for the flags.\n")
 }
 
-// dropFlags are what both drops take.
+// dropFlags are what both drops take, and pgjet skip.
 type dropFlags struct {
 	db, nats, name, domain string
 	streams                bool
@@ -73,10 +73,14 @@ func (f *dropFlags) register(fs *pflag.FlagSet, db string) {
 	fs.StringVar(&f.db, "db", "", db)
 	fs.StringVar(&f.name, "name", "", "source name given to pgjet-capture")
 	fs.StringVar(&f.domain, "domain", "", "JetStream domain of the streams (default: the connected server's)")
-	fs.BoolVar(&f.streams, "streams", false, "remove the streams too (their messages are lost: no region can catch up or replay from them)")
-	fs.DurationVar(&f.timeout, "timeout", time.Minute, "how long the whole drop may take")
+	fs.DurationVar(&f.timeout, "timeout", time.Minute, "how long the whole command may take")
 	f.dbf.Register(fs)
 	f.natsf.Register(fs)
+}
+
+// registerStreams adds --streams.
+func (f *dropFlags) registerStreams(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.streams, "streams", false, "remove the streams too (their messages are lost: no region can catch up or replay from them)")
 }
 
 // validate checks the flags both drops take; needNATS says --nats is
@@ -168,6 +172,7 @@ func runDropSource(args []string) int {
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	f.register(fs, "source database URL (a superuser, to drop the event triggers)")
+	f.registerStreams(fs)
 	fs.StringVar(&f.nats, "nats", "", "NATS URL of the source's home region (with --streams)")
 	fs.StringVar(&slot, "slot", "", "capture's replication slot (default pgjet_<name>)")
 	fs.StringVar(&publication, "publication", "", "capture's publication (default the slot's name)")
@@ -402,6 +407,7 @@ func runDropRegion(args []string) int {
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	f.register(fs, "the region's target database URL")
+	f.registerStreams(fs)
 	fs.StringVar(&f.nats, "nats", "", "NATS URL of the region, e.g. nats://localhost:4222")
 	fs.StringVar(&region, "region", "", "the region's name, as given to pgjet-apply --region")
 	cli.Parse(fs, args)
@@ -476,7 +482,7 @@ func (d *regionDrop) run(ctx context.Context) error {
 		}
 	}
 
-	if err := d.dropOrigin(ctx); err != nil {
+	if err := d.dropOrigins(ctx); err != nil {
 		return err
 	}
 	if ci != nil {
@@ -514,51 +520,89 @@ func (d *regionDrop) run(ctx context.Context) error {
 // that it runs, or when it runs as another region; recorded says whether
 // the target holds the applier's record.
 func (d *regionDrop) checkApplier(ctx context.Context) (recorded bool, err error) {
-	var exists bool
-	if err := d.conn.QueryRow(ctx, "SELECT to_regclass('pgjet.applier_state') IS NOT NULL").Scan(&exists); err != nil {
-		return false, fmt.Errorf("look up pgjet.applier_state: %w", err)
-	}
-	if !exists {
-		return false, nil
-	}
-	var region, state string
-	var pid *int32
-	var host *string
-	var age, interval float64
-	err = d.conn.QueryRow(ctx, `SELECT region, state, pid, host, extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, extract(epoch FROM heartbeat_interval)::float8
-		FROM pgjet.applier_state WHERE source = $1`, d.f.name).Scan(&region, &state, &pid, &host, &age, &interval)
+	r, err := readApplierState(ctx, d.conn, d.f.name)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("read pgjet.applier_state: %w", err)
-	case region != d.region:
-		return true, fmt.Errorf("the applier of source %s into %s is region %s's (pgjet.applier_state), not %s's: check --region", d.f.name, schema.Redact(d.f.db), region, d.region)
-	case state == apply.StateRunning && age <= 3*interval:
+	case err != nil || r == nil:
+		return false, err
+	case r.region != d.region:
+		return true, fmt.Errorf("the applier of source %s into %s is region %s's (pgjet.applier_state), not %s's: check --region", d.f.name, schema.Redact(d.f.db), r.region, d.region)
+	case r.runs():
 		return true, fmt.Errorf("the applier of source %s in region %s runs (pid %d on %s, heartbeat %.1fs ago): stop pgjet-apply --name %s --region %s first",
-			d.f.name, d.region, derefPID(pid), orDashPtr(host), age, d.f.name, d.region)
+			d.f.name, d.region, derefPID(r.pid), orDashPtr(r.host), r.age, d.f.name, d.region)
 	}
 	return true, nil
 }
 
-// dropOrigin drops the applier's replication origin on the target. The
-// origin an earlier pgjet shared between the cluster's databases
-// (apply.LegacyOriginName) is kept: rows of other databases may name it,
-// and a new origin could take its roident and pass for their writer.
-func (d *regionDrop) dropOrigin(ctx context.Context) error {
-	origin, err := apply.TargetOrigin(ctx, d.conn, d.f.name)
+// applierRow is a target's record of its applier of a source
+// (pgjet.applier_state).
+type applierRow struct {
+	region, state string
+	pid           *int32
+	host          *string
+	// age is how long ago the heartbeat was, interval how often it beats.
+	age, interval float64
+	// lastError is the error that stopped it, or the one it retries.
+	lastError *string
+}
+
+// runs reports whether the record says the applier runs, with a fresh
+// heartbeat.
+func (r *applierRow) runs() bool { return r.state == apply.StateRunning && r.age <= 3*r.interval }
+
+// readApplierState reads the target's record of its applier of source;
+// nil when there is none.
+func readApplierState(ctx context.Context, conn *pgx.Conn, source string) (*applierRow, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('pgjet.applier_state') IS NOT NULL").Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look up pgjet.applier_state: %w", err)
+	}
+	if !exists {
+		return nil, nil
+	}
+	var r applierRow
+	err := conn.QueryRow(ctx, `SELECT region, state, pid, host, extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, extract(epoch FROM heartbeat_interval)::float8, last_error
+		FROM pgjet.applier_state WHERE source = $1`, source).Scan(&r.region, &r.state, &r.pid, &r.host, &r.age, &r.interval, &r.lastError)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read pgjet.applier_state: %w", err)
+	}
+	return &r, nil
+}
+
+// dropOrigins drops the applier's replication origin on the target, and
+// the one pgjet verify --repair wrote under. The origin an earlier pgjet
+// shared between the cluster's databases (apply.LegacyOriginName) is
+// kept: rows of other databases may name it, and a new origin could take
+// its roident and pass for their writer.
+func (d *regionDrop) dropOrigins(ctx context.Context) error {
+	origin, repair, err := apply.TargetOrigins(ctx, d.conn, d.f.name)
 	if err != nil {
 		return err
 	}
 	legacy := apply.LegacyOriginName(d.f.name)
-	var exists, legacyExists bool
-	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1), EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $2)",
-		origin, legacy).Scan(&exists, &legacyExists); err != nil {
-		return fmt.Errorf("look up replication origin %s: %w", origin, err)
+	var legacyExists bool
+	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", legacy).Scan(&legacyExists); err != nil {
+		return fmt.Errorf("look up replication origin %s: %w", legacy, err)
 	}
 	if legacyExists {
 		d.log.keep("replication origin %s: an earlier pgjet wrote source %s under it in every database of this cluster, and their rows name it; drop it with SELECT pg_replication_origin_drop('%s') once no database here replicates %s",
 			legacy, d.f.name, legacy, d.f.name)
+	}
+	for _, origin := range []string{origin, repair} {
+		if err := d.dropOrigin(ctx, origin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropOrigin drops replication origin origin on the target.
+func (d *regionDrop) dropOrigin(ctx context.Context, origin string) error {
+	var exists bool
+	if err := d.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", origin).Scan(&exists); err != nil {
+		return fmt.Errorf("look up replication origin %s: %w", origin, err)
 	}
 	if !exists {
 		return nil
@@ -575,7 +619,7 @@ func (d *regionDrop) dropOrigin(ctx context.Context) error {
 			return dropError(err, "replication origin "+origin)
 		}
 		if time.Now().After(settled) {
-			return fmt.Errorf("replication origin %s on %s is in use: pgjet-apply of source %s still writes there; stop it first", origin, schema.Redact(d.f.db), d.f.name)
+			return fmt.Errorf("replication origin %s on %s is in use: pgjet-apply (or pgjet verify --repair) of source %s still writes there; stop it first", origin, schema.Redact(d.f.db), d.f.name)
 		}
 		select {
 		case <-ctx.Done():

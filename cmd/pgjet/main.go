@@ -24,6 +24,8 @@ var commands = []command{
 	{"snapshot", "copy a source's schema and tables into its snapshot stream now", runSnapshot},
 	{"replay", "rebuild a database from the stream, to any point", runReplay},
 	{"roles", "copy the source cluster's roles and memberships to a replica's", runRoles},
+	{"resync", "re-copy one table into every region while changes keep flowing", runResync},
+	{"skip", "pass over one transaction a region's applier stopped on (kept as a dead letter)", runSkip},
 	{"drop", "remove a source's or a region's pgjet objects (slot, triggers, consumer, streams)", runDrop},
 }
 

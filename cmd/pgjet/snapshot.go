@@ -6,6 +6,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 
 	"github.com/pgjet/pgjet/apply"
@@ -19,10 +21,7 @@ import (
 // runSnapshot takes a snapshot of a source on demand, beside its running
 // pgjet-capture.
 func runSnapshot(args []string) int {
-	cfg := capture.DefaultConfig()
-	var logf cli.LogFlags
-	var dbf cli.DBFlags
-	var natsf cli.NATSFlags
+	var f copyFlags
 	fs := pflag.NewFlagSet("pgjet snapshot", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet snapshot copies the schema and every captured table of a source into its snapshot\n"+
@@ -33,50 +32,81 @@ func runSnapshot(args []string) int {
 			"Usage:\n  pgjet snapshot --db URL --nats URL --name SOURCE [flags]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
-	fs.StringVar(&cfg.DB, "db", "", "source database URL (role with REPLICATION and SELECT on the tables)")
-	fs.StringVar(&cfg.NATS, "nats", "", "NATS URL of the source's home region")
-	fs.StringVar(&cfg.Name, "name", "", "source name given to pgjet-capture")
-	fs.StringVar(&cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
-	fs.StringVar(&cfg.Slot, "slot", "", "replication slot of the capture (default pgjet_<name>); the snapshot's temporary slot is named after it")
-	cli.CaptureTableFlags(fs, &cfg)
-	cli.SnapshotFlags(fs, &cfg)
-	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "most bytes of rows in one message")
-	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often progress is logged")
-	dbf.Register(fs)
-	natsf.Register(fs)
-	logf.Register(fs)
-	cli.Parse(fs, args)
-	log, err := logf.Logger("pgjet snapshot")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet snapshot: %v\n", err)
-		return 2
-	}
-	cfg.DB, err = dbf.URL(cfg.DB)
-	if err == nil {
-		cfg.NATSOptions, err = natsf.Options()
-	}
-	if err := errors.Join(err, cfg.Validate()); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet snapshot: %v\n", err)
-		return 2
-	}
+	f.register(fs, "the tables", "the snapshot's")
+	fs.DurationVar(&f.cfg.ProgressInterval, "progress-interval", f.cfg.ProgressInterval, "how often progress is logged")
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	nc, err := stream.Connect(cfg.NATS, "pgjet snapshot "+cfg.Name, cfg.NATSOptions, log)
+	c, js, done, code := f.start(fs, args, nil)
+	if c == nil {
+		return code
+	}
+	defer done()
+	man, err := c.TakeSnapshot(ctx, js)
 	if err != nil {
 		return fail("pgjet snapshot", err)
 	}
-	defer nc.Close()
-	js, err := stream.NewJetStream(nc, "")
-	if err != nil {
-		return fail("pgjet snapshot", err)
-	}
-	man, err := capture.New(cfg, log).TakeSnapshot(ctx, js)
-	if err != nil {
-		return fail("pgjet snapshot", err)
-	}
-	fmt.Printf("snapshot %s of source %s: LSN %s, %d tables, %d rows, %d bytes, %s\n", man.ID, cfg.Name, man.LSN,
+	fmt.Printf("snapshot %s of source %s: LSN %s, %d tables, %d rows, %d bytes, %s\n", man.ID, f.cfg.Name, man.LSN,
 		len(man.Tables), man.Rows, man.Bytes, man.Finished.Sub(man.Started).Round(time.Millisecond))
 	return 0
+}
+
+// copyFlags are the flags of the commands that copy a source's tables
+// beside its running pgjet-capture (pgjet snapshot, pgjet resync).
+type copyFlags struct {
+	cfg   capture.Config
+	logf  cli.LogFlags
+	dbf   cli.DBFlags
+	natsf cli.NATSFlags
+}
+
+// register adds the flags; what names what the role reads, whose the
+// temporary slot.
+func (f *copyFlags) register(fs *pflag.FlagSet, what, whose string) {
+	f.cfg = capture.DefaultConfig()
+	fs.StringVar(&f.cfg.DB, "db", "", "source database URL (role with REPLICATION and SELECT on "+what+")")
+	fs.StringVar(&f.cfg.NATS, "nats", "", "NATS URL of the source's home region")
+	fs.StringVar(&f.cfg.Name, "name", "", "source name given to pgjet-capture")
+	fs.StringVar(&f.cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
+	fs.StringVar(&f.cfg.Slot, "slot", "", "replication slot of the capture (default pgjet_<name>); "+whose+" temporary slot is named after it")
+	cli.CaptureTableFlags(fs, &f.cfg)
+	cli.SnapshotFlags(fs, &f.cfg)
+	fs.IntVar(&f.cfg.ChunkBytes, "chunk-bytes", f.cfg.ChunkBytes, "most bytes of rows in one message")
+	f.dbf.Register(fs)
+	f.natsf.Register(fs)
+	f.logf.Register(fs)
+}
+
+// start parses args (bad: the command's own flags' error, checked with
+// the others) and connects to NATS. A nil Capture comes with the exit
+// status; otherwise done closes the connection.
+func (f *copyFlags) start(fs *pflag.FlagSet, args []string, bad func() error) (c *capture.Capture, js jetstream.JetStream, done func(), code int) {
+	cli.Parse(fs, args)
+	log, err := f.logf.Logger(fs.Name())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return nil, nil, nil, 2
+	}
+	f.cfg.DB, err = f.dbf.URL(f.cfg.DB)
+	if err == nil {
+		f.cfg.NATSOptions, err = f.natsf.Options()
+	}
+	err = errors.Join(err, f.cfg.Validate())
+	if bad != nil {
+		err = errors.Join(err, bad())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return nil, nil, nil, 2
+	}
+	nc, err := stream.Connect(f.cfg.NATS, fs.Name()+" "+f.cfg.Name, f.cfg.NATSOptions, log)
+	if err != nil {
+		return nil, nil, nil, fail(fs.Name(), err)
+	}
+	if js, err = stream.NewJetStream(nc, ""); err != nil {
+		nc.Close()
+		return nil, nil, nil, fail(fs.Name(), err)
+	}
+	return capture.New(f.cfg, log), js, nc.Close, 0
 }
 
 // runReplay rebuilds a database from a source's snapshots and changes.
@@ -165,4 +195,48 @@ func fail(cmd string, err error) int {
 	}
 	fmt.Fprintf(os.Stderr, "%s: %s\n", cmd, msg)
 	return 1
+}
+
+// runResync re-copies one table of a source into every region, beside its
+// running pgjet-capture.
+func runResync(args []string) int {
+	var f copyFlags
+	var table string
+	fs := pflag.NewFlagSet("pgjet resync", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet resync re-copies one captured table into every region while changes keep flowing,\n"+
+			"as pglogical's alter_subscription_resynchronize_table does. It writes a marker into the\n"+
+			"source's WAL, which pgjet-capture publishes in the change stream, then copies the table\n"+
+			"alone, at a point after the marker, into the snapshot stream (PGJET_SNAP_<name>, as a\n"+
+			"resync: restores and replays never build from it). Each region's applier, at the marker,\n"+
+			"waits for the copy, replaces the table's rows with it, and passes over the table's\n"+
+			"changes committed before the copy's point. pgjet-capture must run. Give it the filters\n"+
+			"pgjet-capture runs with.\n\n"+
+			"Usage:\n  pgjet resync --db URL --nats URL --name SOURCE --table SCHEMA.TABLE [flags]\n\n"+
+			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	f.register(fs, "the table", "the copy's")
+	fs.StringVar(&table, "table", "", "the captured table to re-copy, as schema.table")
+	var id pgx.Identifier
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	c, js, done, code := f.start(fs, args, func() (err error) {
+		if table == "" {
+			return errors.New("--table is required (schema.table)")
+		}
+		id, err = schema.ParseTable(table)
+		return err
+	})
+	if c == nil {
+		return code
+	}
+	defer done()
+	name := id[0] + "." + id[1]
+	man, err := c.Resync(ctx, js, name)
+	if err != nil {
+		return fail("pgjet resync", err)
+	}
+	fmt.Printf("resync %s of %s (source %s): copied at LSN %s, %d rows, %d bytes, %s; each region's applier replaces the table's rows with it when it reaches the resync's marker\n",
+		man.ID, name, f.cfg.Name, man.LSN, man.Rows, man.Bytes, man.Finished.Sub(man.Started).Round(time.Millisecond))
+	return 0
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 
+	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
@@ -31,6 +32,7 @@ type verifyFlags struct {
 	timeout   time.Duration
 	name      string
 	json      bool
+	repair    bool
 }
 
 // verifyProgressEvery is how often progress goes to stderr.
@@ -64,9 +66,15 @@ func runVerify(args []string) int {
 			"--exclude-tables, --exclude-columns): a replica holds only what they let through.\n"+
 			"The report names the filters in effect, from flags or PGJET_* variables, and the\n"+
 			"source tables they left out.\n\n"+
+			"With --repair, the target's rows of each range that still differs are rewritten from\n"+
+			"the source (missing ones inserted, differing ones updated, extra ones deleted), one\n"+
+			"transaction per range, under the replication origin pgjet_<name>.repair, each row\n"+
+			"changed recorded in the target's pgjet.conflicts (kind repair); then the tables are\n"+
+			"compared again, and the exit status is that comparison's. It may run beside a running\n"+
+			"applier: a range's target rows are locked before the source's are read.\n\n"+
 			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--include-tables P,...]\n"+
 			"               [--exclude-tables P,...] [--exclude-columns P,...] [--chunk-rows N]\n"+
-			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json]\n\n"+
+			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json] [--repair]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.source, "source", "", "primary database URL, e.g. postgres://user:secret@primary:5432/app")
@@ -78,6 +86,7 @@ func runVerify(args []string) int {
 	fs.DurationVar(&f.timeout, "timeout", f.timeout, "longest wait for the target to catch up (0: no limit)")
 	fs.StringVar(&f.name, "name", "", "pgjet source name (pgjet-capture --name) to wait for (default: the target's only one)")
 	fs.BoolVar(&f.json, "json", false, "print the report as one JSON object on stdout")
+	fs.BoolVar(&f.repair, "repair", false, "rewrite the target's rows of the differing ranges from the source (recorded in pgjet.conflicts, kind repair), then compare again")
 	cli.Parse(fs, args)
 
 	srcCfg, dstCfg, err := f.validate()
@@ -98,7 +107,7 @@ func runVerify(args []string) int {
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	rep, err := verify(ctx, srcCfg, dstCfg, opts)
+	rep, err := verify(ctx, srcCfg, dstCfg, opts, f.repair)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
@@ -169,8 +178,9 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 	return src, dst, nil
 }
 
-// verify connects to both databases and compares them.
-func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions) (*schema.VerifyReport, error) {
+// verify connects to both databases and compares them; with repair, it
+// repairs what differs and compares again.
+func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions, repair bool) (*schema.VerifyReport, error) {
 	src, err := pgx.ConnectConfig(ctx, srcCfg)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", schema.ClassifyConnect(srcCfg.ConnString(), err))
@@ -181,7 +191,54 @@ func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.Ver
 		return nil, fmt.Errorf("target: %w", schema.ClassifyConnect(dstCfg.ConnString(), err))
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
-	return schema.Verify(ctx, src, dst, opts)
+	rep, err := schema.Verify(ctx, src, dst, opts)
+	if err != nil || !repair || rep.OK {
+		return rep, err
+	}
+	name, err := repairSource(ctx, dst, opts.SourceName, rep)
+	if err != nil {
+		return nil, err
+	}
+	r, err := apply.PrepareRepair(ctx, dst, dstCfg.ConnString(), name)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if opts.Progress != nil {
+		opts.Progress(schema.VerifyProgress{Repair: true})
+	}
+	done, err := schema.Repair(ctx, src, dst, rep, opts, schema.RepairOptions{Stamp: r.Stamp, Record: r.Record, Retries: 5})
+	if err != nil {
+		return nil, err
+	}
+	done.Warnings = r.Warnings
+	// Compared again, after the applier caught up with the source anew:
+	// what the repair wrote and what the stream brought since.
+	after, err := schema.Verify(ctx, src, dst, opts)
+	if err != nil {
+		return nil, err
+	}
+	after.Repair = done
+	return after, nil
+}
+
+// repairSource is the pgjet source whose rows a repair writes: --name, or
+// the one verify waited for, or the target's only one.
+func repairSource(ctx context.Context, dst *pgx.Conn, name string, rep *schema.VerifyReport) (string, error) {
+	if name != "" {
+		return name, nil
+	}
+	if rep.Wait != nil && rep.Wait.Source != "" {
+		return rep.Wait.Source, nil
+	}
+	var sources []string
+	rows, err := dst.Query(ctx, "SELECT source FROM pgjet.applied ORDER BY source")
+	if err == nil {
+		sources, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err == nil && len(sources) == 1 {
+		return sources[0], nil
+	}
+	return "", schema.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
 }
 
 // progressPrinter reports, at most every verifyProgressEvery, how far the
@@ -189,6 +246,10 @@ func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.Ver
 func progressPrinter(w io.Writer) func(schema.VerifyProgress) {
 	next := time.Now().Add(verifyProgressEvery)
 	return func(p schema.VerifyProgress) {
+		if p.Repair {
+			fmt.Fprintf(w, "pgjet verify: repairing the differing ranges from the source\n")
+			return
+		}
 		if p.Recheck > 0 {
 			fmt.Fprintf(w, "pgjet verify: recheck %d: comparing %d differing ranges again in %s\n", p.Recheck, p.Ranges, p.Pause)
 			return
@@ -202,6 +263,14 @@ func progressPrinter(w io.Writer) func(schema.VerifyProgress) {
 }
 
 func printVerifyReport(w io.Writer, rep *schema.VerifyReport) {
+	if r := rep.Repair; r != nil {
+		for _, t := range r.Tables {
+			fmt.Fprintf(w, "repair: %s\n", t.Summary())
+		}
+		for _, warn := range r.Warnings {
+			fmt.Fprintf(w, "repair: warning: %s\n", warn)
+		}
+	}
 	if wt := rep.Wait; wt != nil {
 		switch {
 		case wt.Skipped != "":

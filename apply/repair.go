@@ -1,0 +1,89 @@
+package apply
+
+// What pgjet verify --repair needs of a target that only pgjet-apply knows:
+// pgjet's tables, the replication origin the repaired rows are written
+// under, and the shape of pgjet.conflicts. The repair itself is
+// schema.Repair.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/schema"
+)
+
+// KindRepair is the kind of the pgjet.conflicts rows of pgjet verify
+// --repair: one per row it inserted, updated or deleted (the decision),
+// with the row before (local_row) and after (remote_row).
+const KindRepair = "repair"
+
+// Repairer writes a repair of source's rows into a target.
+type Repairer struct {
+	source string
+	origin bool // the session writes under RepairOriginName
+	// Warnings say what the session runs without.
+	Warnings []string
+}
+
+// PrepareRepair readies the session of conn, on the target db, for a
+// repair of source's rows: pgjet's tables at this pgjet's version (the
+// repair records into pgjet.conflicts), the replication origin
+// RepairOriginName (so a capture of the target does not publish the rows
+// again, and the applier counts them as the source's), and
+// session_replication_role = replica, as the applier has (triggers and
+// foreign keys do not fire for repaired rows). Without the privileges of
+// the last two it goes on, saying so in Warnings.
+func PrepareRepair(ctx context.Context, conn *pgx.Conn, db, source string) (*Repairer, error) {
+	r := &Repairer{source: source}
+	if err := migrate(ctx, conn, db); err != nil {
+		if schema.PgCode(err) == schema.CodeInsufficientPriv {
+			return nil, schema.Fatalf(err, "the repair records what it changes in pgjet.conflicts, and this role may not create pgjet's tables on %s; run it as the apply role", schema.Redact(db))
+		}
+		return nil, err
+	}
+	_, name, err := TargetOrigins(ctx, conn, source)
+	if err != nil {
+		return nil, err
+	}
+	_, err = takeOrigin(ctx, conn, name)
+	switch {
+	case err == nil:
+		r.origin = true
+	case schema.PgCode(err) == schema.CodeInsufficientPriv:
+		r.Warnings = append(r.Warnings, fmt.Sprintf("may not use replication origins, so the repaired rows are not marked as pgjet's (%s): a capture of the target (active-active) would publish them again; run the repair as the apply role", name))
+	case schema.PgCode(err) == schema.CodeObjectInUse:
+		return nil, fmt.Errorf("replication origin %s is in use: another pgjet verify --repair of source %s runs on this database; wait for it", name, source)
+	default:
+		return nil, fmt.Errorf("set up replication origin %s: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		r.Warnings = append(r.Warnings, "may not set session_replication_role = replica: triggers and foreign keys fire for the repaired rows")
+	}
+	return r, nil
+}
+
+// Stamp marks repair transaction tx as written under the repair's origin,
+// at the source's position lsn and time at.
+func (r *Repairer) Stamp(ctx context.Context, tx pgx.Tx, lsn string, at time.Time) error {
+	if !r.origin {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, originSQL, lsn, at); err != nil {
+		return fmt.Errorf("stamp the repair with the source's position: %w", err)
+	}
+	return nil
+}
+
+// Record records the rows repair transaction tx changed
+// (schema.RepairedTable) in pgjet.conflicts.
+func (r *Repairer) Record(ctx context.Context, tx pgx.Tx, lsn string, at time.Time) error {
+	_, err := tx.Exec(ctx, `INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, remote_origin, remote_commit_time)
+		SELECT $1, $2, table_name, $3::pg_lsn, key, old, new, op, $1, $4::timestamptz FROM `+schema.RepairedTable, r.source, KindRepair, lsn, at)
+	if err != nil {
+		return fmt.Errorf("record the repaired rows in pgjet.conflicts: %w", err)
+	}
+	return nil
+}
