@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-
 	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/stream"
 )
