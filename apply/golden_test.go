@@ -192,7 +192,7 @@ func goldenChanges(identity uint8) []struct {
 // under its replication origin on a target that keeps commit timestamps,
 // as every policy but source-wins requires.
 func goldenEnv() *conflictEnv {
-	return &conflictEnv{source: "src", origin: 7, commitTS: true, localName: "here"}
+	return &conflictEnv{source: "src", origin: 7, legacy: 3, repair: RepairOriginName("src", 16384), commitTS: true, localName: "here"}
 }
 
 // TestGolden renders the statements apply sends for each kind of plan
