@@ -165,7 +165,7 @@ CREATE EVENT TRIGGER pgjet_ddl_end ON ddl_command_end EXECUTE FUNCTION ` + DDLFu
 CREATE EVENT TRIGGER pgjet_ddl_drop ON sql_drop EXECUTE FUNCTION ` + DDLFunction + `;
 CREATE OR REPLACE FUNCTION ` + DDLPublishFunction + ` RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgjet$` + DDLPublishFunctionBody + `$pgjet$;
 DROP EVENT TRIGGER IF EXISTS pgjet_ddl_publish;
-CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE') EXECUTE FUNCTION ` + DDLPublishFunction + `;`
+CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA') EXECUTE FUNCTION ` + DDLPublishFunction + `;`
 }
 
 // DDL is a schema change captured on the source: the content of a

@@ -108,7 +108,10 @@ func TestCapture_KeylessTables(t *testing.T) {
 		// restores tables) joins then.
 		exec1(t, src, `CREATE TABLE keyed_later (id int NOT NULL, v text)`, `ALTER TABLE keyed_later ADD PRIMARY KEY (id)`,
 			`INSERT INTO keyed_later VALUES (1, 'one')`, `UPDATE keyed_later SET v = 'uno'`)
-		waitSame(t, 60*time.Second, src, dst, "public.acct", "public.fresh", "public.keyed_later")
+		// A table made inside CREATE SCHEMA, whose command tag is the
+		// schema's, joins too.
+		exec1(t, src, `CREATE SCHEMA more CREATE TABLE inner_t (id int PRIMARY KEY, v text)`, `INSERT INTO more.inner_t VALUES (1, 'in a new schema')`)
+		waitSame(t, 60*time.Second, src, dst, "public.acct", "public.fresh", "public.keyed_later", "more.inner_t")
 		for _, tb := range []string{"log", "scratch"} {
 			if n := queryInt(t, dst, "SELECT count(*) FROM "+tb); n != 0 {
 				t.Errorf("%s, left out, has %d rows on the replica", tb, n)
