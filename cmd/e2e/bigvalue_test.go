@@ -157,7 +157,7 @@ func TestPipeline_LargeValues(t *testing.T) {
 // (the keyless table shows a duplicate, the digest a torn value).
 func TestCapture_KillMidLargeValue(t *testing.T) {
 	t.Parallel()
-	c := newDefaultPayloadCluster(t, "CREATE TABLE blobs (n int, data bytea, note text)", "CREATE TABLE marker (id int PRIMARY KEY)")
+	c := newDefaultPayloadCluster(t, "CREATE TABLE blobs (n int, data bytea, note text)", "ALTER TABLE blobs REPLICA IDENTITY FULL", "CREATE TABLE marker (id int PRIMARY KEY)")
 	args := []string{"--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s", "--no-snapshot"}
 	capt := start(t, "pgjet-capture", bins.capture, args...)
 	capt.waitLog(t, "capture started")
@@ -207,7 +207,7 @@ func TestCapture_KillMidLargeValue(t *testing.T) {
 // flight, apply the value it puts together.
 func TestApply_KillMidLargeValue(t *testing.T) {
 	t.Parallel()
-	c := newDefaultPayloadCluster(t, "CREATE TABLE blobs (n int, body text)", "CREATE TABLE marker (id int PRIMARY KEY)")
+	c := newDefaultPayloadCluster(t, "CREATE TABLE blobs (n int, body text)", "ALTER TABLE blobs REPLICA IDENTITY FULL", "CREATE TABLE marker (id int PRIMARY KEY)")
 	capt := c.capture(t, "--no-snapshot")
 	// 3,125,000 md5s: 100,000,000 bytes.
 	exec1(t, c.src, `BEGIN`, `INSERT INTO blobs SELECT i, 'small' FROM generate_series(1, 100) i`,
@@ -315,7 +315,7 @@ func TestSnapshot_LargeRows(t *testing.T) {
 	t.Parallel()
 	c := newDefaultPayloadCluster(t)
 	exec1(t, c.src, `CREATE TABLE docs (id int PRIMARY KEY, body text, img bytea, doc jsonb, note text)`,
-		`CREATE TABLE small (id int PRIMARY KEY, v text)`, `CREATE TABLE nokey (n int, body text)`,
+		`CREATE TABLE small (id int PRIMARY KEY, v text)`, `CREATE TABLE nokey (n int, body text)`, `ALTER TABLE nokey REPLICA IDENTITY FULL`,
 		`INSERT INTO small SELECT i, 'v' || i FROM generate_series(1, 20000) i`,
 		`INSERT INTO docs VALUES (1, `+bigText+`, `+bigBytea+`, `+bigJSONB+`, 'one')`,
 		`INSERT INTO docs VALUES (2, `+bigText+` || 'two', NULL, NULL, 'two')`,

@@ -68,7 +68,7 @@ ALTER TABLE pgjet.restore ADD COLUMN IF NOT EXISTS rows_only boolean NOT NULL DE
 func TestApply_UpgradesUnversionedTarget(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	exec1(t, c.src, `CREATE TABLE t (id int PRIMARY KEY, v text)`, `CREATE TABLE h (n int, v text)`,
+	exec1(t, c.src, `CREATE TABLE t (id int PRIMARY KEY, v text)`, `CREATE TABLE h (n int, v text)`, `ALTER TABLE h REPLICA IDENTITY FULL`,
 		`INSERT INTO t SELECT i, 'v' FROM generate_series(1, 100) i`, `INSERT INTO h SELECT i, 'h' FROM generate_series(1, 100) i`)
 	exec1(t, c.dst, unversionedLayout,
 		`INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, decision, remote_origin)
