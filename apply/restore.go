@@ -77,11 +77,36 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 		}
 		a.log.Info().Str("snapshot", id).Uint64("snapshot_seq", from).Msg("resuming interrupted restore")
 	} else {
-		var waitLogged time.Time
+		var waitLogged, upstreamRead time.Time
+		var want string
 		for {
+			if a.cfg.UpstreamDomain != "" && time.Since(upstreamRead) > 5*time.Second {
+				upstreamRead = time.Now()
+				want = newestUpstreamSnapshot(ctx, js, a.cfg)
+			}
 			snaps, err := stream.ListSnapshots(ctx, st, a.cfg.Name)
 			if err != nil {
 				return false, natsError{err}
+			}
+			// A mirror made or cut off a moment ago may not hold the
+			// newest snapshot yet: restoring an older one would be right
+			// but would replay all the changes since, which can take
+			// hours. The newest one is restored as it arrives instead.
+			if want != "" {
+				if slices.ContainsFunc(snaps, func(si stream.SnapshotInfo) bool { return si.ID == want }) {
+					id = want
+					break
+				}
+				if time.Since(waitLogged) > 30*time.Second {
+					waitLogged = time.Now()
+					a.log.Info().Str("snapshot", want).Str("upstream_domain", a.cfg.UpstreamDomain).Msg("waiting for this region's mirror to receive the source's newest snapshot")
+				}
+				select {
+				case <-ctx.Done():
+					return false, ctx.Err()
+				case <-time.After(time.Second):
+				}
+				continue
 			}
 			if i := newestComplete(snaps, func(stream.SnapshotInfo) bool { return true }); i >= 0 {
 				id = snaps[i].ID
@@ -178,6 +203,30 @@ func snapshotStream(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 		return nil, natsError{fmt.Errorf("look up stream %s: %w", stream.SnapshotStreamName(cfg.Name), err)}
 	}
 	return st, nil
+}
+
+// newestUpstreamSnapshot returns the id of the newest complete snapshot
+// in the snapshot stream of cfg's upstream domain, or "" when that stream
+// cannot be read (the link is cut): the mirror's newest is restored then.
+func newestUpstreamSnapshot(ctx context.Context, js jetstream.JetStream, cfg Config) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	up, err := stream.NewJetStream(js.Conn(), cfg.UpstreamDomain)
+	if err != nil {
+		return ""
+	}
+	st, err := up.Stream(ctx, stream.SnapshotStreamName(cfg.Name))
+	if err != nil {
+		return ""
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, cfg.Name)
+	if err != nil {
+		return ""
+	}
+	if i := newestComplete(snaps, func(stream.SnapshotInfo) bool { return true }); i >= 0 {
+		return snaps[i].ID
+	}
+	return ""
 }
 
 // newestComplete returns the index of the newest complete snapshot that ok

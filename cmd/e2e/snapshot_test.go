@@ -567,3 +567,57 @@ func execErr(url, sql string) error {
 	_, err = conn.Exec(ctx, sql)
 	return err
 }
+
+// TestSnapshot_NewRegionRestoresNewest: a region whose applier starts
+// right after an on-demand snapshot, with a mirror that must first copy an
+// older, larger snapshot, restores the newest one (waiting for its mirror
+// to receive it), not the older one it sees first: that one is correct too
+// but leaves every change since to replay, hours on a busy source.
+func TestSnapshot_NewRegionRestoresNewest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r2"}, Proxied: true})
+	c := newCluster(t)
+	// About 10 MB, which r2's link, throttled below, takes seconds to carry.
+	exec1(t, c.src, `CREATE TABLE wide (id int PRIMARY KEY, pad text);
+		INSERT INTO wide SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 40000) i`)
+	capt := start(t, "pgjet-capture", bins.capture, "--db", c.src, "--nats", top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s")
+	capt.waitLog(t, "snapshot complete")
+	exec1(t, c.src, `INSERT INTO wide SELECT i, 'after the first snapshot' FROM generate_series(150001, 150100) i`)
+	snap := start(t, "pgjet snapshot", bins.pgjet, "snapshot", "--db", c.src, "--nats", top.Hub.ClientURL(), "--name", "src")
+	if code := snap.Wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("pgjet snapshot exited %d:\n%s", code, tail(snap.Output(), 4096))
+	}
+	hub := natsJS(t, top.Hub.ClientURL())
+	st, err := hub.Stream(ctx, stream.SnapshotStreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := stream.ListSnapshots(ctx, st, "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != 2 || !snaps[1].Complete {
+		t.Fatalf("snapshots in the hub: %+v, want two, the second complete", snaps)
+	}
+	newest := snaps[1].ID
+
+	top.Proxies["r2"].Throttle(2 << 20)
+	r2 := local.NewTestPostgres(t, local.PostgresOptions{Name: "replica-r2"}).URL("postgres")
+	app := start(t, "pgjet-apply r2", bins.apply, "--db", r2, "--nats", top.Regions["r2"].ClientURL(), "--name", "src",
+		"--region", "r2", "--upstream-domain", "hub")
+	app.waitLog(t, "snapshot restored; following changes")
+	restored := ""
+	for _, l := range strings.Split(app.Output(), "\n") {
+		if strings.Contains(l, `"message":"restoring snapshot"`) {
+			restored = l
+		}
+	}
+	t.Logf("newest snapshot %s; region r2: %s", newest, restored)
+	if !strings.Contains(restored, `"snapshot":"`+newest+`"`) {
+		t.Errorf("region r2 did not restore the newest snapshot %s: %s", newest, restored)
+	}
+	waitSame(t, 2*time.Minute, c.src, r2)
+	capt.Stop(t)
+	app.Stop(t)
+}

@@ -35,6 +35,9 @@ type Proxy struct {
 	// are the clients accepted meanwhile.
 	blackholed bool
 	held       map[net.Conn]struct{}
+	// rate, when above zero, is the bytes per second each direction of
+	// each connection forwards: a slow link between regions.
+	rate int
 	wg         sync.WaitGroup // accept loops and copy goroutines
 }
 
@@ -113,6 +116,25 @@ func (p *Proxy) Blackhole() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.blackholed = true
+}
+
+// Throttle limits each direction of every connection, open or new, to
+// bytesPerSec (0 lifts the limit): a slow link between regions, which
+// makes a mirror take seconds to copy what loopback copies at once.
+func (p *Proxy) Throttle(bytesPerSec int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rate = bytesPerSec
+}
+
+// pace sleeps as long as forwarding n bytes takes at the throttled rate.
+func (p *Proxy) pace(n int) {
+	p.mu.Lock()
+	rate := p.rate
+	p.mu.Unlock()
+	if rate > 0 {
+		time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
+	}
 }
 
 func (p *Proxy) dropping() bool {
@@ -221,6 +243,7 @@ func (p *Proxy) forward(ln net.Listener, c net.Conn) {
 		for {
 			n, err := src.Read(buf)
 			if n > 0 && !p.dropping() {
+				p.pace(n)
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					break
 				}
