@@ -162,7 +162,9 @@ func (x *torture) sleep(d time.Duration) { time.Sleep(d) }
 func (x *torture) setup(t *testing.T) {
 	t.Helper()
 	s := &regionSetup{
-		top:      local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r1", "r2", "r3"}, Proxied: true}),
+		// Servers run as processes, so that a fault can kill one with
+		// SIGKILL (a crash loses what a clean shutdown would flush).
+		top:      local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r1", "r2", "r3"}, Proxied: true, Processes: true}),
 		dst:      map[string]string{},
 		appliers: map[string]*proc{},
 	}
@@ -232,8 +234,16 @@ func (x *torture) fault(t *testing.T) {
 		x.startApply(t, r, flags)
 	case 3:
 		name := append([]string{"hub"}, regions...)[x.rnd.IntN(len(regions)+1)]
-		x.logf("restart nats-server %s", name)
-		if err := s.top.Server(name).Restart(); err != nil {
+		srv := s.top.Server(name)
+		if x.rnd.IntN(2) == 0 {
+			x.logf("kill -9 nats-server %s, start it again", name)
+			if err := srv.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			x.logf("restart nats-server %s", name)
+		}
+		if err := srv.Restart(); err != nil {
 			t.Fatalf("restart nats-server %s: %v", name, err)
 		}
 	case 4:

@@ -73,6 +73,11 @@ type NATSOptions struct {
 	// account (with User, which then must be set too): --check-config reads
 	// the server's JetStream settings through it.
 	SystemUser, SystemPassword string
+	// Process runs the server as a child process of the nats-server
+	// binary on $PATH (see StartNATSProcess) instead of in this process,
+	// so that Kill can end it with SIGKILL. It supports no TLS,
+	// credentials or NoJetStream, and Server returns nil.
+	Process bool
 }
 
 // NATS is an embedded nats-server with JetStream running in this process.
@@ -84,6 +89,11 @@ type NATS struct {
 
 	mu  sync.Mutex
 	srv *server.Server
+	// child is the process of a Process server; running says whether it
+	// runs; monitor is its monitoring port.
+	child   *NATSProcess
+	running bool
+	monitor int
 }
 
 // StartNATS starts a server and returns once it accepts clients and, when it
@@ -193,6 +203,13 @@ func (n *NATS) serverOptions() (*server.Options, error) {
 
 // start creates and starts the server. n.mu must be held or n not yet shared.
 func (n *NATS) start() error {
+	if n.opts.Process {
+		if err := n.startChild(); err != nil {
+			return err
+		}
+		n.running = true
+		return nil
+	}
 	so, err := n.serverOptions()
 	if err != nil {
 		return err
@@ -265,6 +282,14 @@ func (n *NATS) Shutdown() {
 }
 
 func (n *NATS) shutdown() {
+	if n.opts.Process {
+		if n.running {
+			n.child.Stop()
+			n.running = false
+			n.log.Info().Msg("nats-server stopped")
+		}
+		return
+	}
 	if n.srv == nil {
 		return
 	}
@@ -294,6 +319,10 @@ func (n *NATS) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.shutdown()
+	if n.child != nil {
+		os.Remove(n.child.Conf)
+		os.Remove(n.child.log)
+	}
 	if n.ownStore {
 		n.ownStore = false
 		if err := os.RemoveAll(n.opts.StoreDir); err != nil {

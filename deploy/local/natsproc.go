@@ -81,7 +81,13 @@ func (p *NATSProcess) Start() error {
 }
 
 // Kill ends the server with SIGKILL and waits for it to exit.
-func (p *NATSProcess) Kill() {
+func (p *NATSProcess) Kill() { p.end(syscall.SIGKILL) }
+
+// Stop ends the server with SIGTERM, its clean shutdown, and waits for
+// it to exit; one that has not exited after natsReadyTimeout is killed.
+func (p *NATSProcess) Stop() { p.end(syscall.SIGTERM) }
+
+func (p *NATSProcess) end(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil {
@@ -89,7 +95,13 @@ func (p *NATSProcess) Kill() {
 	}
 	select {
 	case <-p.done:
+		return
 	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(natsReadyTimeout):
 		p.cmd.Process.Kill()
 		<-p.done
 	}

@@ -38,7 +38,7 @@ type Proxy struct {
 	// rate, when above zero, is the bytes per second each direction of
 	// each connection forwards: a slow link between regions.
 	rate int
-	wg         sync.WaitGroup // accept loops and copy goroutines
+	wg   sync.WaitGroup // accept loops and copy goroutines
 }
 
 // StartProxy listens on 127.0.0.1:listenPort (0 picks a free port, which

@@ -25,6 +25,9 @@ type TopologyOptions struct {
 	// region off and heal it. The hub does not advertise its leafnode URLs,
 	// so a cut region cannot reconnect around its proxy.
 	Proxied bool
+	// Processes runs every server as a child nats-server process
+	// (NATSOptions.Process), so that a test can kill one with SIGKILL.
+	Processes bool
 }
 
 // Topology is a hub nats-server with one leafnode server per region, all
@@ -86,6 +89,7 @@ func StartTopology(opts TopologyOptions, log zerolog.Logger) (*Topology, error) 
 		Domain:         opts.Hub,
 		StoreDir:       filepath.Join(t.baseDir, safeName(opts.Hub)),
 		LeafListenPort: -1,
+		Process:        opts.Processes,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("start topology hub %s: %w", opts.Hub, err)
@@ -106,6 +110,7 @@ func StartTopology(opts TopologyOptions, log zerolog.Logger) (*Topology, error) 
 			Domain:      r,
 			StoreDir:    filepath.Join(t.baseDir, safeName(r)),
 			LeafRemotes: []string{remote},
+			Process:     opts.Processes,
 		}, log)
 		if err != nil {
 			return nil, fmt.Errorf("start topology region %s: %w", r, err)
