@@ -59,7 +59,7 @@ soak: deps
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 60s ./stream/
-	$(GO) test -run XXX -fuzz '^FuzzRedact$$' -fuzztime 60s ./schema/
+	$(GO) test -run XXX -fuzz '^FuzzRedact$$' -fuzztime 60s ./schema/pgerr/
 	$(GO) test -run XXX -fuzz FuzzRedactURL -fuzztime 60s ./stream/
 
 clean:

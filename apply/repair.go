@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // KindRepair is the kind of the pgjet.conflicts rows of pgjet verify
@@ -39,8 +41,8 @@ type Repairer struct {
 func PrepareRepair(ctx context.Context, conn *pgx.Conn, db, source string) (*Repairer, error) {
 	r := &Repairer{source: source}
 	if err := migrate(ctx, conn, db); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return nil, schema.Fatalf(err, "the repair records what it changes in pgjet.conflicts, and this role may not create pgjet's tables on %s; run it as the apply role", schema.Redact(db))
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return nil, pgerr.Fatalf(err, "the repair records what it changes in pgjet.conflicts, and this role may not create pgjet's tables on %s; run it as the apply role", redact.Postgres(db))
 		}
 		return nil, err
 	}
@@ -52,9 +54,9 @@ func PrepareRepair(ctx context.Context, conn *pgx.Conn, db, source string) (*Rep
 	switch {
 	case err == nil:
 		r.origin = true
-	case schema.PgCode(err) == schema.CodeInsufficientPriv:
+	case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv:
 		r.Warnings = append(r.Warnings, fmt.Sprintf("may not use replication origins, so the repaired rows are not marked as pgjet's (%s): a capture of the target (active-active) would publish them again; run the repair as the apply role", name))
-	case schema.PgCode(err) == schema.CodeObjectInUse:
+	case pgerr.PgCode(err) == pgerr.CodeObjectInUse:
 		return nil, fmt.Errorf("replication origin %s is in use: another pgjet verify --repair of source %s runs on this database; wait for it", name, source)
 	default:
 		return nil, fmt.Errorf("set up replication origin %s: %w", name, err)

@@ -39,6 +39,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // RepairedTable is the temporary table, dropped at commit, in which a repair
@@ -180,7 +182,7 @@ func repairTable(ctx context.Context, source, target *pgx.Conn, t TableVerdict, 
 // can be repaired again: it met the applier's transactions in a deadlock
 // or a serialization failure, and was rolled back.
 func retryableRepair(err error) bool {
-	c := PgCode(err)
+	c := pgerr.PgCode(err)
 	return c == "40P01" || c == "40001"
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // How Verify digests rows.
@@ -1052,7 +1054,7 @@ func (v *verifier) wait(ctx context.Context) (*VerifyWait, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline:
-			return nil, Fatalf(nil, "the target has not caught up with the source after %s: it applied up to %s of source %q, the source's WAL was at %s; check that pgjet-capture and pgjet-apply run (or compare without waiting: --wait-lsn=false)",
+			return nil, pgerr.Fatalf(nil, "the target has not caught up with the source after %s: it applied up to %s of source %q, the source's WAL was at %s; check that pgjet-capture and pgjet-apply run (or compare without waiting: --wait-lsn=false)",
 				v.opts.WaitTimeout, e, name, l)
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -1149,7 +1151,7 @@ WHERE slot_name LIKE 'pgjet\_%' AND slot_name !~ '_snap_[0-9a-f]{8}$' AND NOT te
 	case len(applied) == 0 && len(slots) == 0:
 		return "", nil // nothing applied, no slot: only a still position can end the wait
 	}
-	return "", Fatalf(nil, "cannot tell which pgjet source feeds the target (applied: %s; source slots: %s): pass --name SOURCE",
+	return "", pgerr.Fatalf(nil, "cannot tell which pgjet source feeds the target (applied: %s; source slots: %s): pass --name SOURCE",
 		listOrNone(applied), listOrNone(slots))
 }
 

@@ -20,7 +20,7 @@ import (
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -98,7 +98,7 @@ type nextTxn struct {
 }
 
 func (k *skipper) run(ctx context.Context, wait time.Duration) error {
-	name, where := k.f.name, schema.Redact(k.f.db)
+	name, where := k.f.name, redact.Postgres(k.f.db)
 	st, err := readApplierState(ctx, k.conn, name)
 	if err != nil {
 		return err

@@ -22,7 +22,8 @@ import (
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -156,7 +157,7 @@ func parseDBRegions(vals []string) ([]dbRegion, error) {
 	for _, v := range vals {
 		region, url, ok := strings.Cut(v, "=")
 		if !ok || url == "" {
-			return nil, fmt.Errorf("--db-region %q: use region=postgres://user@host:5432/db", schema.Redact(v))
+			return nil, fmt.Errorf("--db-region %q: use region=postgres://user@host:5432/db", redact.Postgres(v))
 		}
 		if err := stream.ValidateSource(region); err != nil {
 			return nil, fmt.Errorf("--db-region: region: %w", err)
@@ -679,7 +680,7 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 	}
 	conn, err := pgx.Connect(ctx, t.url)
 	if err != nil {
-		return fail(schema.ClassifyConnect(t.url, err))
+		return fail(pgerr.ClassifyConnect(t.url, err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
@@ -691,8 +692,8 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 		extract(epoch FROM clock_timestamp() - commit_time)::float8, extract(epoch FROM clock_timestamp() - applied_at)::float8
 		FROM pgjet.applied WHERE coalesce(cardinality($1::text[]), 0) = 0 OR source = ANY($1)`, names)
 	if err != nil {
-		if schema.PgCode(err) == "42P01" || schema.PgCode(err) == "3F000" {
-			return fail(fmt.Errorf("no pgjet.applied in %s: pgjet-apply has not run against it", schema.Redact(t.url)))
+		if pgerr.PgCode(err) == "42P01" || pgerr.PgCode(err) == "3F000" {
+			return fail(fmt.Errorf("no pgjet.applied in %s: pgjet-apply has not run against it", redact.Postgres(t.url)))
 		}
 		return fail(fmt.Errorf("read pgjet.applied: %w", err))
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/apply"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -63,7 +63,7 @@ func captureStatus(ctx context.Context, url, slot string) *captureReport {
 	cr := &captureReport{Slot: slot}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		cr.Error = schema.ClassifyConnect(url, err).Error()
+		cr.Error = pgerr.ClassifyConnect(url, err).Error()
 		return cr
 	}
 	defer conn.Close(context.WithoutCancel(ctx))

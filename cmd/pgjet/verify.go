@@ -17,6 +17,8 @@ import (
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // verifyFlags are the flags of `pgjet verify`.
@@ -119,7 +121,7 @@ func runVerify(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet verify: %s\n", msg)
 		return 1
 	}
-	rep.Source, rep.Target = schema.Redact(f.source), schema.Redact(f.target)
+	rep.Source, rep.Target = redact.Postgres(f.source), redact.Postgres(f.target)
 	rep.Filters = filters
 	if f.json {
 		if err := writeJSON(os.Stdout, rep); err != nil {
@@ -183,12 +185,12 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions, repair bool) (*schema.VerifyReport, error) {
 	src, err := pgx.ConnectConfig(ctx, srcCfg)
 	if err != nil {
-		return nil, fmt.Errorf("source: %w", schema.ClassifyConnect(srcCfg.ConnString(), err))
+		return nil, fmt.Errorf("source: %w", pgerr.ClassifyConnect(srcCfg.ConnString(), err))
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	dst, err := pgx.ConnectConfig(ctx, dstCfg)
 	if err != nil {
-		return nil, fmt.Errorf("target: %w", schema.ClassifyConnect(dstCfg.ConnString(), err))
+		return nil, fmt.Errorf("target: %w", pgerr.ClassifyConnect(dstCfg.ConnString(), err))
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
 	rep, err := schema.Verify(ctx, src, dst, opts)
@@ -238,7 +240,7 @@ func repairSource(ctx context.Context, dst *pgx.Conn, name string, rep *schema.V
 	if err == nil && len(sources) == 1 {
 		return sources[0], nil
 	}
-	return "", schema.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
+	return "", pgerr.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
 }
 
 // progressPrinter reports, at most every verifyProgressEvery, how far the

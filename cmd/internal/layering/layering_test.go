@@ -53,6 +53,7 @@ func TestImportRules(t *testing.T) {
 		{from: "apply", forbid: []string{"capture"}},
 		{from: "stream", allow: []string{"schema/redact"}},
 		{from: "schema", allow: []string{}},
+		{from: "schema/pgerr", allow: []string{"schema/redact"}},
 		{from: "schema/redact", allow: []string{}},
 	} {
 		t.Run(rule.from, func(t *testing.T) {
