@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/pgjet/pgjet/apply/applied"
 	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
@@ -617,21 +618,15 @@ func mirrorError(err error) error {
 // readPosition loads the applied position stored in the target.
 func (s *session) readPosition(ctx context.Context) error {
 	a := s.a
-	var commit, end, caught string
-	var seq int64
-	var ctime *time.Time
-	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text, commit_time FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught, &ctime)
+	p, ok, err := applied.ReadSource(ctx, s.conn, a.cfg.Name)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
 		return fmt.Errorf("read applied position: %w", err)
-	default:
-		s.pos.commit, _ = stream.ParseLSN(commit)
-		s.pos.end, _ = stream.ParseLSN(end)
-		s.pos.caughtUp, _ = stream.ParseLSN(caught)
-		s.pos.seq = uint64(seq)
-		if ctime != nil {
-			s.pos.time = *ctime
+	case ok:
+		s.pos.commit, s.pos.end, s.pos.caughtUp = p.CommitLSN, p.EndLSN, p.SourceLSN
+		s.pos.seq = p.StreamSeq
+		if p.CommitTime != nil {
+			s.pos.time = *p.CommitTime
 		}
 	}
 	s.lastSeq = s.pos.seq

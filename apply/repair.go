@@ -3,7 +3,7 @@ package apply
 // What pgjet verify --repair needs of a target that only pgjet-apply knows:
 // pgjet's tables, the replication origin the repaired rows are written
 // under, and the shape of pgjet.conflicts. The repair itself is
-// schema.Repair.
+// verify.Repair.
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/apply/verify"
 	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
 )
@@ -80,10 +80,10 @@ func (r *Repairer) Stamp(ctx context.Context, tx pgx.Tx, lsn string, at time.Tim
 }
 
 // Record records the rows repair transaction tx changed
-// (schema.RepairedTable) in pgjet.conflicts.
+// (verify.RepairedTable) in pgjet.conflicts.
 func (r *Repairer) Record(ctx context.Context, tx pgx.Tx, lsn string, at time.Time) error {
 	_, err := tx.Exec(ctx, `INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, remote_origin, remote_commit_time)
-		SELECT $1, $2, table_name, $3::pg_lsn, key, old, new, op, $1, $4::timestamptz FROM `+schema.RepairedTable, r.source, KindRepair, lsn, at)
+		SELECT $1, $2, table_name, $3::pg_lsn, key, old, new, op, $1, $4::timestamptz FROM `+verify.RepairedTable, r.source, KindRepair, lsn, at)
 	if err != nil {
 		return fmt.Errorf("record the repaired rows in pgjet.conflicts: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/pgjet/pgjet/apply/applied"
 	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
@@ -57,17 +58,12 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 	if err := checkSchemaVersion(ctx, conn, cfg.DB); err != nil {
 		return err
 	}
-	var positioned bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgjet.applied') IS NOT NULL`).Scan(&positioned); err != nil {
+	pos, positioned, err := applied.ReadSource(ctx, conn, cfg.Name)
+	if err != nil {
 		return fmt.Errorf("inspect target: %w", err)
 	}
 	if positioned {
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pgjet.applied WHERE source = $1)`, cfg.Name).Scan(&positioned); err != nil {
-			return fmt.Errorf("inspect target: %w", err)
-		}
-	}
-	if positioned {
-		if err := notPastPoint(ctx, conn, o, cfg); err != nil {
+		if err := notPastPoint(pos, o, cfg); err != nil {
 			return err
 		}
 	}
@@ -184,19 +180,11 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 // replay's point: a replay only rolls a database forward, so it would
 // stop at once and leave the database past the point. A position a
 // restore left has no commit time; its LSN still tells.
-func notPastPoint(ctx context.Context, conn *pgx.Conn, o ReplayOptions, cfg Config) error {
+func notPastPoint(pos applied.Position, o ReplayOptions, cfg Config) error {
 	if o.UntilLSN == 0 && o.UntilTime.IsZero() {
 		return nil
 	}
-	var commit string
-	var at *time.Time
-	if err := conn.QueryRow(ctx, `SELECT commit_lsn::text, commit_time FROM pgjet.applied WHERE source = $1`, cfg.Name).Scan(&commit, &at); err != nil {
-		return fmt.Errorf("read the target's position: %w", err)
-	}
-	lsn, err := stream.ParseLSN(commit)
-	if err != nil {
-		return fmt.Errorf("the target's position %q: %w", commit, err)
-	}
+	lsn, at := pos.CommitLSN, pos.CommitTime
 	if o.UntilLSN > 0 && lsn > o.UntilLSN || at != nil && !o.UntilTime.IsZero() && at.After(o.UntilTime) {
 		when := ""
 		if at != nil {

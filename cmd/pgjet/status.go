@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pgjet/pgjet/apply"
+	"github.com/pgjet/pgjet/apply/applied"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
@@ -688,38 +689,25 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 	for _, n := range names {
 		out[n] = targetReport{Region: t.region, Error: "no applied position for source " + n + " yet"}
 	}
-	rows, err := conn.Query(ctx, `SELECT source, commit_lsn::text, end_lsn::text, coalesce(source_lsn, end_lsn)::text, stream_seq, commit_time, applied_at,
-		extract(epoch FROM clock_timestamp() - commit_time)::float8, extract(epoch FROM clock_timestamp() - applied_at)::float8
-		FROM pgjet.applied WHERE coalesce(cardinality($1::text[]), 0) = 0 OR source = ANY($1)`, names)
+	positions, err := applied.Read(ctx, conn, names...)
 	if err != nil {
-		if pgerr.PgCode(err) == "42P01" || pgerr.PgCode(err) == "3F000" {
+		if errors.Is(err, applied.ErrNoTable) {
 			return fail(fmt.Errorf("no pgjet.applied in %s: pgjet-apply has not run against it", redact.Postgres(t.url)))
 		}
-		return fail(fmt.Errorf("read pgjet.applied: %w", err))
+		return fail(err)
 	}
-	for rows.Next() {
-		var (
-			src, commit, end, reached string
-			seq                       int64
-			commitAt, applied         *time.Time
-			lag, appliedAgo           *float64
-		)
-		if err := rows.Scan(&src, &commit, &end, &reached, &seq, &commitAt, &applied, &lag, &appliedAgo); err != nil {
-			return fail(fmt.Errorf("read pgjet.applied: %w", err))
-		}
-		tr := targetReport{Region: t.region, CommitLSN: commit, EndLSN: end, SourceLSN: reached, StreamSeq: uint64(seq),
-			CommitTime: utc(commitAt), AppliedAt: utc(applied), appliedAgo: appliedAgo}
-		if lag != nil {
-			l := max(*lag, 0)
+	for _, p := range positions {
+		appliedAgo := p.Clock.Sub(p.AppliedAt).Seconds()
+		tr := targetReport{Region: t.region, CommitLSN: p.CommitLSN.String(), EndLSN: p.EndLSN.String(), SourceLSN: p.SourceLSN.String(), StreamSeq: p.StreamSeq,
+			CommitTime: utc(p.CommitTime), AppliedAt: utc(&p.AppliedAt), appliedAgo: &appliedAgo}
+		if p.CommitTime != nil {
+			l := max(p.Clock.Sub(*p.CommitTime).Seconds(), 0)
 			tr.LagSeconds = &l
 		}
-		out[src] = tr
-	}
-	if err := rows.Err(); err != nil {
-		return fail(fmt.Errorf("read pgjet.applied: %w", err))
+		out[p.Source] = tr
 	}
 
-	rows, err = conn.Query(ctx, `SELECT source, count(*) FROM pgjet.conflicts WHERE at > now() - interval '1 hour' GROUP BY source`)
+	rows, err := conn.Query(ctx, `SELECT source, count(*) FROM pgjet.conflicts WHERE at > now() - interval '1 hour' GROUP BY source`)
 	if err != nil {
 		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
 	}
