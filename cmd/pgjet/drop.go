@@ -813,6 +813,13 @@ func derefPID(p *int32) int32 {
 	return *p
 }
 
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func orDashPtr(s *string) string {
 	if s == nil {
 		return "-"
