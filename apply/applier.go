@@ -12,7 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/apply/applied"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -177,10 +179,10 @@ func (e natsError) Error() string   { return e.err.Error() }
 func (e natsError) Unwrap() []error { return []error{e.err, errNATS} }
 
 func retryable(err error) bool {
-	if schema.IsFatal(err) {
+	if pgerr.IsFatal(err) {
 		return false
 	}
-	return errors.Is(err, errNATS) || schema.IsRetryable(err)
+	return errors.Is(err, errNATS) || pgerr.IsRetryable(err)
 }
 
 // position is where the target stands in the source's stream.
@@ -308,7 +310,7 @@ type stmtInfo struct {
 func (a *Applier) session(ctx context.Context) error {
 	conn, err := pgx.Connect(ctx, a.cfg.DB)
 	if err != nil {
-		return schema.ClassifyConnect(a.cfg.DB, err)
+		return pgerr.ClassifyConnect(a.cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
@@ -327,7 +329,7 @@ func (a *Applier) session(ctx context.Context) error {
 
 	nc, err := stream.Connect(a.cfg.NATS, "pgjet-apply "+a.cfg.Name+" "+a.cfg.Region, a.cfg.NATSOptions, a.log)
 	if stream.IsPermanent(err) {
-		return schema.Fatalf(nil, "%s", err.Error())
+		return pgerr.Fatalf(nil, "%s", err.Error())
 	}
 	if err != nil {
 		return natsError{err}
@@ -485,8 +487,8 @@ func (s *session) setup(ctx context.Context) error {
 		s.groupMax = 1
 	}
 	if err := migrate(ctx, s.conn, a.cfg.DB); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(a.cfg.DB))
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return pgerr.Fatalf(err, "the apply role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", redact.Postgres(a.cfg.DB))
 		}
 		return err
 	}
@@ -587,13 +589,13 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 	} else {
 		st, err = js.Stream(ctx, name)
 		if stream.JetStreamMissing(js, err) {
-			return nil, schema.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.RedactURL(a.cfg.NATS))
+			return nil, pgerr.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.RedactURL(a.cfg.NATS))
 		}
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, natsError{fmt.Errorf("stream %s not found in this domain (has pgjet-capture --name %s started? is --upstream-domain needed?)", name, a.cfg.Name)}
 		}
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return nil, schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js", stream.RedactURL(a.cfg.NATS))
+			return nil, pgerr.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js", stream.RedactURL(a.cfg.NATS))
 		}
 		if err != nil {
 			return nil, natsError{fmt.Errorf("look up stream %s: %w", name, err)}
@@ -608,7 +610,7 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 func mirrorError(err error) error {
 	var conflict *stream.MirrorConflictError
 	if errors.As(err, &conflict) {
-		return schema.Fatalf(err, "%s", conflict.Msg)
+		return pgerr.Fatalf(err, "%s", conflict.Msg)
 	}
 	return natsError{err}
 }
@@ -616,21 +618,15 @@ func mirrorError(err error) error {
 // readPosition loads the applied position stored in the target.
 func (s *session) readPosition(ctx context.Context) error {
 	a := s.a
-	var commit, end, caught string
-	var seq int64
-	var ctime *time.Time
-	err := s.conn.QueryRow(ctx, "SELECT commit_lsn::text, end_lsn::text, stream_seq, coalesce(source_lsn, end_lsn)::text, commit_time FROM pgjet.applied WHERE source = $1", a.cfg.Name).Scan(&commit, &end, &seq, &caught, &ctime)
+	p, ok, err := applied.ReadSource(ctx, s.conn, a.cfg.Name)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
 		return fmt.Errorf("read applied position: %w", err)
-	default:
-		s.pos.commit, _ = stream.ParseLSN(commit)
-		s.pos.end, _ = stream.ParseLSN(end)
-		s.pos.caughtUp, _ = stream.ParseLSN(caught)
-		s.pos.seq = uint64(seq)
-		if ctime != nil {
-			s.pos.time = *ctime
+	case ok:
+		s.pos.commit, s.pos.end, s.pos.caughtUp = p.CommitLSN, p.EndLSN, p.SourceLSN
+		s.pos.seq = p.StreamSeq
+		if p.CommitTime != nil {
+			s.pos.time = *p.CommitTime
 		}
 	}
 	s.lastSeq = s.pos.seq
@@ -647,7 +643,7 @@ func (s *session) loadSnapshotTables(ctx context.Context) error {
 	rows, err := s.conn.Query(ctx, "SELECT schema_name, table_name, lsn::text FROM pgjet.snapshot_tables WHERE source = $1 AND lsn > $2::pg_lsn",
 		s.a.cfg.Name, s.pos.commit.String())
 	if err != nil {
-		if schema.PgCode(err) == schema.CodeUndefinedTable { // no restore ever ran here
+		if pgerr.PgCode(err) == pgerr.CodeUndefinedTable { // no restore ever ran here
 			return nil
 		}
 		return fmt.Errorf("read pgjet.snapshot_tables: %w", err)
@@ -877,7 +873,7 @@ func (s *session) handle(ctx context.Context, m jetstream.Msg) error {
 			return err
 		}
 		if !whole {
-			return schema.Fatalf(nil, "stream %s jumps from sequence %d to %d: messages this region needs are gone (retention expired or purged); rebuild this target from a newer snapshot",
+			return pgerr.Fatalf(nil, "stream %s jumps from sequence %d to %d: messages this region needs are gone (retention expired or purged); rebuild this target from a newer snapshot",
 				stream.StreamName(a.cfg.Name), s.lastSeq, seq)
 		}
 		a.log.Warn().Uint64("stream_seq", seq).Uint64("after", s.lastSeq).
@@ -942,12 +938,12 @@ func (s *session) decode(m jetstream.Msg, seq uint64) ([]*stream.Envelope, error
 	name := stream.StreamName(s.a.cfg.Name)
 	envs, err := stream.DecodeMessage(m.Data())
 	if err != nil {
-		return nil, schema.Fatalf(err, "message at stream %s sequence %d (subject %s) cannot be decoded; inspect it with `pgjet tail`, then remove it, rebuild this target or run with --on-bad-message dead-letter",
+		return nil, pgerr.Fatalf(err, "message at stream %s sequence %d (subject %s) cannot be decoded; inspect it with `pgjet tail`, then remove it, rebuild this target or run with --on-bad-message dead-letter",
 			name, seq, m.Subject())
 	}
 	for _, env := range envs {
 		if env.Source != s.a.cfg.Name {
-			return nil, schema.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
+			return nil, pgerr.Fatalf(nil, "message at stream %s sequence %d belongs to source %q, not %q; the stream is shared by another capture",
 				name, seq, env.Source, s.a.cfg.Name)
 		}
 	}
@@ -1110,7 +1106,7 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 		}
 	} else {
 		if s.held != nil {
-			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s where a piece of a value was due (%d bytes of it missing); the stream is damaged: rebuild this target from a snapshot",
+			return pgerr.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s where a piece of a value was due (%d bytes of it missing); the stream is damaged: rebuild this target from a snapshot",
 				stream.StreamName(a.cfg.Name), seq, env.Chunk, env.CommitLSN, s.held.Missing())
 		}
 		if err := s.changes(ctx, env, seq); err != nil {

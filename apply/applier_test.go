@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -62,7 +62,7 @@ func TestSession_DeliveriesLostBeforeRedelivery(t *testing.T) {
 		}
 	}
 	err := s.handle(ctx, &fakeMsg{seq: 106, delivered: 156, hdr: nats.Header{stream.HeaderPrev: {"id105"}}})
-	if err == nil || schema.IsFatal(err) || !retryable(err) {
+	if err == nil || pgerr.IsFatal(err) || !retryable(err) {
 		t.Fatalf("handle = %v, want a retryable error (deliveries lost on the way)", err)
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -104,7 +104,7 @@ func checkRoles(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.Jet
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	conn, _, err := schema.CheckConnect(ctx, cfg.DB)
+	conn, _, err := pgerr.CheckConnect(ctx, cfg.DB)
 	if err != nil {
 		return stream.CheckResult{}, false
 	}
@@ -153,7 +153,7 @@ func checkRoles(ctx context.Context, cfg Config, nc *nats.Conn, js jetstream.Jet
 func checkTarget(ctx context.Context, cfg Config) []stream.CheckResult {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	conn, ok, err := schema.CheckConnect(ctx, cfg.DB)
+	conn, ok, err := pgerr.CheckConnect(ctx, cfg.DB)
 	res := []stream.CheckResult{stream.Result("postgres connection", err, ok)}
 	if err != nil {
 		return res
@@ -207,7 +207,7 @@ func checkNotSource(ctx context.Context, cfg Config, js jetstream.JetStream) str
 	if err != nil {
 		return stream.Pass(name, "nothing to compare yet: stream %s is not readable here", stream.StreamName(cfg.Name))
 	}
-	conn, _, err := schema.CheckConnect(ctx, cfg.DB)
+	conn, _, err := pgerr.CheckConnect(ctx, cfg.DB)
 	if err != nil {
 		return stream.Pass(name, "not checked: the target is unreachable (above)")
 	}

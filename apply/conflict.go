@@ -9,7 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -217,8 +218,8 @@ func (s *session) setupOrigin(ctx context.Context) error {
 			why = "--conflict error tells rows written here by the origin of their row version, which only commit timestamps keep"
 		}
 		if why != "" {
-			return schema.Fatalf(nil, "track_commit_timestamp is off on %s, and %s; set track_commit_timestamp = on in postgresql.conf and restart Postgres",
-				schema.Redact(a.cfg.DB), why)
+			return pgerr.Fatalf(nil, "track_commit_timestamp is off on %s, and %s; set track_commit_timestamp = on in postgresql.conf and restart Postgres",
+				redact.Postgres(a.cfg.DB), why)
 		}
 	}
 
@@ -229,7 +230,7 @@ func (s *session) setupOrigin(ctx context.Context) error {
 	switch {
 	case err == nil:
 		s.cx.origin = id
-	case schema.PgCode(err) == schema.CodeInsufficientPriv:
+	case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv:
 		why := ""
 		switch {
 		case a.cfg.uses(PolicyLastWriterWins):
@@ -248,8 +249,8 @@ func (s *session) setupOrigin(ctx context.Context) error {
 			why = "--local-name (this database is captured too) needs"
 		}
 		if why != "" {
-			return schema.Fatalf(err, "%s the replication origin %q, and the apply role may not use replication origins on %s; run pgjet-apply as a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_xact_reset() TO the apply role",
-				why, name, schema.Redact(a.cfg.DB))
+			return pgerr.Fatalf(err, "%s the replication origin %q, and the apply role may not use replication origins on %s; run pgjet-apply as a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_xact_reset() TO the apply role",
+				why, name, redact.Postgres(a.cfg.DB))
 		}
 		if a.originWarned.CompareAndSwap(false, true) {
 			a.log.Warn().Err(err).Str("origin", name).Msg("cannot use replication origins (needs superuser or EXECUTE on pg_replication_origin_* functions): applied rows are not marked as pgjet's, so a capture of this database would publish them again (no active-active)")
@@ -304,7 +305,7 @@ func (s *session) stopError(records []byte, in stmtInfo) error {
 		}
 	}
 	policy := s.a.cfg.policyFor(splitQualified(table))
-	return schema.Fatalf(nil, "%s on %s%s at LSN %s (stream seq %d, source %s)%s; the conflict policy of the table is %s, which stops here. The conflict is recorded in pgjet.conflicts and nothing of this source transaction was applied: %s (or choose another policy for the table with --conflict-table %s=POLICY) and restart pgjet-apply",
+	return pgerr.Fatalf(nil, "%s on %s%s at LSN %s (stream seq %d, source %s)%s; the conflict policy of the table is %s, which stops here. The conflict is recorded in pgjet.conflicts and nothing of this source transaction was applied: %s (or choose another policy for the table with --conflict-table %s=POLICY) and restart pgjet-apply",
 		kind, table, key, in.lsn, in.seq, s.a.cfg.Name, local, policy, fix, table)
 }
 

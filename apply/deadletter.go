@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -187,10 +187,10 @@ func (s *session) orphanChunk(ctx context.Context, m jetstream.Msg, seq uint64, 
 	}
 	if a.cfg.OnBadMessage != OnBadMessageDeadLetter {
 		if resumed {
-			return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s, whose earlier chunks were dead-lettered before this applier stopped; run pgjet-apply with --on-bad-message dead-letter to set the rest of it aside too",
+			return pgerr.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s, whose earlier chunks were dead-lettered before this applier stopped; run pgjet-apply with --on-bad-message dead-letter to set the rest of it aside too",
 				name, seq, env.Chunk, env.CommitLSN)
 		}
-		return schema.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s without the chunks before it; the stream is damaged: rebuild this target from a snapshot, or run with --on-bad-message dead-letter to set the transaction aside",
+		return pgerr.Fatalf(nil, "stream %s sequence %d holds chunk %d of transaction %s without the chunks before it; the stream is damaged: rebuild this target from a snapshot, or run with --on-bad-message dead-letter to set the transaction aside",
 			name, seq, env.Chunk, env.CommitLSN)
 	}
 	if resumed && s.drop == nil {

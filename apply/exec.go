@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -87,7 +87,7 @@ func (s *session) changes(ctx context.Context, env *stream.Envelope, seq uint64)
 		}
 		if ch.Op == stream.OpUpdate || ch.Op == stream.OpDelete {
 			if p.rel.Identity == stream.IdentityNothing || (len(p.keys) == 0 && !p.fullMatch) {
-				return schema.Fatalf(nil, "%s of %s.%s at LSN %s (stream seq %d) has no replica identity to find the row by; give the source table a primary key or REPLICA IDENTITY FULL",
+				return pgerr.Fatalf(nil, "%s of %s.%s at LSN %s (stream seq %d) has no replica identity to find the row by; give the source table a primary key or REPLICA IDENTITY FULL",
 					opName(ch.Op), p.rel.Schema, p.rel.Name, env.CommitLSN, seq)
 			}
 		}
@@ -145,7 +145,7 @@ func (s *session) truncate(ctx context.Context, env *stream.Envelope, ch *stream
 		if ri, ok := byID[id]; ok {
 			r = &env.Relations[ri]
 		} else if r = s.prevRelation(env, id); r == nil {
-			return schema.Fatalf(nil, "truncate at LSN %s (stream seq %d) names relation %d the message does not describe; the stream is damaged", env.CommitLSN, seq, id)
+			return pgerr.Fatalf(nil, "truncate at LSN %s (stream seq %d) names relation %d the message does not describe; the stream is damaged", env.CommitLSN, seq, id)
 		}
 		if s.snapSkip != nil && s.skipForSnapshot(r, env.CommitLSN) {
 			// The table's snapshot rows were copied after the TRUNCATE.
@@ -261,7 +261,7 @@ func (s *session) plan(ctx context.Context, r *stream.Relation, env *stream.Enve
 			return nil, err
 		}
 		if t == nil {
-			return nil, schema.Fatalf(nil, "table %s is missing on the target (source %s, LSN %s, stream seq %d); create it there (e.g. pg_dump --schema-only -t %s SOURCE_URL | psql TARGET_URL) and restart pgjet-apply",
+			return nil, pgerr.Fatalf(nil, "table %s is missing on the target (source %s, LSN %s, stream seq %d); create it there (e.g. pg_dump --schema-only -t %s SOURCE_URL | psql TARGET_URL) and restart pgjet-apply",
 				pgx.Identifier{r.Schema, r.Name}.Sanitize(), s.a.cfg.Name, env.CommitLSN, seq, pgx.Identifier{r.Schema, r.Name}.Sanitize())
 		}
 		s.tables[tkey] = t
@@ -419,28 +419,28 @@ func (s *session) stmtError(err error, in stmtInfo) error {
 	if in.rows > 1 {
 		in.table = fmt.Sprintf("%d rows of %s (through LSN %s)", in.rows, in.table, in.lastLSN)
 	}
-	if schema.IsRetryable(err) {
+	if pgerr.IsRetryable(err) {
 		return fmt.Errorf("apply %s of %s at LSN %s (stream seq %d): %w", opName(in.op), in.table, in.lsn, in.seq, err)
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
-		case schema.CodeUndefinedTable, schema.CodeUndefinedColumn:
-			return schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d): the target's schema differs from the source; make the table match and restart pgjet-apply",
+		case pgerr.CodeUndefinedTable, pgerr.CodeUndefinedColumn:
+			return pgerr.Fatalf(err, "%s of %s at LSN %s (stream seq %d): the target's schema differs from the source; make the table match and restart pgjet-apply",
 				opName(in.op), in.table, in.lsn, in.seq)
 		case codeUniqueViolation:
 			// A unique_violation conflict the statement could not see
 			// coming (source-wins, or an index pgjet does not check).
-			return schema.Fatalf(err, "unique_violation: %s of %s at LSN %s (stream seq %d) collides on unique index %s with a row that exists only on the target (%s); pgjet does not delete a row of another key to make room: change or delete the local row and restart pgjet-apply, or choose --conflict-table %s=keep-local to skip such changes",
+			return pgerr.Fatalf(err, "unique_violation: %s of %s at LSN %s (stream seq %d) collides on unique index %s with a row that exists only on the target (%s); pgjet does not delete a row of another key to make room: change or delete the local row and restart pgjet-apply, or choose --conflict-table %s=keep-local to skip such changes",
 				opName(in.op), in.table, in.lsn, in.seq, pe.ConstraintName, pe.Detail, in.table)
 		}
 	}
 	if last := max(in.lsn, in.lastLSN); last != 0 && (in.rows <= 1 || in.lsn == in.lastLSN) {
 		// One transaction's statement: it can be skipped by its LSN.
-		return &txnFailed{lsn: last, err: schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied), or pass over this one transaction with pgjet skip --name %s --region %s --lsn %s (it is kept in the dead-letter stream and recorded in pgjet.conflicts)",
+		return &txnFailed{lsn: last, err: pgerr.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied), or pass over this one transaction with pgjet skip --name %s --region %s --lsn %s (it is kept in the dead-letter stream and recorded in pgjet.conflicts)",
 			opName(in.op), in.table, in.lsn, in.seq, s.a.cfg.Name, s.a.cfg.Region, in.lsn)}
 	}
-	fatal := schema.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied)",
+	fatal := pgerr.Fatalf(err, "%s of %s at LSN %s (stream seq %d) failed on the target; fix the target row or schema and restart pgjet-apply (nothing after this point was applied)",
 		opName(in.op), in.table, in.lsn, in.seq)
 	if in.lastLSN != 0 {
 		return &txnFailed{lsn: in.lastLSN, err: fatal}
@@ -531,12 +531,12 @@ func (s *session) commit(ctx context.Context) error {
 // time, never the next one's values with it.
 func (s *session) piece(ctx context.Context, env *stream.Envelope, seq uint64) error {
 	if s.held == nil {
-		return schema.Fatalf(nil, "stream %s sequence %d holds a piece of a value of transaction %s, but no change before it is in pieces; the stream is damaged: rebuild this target from a snapshot",
+		return pgerr.Fatalf(nil, "stream %s sequence %d holds a piece of a value of transaction %s, but no change before it is in pieces; the stream is damaged: rebuild this target from a snapshot",
 			stream.StreamName(s.a.cfg.Name), seq, env.CommitLSN)
 	}
 	whole, err := s.held.Add(env)
 	if err != nil {
-		return schema.Fatalf(err, "stream %s sequence %d: the pieces of a value of transaction %s do not fit together (%v); the stream is damaged: rebuild this target from a snapshot",
+		return pgerr.Fatalf(err, "stream %s sequence %d: the pieces of a value of transaction %s do not fit together (%v); the stream is damaged: rebuild this target from a snapshot",
 			stream.StreamName(s.a.cfg.Name), seq, env.CommitLSN, err)
 	}
 	if !whole {

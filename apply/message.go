@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -74,7 +75,7 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	key := hex.EncodeToString(sum[:])
 	d, err := schema.ParseDDL(ch.Content)
 	if err != nil {
-		return schema.Fatalf(err, "the schema change message at LSN %s (stream seq %d) cannot be decoded; inspect it with `pgjet tail --from-seq %d`, make the target's schema match the source by hand, then %s",
+		return pgerr.Fatalf(err, "the schema change message at LSN %s (stream seq %d) cannot be decoded; inspect it with `pgjet tail --from-seq %d`, make the target's schema match the source by hand, then %s",
 			env.CommitLSN, seq, seq, s.markDone(env, true, key))
 	}
 	if prev := s.lastDDL; d.Continued && prev != nil && prev.lsn == env.CommitLSN && prev.sql == d.SQL {
@@ -112,7 +113,7 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 		return nil
 	}
 	if len(replay) == 0 {
-		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made by %q, which pgjet does not replay (a function or procedure call would repeat its other effects; SELECT INTO is not replayed, use CREATE TABLE AS): make the same change on the target by hand, then %s",
+		return pgerr.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made by %q, which pgjet does not replay (a function or procedure call would repeat its other effects; SELECT INTO is not replayed, use CREATE TABLE AS): make the same change on the target by hand, then %s",
 			d.Tag, env.CommitLSN, seq, schema.Truncate(opaque, 200), s.markDone(env, !hasDone, key))
 	}
 
@@ -129,7 +130,7 @@ func (s *session) replayDDL(ctx context.Context, env *stream.Envelope, ch *strea
 	var seen []string // the roles of the replayed statements, repeats removed
 	for _, i := range replay {
 		if role != "" && roles[i] == "" {
-			return schema.Fatalf(nil, "the schema change %q at LSN %s (stream seq %d) follows a RESET SESSION AUTHORIZATION (or a role switch to a role its text does not name plainly) in its query string, so pgjet cannot tell the role it ran as on the source; make it on the target by hand as that role, then %s",
+			return pgerr.Fatalf(nil, "the schema change %q at LSN %s (stream seq %d) follows a RESET SESSION AUTHORIZATION (or a role switch to a role its text does not name plainly) in its query string, so pgjet cannot tell the role it ran as on the source; make it on the target by hand as that role, then %s",
 				schema.Truncate(stmts[i].SQL, 200), env.CommitLSN, seq, s.markDone(env, !hasDone, key))
 		}
 		if len(seen) == 0 || seen[len(seen)-1] != roles[i] {
@@ -186,7 +187,7 @@ func (s *session) continuedDDL(env *stream.Envelope, seq uint64, d *schema.DDL, 
 // roles its text names (seen) could give an object another owner than on
 // the source.
 func (s *session) rolesDiffer(env *stream.Envelope, seq uint64, role string, seen []string, ddl *replayedDDL) error {
-	return schema.Fatalf(nil, "the query string %q at LSN %s (stream seq %d) made a schema change on the source as role %q, but by its text its statements ran as %s: it switched role in a way its text does not show (set_config('role', ...), a function), or a statement pgjet does not replay (SELECT f(), CALL) changed the schema; make its changes on the target by hand, each as the role that made it, then %s",
+	return pgerr.Fatalf(nil, "the query string %q at LSN %s (stream seq %d) made a schema change on the source as role %q, but by its text its statements ran as %s: it switched role in a way its text does not show (set_config('role', ...), a function), or a statement pgjet does not replay (SELECT f(), CALL) changed the schema; make its changes on the target by hand, each as the role that made it, then %s",
 		schema.Truncate(ddl.sql, 200), env.CommitLSN, seq, role, quoteAll(seen), s.markDone(env, !ddl.hasDone, ddl.keys...))
 }
 
@@ -218,8 +219,8 @@ func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, 
 	}
 	create := "CREATE FUNCTION " + ddlFunction + " RETURNS pg_catalog.void LANGUAGE plpgsql SECURITY DEFINER AS 'BEGIN EXECUTE $1; END'"
 	if _, err := s.pg.Exec(ctx, create).ReadAll(); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "pgjet-apply replays each schema change through a temporary function, and the apply role may not create temporary objects in database %q; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return pgerr.Fatalf(err, "pgjet-apply replays each schema change through a temporary function, and the apply role may not create temporary objects in database %q; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
 				s.database(), pgx.Identifier{s.database()}.Sanitize(), pgx.Identifier{s.conn.Config().User}.Sanitize())
 		}
 		return fmt.Errorf("create the function replaying the schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
@@ -227,8 +228,8 @@ func (s *session) runDDL(ctx context.Context, env *stream.Envelope, seq uint64, 
 	if role != "" {
 		ident := pgx.Identifier{role}.Sanitize()
 		if _, err := s.pg.Exec(ctx, "ALTER FUNCTION "+ddlFunction+" OWNER TO "+ident).ReadAll(); err != nil {
-			if schema.PgCode(err) == schema.CodeInsufficientPriv {
-				return schema.Fatalf(err, "pgjet-apply replays the schema change at LSN %s (stream seq %d) as role %q, which made it on the source, through a temporary function that role owns, and role %q may not create temporary objects in database %q on the target; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
+			if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+				return pgerr.Fatalf(err, "pgjet-apply replays the schema change at LSN %s (stream seq %d) as role %q, which made it on the source, through a temporary function that role owns, and role %q may not create temporary objects in database %q on the target; GRANT TEMPORARY ON DATABASE %s TO %s there and restart pgjet-apply",
 					env.CommitLSN, seq, role, role, s.database(), pgx.Identifier{s.database()}.Sanitize(), ident)
 			}
 			return fmt.Errorf("give role %q the function replaying the schema change at LSN %s (stream seq %d): %w", role, env.CommitLSN, seq, err)
@@ -295,13 +296,13 @@ func (s *session) checkRole(ctx context.Context, env *stream.Envelope, seq uint6
 	ident := pgx.Identifier{role}.Sanitize()
 	switch {
 	case !exists:
-		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which does not exist on the target; create it there (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles, or CREATE ROLE %s) and restart pgjet-apply",
+		return pgerr.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which does not exist on the target; create it there (pgjet roles --source SOURCE_URL --target TARGET_URL copies the source's roles, or CREATE ROLE %s) and restart pgjet-apply",
 			d.Tag, env.CommitLSN, seq, role, ident)
 	case !member && super:
-		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, a superuser, which the apply role %q may not become; make schema changes on the source as a role that is no superuser, or make this one on the target by hand, then %s",
+		return pgerr.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, a superuser, which the apply role %q may not become; make schema changes on the source as a role that is no superuser, or make this one on the target by hand, then %s",
 			d.Tag, env.CommitLSN, seq, role, applyRole, s.markDone(env, !hasDone, key))
 	case !member:
-		return schema.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which the apply role %q may not become on the target; GRANT %s TO %s there (the apply role replays each schema change as the role that made it, see deploy/postgres/roles.sql) and restart pgjet-apply",
+		return pgerr.Fatalf(nil, "the schema change (%s) at LSN %s (stream seq %d) was made on the source by role %q, which the apply role %q may not become on the target; GRANT %s TO %s there (the apply role replays each schema change as the role that made it, see deploy/postgres/roles.sql) and restart pgjet-apply",
 			d.Tag, env.CommitLSN, seq, role, applyRole, ident, pgx.Identifier{applyRole}.Sanitize())
 	}
 	return nil
@@ -357,27 +358,27 @@ var settingRoutines = map[string]bool{"set_config_option": true, "set_config_opt
 // ddlError says which statement of a schema change failed, where, and how
 // to proceed; role is the role it ran as ("" for the apply role).
 func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key string, hasDone bool, role string) error {
-	if schema.IsRetryable(err) {
+	if pgerr.IsRetryable(err) {
 		return fmt.Errorf("apply schema change at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == CodeActiveSQLTransaction {
-		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) cannot run inside a transaction block, where pgjet-apply replays it with the rows around it; run it by hand on the target, then %s",
+		return pgerr.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) cannot run inside a transaction block, where pgjet-apply replays it with the rows around it; run it by hand on the target, then %s",
 			schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, !hasDone, key))
 	}
-	if errors.As(err, &pe) && pe.Code == schema.CodeInsufficientPriv && settingRoutines[pe.Routine] {
+	if errors.As(err, &pe) && pe.Code == pgerr.CodeInsufficientPriv && settingRoutines[pe.Routine] {
 		who := "the apply role"
 		if role != "" {
 			who = strconv.Quote(role)
 		}
-		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) changes its role or session authorization (SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION in a DO block or a function it runs), or a setting its role may not set: pgjet-apply replays a schema change as the role that made it and does not let it switch, since on the target the rest would run with another role's rights than on the source; make the change on the target by hand as %s, then %s",
+		return pgerr.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) changes its role or session authorization (SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION in a DO block or a function it runs), or a setting its role may not set: pgjet-apply replays a schema change as the role that made it and does not let it switch, since on the target the rest would run with another role's rights than on the source; make the change on the target by hand as %s, then %s",
 			schema.Truncate(st, 200), env.CommitLSN, seq, who, s.markDone(env, !hasDone, key))
 	}
-	if role != "" && schema.PgCode(err) == schema.CodeInsufficientPriv {
-		return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target as role %q, which made it on the source: the role lacks a privilege there that it has on the source (ownership of an object a replica built by an older pgjet gave the apply role, CREATE on a schema, ...); give it the same ownership and grants as on the source and restart pgjet-apply, or make the change by hand, then %s",
+	if role != "" && pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+		return pgerr.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target as role %q, which made it on the source: the role lacks a privilege there that it has on the source (ownership of an object a replica built by an older pgjet gave the apply role, CREATE on a schema, ...); give it the same ownership and grants as on the source and restart pgjet-apply, or make the change by hand, then %s",
 			schema.Truncate(st, 200), env.CommitLSN, seq, role, s.markDone(env, !hasDone, key))
 	}
-	return schema.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target; make the target's schema match the source by hand (run the statement or its equivalent), then %s",
+	return pgerr.Fatalf(err, "the schema change %q at LSN %s (stream seq %d) failed on the target; make the target's schema match the source by hand (run the statement or its equivalent), then %s",
 		schema.Truncate(st, 200), env.CommitLSN, seq, s.markDone(env, !hasDone, key))
 }
 
@@ -391,7 +392,7 @@ func (s *session) ddlError(err error, env *stream.Envelope, seq uint64, st, key 
 func (s *session) setSequences(ctx context.Context, env *stream.Envelope, ch *stream.Change, seq uint64) error {
 	all, err := schema.ParseSequences(ch.Content)
 	if err != nil {
-		return schema.Fatalf(err, "the sequence values message at LSN %s (stream seq %d) cannot be decoded; inspect it with `pgjet tail --from-seq %d`",
+		return pgerr.Fatalf(err, "the sequence values message at LSN %s (stream seq %d) cannot be decoded; inspect it with `pgjet tail --from-seq %d`",
 			env.CommitLSN, seq, seq)
 	}
 	vals := all[:0]
@@ -480,9 +481,9 @@ func (s *session) setSequences(ctx context.Context, env *stream.Envelope, ch *st
 }
 
 func (s *session) seqError(err error, env *stream.Envelope, seq uint64) error {
-	if schema.IsRetryable(err) {
+	if pgerr.IsRetryable(err) {
 		return fmt.Errorf("set sequences at LSN %s (stream seq %d): %w", env.CommitLSN, seq, err)
 	}
-	return schema.Fatalf(err, "setting sequence values at LSN %s (stream seq %d) failed on the target; give the apply role USAGE and UPDATE on the target's sequences (or make them match the source) and restart pgjet-apply",
+	return pgerr.Fatalf(err, "setting sequence values at LSN %s (stream seq %d) failed on the target; give the apply role USAGE and UPDATE on the target's sequences (or make them match the source) and restart pgjet-apply",
 		env.CommitLSN, seq)
 }

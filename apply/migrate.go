@@ -7,6 +7,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // pgjet's own tables on a target (pgjet.applied, pgjet.conflicts,
@@ -137,8 +139,8 @@ func schemaVersion(ctx context.Context, q queryRower) (int, error) {
 
 // newerSchema is the error of a target whose tables a newer pgjet wrote.
 func newerSchema(db string, have int) error {
-	return schema.Fatalf(nil, "pgjet's tables on %s are at schema version %d, newer than version %d that this pgjet knows: a newer pgjet-apply has run there; upgrade pgjet-apply and pgjet to that release or later",
-		schema.Redact(db), have, SchemaVersion())
+	return pgerr.Fatalf(nil, "pgjet's tables on %s are at schema version %d, newer than version %d that this pgjet knows: a newer pgjet-apply has run there; upgrade pgjet-apply and pgjet to that release or later",
+		redact.Postgres(db), have, SchemaVersion())
 }
 
 // checkSchemaVersion refuses a target whose tables are newer than this

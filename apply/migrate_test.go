@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgjet/pgjet/deploy/local"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // TestMigrations_Numbered: versions run 1, 2, 3... with nothing missing,
@@ -148,7 +148,7 @@ func TestMigrate(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := migrate(ctx, conn, "test")
-		if !schema.IsFatal(err) {
+		if !pgerr.IsFatal(err) {
 			t.Fatalf("migrate on a newer version returned %v, want a fatal error", err)
 		}
 		if got, want := versions(t, conn), all+fmt.Sprintf(",%d", SchemaVersion()+1); got != want {

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -45,7 +45,7 @@ func notSource(ctx context.Context, conn *pgx.Conn, st jetstream.Stream, name st
 	if h.Get(stream.HeaderSlot) != "" && (h.Get(stream.HeaderSystem) != system || h.Get(stream.HeaderDatabase) != db) {
 		return nil // a slot of that name, but another system's or database's stream
 	}
-	return schema.Fatalf(nil, "the target database %s holds slot %s, which pgjet-capture --name %s streams from: it is the source itself, and applying stream %s there would write every change onto the primary a second time; point --db at the replica's database",
+	return pgerr.Fatalf(nil, "the target database %s holds slot %s, which pgjet-capture --name %s streams from: it is the source itself, and applying stream %s there would write every change onto the primary a second time; point --db at the replica's database",
 		db, slot, name, stream.StreamName(name))
 }
 

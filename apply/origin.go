@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // OriginPrefix begins the name of every replication origin a pgjet applier
@@ -97,7 +97,7 @@ func takeOrigin(ctx context.Context, conn *pgx.Conn, name string) (uint32, error
 	if err == nil && id == nil {
 		var created uint32
 		err = conn.QueryRow(ctx, "SELECT pg_replication_origin_create($1)", name).Scan(&created)
-		if schema.PgCode(err) == codeUniqueViolation { // created by a concurrent session
+		if pgerr.PgCode(err) == codeUniqueViolation { // created by a concurrent session
 			err = conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1)", name).Scan(&id)
 		} else if err == nil {
 			id = &created
@@ -112,7 +112,7 @@ func takeOrigin(ctx context.Context, conn *pgx.Conn, name string) (uint32, error
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, err = conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name)
-		if schema.PgCode(err) != schema.CodeObjectInUse || time.Now().After(deadline) {
+		if pgerr.PgCode(err) != pgerr.CodeObjectInUse || time.Now().After(deadline) {
 			return *id, err
 		}
 		select {

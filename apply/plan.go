@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -149,11 +149,11 @@ func newPlan(t *target, rel *stream.Relation) (*plan, error) {
 	for i, c := range rel.Columns {
 		tc, ok := t.cols[c.Name]
 		if !ok {
-			return nil, schema.Fatalf(nil, "column %q of table %s.%s is missing on the target: add it (ALTER TABLE %s ADD COLUMN %s %s) and restart pgjet-apply",
+			return nil, pgerr.Fatalf(nil, "column %q of table %s.%s is missing on the target: add it (ALTER TABLE %s ADD COLUMN %s %s) and restart pgjet-apply",
 				c.Name, rel.Schema, rel.Name, t.qname, pgx.Identifier{c.Name}.Sanitize(), c.Type)
 		}
 		if tc.generated {
-			return nil, schema.Fatalf(nil, "column %q of table %s.%s is generated on the target but not on the source: make the schemas match", c.Name, rel.Schema, rel.Name)
+			return nil, pgerr.Fatalf(nil, "column %q of table %s.%s is generated on the target but not on the source: make the schemas match", c.Name, rel.Schema, rel.Name)
 		}
 		p.oids[i] = tc.typ
 		idx[c.Name] = i

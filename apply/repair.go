@@ -3,7 +3,7 @@ package apply
 // What pgjet verify --repair needs of a target that only pgjet-apply knows:
 // pgjet's tables, the replication origin the repaired rows are written
 // under, and the shape of pgjet.conflicts. The repair itself is
-// schema.Repair.
+// verify.Repair.
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/apply/verify"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // KindRepair is the kind of the pgjet.conflicts rows of pgjet verify
@@ -39,8 +41,8 @@ type Repairer struct {
 func PrepareRepair(ctx context.Context, conn *pgx.Conn, db, source string) (*Repairer, error) {
 	r := &Repairer{source: source}
 	if err := migrate(ctx, conn, db); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return nil, schema.Fatalf(err, "the repair records what it changes in pgjet.conflicts, and this role may not create pgjet's tables on %s; run it as the apply role", schema.Redact(db))
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return nil, pgerr.Fatalf(err, "the repair records what it changes in pgjet.conflicts, and this role may not create pgjet's tables on %s; run it as the apply role", redact.Postgres(db))
 		}
 		return nil, err
 	}
@@ -52,9 +54,9 @@ func PrepareRepair(ctx context.Context, conn *pgx.Conn, db, source string) (*Rep
 	switch {
 	case err == nil:
 		r.origin = true
-	case schema.PgCode(err) == schema.CodeInsufficientPriv:
+	case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv:
 		r.Warnings = append(r.Warnings, fmt.Sprintf("may not use replication origins, so the repaired rows are not marked as pgjet's (%s): a capture of the target (active-active) would publish them again; run the repair as the apply role", name))
-	case schema.PgCode(err) == schema.CodeObjectInUse:
+	case pgerr.PgCode(err) == pgerr.CodeObjectInUse:
 		return nil, fmt.Errorf("replication origin %s is in use: another pgjet verify --repair of source %s runs on this database; wait for it", name, source)
 	default:
 		return nil, fmt.Errorf("set up replication origin %s: %w", name, err)
@@ -78,10 +80,10 @@ func (r *Repairer) Stamp(ctx context.Context, tx pgx.Tx, lsn string, at time.Tim
 }
 
 // Record records the rows repair transaction tx changed
-// (schema.RepairedTable) in pgjet.conflicts.
+// (verify.RepairedTable) in pgjet.conflicts.
 func (r *Repairer) Record(ctx context.Context, tx pgx.Tx, lsn string, at time.Time) error {
 	_, err := tx.Exec(ctx, `INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, key, local_row, remote_row, decision, remote_origin, remote_commit_time)
-		SELECT $1, $2, table_name, $3::pg_lsn, key, old, new, op, $1, $4::timestamptz FROM `+schema.RepairedTable, r.source, KindRepair, lsn, at)
+		SELECT $1, $2, table_name, $3::pg_lsn, key, old, new, op, $1, $4::timestamptz FROM `+verify.RepairedTable, r.source, KindRepair, lsn, at)
 	if err != nil {
 		return fmt.Errorf("record the repaired rows in pgjet.conflicts: %w", err)
 	}

@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/apply/applied"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -49,24 +51,19 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 
 	conn, err := pgx.Connect(ctx, cfg.DB)
 	if err != nil {
-		return schema.ClassifyConnect(cfg.DB, err)
+		return pgerr.ClassifyConnect(cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	// What follows reads pgjet's tables before the restore migrates them.
 	if err := checkSchemaVersion(ctx, conn, cfg.DB); err != nil {
 		return err
 	}
-	var positioned bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgjet.applied') IS NOT NULL`).Scan(&positioned); err != nil {
+	pos, positioned, err := applied.ReadSource(ctx, conn, cfg.Name)
+	if err != nil {
 		return fmt.Errorf("inspect target: %w", err)
 	}
 	if positioned {
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pgjet.applied WHERE source = $1)`, cfg.Name).Scan(&positioned); err != nil {
-			return fmt.Errorf("inspect target: %w", err)
-		}
-	}
-	if positioned {
-		if err := notPastPoint(ctx, conn, o, cfg); err != nil {
+		if err := notPastPoint(pos, o, cfg); err != nil {
 			return err
 		}
 	}
@@ -88,17 +85,17 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 			return err
 		}
 		if n > 0 && !o.Force {
-			return schema.Fatalf(nil, "the target %s holds %d tables and no position of source %s: replay builds an empty database; point --db at an empty one, or pass --force to empty its tables and load the snapshot's rows into them (the schema must match)",
-				schema.Redact(cfg.DB), n, cfg.Name)
+			return pgerr.Fatalf(nil, "the target %s holds %d tables and no position of source %s: replay builds an empty database; point --db at an empty one, or pass --force to empty its tables and load the snapshot's rows into them (the schema must match)",
+				redact.Postgres(cfg.DB), n, cfg.Name)
 		}
 	}
 
 	nc, err := stream.Connect(cfg.NATS, "pgjet replay "+cfg.Name, cfg.NATSOptions, log)
 	if err != nil {
 		if stream.IsPermanent(err) {
-			return schema.Fatalf(nil, "%s", err.Error())
+			return pgerr.Fatalf(nil, "%s", err.Error())
 		}
-		return schema.Fatalf(err, "NATS at %s cannot be reached; check --nats", stream.RedactURL(cfg.NATS))
+		return pgerr.Fatalf(err, "NATS at %s cannot be reached; check --nats", stream.RedactURL(cfg.NATS))
 	}
 	defer nc.Close()
 	js, err := stream.NewJetStream(nc, cfg.Domain)
@@ -107,13 +104,13 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 	}
 	changes, err := js.Stream(ctx, stream.StreamName(cfg.Name))
 	if err != nil {
-		return schema.Fatalf(err, "stream %s not found in this domain: check --name and --domain", stream.StreamName(cfg.Name))
+		return pgerr.Fatalf(err, "stream %s not found in this domain: check --name and --domain", stream.StreamName(cfg.Name))
 	}
 
 	if !positioned {
 		st, err := js.Stream(ctx, stream.SnapshotStreamName(cfg.Name))
 		if err != nil {
-			return schema.Fatalf(err, "stream %s not found in this domain: the source has no snapshots to replay from (pgjet-capture --no-snapshot?); take one with pgjet snapshot",
+			return pgerr.Fatalf(err, "stream %s not found in this domain: the source has no snapshots to replay from (pgjet-capture --no-snapshot?); take one with pgjet snapshot",
 				stream.SnapshotStreamName(cfg.Name))
 		}
 		snaps, err := stream.ListSnapshots(ctx, st, cfg.Name)
@@ -140,14 +137,14 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 			case !rs.rowsOnly || !o.Force:
 				// The restore made the tables, and may not have given
 				// them their keys yet: loading rows only would never.
-				return schema.Fatalf(nil, "an interrupted replay left %s half restored from snapshot %s, which is gone or after the requested point; drop the target's tables and schema pgjet (or use another database) and replay again",
-					schema.Redact(cfg.DB), rs.snapshot)
+				return pgerr.Fatalf(nil, "an interrupted replay left %s half restored from snapshot %s, which is gone or after the requested point; drop the target's tables and schema pgjet (or use another database) and replay again",
+					redact.Postgres(cfg.DB), rs.snapshot)
 			}
 		}
 		if ro.Snapshot == "" {
 			i := newestComplete(snaps, fits)
 			if i < 0 {
-				return schema.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
+				return pgerr.Fatalf(nil, "no complete snapshot of source %s was taken before the requested point (%d snapshots kept); choose a later point, or keep more snapshots (pgjet-capture --snapshot-keep)",
 					cfg.Name, len(snaps))
 			}
 			man := snaps[i].Manifest
@@ -183,26 +180,18 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 // replay's point: a replay only rolls a database forward, so it would
 // stop at once and leave the database past the point. A position a
 // restore left has no commit time; its LSN still tells.
-func notPastPoint(ctx context.Context, conn *pgx.Conn, o ReplayOptions, cfg Config) error {
+func notPastPoint(pos applied.Position, o ReplayOptions, cfg Config) error {
 	if o.UntilLSN == 0 && o.UntilTime.IsZero() {
 		return nil
 	}
-	var commit string
-	var at *time.Time
-	if err := conn.QueryRow(ctx, `SELECT commit_lsn::text, commit_time FROM pgjet.applied WHERE source = $1`, cfg.Name).Scan(&commit, &at); err != nil {
-		return fmt.Errorf("read the target's position: %w", err)
-	}
-	lsn, err := stream.ParseLSN(commit)
-	if err != nil {
-		return fmt.Errorf("the target's position %q: %w", commit, err)
-	}
+	lsn, at := pos.CommitLSN, pos.CommitTime
 	if o.UntilLSN > 0 && lsn > o.UntilLSN || at != nil && !o.UntilTime.IsZero() && at.After(o.UntilTime) {
 		when := ""
 		if at != nil {
 			when = " (committed " + at.UTC().Format(time.RFC3339Nano) + ")"
 		}
-		return schema.Fatalf(nil, "the target %s holds source %s up to the transaction at LSN %s%s, past the requested point: a replay only rolls a database forward (--force does not take it back); replay into an empty database to reach an earlier point",
-			schema.Redact(cfg.DB), cfg.Name, lsn, when)
+		return pgerr.Fatalf(nil, "the target %s holds source %s up to the transaction at LSN %s%s, past the requested point: a replay only rolls a database forward (--force does not take it back); replay into an empty database to reach an earlier point",
+			redact.Postgres(cfg.DB), cfg.Name, lsn, when)
 	}
 	return nil
 }

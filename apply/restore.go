@@ -18,6 +18,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -152,7 +154,7 @@ func (s *session) maybeRestore(ctx context.Context, js jetstream.JetStream, chan
 
 // snapshotGone is the error of a restore whose snapshot was removed.
 func snapshotGone(id, source string) error {
-	return schema.Fatalf(nil, "the snapshot %s this target was being restored from is gone from stream %s (removed by --snapshot-keep, or replaced after the source's schema changed); empty the target (drop its tables and schema pgjet) and start pgjet-apply again to restore the newest one",
+	return pgerr.Fatalf(nil, "the snapshot %s this target was being restored from is gone from stream %s (removed by --snapshot-keep, or replaced after the source's schema changed); empty the target (drop its tables and schema pgjet) and start pgjet-apply again to restore the newest one",
 		id, stream.SnapshotStreamName(source))
 }
 
@@ -162,7 +164,7 @@ func readRestore(ctx context.Context, conn *pgx.Conn, source string) (*restoreSt
 	// rows_only through to_jsonb: a restore table of an older pgjet lacks it.
 	err := conn.QueryRow(ctx, "SELECT snapshot, stream_seq, done, coalesce((to_jsonb(r)->>'rows_only')::boolean, false) FROM pgjet.restore r WHERE source = $1", source).
 		Scan(&rs.snapshot, &seq, &rs.done, &rs.rowsOnly)
-	if errors.Is(err, pgx.ErrNoRows) || schema.PgCode(err) == schema.CodeUndefinedTable { // Restore creates the table
+	if errors.Is(err, pgx.ErrNoRows) || pgerr.PgCode(err) == pgerr.CodeUndefinedTable { // Restore creates the table
 		return nil, nil
 	}
 	if err != nil {
@@ -285,18 +287,18 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 	}
 	conn, err := pgx.Connect(ctx, o.DB)
 	if err != nil {
-		return schema.ClassifyConnect(o.DB, err)
+		return pgerr.ClassifyConnect(o.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		switch {
-		case schema.PgCode(err) != schema.CodeInsufficientPriv:
+		case pgerr.PgCode(err) != pgerr.CodeInsufficientPriv:
 			return fmt.Errorf("set session_replication_role: %w", err)
 		case o.SchemaExists:
 			// Rows go into tables in name order, whose foreign keys and
 			// triggers are in place: a child's rows before its parent's.
-			return schema.Fatalf(err, "loading the snapshot's rows into the existing tables of %s (replay --force) needs session_replication_role = replica, so that their foreign keys and triggers do not fire on the restored rows, and the role may not set it; run as a superuser, or GRANT SET ON PARAMETER session_replication_role TO the role",
-				schema.Redact(o.DB))
+			return pgerr.Fatalf(err, "loading the snapshot's rows into the existing tables of %s (replay --force) needs session_replication_role = replica, so that their foreign keys and triggers do not fire on the restored rows, and the role may not set it; run as a superuser, or GRANT SET ON PARAMETER session_replication_role TO the role",
+				redact.Postgres(o.DB))
 		default:
 			// Foreign keys and triggers come with the post-data section,
 			// after the rows: replica role only spares triggers made by
@@ -318,7 +320,7 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		if err != nil {
 			return err
 		}
-		if _, err := takeOrigin(ctx, conn, origin); schema.PgCode(err) == schema.CodeInsufficientPriv {
+		if _, err := takeOrigin(ctx, conn, origin); pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
 			// The applier that follows says what this means, once.
 			o.Log.Debug().Err(err).Str("origin", origin).Msg("restoring without a replication origin")
 			o.UnderOrigin = false
@@ -327,8 +329,8 @@ func Restore(ctx context.Context, o RestoreOptions) error {
 		}
 	}
 	if err := migrate(ctx, conn, o.DB); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "the role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", schema.Redact(o.DB))
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return pgerr.Fatalf(err, "the role may not create schema pgjet on %s; GRANT CREATE ON DATABASE to it (deploy/postgres/roles.sql)", redact.Postgres(o.DB))
 		}
 		return err
 	}
@@ -466,7 +468,7 @@ func (r *restorer) loadTables(ctx context.Context) error {
 }
 
 func (r *restorer) bad(seq uint64, err error) error {
-	return schema.Fatalf(err, "snapshot %s: message at stream %s sequence %d is damaged; take a new snapshot (pgjet snapshot) and restore again",
+	return pgerr.Fatalf(err, "snapshot %s: message at stream %s sequence %d is damaged; take a new snapshot (pgjet snapshot) and restore again",
 		r.o.Snapshot, stream.SnapshotStreamName(r.o.Source), seq)
 }
 
@@ -498,7 +500,7 @@ func (r *restorer) handle(ctx context.Context, m jetstream.Msg, md *jetstream.Ms
 			return false, r.bad(seq, err)
 		}
 		if r.man.Version > stream.SnapshotVersion {
-			return false, schema.Fatalf(nil, "snapshot %s has format version %d; this pgjet-apply reads up to %d: upgrade pgjet-apply", r.o.Snapshot, r.man.Version, stream.SnapshotVersion)
+			return false, pgerr.Fatalf(nil, "snapshot %s has format version %d; this pgjet-apply reads up to %d: upgrade pgjet-apply", r.o.Snapshot, r.man.Version, stream.SnapshotVersion)
 		}
 		if err := r.checkRoles(ctx); err != nil {
 			return false, err
@@ -606,14 +608,14 @@ func (r *restorer) emptyTables(ctx context.Context, seq uint64) error {
 		if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == codeFeatureNotSupported {
-				return schema.Fatalf(err, "cannot empty the snapshot's tables on %s: a table the snapshot does not hold references one of them (%s); drop that foreign key, or empty that table too, and replay again",
-					schema.Redact(r.o.DB), pe.Detail)
+				return pgerr.Fatalf(err, "cannot empty the snapshot's tables on %s: a table the snapshot does not hold references one of them (%s); drop that foreign key, or empty that table too, and replay again",
+					redact.Postgres(r.o.DB), pe.Detail)
 			}
-			if schema.IsRetryable(err) {
+			if pgerr.IsRetryable(err) {
 				return fmt.Errorf("empty the snapshot's tables: %w", err)
 			}
-			return schema.Fatalf(err, "cannot empty the snapshot's tables on %s; --force loads the snapshot's rows into tables of the same names and columns: make the target's schema the source's (or replay into an empty database)",
-				schema.Redact(r.o.DB))
+			return pgerr.Fatalf(err, "cannot empty the snapshot's tables on %s; --force loads the snapshot's rows into tables of the same names and columns: make the target's schema the source's (or replay into an empty database)",
+				redact.Postgres(r.o.DB))
 		}
 	}
 	r.seq = seq
@@ -672,8 +674,8 @@ func (r *restorer) checkRoles(ctx context.Context) error {
 		return err
 	}
 	if msg := rc.Problem(); msg != "" {
-		return schema.Fatalf(nil, "snapshot %s of source %s cannot be restored into %s with the source's owners and privileges: %s; or pass --no-owners to restore without them",
-			r.o.Snapshot, r.o.Source, schema.Redact(r.o.DB), msg)
+		return pgerr.Fatalf(nil, "snapshot %s of source %s cannot be restored into %s with the source's owners and privileges: %s; or pass --no-owners to restore without them",
+			r.o.Snapshot, r.o.Source, redact.Postgres(r.o.DB), msg)
 	}
 	return nil
 }
@@ -806,8 +808,8 @@ func (r *restorer) runScript(ctx context.Context) error {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	// Simple protocol: the script is many statements.
 	if _, err := r.conn.PgConn().Exec(ctx, script).ReadAll(); err != nil {
-		return schema.Fatalf(err, "the %s schema of snapshot %s failed on the target %s (a missing extension or role?); fix the target (or create the schema by hand and run pgjet-apply --skip-snapshot)",
-			r.section, r.o.Snapshot, schema.Redact(r.o.DB))
+		return pgerr.Fatalf(err, "the %s schema of snapshot %s failed on the target %s (a missing extension or role?); fix the target (or create the schema by hand and run pgjet-apply --skip-snapshot)",
+			r.section, r.o.Snapshot, redact.Postgres(r.o.DB))
 	}
 	// pg_dump's script empties search_path for the session.
 	if _, err := r.conn.Exec(ctx, "SELECT set_config('search_path', '\"$user\", public', false)"); err != nil {
@@ -1001,11 +1003,11 @@ func (r *restorer) commit(ctx context.Context) error {
 }
 
 func (r *restorer) tableError(err error, t stream.SnapshotTable) error {
-	if schema.IsRetryable(err) {
+	if pgerr.IsRetryable(err) {
 		return fmt.Errorf("restore %s: %w", t.Key(), err)
 	}
-	return schema.Fatalf(err, "restoring table %s of snapshot %s into %s failed; the target must hold the snapshot's schema (an empty database gets it from the snapshot)",
-		pgx.Identifier{t.Schema, t.Name}.Sanitize(), r.o.Snapshot, schema.Redact(r.o.DB))
+	return pgerr.Fatalf(err, "restoring table %s of snapshot %s into %s failed; the target must hold the snapshot's schema (an empty database gets it from the snapshot)",
+		pgx.Identifier{t.Schema, t.Name}.Sanitize(), r.o.Snapshot, redact.Postgres(r.o.DB))
 }
 
 // finish records where the change stream takes over: transactions that
@@ -1029,7 +1031,7 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 			return natsError{err}
 		}
 		if info.State.FirstSeq > start {
-			return schema.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (it starts at sequence %d, the snapshot needs it from %d): take a new snapshot (pgjet snapshot) and restore again",
+			return pgerr.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (it starts at sequence %d, the snapshot needs it from %d): take a new snapshot (pgjet snapshot) and restore again",
 				r.o.Snapshot, man.LSN, info.Config.Name, info.State.FirstSeq, start)
 		}
 	} else if r.o.ChangeStream != nil {
@@ -1048,7 +1050,7 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 				// chunks were removed: the changes between are gone.
 				if envs, derr := stream.DecodeMessage(m.Data); derr == nil && len(envs) > 0 &&
 					(envs[0].CommitLSN > man.LSN || envs[0].Kind == stream.KindTxn && !envs[0].First()) {
-					return schema.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (LSN %s): take a new snapshot (pgjet snapshot) and restore again",
+					return pgerr.Fatalf(nil, "snapshot %s (LSN %s) is older than the oldest change the stream %s keeps (LSN %s): take a new snapshot (pgjet snapshot) and restore again",
 						r.o.Snapshot, man.LSN, info.Config.Name, envs[0].CommitLSN)
 				}
 			}

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -85,10 +85,10 @@ func (s *session) resync(ctx context.Context, env *stream.Envelope, ch *stream.C
 	t := man.Tables[0]
 	ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
 	fail := func(err error) error {
-		if schema.IsRetryable(err) {
+		if pgerr.IsRetryable(err) {
 			return fmt.Errorf("re-copy %s from resync %s: %w", ident, mk.ID, err)
 		}
-		return schema.Fatalf(err, "re-copying %s from resync %s (marker at LSN %s, stream seq %d) failed on the target; make the table match the source's and restart pgjet-apply",
+		return pgerr.Fatalf(err, "re-copying %s from resync %s (marker at LSN %s, stream seq %d) failed on the target; make the table match the source's and restart pgjet-apply",
 			ident, mk.ID, env.CommitLSN, seq)
 	}
 	// DELETE, not TRUNCATE: other tables' foreign keys may reference it
@@ -101,7 +101,7 @@ func (s *session) resync(ctx context.Context, env *stream.Envelope, ch *stream.C
 		return fail(err)
 	}
 	if n != t.Rows {
-		return schema.Fatalf(nil, "resync %s holds %d rows of %s where its end message says %d: the copy is damaged; run pgjet resync --table %s again",
+		return pgerr.Fatalf(nil, "resync %s holds %d rows of %s where its end message says %d: the copy is damaged; run pgjet resync --table %s again",
 			mk.ID, n, ident, t.Rows, key)
 	}
 	if _, err := s.pg.ExecParams(ctx, `INSERT INTO pgjet.snapshot_tables (source, schema_name, table_name, lsn) VALUES ($1, $2, $3, $4::pg_lsn)

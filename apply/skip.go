@@ -24,7 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -237,5 +237,5 @@ func entryOf(data []byte, lsn stream.LSN) ([]byte, error) {
 			return e, nil
 		}
 	}
-	return nil, schema.Fatalf(nil, "transaction %s is not in the batch message that carried it; the stream is damaged", lsn)
+	return nil, pgerr.Fatalf(nil, "transaction %s is not in the batch message that carried it; the stream is damaged", lsn)
 }

@@ -21,7 +21,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -116,7 +117,7 @@ func (c *Capture) Run(ctx context.Context) error {
 		if err == nil {
 			continue
 		}
-		if schema.IsFatal(err) || !schema.IsRetryable(err) && !isNATSRetryable(err) {
+		if pgerr.IsFatal(err) || !pgerr.IsRetryable(err) && !isNATSRetryable(err) {
 			c.undoStart(ctx)
 			return err
 		}
@@ -150,7 +151,7 @@ func (c *Capture) snapshots(ctx context.Context) error {
 	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture snapshot "+c.cfg.Name, c.cfg.NATSOptions, c.log)
 	if err != nil {
 		if stream.IsPermanent(err) {
-			return schema.Fatalf(nil, "%s", err.Error())
+			return pgerr.Fatalf(nil, "%s", err.Error())
 		}
 		// The session reports NATS trouble; retry with it.
 		for err != nil {
@@ -165,7 +166,7 @@ func (c *Capture) snapshots(ctx context.Context) error {
 	defer nc.Close()
 	js, err := stream.NewJetStream(nc, "")
 	if err != nil {
-		return schema.Fatalf(err, "JetStream: %v", err)
+		return pgerr.Fatalf(err, "JetStream: %v", err)
 	}
 	take := func() error {
 		backoff := time.Second
@@ -174,7 +175,7 @@ func (c *Capture) snapshots(ctx context.Context) error {
 			if err == nil || ctx.Err() != nil {
 				return nil
 			}
-			if schema.IsFatal(err) {
+			if pgerr.IsFatal(err) {
 				return err
 			}
 			c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("snapshot interrupted, resuming")
@@ -242,7 +243,7 @@ type natsError struct{ err error }
 func (e natsError) Error() string   { return e.err.Error() }
 func (e natsError) Unwrap() []error { return []error{e.err, errNATS} }
 func wrapNATS(err error) error      { return natsError{err} }
-func (c *Capture) where() string    { return schema.Redact(c.cfg.DB) }
+func (c *Capture) where() string    { return redact.Postgres(c.cfg.DB) }
 func quoteLiteral(s string) string  { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 func quoteIdent(s string) string    { return pgx.Identifier{s}.Sanitize() }
 func qualified(schemaName, name string) string {
@@ -279,7 +280,7 @@ func (c *Capture) session(ctx context.Context) error {
 
 	nc, err := stream.Connect(c.cfg.NATS, "pgjet-capture "+c.cfg.Name, c.cfg.NATSOptions, c.log)
 	if stream.IsPermanent(err) {
-		return schema.Fatalf(nil, "%s", err.Error())
+		return pgerr.Fatalf(nil, "%s", err.Error())
 	}
 	if err != nil {
 		return wrapNATS(err)
@@ -299,17 +300,17 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	st, err := stream.EnsureStream(ctx, js, c.cfg.Name, c.cfg.Stream)
 	if stream.JetStreamMissing(js, err) {
-		return schema.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.ConnectedURL(nc))
+		return pgerr.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.ConnectedURL(nc))
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return schema.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js (or jetstream {} in its config)", stream.ConnectedURL(nc))
+			return pgerr.Fatalf(err, "JetStream is not enabled on %s: start nats-server with -js (or jetstream {} in its config)", stream.ConnectedURL(nc))
 		}
 		return wrapNATS(err)
 	}
 	tail, err := streamTail(ctx, st, c.cfg.Name)
 	if err != nil {
-		if schema.IsFatal(err) {
+		if pgerr.IsFatal(err) {
 			return err
 		}
 		return wrapNATS(err)
@@ -321,7 +322,7 @@ func (c *Capture) session(ctx context.Context) error {
 
 	repl, err := connectReplication(ctx, c.cfg.DB, "pgjet-capture")
 	if err != nil {
-		return schema.ClassifyConnect(c.cfg.DB, err)
+		return pgerr.ClassifyConnect(c.cfg.DB, err)
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 
@@ -357,7 +358,7 @@ func (c *Capture) session(ctx context.Context) error {
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(publicationNames(c.pubs)), "messages 'true'"},
 	})
 	if err != nil {
-		if schema.PgCode(err) == schema.CodeObjectInUse {
+		if pgerr.PgCode(err) == pgerr.CodeObjectInUse {
 			return fmt.Errorf("slot %q is in use by another process (another pgjet-capture?): %w", c.cfg.Slot, err)
 		}
 		return fmt.Errorf("start replication on slot %q: %w", c.cfg.Slot, err)
@@ -478,17 +479,17 @@ func replicationURL(db string) string {
 func (c *Capture) connectPool(ctx context.Context) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(c.cfg.DB)
 	if err != nil {
-		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(c.cfg.DB, err)
 	}
 	pcfg.MaxConns = 3
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "pgjet-capture"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(c.cfg.DB, err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(c.cfg.DB, err)
 	}
 	return pool, nil
 }
@@ -542,7 +543,7 @@ func checkWALLevel(ctx context.Context, q queryRower, where string) error {
 		return fmt.Errorf("read wal_level: %w", err)
 	}
 	if walLevel != "logical" {
-		return schema.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, where)
+		return pgerr.Fatalf(nil, "wal_level is %s on %s; set wal_level = logical in postgresql.conf and restart Postgres", walLevel, where)
 	}
 	return nil
 }
@@ -556,7 +557,7 @@ func checkReplication(ctx context.Context, q queryRower, where string) (string, 
 		return "", fmt.Errorf("read role attributes: %w", err)
 	}
 	if !canReplicate {
-		return role, schema.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, where, quoteIdent(role))
+		return role, pgerr.Fatalf(nil, "role %q lacks the REPLICATION attribute on %s; run ALTER ROLE %s REPLICATION as a superuser", role, where, quoteIdent(role))
 	}
 	return role, nil
 }
@@ -574,7 +575,7 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 		if tail.pos != 0 {
 			// A new slot starts at the WAL's end: whatever the source
 			// committed since the stream's tail would be lost.
-			return 0, schema.Fatalf(nil, "slot %q is missing on %s, but stream %s holds its changes up to LSN %s (the slot was dropped, invalidated, or the source failed over): what the source committed since is not in the stream: %s",
+			return 0, pgerr.Fatalf(nil, "slot %q is missing on %s, but stream %s holds its changes up to LSN %s (the slot was dropped, invalidated, or the source failed over): what the source committed since is not in the stream: %s",
 				c.cfg.Slot, c.where(), stream.StreamName(c.cfg.Name), tail.pos, newStreamRemedy(c.cfg.Name))
 		}
 		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
@@ -594,17 +595,17 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 		return 0, fmt.Errorf("look up slot %q: %w", c.cfg.Slot, err)
 	}
 	if plugin != "pgoutput" {
-		return 0, schema.Fatalf(nil, "slot %q uses plugin %s, not pgoutput; drop it or choose another --slot", c.cfg.Slot, plugin)
+		return 0, pgerr.Fatalf(nil, "slot %q uses plugin %s, not pgoutput; drop it or choose another --slot", c.cfg.Slot, plugin)
 	}
 	var current string
 	if err := pool.QueryRow(ctx, "SELECT current_database()").Scan(&current); err != nil {
 		return 0, err
 	}
 	if db != current {
-		return 0, schema.Fatalf(nil, "slot %q belongs to database %s, not %s; choose another --slot", c.cfg.Slot, db, current)
+		return 0, pgerr.Fatalf(nil, "slot %q belongs to database %s, not %s; choose another --slot", c.cfg.Slot, db, current)
 	}
 	if confirmed == nil {
-		return 0, schema.Fatalf(nil, "slot %q has no confirmed position (invalidated?); drop it and restart capture", c.cfg.Slot)
+		return 0, pgerr.Fatalf(nil, "slot %q has no confirmed position (invalidated?); drop it and restart capture", c.cfg.Slot)
 	}
 	lsn, err := stream.ParseLSN(*confirmed)
 	if err != nil {
@@ -615,7 +616,7 @@ func (c *Capture) ensureSlot(ctx context.Context, pool *pgxpool.Pool, repl *pgco
 	// means JetStream lost messages after acknowledging them. Messages of
 	// older pgjet versions (no source header) did not keep that rule.
 	if tail.id.system != "" && lsn > tail.pos {
-		return 0, schema.Fatalf(nil, "slot %q confirms LSN %s, but stream %s ends at %s: the stream lost acknowledged messages (a nats-server crash without jetstream { sync_interval: always }, or messages deleted); they cannot be read again: %s",
+		return 0, pgerr.Fatalf(nil, "slot %q confirms LSN %s, but stream %s ends at %s: the stream lost acknowledged messages (a nats-server crash without jetstream { sync_interval: always }, or messages deleted); they cannot be read again: %s",
 			c.cfg.Slot, lsn, stream.StreamName(c.cfg.Name), tail.pos, newStreamRemedy(c.cfg.Name))
 	}
 	return lsn, nil
@@ -678,7 +679,7 @@ func streamTail(ctx context.Context, st jetstream.Stream, source string) (tailIn
 		}
 		if err != nil {
 			if t.foreign++; t.foreign > maxForeignTail {
-				return tailInfo{}, schema.Fatalf(err, "the last %d messages of stream %s (up to seq %d) are not pgjet envelopes; the stream holds foreign data: use another --name", t.foreign, info.Config.Name, info.State.LastSeq)
+				return tailInfo{}, pgerr.Fatalf(err, "the last %d messages of stream %s (up to seq %d) are not pgjet envelopes; the stream holds foreign data: use another --name", t.foreign, info.Config.Name, info.State.LastSeq)
 			}
 			continue
 		}

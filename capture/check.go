@@ -12,7 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -50,8 +51,8 @@ func Check(ctx context.Context, cfg Config) []stream.CheckResult {
 func checkPostgres(ctx context.Context, cfg Config) []stream.CheckResult {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	where := schema.Redact(cfg.DB)
-	conn, ok, err := schema.CheckConnect(ctx, cfg.DB)
+	where := redact.Postgres(cfg.DB)
+	conn, ok, err := pgerr.CheckConnect(ctx, cfg.DB)
 	res := []stream.CheckResult{stream.Result("postgres connection", err, ok)}
 	if err != nil {
 		return res
@@ -76,11 +77,11 @@ func checkPostgres(ctx context.Context, cfg Config) []stream.CheckResult {
 // through: pg_hba.conf may allow plain connections and not this one.
 func checkReplicationConn(ctx context.Context, db, where string) stream.CheckResult {
 	repl, err := pgconn.Connect(ctx, replicationURL(db))
-	if schema.PgCode(err) == schema.CodeInsufficientPriv {
+	if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
 		return stream.Fail("replication connection", "Postgres at %s refuses this role a walsender: it needs the REPLICATION attribute (see above)", where)
 	}
 	if err != nil {
-		return stream.Fail("replication connection", "%v; allow this role's connections to the database in pg_hba.conf (a logical walsender matches the database name, not the replication keyword) and check max_wal_senders", schema.ClassifyConnect(db, err))
+		return stream.Fail("replication connection", "%v; allow this role's connections to the database in pg_hba.conf (a logical walsender matches the database name, not the replication keyword) and check max_wal_senders", pgerr.ClassifyConnect(db, err))
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 	sys, err := pglogrepl.IdentifySystem(ctx, repl)

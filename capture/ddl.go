@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -41,7 +42,7 @@ func (c *Capture) ensureDDLCapture(ctx context.Context, pool *pgxpool.Pool) erro
 		(SELECT count(*) FROM pg_event_trigger WHERE evtname = ANY($3) AND evtenabled <> 'D')
 		FROM unnest($1::text[], $2::text[]) f(name, body) LEFT JOIN pg_proc p ON p.oid = to_regprocedure(f.name)`,
 		names, bodies, schema.DDLTriggers).Scan(&current, &some, &triggers)
-	if schema.PgCode(err) == schema.CodeInsufficientPriv {
+	if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
 		c.log.Warn().Err(err).Msg("DDL capture is off: this role may not use schema pgjet on the source; GRANT USAGE ON SCHEMA pgjet to it (deploy/postgres/roles.sql) or run with --ddl=false")
 		return nil
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // TestDumpEnv: the client key's pass phrase reaches pg_dump through a
@@ -34,11 +34,11 @@ func TestDumpEnv(t *testing.T) {
 	}
 	for _, bad := range []string{strings.Repeat("p", 1001), "ends%20", "line%0Abreak"} {
 		_, _, err := dumpEnv("", "postgres://u@h/d?sslpassword="+bad)
-		if !schema.IsFatal(err) {
+		if !pgerr.IsFatal(err) {
 			t.Errorf("sslpassword %.20q: %v, want a fatal error", bad, err)
 		}
 	}
-	if _, _, err := dumpEnv("", "host=h service=app sslpassword=x"); !schema.IsFatal(err) {
+	if _, _, err := dumpEnv("", "host=h service=app sslpassword=x"); !pgerr.IsFatal(err) {
 		t.Errorf("a service with an sslpassword: %v, want a fatal error", err)
 	}
 }

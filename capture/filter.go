@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -136,7 +137,7 @@ func (f *filter) columnMask(rel *stream.Relation) ([]int, error) {
 			if rel.Identity == stream.IdentityFull {
 				why = "identifies rows: the table has REPLICA IDENTITY FULL, which makes every column part of the key"
 			}
-			return nil, schema.Fatalf(nil, "--exclude-columns: column %s.%s.%s %s; replicas find rows by it, so it cannot be excluded: remove it from --exclude-columns",
+			return nil, pgerr.Fatalf(nil, "--exclude-columns: column %s.%s.%s %s; replicas find rows by it, so it cannot be excluded: remove it from --exclude-columns",
 				rel.Schema, rel.Name, c.Name, why)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -59,11 +60,11 @@ func TestFilter_ColumnMask(t *testing.T) {
 		t.Errorf("columnMask without a match = %v, %v; want nil, nil", keep, err)
 	}
 	_, err = newFilter(&Config{ExcludeColumns: []string{"public.users.id"}}).columnMask(rel)
-	if !schema.IsFatal(err) || !strings.Contains(err.Error(), "public.users.id") {
+	if !pgerr.IsFatal(err) || !strings.Contains(err.Error(), "public.users.id") {
 		t.Errorf("excluding a key column: err = %v, want a fatal error naming it", err)
 	}
 	full := &stream.Relation{Schema: "public", Name: "log", Identity: stream.IdentityFull, Columns: []stream.Column{{Name: "a", Key: true}, {Name: "ssn", Key: true}}}
-	if _, err := f.columnMask(full); !schema.IsFatal(err) || !strings.Contains(err.Error(), "FULL") {
+	if _, err := f.columnMask(full); !pgerr.IsFatal(err) || !strings.Contains(err.Error(), "FULL") {
 		t.Errorf("excluding a column of an identity FULL table: err = %v, want a fatal error about FULL", err)
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -277,10 +278,10 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 		// Decoding resolves publication_names in the catalog as of each
 		// change: one made after the slot's position stops it for good
 		// ("publication does not exist").
-		return nil, schema.Fatalf(nil, "--keyless inserts-only needs publication %s, which an earlier pgjet did not make; Postgres 15 cannot decode a publication made after the slot's position, so it can only be made with the slot: choose identity-full or exclude for %s, or start the source again (pgjet drop source, then pgjet-capture)",
+		return nil, pgerr.Fatalf(nil, "--keyless inserts-only needs publication %s, which an earlier pgjet did not make; Postgres 15 cannot decode a publication made after the slot's position, so it can only be made with the slot: choose identity-full or exclude for %s, or start the source again (pgjet drop source, then pgjet-capture)",
 			ins, strings.Join(roots(plan.inserts), ", "))
 	case len(plan.unresolved) > 0 && !st.exists:
-		return nil, schema.Fatalf(nil, "%s", keylessLine(pub, plan.unresolved))
+		return nil, pgerr.Fatalf(nil, "%s", keylessLine(pub, plan.unresolved))
 	case len(plan.unresolved) > 0:
 		// The publication breaks them already, with capture running or
 		// not: stopping would only stop replication.
@@ -315,7 +316,7 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 		case err == nil:
 			st.inserts = true
 			c.made.add(func(s *madeSet) { s.inserts = true })
-		case schema.PgCode(err) == schema.CodeInsufficientPriv && len(plan.inserts) == 0 && c.cfg.Keyless != KeylessInsertsOnly:
+		case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv && len(plan.inserts) == 0 && c.cfg.Keyless != KeylessInsertsOnly:
 			c.log.Info().Err(err).Str("publication", ins).Msg("no publication of inserts only: this role may not make one, so --keyless inserts-only will need the slot made again")
 		default:
 			return nil, c.publicationError(err, role, st, plan)
@@ -336,7 +337,7 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 		made = target
 	case !st.exists || st.allTables && wantList:
 		if st.schemas {
-			return nil, schema.Fatalf(nil, "publication %s publishes schemas, so tables %s cannot be left out of it nor published inserts only; remove them from it by hand, or choose --keyless identity-full", pub, strings.Join(left, ", "))
+			return nil, pgerr.Fatalf(nil, "publication %s publishes schemas, so tables %s cannot be left out of it nor published inserts only; remove them from it by hand, or choose --keyless identity-full", pub, strings.Join(left, ", "))
 		}
 		list, err := c.listTables(ctx, pool, left)
 		if err != nil {
@@ -385,7 +386,7 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 	if comment := schema.KeylessComment(c.cfg.Keyless, newTables, ins); comment != st.comment {
 		err := c.runOwn(ctx, pool, []string{"COMMENT ON PUBLICATION " + quoteIdent(pub) + " IS " + quoteLiteral(comment)})
 		switch {
-		case schema.PgCode(err) == schema.CodeInsufficientPriv:
+		case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv:
 			c.log.Info().Str("publication", pub).Msg("publication not marked as pgjet's (the role does not own it): pgjet's DDL capture neither warns of nor deals with tables made later without a key")
 		case err != nil:
 			return nil, fmt.Errorf("mark publication %q: %w", pub, err)
@@ -483,8 +484,8 @@ func (c *Capture) runOwn(ctx context.Context, pool *pgxpool.Pool, stmts []string
 // publicationError names what to do when capture may not make or change
 // its publication, or set a table's identity.
 func (c *Capture) publicationError(err error, role string, st pubState, plan keylessPlan) error {
-	switch schema.PgCode(err) {
-	case schema.CodeInsufficientPriv:
+	switch pgerr.PgCode(err) {
+	case pgerr.CodeInsufficientPriv:
 		what := "create publication " + c.cfg.Publication
 		switch {
 		case len(plan.full) > 0:
@@ -492,10 +493,10 @@ func (c *Capture) publicationError(err error, role string, st pubState, plan key
 		case st.exists:
 			what = "change publication " + c.cfg.Publication
 		}
-		return schema.Fatalf(err, "role %q may not %s on %s (%v); run pgjet-capture once as a superuser (or the tables' owner) with the same flags", role, what, c.where(), err)
-	case schema.CodeUndefinedTable:
-		return schema.Fatalf(err, "a table in --tables does not exist on %s; fix --tables", c.where())
-	case schema.CodeDuplicateObject:
+		return pgerr.Fatalf(err, "role %q may not %s on %s (%v); run pgjet-capture once as a superuser (or the tables' owner) with the same flags", role, what, c.where(), err)
+	case pgerr.CodeUndefinedTable:
+		return pgerr.Fatalf(err, "a table in --tables does not exist on %s; fix --tables", c.where())
+	case pgerr.CodeDuplicateObject:
 		return fmt.Errorf("publication %q was created concurrently: %w", c.cfg.Publication, err) // retried
 	}
 	return fmt.Errorf("make publication %q: %w", c.cfg.Publication, err)

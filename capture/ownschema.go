@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -138,8 +139,8 @@ func (c *Capture) guardOwnSchema(ctx context.Context, pool *pgxpool.Pool) error 
 	}
 	sql := r.alterSQL()
 	if _, err := pool.Exec(ctx, sql); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "role %s's search_path (%s) makes its unqualified CREATE TABLE land in schema %s, pgjet's own, which is never replicated, and this role may not change it; run as a superuser: %s (or give the role another name)",
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return pgerr.Fatalf(err, "role %s's search_path (%s) makes its unqualified CREATE TABLE land in schema %s, pgjet's own, which is never replicated, and this role may not change it; run as a superuser: %s (or give the role another name)",
 				schema.Own, r.path, schema.Own, sql)
 		}
 		return fmt.Errorf("set the search_path of role %s: %w", schema.Own, err)

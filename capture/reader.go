@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgjet/pgjet/capture/internal/pgoutput"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -103,7 +104,7 @@ func (r *reader) setLimits() {
 // msgMax: a logical decoding message (pg_logical_emit_message, a schema
 // change), which cannot be cut as rows are.
 func (r *reader) tooLarge(what string, n int) error {
-	return schema.Fatalf(nil, "%s needs a message of %d bytes, more than the %d a message may take (the NATS server's max_payload, or --max-message-bytes, of %d less room for headers, at most 32 MiB, what JetStream stores); a logical decoding message that large (pg_logical_emit_message or a schema change) cannot be cut: raise max_payload in the nats-server configuration, up to 32 MB, and restart pgjet-capture",
+	return pgerr.Fatalf(nil, "%s needs a message of %d bytes, more than the %d a message may take (the NATS server's max_payload, or --max-message-bytes, of %d less room for headers, at most 32 MiB, what JetStream stores); a logical decoding message that large (pg_logical_emit_message or a schema change) cannot be cut: raise max_payload in the nats-server configuration, up to 32 MB, and restart pgjet-capture",
 		what, n, r.msgMax, r.maxPayload)
 }
 
@@ -728,7 +729,7 @@ func (r *reader) flushPending(ctx context.Context) error {
 	}
 	if len(data) > r.msgMax {
 		// Cannot happen: a batch closes at half a message.
-		return schema.Fatalf(nil, "a batch of %d transactions from LSN %s takes %d bytes, more than the NATS server's max_payload of %d allows; lower --chunk-bytes and restart pgjet-capture",
+		return pgerr.Fatalf(nil, "a batch of %d transactions from LSN %s takes %d bytes, more than the NATS server's max_payload of %d allows; lower --chunk-bytes and restart pgjet-capture",
 			len(r.pending), first.CommitLSN, len(data), r.maxPayload)
 	}
 	end := r.pendingEnd

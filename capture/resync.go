@@ -23,7 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -51,7 +51,7 @@ func (c *Capture) Resync(ctx context.Context, js jetstream.JetStream, table stri
 		return stream.SnapshotManifest{}, err
 	}
 	if len(tables) == 0 {
-		return stream.SnapshotManifest{}, schema.Fatalf(nil, "table %s is not captured by source %s on %s (not in publication %s, or left out by the table filters): give a captured table as schema.name, with the filters pgjet-capture runs with",
+		return stream.SnapshotManifest{}, pgerr.Fatalf(nil, "table %s is not captured by source %s on %s (not in publication %s, or left out by the table filters): give a captured table as schema.name, with the filters pgjet-capture runs with",
 			table, c.cfg.Name, c.where(), c.cfg.Publication)
 	}
 	if err := s.abandonResyncs(ctx, st, tables[0]); err != nil {

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -503,7 +504,7 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 	c := s.c
 	repl, err := connectReplication(ctx, c.cfg.DB, "pgjet-capture snapshot")
 	if err != nil {
-		return nil, schema.ClassifyConnect(c.cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(c.cfg.DB, err)
 	}
 	pt := &snapPoint{repl: repl}
 	ok := false
@@ -524,8 +525,8 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
 	if err != nil {
-		if schema.PgCode(err) == "53400" {
-			return nil, schema.Fatalf(err, "no replication slot is free for the snapshot on %s; raise max_replication_slots (a snapshot needs one temporary slot) or pass --no-snapshot", c.where())
+		if pgerr.PgCode(err) == "53400" {
+			return nil, pgerr.Fatalf(err, "no replication slot is free for the snapshot on %s; raise max_replication_slots (a snapshot needs one temporary slot) or pass --no-snapshot", c.where())
 		}
 		return nil, fmt.Errorf("create temporary slot for the snapshot: %w", err)
 	}
@@ -558,7 +559,7 @@ func (s *snapshotter) open(ctx context.Context) (*snapPoint, error) {
 		return nil, err
 	}
 	if err := s.lock(ctx, pt.lead, pt.tables, false); err != nil {
-		if schema.PgCode(err) == schema.CodeUndefinedTable {
+		if pgerr.PgCode(err) == pgerr.CodeUndefinedTable {
 			return nil, &rewrittenError{what: fmt.Sprintf("a captured table was renamed or dropped (%v)", err), lsn: s.lsn}
 		}
 		return nil, err
@@ -663,8 +664,8 @@ func (s *snapshotter) lock(ctx context.Context, conn *pgx.Conn, tables []*snapTa
 		sql += " NOWAIT"
 	}
 	if _, err := conn.Exec(ctx, sql); err != nil {
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "the snapshot may not lock the captured tables on %s (%v); GRANT SELECT ON them TO the capture role, or exclude them", s.c.where(), err)
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return pgerr.Fatalf(err, "the snapshot may not lock the captured tables on %s (%v); GRANT SELECT ON them TO the capture role, or exclude them", s.c.where(), err)
 		}
 		return fmt.Errorf("lock the snapshot's tables: %w", err)
 	}
@@ -680,7 +681,7 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 	}
 	path, err := exec.LookPath(bin)
 	if err != nil {
-		return nil, schema.Fatalf(nil, "%s not found: the snapshot copies the schema with pg_dump; install the PostgreSQL client (version %s or newer), set --pg-dump, or pass --no-snapshot", bin, "15")
+		return nil, pgerr.Fatalf(nil, "%s not found: the snapshot copies the schema with pg_dump; install the PostgreSQL client (version %s or newer), set --pg-dump, or pass --no-snapshot", bin, "15")
 	}
 	dsn, password := splitPassword(c.cfg.DB)
 	env, service, err := dumpEnv(password, c.cfg.DB)
@@ -708,7 +709,7 @@ func (c *Capture) dumpSchema(ctx context.Context, snap, section string) ([]byte,
 		}
 		msg := strings.TrimSpace(errOut.String())
 		if strings.Contains(msg, "server version mismatch") {
-			return nil, schema.Fatalf(nil, "pg_dump at %s is older than the source server: install the PostgreSQL client of the server's version or newer, set --pg-dump, or pass --no-snapshot (%s)", path, msg)
+			return nil, pgerr.Fatalf(nil, "pg_dump at %s is older than the source server: install the PostgreSQL client of the server's version or newer, set --pg-dump, or pass --no-snapshot (%s)", path, msg)
 		}
 		return nil, fmt.Errorf("pg_dump --schema-only of %s: %v: %s", c.where(), err, redact.Within(msg, c.cfg.DB))
 	}
@@ -752,12 +753,12 @@ func dumpEnv(password, db string) (env []string, service *os.File, err error) {
 		return env, nil, nil
 	}
 	if _, named := redact.Param(db, "service"); named || os.Getenv("PGSERVICE") != "" {
-		return nil, nil, schema.Fatalf(nil, "--db names a service and holds an sslpassword: pg_dump cannot be given both; put the sslpassword in the service's entry of pg_service.conf instead, or pass --no-snapshot")
+		return nil, nil, pgerr.Fatalf(nil, "--db names a service and holds an sslpassword: pg_dump cannot be given both; put the sslpassword in the service's entry of pg_service.conf instead, or pass --no-snapshot")
 	}
 	// libpq reads service file lines of up to 1023 bytes, without their
 	// trailing spaces.
 	if strings.ContainsAny(sslpw, "\r\n") || strings.TrimRight(sslpw, " \t\v\f") != sslpw || len(sslpw) > 1000 {
-		return nil, nil, schema.Fatalf(nil, "the sslpassword of --db is longer than 1000 bytes, ends in spaces or holds a line break, which pg_dump cannot be given; change the client key's pass phrase, or pass --no-snapshot")
+		return nil, nil, pgerr.Fatalf(nil, "the sslpassword of --db is longer than 1000 bytes, ends in spaces or holds a line break, which pg_dump cannot be given; change the client key's pass phrase, or pass --no-snapshot")
 	}
 	content := "[" + dumpService + "]\nsslpassword=" + sslpw + "\n"
 	r, w, err := os.Pipe()
@@ -826,12 +827,12 @@ func (s *snapshotter) connect(ctx context.Context) (*pgx.Conn, error) {
 func (s *snapshotter) dial(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(s.c.cfg.DB)
 	if err != nil {
-		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(s.c.cfg.DB, err)
 	}
 	cfg.RuntimeParams["application_name"] = "pgjet-capture snapshot"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, schema.ClassifyConnect(s.c.cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(s.c.cfg.DB, err)
 	}
 	return conn, nil
 }
@@ -845,7 +846,7 @@ func (s *snapshotter) tables(ctx context.Context, conn *pgx.Conn) ([]*snapTable,
 		return nil, fmt.Errorf("look up publication: %w", err)
 	}
 	if !exists {
-		return nil, schema.Fatalf(nil, "publication %q does not exist on %s: start pgjet-capture --name %s first (it creates it), or name it with --publication",
+		return nil, pgerr.Fatalf(nil, "publication %q does not exist on %s: start pgjet-capture --name %s first (it creates it), or name it with --publication",
 			s.c.cfg.Publication, s.c.where(), s.c.cfg.Name)
 	}
 	// Tables published inserts only (--keyless inserts-only) have rows too.
@@ -939,7 +940,7 @@ func (s *snapshotter) copyTables(ctx context.Context, lead *pgx.Conn, tables []*
 				}
 				defer conn.Close(context.WithoutCancel(gctx))
 				if err := s.lock(gctx, conn, tables, true); err != nil {
-					if schema.PgCode(err) == codeLockNotAvailable {
+					if pgerr.PgCode(err) == codeLockNotAvailable {
 						s.c.log.Info().Str("snapshot", s.id).Int("worker", w).
 							Msg("snapshot worker left out: a schema change waits for the snapshot's locks")
 						return nil
@@ -978,8 +979,8 @@ func (s *snapshotter) copyRange(ctx context.Context, conn *pgx.Conn, task snapTa
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if schema.PgCode(err) == schema.CodeInsufficientPriv {
-			return schema.Fatalf(err, "the snapshot may not read %s on %s; GRANT SELECT ON %s TO the capture role, or exclude the table",
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return pgerr.Fatalf(err, "the snapshot may not read %s on %s; GRANT SELECT ON %s TO the capture role, or exclude the table",
 				qualified(t.Schema, t.Name), s.c.where(), qualified(t.Schema, t.Name))
 		}
 		return fmt.Errorf("copy %s: %w", qualified(t.Schema, t.Name), err)

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -45,11 +45,11 @@ func (c *Capture) checkSource(ctx context.Context, repl *pgconn.PgConn, src sour
 	}
 	name := stream.StreamName(c.cfg.Name)
 	if tail.id.system != "" && tail.id.system != src.system {
-		return schema.Fatalf(nil, "stream %s holds changes of Postgres system %s, but %s is system %s (another cluster: a new initdb, a dump loaded elsewhere, a migration); its transactions below %s would be skipped: %s",
+		return pgerr.Fatalf(nil, "stream %s holds changes of Postgres system %s, but %s is system %s (another cluster: a new initdb, a dump loaded elsewhere, a migration); its transactions below %s would be skipped: %s",
 			name, tail.id.system, c.where(), src.system, tail.pos, newStreamRemedy(c.cfg.Name))
 	}
 	if src.walEnd < tail.pos {
-		return schema.Fatalf(nil, "stream %s holds changes up to LSN %s, but the WAL of %s ends at %s (a restored backup, or a promoted standby that had not received them): the stream's last transactions are not in this source: %s",
+		return pgerr.Fatalf(nil, "stream %s holds changes up to LSN %s, but the WAL of %s ends at %s (a restored backup, or a promoted standby that had not received them): the stream's last transactions are not in this source: %s",
 			name, tail.pos, c.where(), src.walEnd, newStreamRemedy(c.cfg.Name))
 	}
 	if tail.id.timeline == 0 || tail.id.timeline == src.timeline {
@@ -67,7 +67,7 @@ func (c *Capture) checkSource(ctx context.Context, repl *pgconn.PgConn, src sour
 		if end >= 0 {
 			switchedAt = "at " + stream.LSN(end).String()
 		}
-		return schema.Fatalf(nil, "stream %s holds changes of timeline %d up to LSN %s, but %s is on timeline %d, which left timeline %d %s (a failover or point-in-time recovery lost them): %s",
+		return pgerr.Fatalf(nil, "stream %s holds changes of timeline %d up to LSN %s, but %s is on timeline %d, which left timeline %d %s (a failover or point-in-time recovery lost them): %s",
 			name, tail.id.timeline, tail.pos, c.where(), src.timeline, tail.id.timeline, switchedAt, newStreamRemedy(c.cfg.Name))
 	}
 	return nil

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // Role is a role's definition as pgjet roles copies it.
@@ -66,8 +68,8 @@ func ReadRoles(ctx context.Context, conn *pgx.Conn, passwords bool) (*Roles, err
 			rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, coalesce(rolvaliduntil::text, ''), `+pw+`
 		FROM `+from)
 	if err != nil {
-		if PgCode(err) == CodeInsufficientPriv {
-			return nil, Fatalf(err, "--with-passwords reads the password hashes in pg_authid, which only a superuser may read: connect as a superuser, or leave --with-passwords out")
+		if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+			return nil, pgerr.Fatalf(err, "--with-passwords reads the password hashes in pg_authid, which only a superuser may read: connect as a superuser, or leave --with-passwords out")
 		}
 		return nil, fmt.Errorf("read roles: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/capture"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -295,7 +295,7 @@ func (c *benchComponent) stop(log zerolog.Logger) {
 func benchConnect(ctx context.Context, url string) (*pgx.Conn, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", schema.Redact(url), err)
+		return nil, fmt.Errorf("connect to %s: %w", redact.Postgres(url), err)
 	}
 	return conn, nil
 }

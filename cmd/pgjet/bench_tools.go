@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgjet/pgjet/deploy/local"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // benchTools are the Postgres client programs the benchmark runs.
@@ -118,10 +118,10 @@ func (t benchTools) dumpRestore(ctx context.Context, fromURL, toURL string) erro
 	restoreWaitErr := restore.Wait()
 	// psql failing first makes pg_dump die of SIGPIPE; psql's error is the cause.
 	if restoreWaitErr != nil {
-		return fmt.Errorf("psql into %s: %w: %s", schema.Redact(toURL), restoreWaitErr, strings.TrimSpace(restoreErr.String()))
+		return fmt.Errorf("psql into %s: %w: %s", redact.Postgres(toURL), restoreWaitErr, strings.TrimSpace(restoreErr.String()))
 	}
 	if dumpWaitErr != nil {
-		return fmt.Errorf("pg_dump from %s: %w: %s", schema.Redact(fromURL), dumpWaitErr, strings.TrimSpace(dumpErr.String()))
+		return fmt.Errorf("pg_dump from %s: %w: %s", redact.Postgres(fromURL), dumpWaitErr, strings.TrimSpace(dumpErr.String()))
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/cmd/internal/status"
 	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -453,7 +454,7 @@ func (d *demo) status(ctx context.Context, mon *pgx.Conn, elapsed time.Duration)
 		applied := stream.LSN(st.SourceLSN.Load())
 		lagBytes, lagTime := "-", "-"
 		if applied > 0 && cur > 0 {
-			lagBytes = humanBytes(max(int64(cur)-int64(applied), 0))
+			lagBytes = status.HumanBytes(max(int64(cur)-int64(applied), 0))
 		}
 		if st.SourceTime.Load() != 0 {
 			lagTime = fmt.Sprintf("%.1fs", st.Lag().Seconds())
@@ -715,21 +716,4 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// humanBytes renders a byte count with a binary unit.
-func humanBytes(n int64) string {
-	if n < 0 {
-		n = 0
-	}
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

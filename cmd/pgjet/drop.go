@@ -26,6 +26,8 @@ import (
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -107,7 +109,7 @@ func (f *dropFlags) validate(needNATS bool) error {
 func (f *dropFlags) connect(ctx context.Context, client string) (*pgx.Conn, jetstream.JetStream, func(), error) {
 	conn, err := pgx.Connect(ctx, f.db)
 	if err != nil {
-		return nil, nil, nil, schema.ClassifyConnect(f.db, err)
+		return nil, nil, nil, pgerr.ClassifyConnect(f.db, err)
 	}
 	// What drop removes is no schema change to replicate.
 	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config($1, 'off', false)", schema.DDLOffSetting); err != nil {
@@ -207,7 +209,7 @@ func runDropSource(args []string) int {
 		return fail("pgjet drop source", err)
 	}
 	if log.removed == 0 {
-		fmt.Printf("nothing left to remove of source %s on %s\n", f.name, schema.Redact(f.db))
+		fmt.Printf("nothing left to remove of source %s on %s\n", f.name, redact.Postgres(f.db))
 	}
 	return 0
 }
@@ -283,7 +285,7 @@ func (d *sourceDrop) checkStream(ctx context.Context, name string) error {
 // dropSlot drops capture's slot; one a client streams from only with
 // --force, which ends the client's connection first.
 func (d *sourceDrop) dropSlot(ctx context.Context) error {
-	where := schema.Redact(d.f.db)
+	where := redact.Postgres(d.f.db)
 	// A walsender outlives its client by a moment: a capture that just
 	// stopped may still show as streaming.
 	settled := time.Now().Add(dropSettle)
@@ -315,7 +317,7 @@ func (d *sourceDrop) dropSlot(ctx context.Context) error {
 				d.log.remove("slot %s (the WAL it held is released)", d.slot)
 				return nil
 			}
-			if schema.PgCode(err) != schema.CodeObjectInUse && schema.PgCode(err) != codeUndefinedObject {
+			if pgerr.PgCode(err) != pgerr.CodeObjectInUse && pgerr.PgCode(err) != codeUndefinedObject {
 				return dropError(err, "slot "+d.slot)
 			}
 		}
@@ -525,7 +527,7 @@ func (d *regionDrop) checkApplier(ctx context.Context) (recorded bool, err error
 	case err != nil || r == nil:
 		return false, err
 	case r.region != d.region:
-		return true, fmt.Errorf("the applier of source %s into %s is region %s's (pgjet.applier_state), not %s's: check --region", d.f.name, schema.Redact(d.f.db), r.region, d.region)
+		return true, fmt.Errorf("the applier of source %s into %s is region %s's (pgjet.applier_state), not %s's: check --region", d.f.name, redact.Postgres(d.f.db), r.region, d.region)
 	case r.runs():
 		return true, fmt.Errorf("the applier of source %s in region %s runs (pid %d on %s, heartbeat %.1fs ago): stop pgjet-apply --name %s --region %s first",
 			d.f.name, d.region, derefPID(r.pid), orDashPtr(r.host), r.age, d.f.name, d.region)
@@ -615,11 +617,11 @@ func (d *regionDrop) dropOrigin(ctx context.Context, origin string) error {
 		if err == nil {
 			break
 		}
-		if schema.PgCode(err) != schema.CodeObjectInUse {
+		if pgerr.PgCode(err) != pgerr.CodeObjectInUse {
 			return dropError(err, "replication origin "+origin)
 		}
 		if time.Now().After(settled) {
-			return fmt.Errorf("replication origin %s on %s is in use: pgjet-apply (or pgjet verify --repair) of source %s still writes there; stop it first", origin, schema.Redact(d.f.db), d.f.name)
+			return fmt.Errorf("replication origin %s on %s is in use: pgjet-apply (or pgjet verify --repair) of source %s still writes there; stop it first", origin, redact.Postgres(d.f.db), d.f.name)
 		}
 		select {
 		case <-ctx.Done():
@@ -798,7 +800,7 @@ const codeUndefinedObject = "42704"
 // dropError names what could not be dropped, and for a missing privilege
 // who may.
 func dropError(err error, what string) error {
-	if schema.PgCode(err) == schema.CodeInsufficientPriv {
+	if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
 		return fmt.Errorf("may not drop %s (%v): run pgjet drop as its owner or a superuser (event triggers: a superuser)", what, err)
 	}
 	return fmt.Errorf("drop %s: %w", what, err)
@@ -809,6 +811,13 @@ func derefPID(p *int32) int32 {
 		return 0
 	}
 	return *p
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func orDashPtr(s *string) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // rolesLock is the advisory lock a run holds on the target: runs on a
@@ -77,7 +78,7 @@ func copyRoles(ctx context.Context, w io.Writer, source, target string, o schema
 		cfg.RuntimeParams["application_name"] = "pgjet roles"
 		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", side, schema.ClassifyConnect(url, err))
+			return nil, fmt.Errorf("%s: %w", side, pgerr.ClassifyConnect(url, err))
 		}
 		return conn, nil
 	}
@@ -118,8 +119,8 @@ func copyRoles(ctx context.Context, w io.Writer, source, target string, o schema
 			continue
 		}
 		if _, err := tx.Exec(ctx, st.SQL); err != nil {
-			if schema.PgCode(err) == schema.CodeInsufficientPriv {
-				return schema.Fatalf(err, "the target role %q may not run %s; connect --target as a superuser (a role with CREATEROLE may not grant REPLICATION or BYPASSRLS), or --exclude that role; nothing was changed",
+			if pgerr.PgCode(err) == pgerr.CodeInsufficientPriv {
+				return pgerr.Fatalf(err, "the target role %q may not run %s; connect --target as a superuser (a role with CREATEROLE may not grant REPLICATION or BYPASSRLS), or --exclude that role; nothing was changed",
 					to.Current, strings.SplitN(st.Show, " WITH", 2)[0])
 			}
 			return fmt.Errorf("target: %s: %w; nothing was changed", st.Show, err)

@@ -19,8 +19,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pgjet/pgjet/apply"
+	"github.com/pgjet/pgjet/apply/applied"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -98,7 +99,7 @@ type nextTxn struct {
 }
 
 func (k *skipper) run(ctx context.Context, wait time.Duration) error {
-	name, where := k.f.name, schema.Redact(k.f.db)
+	name, where := k.f.name, redact.Postgres(k.f.db)
 	st, err := readApplierState(ctx, k.conn, name)
 	if err != nil {
 		return err
@@ -172,24 +173,8 @@ func (k *skipper) run(ctx context.Context, wait time.Duration) error {
 // position reads the target's applied position of the source: zero when
 // nothing was applied yet.
 func (k *skipper) position(ctx context.Context) (stream.LSN, uint64, error) {
-	var exists bool
-	if err := k.conn.QueryRow(ctx, "SELECT to_regclass('pgjet.applied') IS NOT NULL").Scan(&exists); err != nil {
-		return 0, 0, fmt.Errorf("look up pgjet.applied: %w", err)
-	}
-	if !exists {
-		return 0, 0, nil
-	}
-	var commit string
-	var seq int64
-	err := k.conn.QueryRow(ctx, "SELECT commit_lsn::text, stream_seq FROM pgjet.applied WHERE source = $1", k.f.name).Scan(&commit, &seq)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return 0, 0, nil
-	case err != nil:
-		return 0, 0, fmt.Errorf("read the target's position in pgjet.applied: %w", err)
-	}
-	l, err := stream.ParseLSN(commit)
-	return l, uint64(seq), err
+	p, _, err := applied.ReadSource(ctx, k.conn, k.f.name)
+	return p.CommitLSN, p.StreamSeq, err
 }
 
 // next reads the region's stream after the target's position (commit

@@ -14,6 +14,7 @@ import (
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -190,7 +191,7 @@ func runReplay(args []string) int {
 // fail prints one line for err and returns the exit status 1.
 func fail(cmd string, err error) int {
 	msg := err.Error()
-	if !schema.IsFatal(err) {
+	if !pgerr.IsFatal(err) {
 		msg = redact.Text(msg)
 	}
 	fmt.Fprintf(os.Stderr, "%s: %s\n", cmd, msg)

@@ -14,9 +14,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pgjet/pgjet/apply"
+	"github.com/pgjet/pgjet/apply/applied"
+	"github.com/pgjet/pgjet/apply/verify"
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 // verifyFlags are the flags of `pgjet verify`.
@@ -43,7 +47,7 @@ const verifyProgressEvery = 2 * time.Second
 const verifyConnectTimeout = 10 * time.Second
 
 func runVerify(args []string) int {
-	def := schema.DefaultVerifyOptions()
+	def := verify.DefaultOptions()
 	f := verifyFlags{chunkRows: def.ChunkRows, waitLSN: def.WaitLSN, timeout: def.WaitTimeout}
 	fs := pflag.NewFlagSet("pgjet verify", pflag.ContinueOnError)
 	fs.Usage = func() {
@@ -107,7 +111,7 @@ func runVerify(args []string) int {
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	rep, err := verify(ctx, srcCfg, dstCfg, opts, f.repair)
+	rep, err := compare(ctx, srcCfg, dstCfg, opts, f.repair)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
@@ -119,7 +123,7 @@ func runVerify(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet verify: %s\n", msg)
 		return 1
 	}
-	rep.Source, rep.Target = schema.Redact(f.source), schema.Redact(f.target)
+	rep.Source, rep.Target = redact.Postgres(f.source), redact.Postgres(f.target)
 	rep.Filters = filters
 	if f.json {
 		if err := writeJSON(os.Stdout, rep); err != nil {
@@ -178,20 +182,20 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 	return src, dst, nil
 }
 
-// verify connects to both databases and compares them; with repair, it
+// compare connects to both databases and compares them; with repair, it
 // repairs what differs and compares again.
-func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions, repair bool) (*schema.VerifyReport, error) {
+func compare(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts verify.Options, repair bool) (*verify.Report, error) {
 	src, err := pgx.ConnectConfig(ctx, srcCfg)
 	if err != nil {
-		return nil, fmt.Errorf("source: %w", schema.ClassifyConnect(srcCfg.ConnString(), err))
+		return nil, fmt.Errorf("source: %w", pgerr.ClassifyConnect(srcCfg.ConnString(), err))
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	dst, err := pgx.ConnectConfig(ctx, dstCfg)
 	if err != nil {
-		return nil, fmt.Errorf("target: %w", schema.ClassifyConnect(dstCfg.ConnString(), err))
+		return nil, fmt.Errorf("target: %w", pgerr.ClassifyConnect(dstCfg.ConnString(), err))
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
-	rep, err := schema.Verify(ctx, src, dst, opts)
+	rep, err := verify.Compare(ctx, src, dst, opts)
 	if err != nil || !repair || rep.OK {
 		return rep, err
 	}
@@ -204,16 +208,16 @@ func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.Ver
 		return nil, fmt.Errorf("target: %w", err)
 	}
 	if opts.Progress != nil {
-		opts.Progress(schema.VerifyProgress{Repair: true})
+		opts.Progress(verify.Progress{Repair: true})
 	}
-	done, err := schema.Repair(ctx, src, dst, rep, opts, schema.RepairOptions{Stamp: r.Stamp, Record: r.Record, Retries: 5})
+	done, err := verify.Repair(ctx, src, dst, rep, opts, verify.RepairOptions{Stamp: r.Stamp, Record: r.Record, Retries: 5})
 	if err != nil {
 		return nil, err
 	}
 	done.Warnings = r.Warnings
 	// Compared again, after the applier caught up with the source anew:
 	// what the repair wrote and what the stream brought since.
-	after, err := schema.Verify(ctx, src, dst, opts)
+	after, err := verify.Compare(ctx, src, dst, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -223,29 +227,25 @@ func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.Ver
 
 // repairSource is the pgjet source whose rows a repair writes: --name, or
 // the one verify waited for, or the target's only one.
-func repairSource(ctx context.Context, dst *pgx.Conn, name string, rep *schema.VerifyReport) (string, error) {
+func repairSource(ctx context.Context, dst *pgx.Conn, name string, rep *verify.Report) (string, error) {
 	if name != "" {
 		return name, nil
 	}
 	if rep.Wait != nil && rep.Wait.Source != "" {
 		return rep.Wait.Source, nil
 	}
-	var sources []string
-	rows, err := dst.Query(ctx, "SELECT source FROM pgjet.applied ORDER BY source")
-	if err == nil {
-		sources, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	sources, err := applied.Read(ctx, dst)
 	if err == nil && len(sources) == 1 {
-		return sources[0], nil
+		return sources[0].Source, nil
 	}
-	return "", schema.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
+	return "", pgerr.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
 }
 
 // progressPrinter reports, at most every verifyProgressEvery, how far the
 // comparison of the current table has come.
-func progressPrinter(w io.Writer) func(schema.VerifyProgress) {
+func progressPrinter(w io.Writer) func(verify.Progress) {
 	next := time.Now().Add(verifyProgressEvery)
-	return func(p schema.VerifyProgress) {
+	return func(p verify.Progress) {
 		if p.Repair {
 			fmt.Fprintf(w, "pgjet verify: repairing the differing ranges from the source\n")
 			return
@@ -262,7 +262,7 @@ func progressPrinter(w io.Writer) func(schema.VerifyProgress) {
 	}
 }
 
-func printVerifyReport(w io.Writer, rep *schema.VerifyReport) {
+func printVerifyReport(w io.Writer, rep *verify.Report) {
 	if r := rep.Repair; r != nil {
 		for _, t := range r.Tables {
 			fmt.Fprintf(w, "repair: %s\n", t.Summary())

@@ -5,8 +5,9 @@ import (
 	"testing"
 )
 
-// Postgres and NATS are tested through their callers, schema.Redact and
-// stream.RedactURL, with a fuzz test each.
+// Postgres and NATS are tested through their callers, with a fuzz test
+// each: pgerr's FuzzRedact (with the errors of pgerr.ClassifyConnect) and
+// stream.RedactURL.
 
 func TestText(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{

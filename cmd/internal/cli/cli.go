@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // EnvName is the environment variable that sets flag name: --nats-url
@@ -154,7 +154,7 @@ func Exit(name string, log zerolog.Logger, err error) {
 		os.Exit(0)
 	}
 	msg := err.Error()
-	if !schema.IsFatal(err) {
+	if !pgerr.IsFatal(err) {
 		msg = strings.TrimSpace(msg)
 	}
 	log.Error().Msg(msg)

@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgjet/pgjet/capture"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // slotTTL is how long one read of the slot's state serves scrapes and
@@ -56,7 +56,7 @@ type slotState struct {
 func NewCapture(c *capture.Capture, cfg capture.Config, log zerolog.Logger) (*Capture, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.DB)
 	if err != nil {
-		return nil, schema.ClassifyConnect(cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(cfg.DB, err)
 	}
 	pcfg.MaxConns = 1
 	pcfg.MaxConnIdleTime = time.Minute
@@ -64,7 +64,7 @@ func NewCapture(c *capture.Capture, cfg capture.Config, log zerolog.Logger) (*Ca
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "pgjet-capture-metrics"
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {
-		return nil, schema.ClassifyConnect(cfg.DB, err)
+		return nil, pgerr.ClassifyConnect(cfg.DB, err)
 	}
 	return &Capture{c: c, cfg: cfg, log: log.With().Str("component", "metrics").Logger(), pool: pool,
 		labels: prometheus.Labels{"source": cfg.Name}}, nil

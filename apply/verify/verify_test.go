@@ -1,4 +1,4 @@
-package schema
+package verify
 
 import (
 	"strings"
@@ -7,49 +7,18 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func TestVerify_ParseTable(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want string // "" for an error
-	}{
-		{"public.items", `"public"."items"`},
-		{"items", `"public"."items"`},
-		{`other.Mixed Case`, `"other"."Mixed Case"`},
-		{"a.b.c", ""},
-		{".b", ""},
-		{"a.", ""},
-		{"", ""},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			id, err := ParseTable(tc.in)
-			if tc.want == "" {
-				if err == nil {
-					t.Fatalf("ParseTable(%q) = %v, want an error", tc.in, id)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := id.Sanitize(); got != tc.want {
-				t.Errorf("ParseTable(%q) = %s, want %s", tc.in, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestVerify_OptionsValidate(t *testing.T) {
-	if err := DefaultVerifyOptions().Validate(); err != nil {
+	if err := DefaultOptions().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
-	for name, mod := range map[string]func(*VerifyOptions){
-		"zero chunk":       func(o *VerifyOptions) { o.ChunkRows = 0 },
-		"negative timeout": func(o *VerifyOptions) { o.WaitTimeout = -1 },
-		"negative recheck": func(o *VerifyOptions) { o.Rechecks = -1 },
-		"bad table":        func(o *VerifyOptions) { o.Tables = []string{"a.b.c"} },
+	for name, mod := range map[string]func(*Options){
+		"zero chunk":       func(o *Options) { o.ChunkRows = 0 },
+		"negative timeout": func(o *Options) { o.WaitTimeout = -1 },
+		"negative recheck": func(o *Options) { o.Rechecks = -1 },
+		"bad table":        func(o *Options) { o.Tables = []string{"a.b.c"} },
 	} {
 		t.Run(name, func(t *testing.T) {
-			o := DefaultVerifyOptions()
+			o := DefaultOptions()
 			mod(&o)
 			if err := o.Validate(); err == nil {
 				t.Error("Validate() = nil, want an error")

@@ -1,4 +1,4 @@
-package schema
+package verify
 
 import (
 	"strings"

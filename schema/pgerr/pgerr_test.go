@@ -1,4 +1,4 @@
-package schema
+package pgerr
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgjet/pgjet/schema/redact"
 )
 
 func TestRedact(t *testing.T) {
@@ -36,7 +38,7 @@ func TestRedact(t *testing.T) {
 		{"host='h'password=secret", "host='h'password=xxxxx"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			if got := Redact(tc.in); got != tc.want {
+			if got := redact.Postgres(tc.in); got != tc.want {
 				t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
@@ -121,7 +123,7 @@ func TestRedact_KeywordPasswordWithSpaces(t *testing.T) {
 		`host=h password = first Second3rd Third4th dbname=d`,
 	} {
 		t.Run(conn, func(t *testing.T) {
-			if got := Redact(conn); strings.Contains(got, "Second3rd") || strings.Contains(got, "Third4th") {
+			if got := redact.Postgres(conn); strings.Contains(got, "Second3rd") || strings.Contains(got, "Third4th") {
 				t.Errorf("Redact(%q) = %q shows a piece of the password", conn, got)
 			}
 			_, err := pgx.ParseConfig(conn)

@@ -1,4 +1,4 @@
-package main
+package status
 
 // The applier states `pgjet status` reads from each --db-region target
 // (pgjet.applier_state, recorded by pgjet-apply): running, lagging,
@@ -19,7 +19,7 @@ import (
 	"github.com/pgjet/pgjet/stream"
 )
 
-// Region applier states (targetReport.ApplierState).
+// Region applier states (Target.ApplierState).
 const (
 	applierRunning = "running"
 	applierLagging = "lagging"
@@ -27,8 +27,8 @@ const (
 	applierDown    = "down"
 )
 
-// applierReport is the state an applier records in its target.
-type applierReport struct {
+// Applier is the state an applier records in its target.
+type Applier struct {
 	// State is what the applier recorded: running or stopped.
 	State     string     `json:"state"`
 	PID       *int32     `json:"pid,omitempty"`
@@ -49,7 +49,7 @@ type applierReport struct {
 // readApplierStates reads pgjet.applier_state of a target into out, per
 // source (all when names is empty); a target without the table (an older
 // pgjet-apply, or --state-interval 0) reports nothing.
-func readApplierStates(ctx context.Context, conn *pgx.Conn, names []string, region string, out map[string]targetReport) error {
+func readApplierStates(ctx context.Context, conn *pgx.Conn, names []string, region string, out map[string]Target) error {
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT to_regclass('pgjet.applier_state') IS NOT NULL").Scan(&exists); err != nil {
 		return fmt.Errorf("look up pgjet.applier_state: %w", err)
@@ -67,7 +67,7 @@ func readApplierStates(ctx context.Context, conn *pgx.Conn, names []string, regi
 	for rows.Next() {
 		var src string
 		var host, lastErr *string
-		var ar applierReport
+		var ar Applier
 		if err := rows.Scan(&src, &ar.State, &ar.PID, &host, &ar.StartedAt, &ar.StoppedAt, &lastErr,
 			&ar.HeartbeatSeconds, &ar.IntervalSeconds, &ar.stoppedAgo); err != nil {
 			return fmt.Errorf("read pgjet.applier_state: %w", err)
@@ -81,7 +81,7 @@ func readApplierStates(ctx context.Context, conn *pgx.Conn, names []string, regi
 		}
 		tr, ok := out[src]
 		if !ok {
-			tr = targetReport{Region: region, Error: "no applied position for source " + src + " yet"}
+			tr = Target{Region: region, Error: "no applied position for source " + src + " yet"}
 		}
 		tr.Applier = &ar
 		out[src] = tr
@@ -92,14 +92,14 @@ func readApplierStates(ctx context.Context, conn *pgx.Conn, names []string, regi
 // applierDownAfter is how old a running applier's heartbeat may grow
 // before it counts as down: the stall timeout, and at least three of its
 // heartbeat intervals.
-func applierDownAfter(ar *applierReport, stall time.Duration) float64 {
+func applierDownAfter(ar *Applier, stall time.Duration) float64 {
 	return max(stall.Seconds(), 3*ar.IntervalSeconds)
 }
 
 // fillApplierState sums a region's applier up in one word: down, stopped,
 // lagging (running, but behind or applying nothing) or running; "" when
 // its target holds no record.
-func fillApplierState(tr *targetReport, stall time.Duration) {
+func fillApplierState(tr *Target, stall time.Duration) {
 	ar := tr.Applier
 	switch {
 	case ar == nil:
@@ -115,7 +115,7 @@ func fillApplierState(tr *targetReport, stall time.Duration) {
 }
 
 // describe is the applier's state for people.
-func (tr *targetReport) describeApplier() string {
+func (tr *Target) describeApplier() string {
 	ar := tr.Applier
 	switch tr.ApplierState {
 	case applierDown:
@@ -127,7 +127,7 @@ func (tr *targetReport) describeApplier() string {
 }
 
 // applierWhere names the process that recorded ar.
-func (ar *applierReport) where() string {
+func (ar *Applier) where() string {
 	if ar.PID == nil {
 		return "host " + orDash(ar.Host)
 	}
@@ -137,7 +137,7 @@ func (ar *applierReport) where() string {
 // applierProblems reports the regions whose applier is stopped or down,
 // and returns them: their consumer's and target's symptoms say nothing
 // more.
-func applierProblems(s *sourceReport, add func(string, ...any)) map[string]bool {
+func applierProblems(s *Source, add func(string, ...any)) map[string]bool {
 	out := map[string]bool{}
 	for _, t := range s.Targets {
 		ar := t.Applier
@@ -161,7 +161,7 @@ func applierProblems(s *sourceReport, add func(string, ...any)) map[string]bool 
 }
 
 // printAppliers writes the applier table of a source's regions.
-func printAppliers(w io.Writer, s sourceReport) {
+func printAppliers(w io.Writer, s Source) {
 	n := 0
 	for _, t := range s.Targets {
 		if t.Applier == nil {
@@ -180,14 +180,15 @@ func printAppliers(w io.Writer, s sourceReport) {
 	}
 }
 
-// errNoSource is a --name that no domain asked has a stream of.
-type errNoSource struct {
+// NoSourceError is a --name that no domain asked has a stream of.
+type NoSourceError struct {
 	name    string
 	domains []string
 	known   []string
 }
 
-func (e *errNoSource) Error() string {
+// Error names the source, the domains asked and the sources they hold.
+func (e *NoSourceError) Error() string {
 	known := "none"
 	if len(e.known) > 0 {
 		known = strings.Join(e.known, ", ")
@@ -196,11 +197,11 @@ func (e *errNoSource) Error() string {
 		e.name, stream.StreamName(e.name), strings.Join(e.domains, ", "), known)
 }
 
-// checkSourceName returns an errNoSource when --name names a source none
+// checkSourceName returns an NoSourceError when --name names a source none
 // of the domains asked holds a stream of, and every one of them answered:
 // a typo, not an outage, and a report of an empty source would hide it.
-func checkSourceName(ctx context.Context, nc *nats.Conn, f statusFlags, rep *statusReport, found []domainFound) error {
-	if f.name == "" {
+func checkSourceName(ctx context.Context, nc *nats.Conn, o Options, rep *Report, found []domainFound) error {
+	if o.Name == "" {
 		return nil
 	}
 	for _, df := range found {
@@ -208,7 +209,7 @@ func checkSourceName(ctx context.Context, nc *nats.Conn, f statusFlags, rep *sta
 			return nil
 		}
 	}
-	e := &errNoSource{name: f.name}
+	e := &NoSourceError{name: o.Name}
 	seen := map[string]bool{}
 	for _, d := range rep.Domains {
 		if d.Error != "" {

@@ -1,9 +1,10 @@
-// Package schema knows what pgjet needs of Postgres catalogs: relations and
-// their columns, type names, identity keys, table digests, and how to tell
-// a Postgres error a user must fix from one that retrying will cure.
+// Package pgerr tells a Postgres error a user must fix (FatalError, with a
+// message naming cause and fix) from one that retrying will cure, by
+// SQLSTATE code and by the connection errors pgx returns. Connection
+// strings in its messages are redacted (package redact).
 //
 // See https://www.postgresql.org/docs/15/errcodes-appendix.html
-package schema
+package pgerr
 
 import (
 	"context"
@@ -77,7 +78,7 @@ func ClassifyConnect(url string, err error) error {
 	if err == nil {
 		return nil
 	}
-	where := Redact(url)
+	where := redact.Postgres(url)
 	switch PgCode(err) {
 	case CodeInvalidPassword:
 		return Fatalf(err, "postgres rejected the password for %s: fix the password in the URL or PGPASSWORD", where)
@@ -138,11 +139,6 @@ func IsRetryable(err error) bool {
 	return false
 }
 
-// Redact returns a Postgres URL or keyword/value string with its passwords
-// replaced, fit for logs and error messages, also when the string is
-// malformed (see package redact).
-func Redact(dsn string) string { return redact.Postgres(dsn) }
-
 // withheld wraps an error whose message may quote a password: errors.Is
 // and errors.As still reach it, but msg is shown instead.
 type withheld struct {
@@ -183,7 +179,7 @@ func CheckConnect(ctx context.Context, db string) (*pgx.Conn, string, error) {
 	var role, version string
 	if err := conn.QueryRow(ctx, "SELECT current_user, current_setting('server_version')").Scan(&role, &version); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
-		return nil, "", fmt.Errorf("query %s: %w", Redact(db), err)
+		return nil, "", fmt.Errorf("query %s: %w", redact.Postgres(db), err)
 	}
-	return conn, fmt.Sprintf("connected to %s as %s (PostgreSQL %s)", Redact(db), role, version), nil
+	return conn, fmt.Sprintf("connected to %s as %s (PostgreSQL %s)", redact.Postgres(db), role, version), nil
 }

@@ -1,4 +1,10 @@
-package schema
+// Package verify proves a replica equals its primary. Compare first waits
+// until the target has caught up with the source (its position read
+// through package applied), then compares the columns of each table and
+// its rows, by primary-key ranges, with an order-independent digest;
+// Repair rewrites the target's rows of the ranges found different. pgjet
+// verify runs them: see cmd/pgjet/VERIFY.md.
+package verify
 
 import (
 	"context"
@@ -12,9 +18,13 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pgjet/pgjet/apply/applied"
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
-// How Verify digests rows.
+// How Compare digests rows.
 //
 // The digest of a set of rows is the triple
 //
@@ -40,8 +50,8 @@ const maxRecheckRanges = 100
 // maxListedRanges is the most differing ranges Summary names.
 const maxListedRanges = 10
 
-// VerifyOptions controls Verify. Start from DefaultVerifyOptions.
-type VerifyOptions struct {
+// Options controls Compare. Start from DefaultOptions.
+type Options struct {
 	// Tables are the tables to compare, as "schema.name" (a name without a
 	// dot is in public). Empty: every ordinary and partitioned table of
 	// the source that is not a partition, outside pg_catalog,
@@ -49,8 +59,8 @@ type VerifyOptions struct {
 	Tables []string
 	// ChunkRows is the most source rows in one key range; at least 1.
 	ChunkRows int64
-	// WaitLSN makes Verify first wait until the target has applied every
-	// source transaction committed when Verify started (see VerifyWait).
+	// WaitLSN makes Compare first wait until the target has applied every
+	// source transaction committed when Compare started (see Wait).
 	// A target without pgjet.applied is not waited for.
 	WaitLSN bool
 	// WaitTimeout bounds that wait; 0 waits as long as the context allows.
@@ -70,15 +80,15 @@ type VerifyOptions struct {
 	// each further one.
 	RecheckPause time.Duration
 	// Progress, when set, is called after each compared range, on the
-	// goroutine running Verify; it must return quickly.
-	Progress func(VerifyProgress)
+	// goroutine running Compare; it must return quickly.
+	Progress func(Progress)
 	// Filter, when set, leaves out the tables and columns it does not
 	// keep, as a capture's filters leave them out of its replicas (see
 	// capture.Filter).
 	Filter TableFilter
 }
 
-// TableFilter chooses the tables and columns Verify compares.
+// TableFilter chooses the tables and columns Compare compares.
 type TableFilter interface {
 	// Table reports whether schemaName.name is compared.
 	Table(schemaName, name string) bool
@@ -86,10 +96,10 @@ type TableFilter interface {
 	Column(schemaName, table, column string) bool
 }
 
-// DefaultVerifyOptions returns the defaults: all tables, 100000 rows per
+// DefaultOptions returns the defaults: all tables, 100000 rows per
 // range, waiting for the target (for at most a minute), 3 rechecks.
-func DefaultVerifyOptions() VerifyOptions {
-	return VerifyOptions{
+func DefaultOptions() Options {
+	return Options{
 		ChunkRows:    DefaultChunkRows,
 		WaitLSN:      true,
 		WaitTimeout:  time.Minute,
@@ -100,7 +110,7 @@ func DefaultVerifyOptions() VerifyOptions {
 }
 
 // Validate reports the first invalid option.
-func (o VerifyOptions) Validate() error {
+func (o Options) Validate() error {
 	switch {
 	case o.ChunkRows < 1:
 		return fmt.Errorf("chunk rows must be at least 1, not %d", o.ChunkRows)
@@ -114,28 +124,15 @@ func (o VerifyOptions) Validate() error {
 		return fmt.Errorf("recheck pause must not be negative")
 	}
 	for _, t := range o.Tables {
-		if _, err := ParseTable(t); err != nil {
+		if _, err := schema.ParseTable(t); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ParseTable turns "schema.name" (or "name", in public) into an
-// identifier. Names are taken literally: no quoting, case kept.
-func ParseTable(s string) (pgx.Identifier, error) {
-	schema, name, ok := strings.Cut(s, ".")
-	if !ok {
-		schema, name = "public", s
-	}
-	if schema == "" || name == "" || strings.Contains(name, ".") {
-		return nil, fmt.Errorf("table %q: use schema.name", s)
-	}
-	return pgx.Identifier{schema, name}, nil
-}
-
-// VerifyProgress is where a Verify run stands.
-type VerifyProgress struct {
+// Progress is where a Compare run stands.
+type Progress struct {
 	// Table is the table being compared, "schema.name".
 	Table string
 	// Rows is how many source rows of it have been compared so far.
@@ -153,18 +150,18 @@ type VerifyProgress struct {
 	Repair bool
 }
 
-// VerifyReport is the outcome of Verify.
-type VerifyReport struct {
-	// Source and Target name the databases; Verify leaves them empty for
+// Report is the outcome of Compare.
+type Report struct {
+	// Source and Target name the databases; Compare leaves them empty for
 	// the caller to fill (redacted).
 	Source string `json:"source,omitempty"`
 	Target string `json:"target,omitempty"`
 	// Wait says how the wait for the target ended; nil without WaitLSN.
-	Wait *VerifyWait `json:"wait,omitempty"`
+	Wait *Wait `json:"wait,omitempty"`
 	// Tables holds one verdict per compared table, in comparison order.
 	Tables []TableVerdict `json:"tables"`
 	// Filters describes the filters in effect, and where each came from;
-	// Verify leaves it empty for the caller to fill.
+	// Compare leaves it empty for the caller to fill.
 	Filters []string `json:"filters,omitempty"`
 	// NotCompared lists the source's tables that Tables or Filter left
 	// out, "schema.name", sorted.
@@ -176,13 +173,13 @@ type VerifyReport struct {
 	OK bool `json:"ok"`
 }
 
-// VerifyWait records the wait for the target to catch up with the source.
-type VerifyWait struct {
+// Wait records the wait for the target to catch up with the source.
+type Wait struct {
 	// Skipped says why there was no wait ("" when there was one).
 	Skipped string `json:"skipped,omitempty"`
 	// Source is the pgjet source name whose applied position was read.
 	Source string `json:"source,omitempty"`
-	// SourceLSN is the source's WAL position when Verify started.
+	// SourceLSN is the source's WAL position when Compare started.
 	SourceLSN string `json:"source_lsn,omitempty"`
 	// AppliedLSN is the target's applied end LSN when the wait ended.
 	AppliedLSN string `json:"applied_lsn,omitempty"`
@@ -303,7 +300,7 @@ func (v TableVerdict) Summary() string {
 	return v.Table + ": " + strings.Join(parts, "; ")
 }
 
-// Verify compares tables of the source and target databases and reports,
+// Compare compares tables of the source and target databases and reports,
 // per table, whether they hold the same rows, and for keyed tables which
 // key ranges differ. It returns an error only when it cannot compare (a
 // query fails, the wait times out, ctx ends); differences are in the
@@ -313,7 +310,7 @@ func (v TableVerdict) Summary() string {
 // (TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output,
 // lc_monetary) so that both render values alike, and leaves them set. The
 // connections must not be in a transaction or used by others meanwhile;
-// Verify only reads.
+// Compare only reads.
 //
 // A table with a primary key on the source (and the same key columns and
 // types on the target) is cut into ranges of ChunkRows source rows by an
@@ -324,11 +321,11 @@ func (v TableVerdict) Summary() string {
 // tables are compared whole. Each side of a table is read in one
 // REPEATABLE READ READ ONLY transaction, so each side is self-consistent.
 //
-// With WaitLSN, Verify first waits until the target has caught up with the
-// source (see VerifyWait); ranges that differ are then compared again up to
+// With WaitLSN, Compare first waits until the target has caught up with the
+// source (see Wait); ranges that differ are then compared again up to
 // Rechecks times, in fresh snapshots, with growing pauses: a replica still
 // catching up converges, a real difference persists and is reported.
-func Verify(ctx context.Context, source, target *pgx.Conn, opts VerifyOptions) (*VerifyReport, error) {
+func Compare(ctx context.Context, source, target *pgx.Conn, opts Options) (*Report, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -341,7 +338,7 @@ func Verify(ctx context.Context, source, target *pgx.Conn, opts VerifyOptions) (
 			return nil, fmt.Errorf("set up %s session: %w", s.name, err)
 		}
 	}
-	rep := &VerifyReport{}
+	rep := &Report{}
 	if opts.WaitLSN {
 		w, err := v.wait(ctx)
 		if err != nil {
@@ -358,7 +355,7 @@ func Verify(ctx context.Context, source, target *pgx.Conn, opts VerifyOptions) (
 	if len(opts.Tables) > 0 {
 		tables = nil
 		for _, t := range opts.Tables {
-			id, _ := ParseTable(t) // validated
+			id, _ := schema.ParseTable(t) // validated
 			tables = append(tables, id)
 		}
 	}
@@ -412,7 +409,7 @@ SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'`
 
 type verifier struct {
 	src, dst *pgx.Conn
-	opts     VerifyOptions
+	opts     Options
 }
 
 // querier is what a range query needs: a connection or a transaction.
@@ -475,7 +472,7 @@ type column struct {
 	notNull   bool
 }
 
-// relation is what Verify needs of a table on one side.
+// relation is what Compare needs of a table on one side.
 type relation struct {
 	exists bool
 	cols   []column
@@ -608,7 +605,7 @@ func (v *verifier) table(ctx context.Context, id pgx.Identifier) (TableVerdict, 
 		}
 		verdict.Chunks++
 		if v.opts.Progress != nil {
-			v.opts.Progress(VerifyProgress{Table: name, Rows: verdict.Rows, Chunks: verdict.Chunks})
+			v.opts.Progress(Progress{Table: name, Rows: verdict.Rows, Chunks: verdict.Chunks})
 		}
 		return nil
 	}
@@ -648,7 +645,7 @@ func (v *verifier) table(ctx context.Context, id pgx.Identifier) (TableVerdict, 
 // recheck compares differing ranges again, in rounds separated by growing
 // pauses, each range in a fresh snapshot on each side; what still differs
 // is put in the report.
-func (v *verifier) recheck(ctx context.Context, rep *VerifyReport, pending []*pendingRange) error {
+func (v *verifier) recheck(ctx context.Context, rep *Report, pending []*pendingRange) error {
 	pause := v.opts.RecheckPause
 	for round := 0; round < v.opts.Rechecks; round++ {
 		var todo []*pendingRange
@@ -661,7 +658,7 @@ func (v *verifier) recheck(ctx context.Context, rep *VerifyReport, pending []*pe
 			break
 		}
 		if v.opts.Progress != nil {
-			v.opts.Progress(VerifyProgress{Recheck: round + 1, Ranges: len(todo), Pause: pause})
+			v.opts.Progress(Progress{Recheck: round + 1, Ranges: len(todo), Pause: pause})
 		}
 		select {
 		case <-ctx.Done():
@@ -976,7 +973,7 @@ func (p *tablePlan) rangeLabel(r keyRange) string {
 }
 
 // wait waits until the target has applied what the source committed
-// before the wait began. See VerifyWait and cmd/pgjet/VERIFY.md.
+// before the wait began. See Wait and cmd/pgjet/VERIFY.md.
 //
 // L is the source's pg_current_wal_lsn() when the wait begins, and E the
 // source position the target caught up to (pgjet.applied.source_lsn: the
@@ -992,11 +989,11 @@ func (p *tablePlan) rangeLabel(r keyRange) string {
 //     is what ends the wait on an idle source, whose WAL moves on (capture's
 //     heartbeats) while E, which only transactions move, stays behind L.
 //     Without such a slot on the source, E standing still is taken alone.
-func (v *verifier) wait(ctx context.Context) (*VerifyWait, error) {
+func (v *verifier) wait(ctx context.Context) (*Wait, error) {
 	start := time.Now()
-	w := &VerifyWait{}
-	var has bool
-	if err := v.dst.QueryRow(ctx, "SELECT to_regclass('pgjet.applied') IS NOT NULL").Scan(&has); err != nil {
+	w := &Wait{}
+	has, err := applied.Exists(ctx, v.dst)
+	if err != nil {
 		return nil, fmt.Errorf("look for pgjet.applied on the target: %w", err)
 	}
 	if !has {
@@ -1052,7 +1049,7 @@ func (v *verifier) wait(ctx context.Context) (*VerifyWait, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline:
-			return nil, Fatalf(nil, "the target has not caught up with the source after %s: it applied up to %s of source %q, the source's WAL was at %s; check that pgjet-capture and pgjet-apply run (or compare without waiting: --wait-lsn=false)",
+			return nil, pgerr.Fatalf(nil, "the target has not caught up with the source after %s: it applied up to %s of source %q, the source's WAL was at %s; check that pgjet-capture and pgjet-apply run (or compare without waiting: --wait-lsn=false)",
 				v.opts.WaitTimeout, e, name, l)
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -1062,23 +1059,15 @@ func (v *verifier) wait(ctx context.Context) (*VerifyWait, error) {
 }
 
 // applied reads the target's applied end LSN for source name; 0/0 when
-// nothing was applied yet.
+// nothing was applied yet. It is the position's SourceLSN: source_lsn
+// moves with heartbeats too, so on an idle source E still reaches L
+// exactly.
 func (v *verifier) applied(ctx context.Context, name string) (pglogrepl.LSN, error) {
-	var s string
-	// source_lsn moves with heartbeats too, so on an idle source E still
-	// reaches L exactly; read through jsonb to accept targets without it.
-	err := v.dst.QueryRow(ctx, "SELECT coalesce((to_jsonb(a)->>'source_lsn')::pg_lsn, a.end_lsn)::text FROM pgjet.applied a WHERE source = $1", name).Scan(&s)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
+	p, _, err := applied.ReadSource(ctx, v.dst, name)
 	if err != nil {
 		return 0, fmt.Errorf("read the target's applied position: %w", err)
 	}
-	lsn, err := pglogrepl.ParseLSN(s)
-	if err != nil {
-		return 0, fmt.Errorf("target applied position %q: %w", s, err)
-	}
-	return lsn, nil
+	return pglogrepl.LSN(p.SourceLSN), nil
 }
 
 // slotConfirmed reads the confirmed position of the source's slot
@@ -1107,21 +1096,21 @@ func (v *verifier) sourceName(ctx context.Context) (string, error) {
 	if v.opts.SourceName != "" {
 		return v.opts.SourceName, nil
 	}
-	rows, err := v.dst.Query(ctx, "SELECT source FROM pgjet.applied ORDER BY source")
+	positions, err := applied.Read(ctx, v.dst)
 	if err != nil {
 		return "", fmt.Errorf("read the target's pgjet.applied: %w", err)
 	}
-	applied, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return "", fmt.Errorf("read the target's pgjet.applied: %w", err)
+	var sources []string
+	for _, p := range positions {
+		sources = append(sources, p.Source)
 	}
-	if len(applied) == 1 {
-		return applied[0], nil
+	if len(sources) == 1 {
+		return sources[0], nil
 	}
 	// Only a source's stream slot names a source: a snapshot's slot
 	// (pgjet_<name>_snap_<8 hex>, see capture/snapshot.go) is temporary and
 	// lives only while capture copies the tables.
-	rows, err = v.src.Query(ctx, `SELECT substr(slot_name, 7) FROM pg_replication_slots
+	rows, err := v.src.Query(ctx, `SELECT substr(slot_name, 7) FROM pg_replication_slots
 WHERE slot_name LIKE 'pgjet\_%' AND slot_name !~ '_snap_[0-9a-f]{8}$' AND NOT temporary
   AND plugin = 'pgoutput' AND database = current_database() ORDER BY 1`)
 	if err != nil {
@@ -1133,11 +1122,11 @@ WHERE slot_name LIKE 'pgjet\_%' AND slot_name !~ '_snap_[0-9a-f]{8}$' AND NOT te
 	}
 	var both []string
 	for _, s := range slots {
-		if len(applied) == 0 {
+		if len(sources) == 0 {
 			both = append(both, s)
 			continue
 		}
-		for _, a := range applied {
+		for _, a := range sources {
 			if a == s {
 				both = append(both, s)
 			}
@@ -1146,11 +1135,11 @@ WHERE slot_name LIKE 'pgjet\_%' AND slot_name !~ '_snap_[0-9a-f]{8}$' AND NOT te
 	switch {
 	case len(both) == 1:
 		return both[0], nil
-	case len(applied) == 0 && len(slots) == 0:
+	case len(sources) == 0 && len(slots) == 0:
 		return "", nil // nothing applied, no slot: only a still position can end the wait
 	}
-	return "", Fatalf(nil, "cannot tell which pgjet source feeds the target (applied: %s; source slots: %s): pass --name SOURCE",
-		listOrNone(applied), listOrNone(slots))
+	return "", pgerr.Fatalf(nil, "cannot tell which pgjet source feeds the target (applied: %s; source slots: %s): pass --name SOURCE",
+		listOrNone(sources), listOrNone(slots))
 }
 
 func listOrNone(ss []string) string {

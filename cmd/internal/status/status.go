@@ -1,13 +1,19 @@
-package main
+// Package status gathers what `pgjet status` reports: for a source (or
+// every source), each JetStream domain's copy of its stream and the
+// consumers of its appliers, each region's position in its target
+// (pgjet.applied, read through package applied) and the state its applier
+// records there, the regions' dead letters, and capture's slot on the
+// source; then it judges the pipeline's health, one line per problem.
+// Gather returns the Report; the caller prints it as JSON (its struct
+// tags) or as tables (WriteText).
+package status
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -18,29 +24,39 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"github.com/spf13/pflag"
 
 	"github.com/pgjet/pgjet/apply"
-	"github.com/pgjet/pgjet/cmd/internal/cli"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/apply/applied"
+	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
 )
 
-// statusFlags are the flags of `pgjet status`.
-type statusFlags struct {
-	nats     string
-	name     string
-	domains  []string
-	json     bool
-	dbRegion []string // region=URL
-	sourceDB string
-	slot     string
-	timeout  time.Duration
-	// stall is how long a region, applier, mirror or capture may go
+// Options say what Gather asks, and how long it waits.
+type Options struct {
+	// NATS is the NATS URL; Auth its credentials and TLS.
+	NATS string
+	Auth stream.ConnectOptions
+	// Name is the source to report on; empty: every PGJET_* stream.
+	Name string
+	// Domains are the JetStream domains asked; empty: the connected
+	// server's.
+	Domains []string
+	// Targets are the regions' databases whose pgjet.applied to read.
+	Targets []TargetDB
+	// SourceDB, when set, is the source database, where capture's slot
+	// Slot is checked (needs Name).
+	SourceDB string
+	Slot     string
+	// Timeout bounds the wait for each domain and database.
+	Timeout time.Duration
+	// Stall is how long a region, applier, mirror or capture may go
 	// without progress before status counts it as stopped.
-	stall time.Duration
-	auth  cli.NATSFlags
+	Stall time.Duration
 }
+
+// TargetDB is a region's database (--db-region).
+type TargetDB struct{ Region, URL string }
 
 // statusStreamPrefix is what every pgjet stream name starts with.
 var statusStreamPrefix = stream.StreamName("")
@@ -49,129 +65,8 @@ var statusStreamPrefix = stream.StreamName("")
 // starts with.
 var statusConsumerPrefix = apply.ConsumerName("")
 
-func runStatus(args []string) int {
-	var f statusFlags
-	fs := pflag.NewFlagSet("pgjet status", pflag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "pgjet status shows, for a source (or every source), each region's copy of the stream\n"+
-			"and how far its applier has come:\n"+
-			"  - per JetStream domain: the stream's last sequence and message time; for a mirror, its\n"+
-			"    lag behind the origin, its last contact with it and any error (a cut-off region shows\n"+
-			"    a growing last contact);\n"+
-			"  - per applier consumer (pgjet_apply_<region>): ack floor, pending messages, lag in\n"+
-			"    messages (stream last sequence - ack floor), and whether an applier pulls from it;\n"+
-			"  - with --db-region: the position in the target's pgjet.applied, the lag in seconds (now -\n"+
-			"    commit time of the last applied transaction), the source WAL bytes between it and the\n"+
-			"    newest transaction in the stream, and conflicts in the last hour; and the state its\n"+
-			"    applier records there (pgjet.applier_state): running, lagging, stopped (with the error\n"+
-			"    that stopped it) or down (recorded as running, but its heartbeat stopped: killed);\n"+
-			"  - per region: the dead letters its applier set aside (--on-bad-message dead-letter);\n"+
-			"  - with --source-db: capture's slot on the source (active, confirmed position).\n"+
-			"The lag in seconds keeps growing while the source is idle, because no transaction commits;\n"+
-			"\"caught up\" then tells an idle source from a stuck applier, and capture's heartbeats\n"+
-			"(--heartbeat) keep the stream's last message time fresh. A region is compared with the\n"+
-			"source's own stream (asked in its home domain even when --domains leaves it out).\n\n"+
-			"Usage:\n  pgjet status --nats URL [--name SOURCE] [--domains hub,r1,r2] [--db-region r1=postgres://...]...\n"+
-			"               [--source-db postgres://...] [--stall-timeout 30s] [--json]\n\n"+
-			"Other domains are reached through the connected server (leafnodes join them). The last lines\n"+
-			"list every problem found. Exit status: 0 when there is none (healthy), 1 when there is one\n"+
-			"(a domain, database or the source unreachable, a mirror in error, cut off or with a gap, an\n"+
-			"applier stopped or down, capture stopped, a region applying nothing, dead letters) or NATS\n"+
-			"cannot be reached at all, 2 for bad flags or a --name no domain asked has a stream of.\n\n"+
-			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
-	}
-	fs.StringVar(&f.nats, "nats", "", "NATS URL, e.g. nats://hub:4222")
-	fs.StringVar(&f.name, "name", "", "source name (stream PGJET_<name>); default every PGJET_* stream")
-	fs.StringSliceVar(&f.domains, "domains", nil, "JetStream domains to ask, comma-separated (default: the connected server's)")
-	fs.BoolVar(&f.json, "json", false, "print one JSON document instead of tables")
-	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
-	fs.StringVar(&f.sourceDB, "source-db", "", "postgres://... of the source: check capture's slot there (needs --name)")
-	fs.StringVar(&f.slot, "slot", "", "capture's slot on the source (default pgjet_<name>)")
-	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "how long without progress before a region, applier, mirror or capture counts as stopped (keep it above 3 x the capture's --heartbeat)")
-	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
-	f.auth.Register(fs)
-	cli.Parse(fs, args)
-
-	if f.nats == "" {
-		fmt.Fprintln(os.Stderr, "pgjet status: --nats is required (nats://host:4222)")
-		return 2
-	}
-	if f.name != "" {
-		if err := stream.ValidateSource(f.name); err != nil {
-			fmt.Fprintf(os.Stderr, "pgjet status: --name: %v\n", err)
-			return 2
-		}
-	}
-	if f.sourceDB != "" && f.name == "" {
-		fmt.Fprintln(os.Stderr, "pgjet status: --source-db needs --name, the source whose slot to check")
-		return 2
-	}
-	if f.slot == "" && f.name != "" {
-		f.slot = "pgjet_" + f.name
-	}
-	if f.stall <= 0 {
-		fmt.Fprintln(os.Stderr, "pgjet status: --stall-timeout must be positive (e.g. 30s)")
-		return 2
-	}
-	targets, err := parseDBRegions(f.dbRegion)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
-		return 2
-	}
-
-	log := zerolog.New(consoleWriter()).Level(zerolog.ErrorLevel).With().Timestamp().Str("cmd", "pgjet status").Logger()
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	rep, err := gatherStatus(ctx, f, targets, log)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
-		if errors.As(err, new(*errNoSource)) {
-			return 2
-		}
-		return 1
-	}
-	if f.json {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(rep)
-	} else {
-		err = rep.print(os.Stdout)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet status: write output: %v\n", err)
-		return 1
-	}
-	if !rep.Healthy {
-		return 1
-	}
-	return 0
-}
-
-// dbRegion is one --db-region.
-type dbRegion struct{ region, url string }
-
-func parseDBRegions(vals []string) ([]dbRegion, error) {
-	var out []dbRegion
-	seen := map[string]bool{}
-	for _, v := range vals {
-		region, url, ok := strings.Cut(v, "=")
-		if !ok || url == "" {
-			return nil, fmt.Errorf("--db-region %q: use region=postgres://user@host:5432/db", schema.Redact(v))
-		}
-		if err := stream.ValidateSource(region); err != nil {
-			return nil, fmt.Errorf("--db-region: region: %w", err)
-		}
-		if seen[region] {
-			return nil, fmt.Errorf("--db-region: region %s given twice", region)
-		}
-		seen[region] = true
-		out = append(out, dbRegion{region, url})
-	}
-	return out, nil
-}
-
-// statusReport is what `pgjet status` prints; --json prints it as is.
-type statusReport struct {
+// Report is what `pgjet status` prints; --json prints it as is.
+type Report struct {
 	At   time.Time `json:"at"`
 	NATS string    `json:"nats"`
 	// Healthy is true when Problems is empty: the exit status is then 0.
@@ -180,31 +75,35 @@ type statusReport struct {
 	Problems []string `json:"problems"`
 	// Domains lists every domain asked, with the error that kept it from
 	// answering.
-	Domains []domainReport `json:"domains"`
+	Domains []Domain `json:"domains"`
 	// DBErrors lists the --db-region targets that could not be read.
-	DBErrors []targetReport `json:"db_errors,omitempty"`
-	Sources  []sourceReport `json:"sources"`
+	DBErrors []Target `json:"db_errors,omitempty"`
+	Sources  []Source `json:"sources"`
 }
 
-type domainReport struct {
+// Domain is a JetStream domain asked, and whether it answered.
+type Domain struct {
 	// Domain is the JetStream domain ("" when the server has none).
 	Domain string `json:"domain"`
 	Error  string `json:"error,omitempty"`
 }
 
-type sourceReport struct {
+// Source is what was found of one source: its streams, its regions'
+// targets and dead letters, and its capture.
+type Source struct {
 	Source string `json:"source"`
 	// Streams are the home stream and its mirrors, one per domain.
-	Streams []streamReport `json:"streams"`
+	Streams []Stream `json:"streams"`
 	// Targets are the --db-region targets' applied positions.
-	Targets []targetReport `json:"targets,omitempty"`
+	Targets []Target `json:"targets,omitempty"`
 	// DeadLetters are the regions' dead-letter streams that hold messages.
-	DeadLetters []deadLetterReport `json:"dead_letters,omitempty"`
+	DeadLetters []DeadLetter `json:"dead_letters,omitempty"`
 	// Capture is the source's slot, with --source-db.
-	Capture *captureReport `json:"capture,omitempty"`
+	Capture *Capture `json:"capture,omitempty"`
 }
 
-type streamReport struct {
+// Stream is one domain's copy of a source's change stream.
+type Stream struct {
 	Domain string `json:"domain"`
 	Stream string `json:"stream"`
 	// Role is "home" for the stream capture publishes to, "mirror" for a
@@ -217,17 +116,18 @@ type streamReport struct {
 	LastTime *time.Time `json:"last_time,omitempty"`
 	// LastTxnLSN is the source LSN of the newest transaction in the stream
 	// (end of its commit, or its commit when its last chunk is missing).
-	LastTxnLSN string        `json:"last_txn_lsn,omitempty"`
-	Mirror     *mirrorReport `json:"mirror,omitempty"`
+	LastTxnLSN string  `json:"last_txn_lsn,omitempty"`
+	Mirror     *Mirror `json:"mirror,omitempty"`
 	// Gap says which messages this copy lost, if any.
-	Gap       string           `json:"gap,omitempty"`
-	Consumers []consumerReport `json:"consumers"`
+	Gap       string     `json:"gap,omitempty"`
+	Consumers []Consumer `json:"consumers"`
 
 	lastTxn stream.LSN
 	asked   string // the domain as asked: "" for the connected server's
 }
 
-type mirrorReport struct {
+// Mirror is how a region's copy of the stream follows its origin.
+type Mirror struct {
 	// Upstream is the origin's domain.
 	Upstream string `json:"upstream_domain"`
 	// Lag is how many messages the mirror trails its origin, as of its
@@ -239,7 +139,8 @@ type mirrorReport struct {
 	Error              string   `json:"error,omitempty"`
 }
 
-type consumerReport struct {
+// Consumer is the durable consumer of a region's applier.
+type Consumer struct {
 	Name   string `json:"name"`
 	Region string `json:"region"`
 	// AckFloor is the stream sequence up to which everything is applied
@@ -263,7 +164,8 @@ type consumerReport struct {
 	State string `json:"state"`
 }
 
-type targetReport struct {
+// Target is a region's position in its database, and its applier.
+type Target struct {
 	Region    string `json:"region"`
 	Error     string `json:"error,omitempty"`
 	CommitLSN string `json:"commit_lsn,omitempty"`
@@ -294,7 +196,7 @@ type targetReport struct {
 	ConflictsLastHour int64  `json:"conflicts_last_hour"`
 	// Applier is the state the region's applier records in the target;
 	// null when it records none (an older pgjet-apply).
-	Applier *applierReport `json:"applier,omitempty"`
+	Applier *Applier `json:"applier,omitempty"`
 	// ApplierState sums it up: running, lagging (running, but behind or
 	// applying nothing), stopped, or down (its record says running, but
 	// its heartbeat stopped).
@@ -303,15 +205,12 @@ type targetReport struct {
 	appliedAgo *float64 // seconds since the target's last commit of a position
 }
 
-// gatherStatus asks every domain and target, then lists the problems. Only
+// Gather asks every domain and target, then lists the problems. Only
 // a failed connection to NATS is an error; a domain or a database that
 // does not answer is reported in its row and as a problem.
-func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log zerolog.Logger) (*statusReport, error) {
-	auth, err := f.auth.Options()
-	if err != nil {
-		return nil, err
-	}
-	nc, err := stream.Connect(f.nats, "pgjet status", auth, log, nats.Timeout(f.timeout), nats.NoReconnect(),
+func Gather(ctx context.Context, o Options, log zerolog.Logger) (*Report, error) {
+	targets := o.Targets
+	nc, err := stream.Connect(o.NATS, "pgjet status", o.Auth, log, nats.Timeout(o.Timeout), nats.NoReconnect(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error().Err(err).Msg("nats") }))
 	if err != nil {
 		if stream.IsPermanent(err) {
@@ -321,13 +220,13 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 	}
 	defer nc.Close()
 
-	domains := f.domains
+	domains := o.Domains
 	if len(domains) == 0 {
 		domains = []string{""}
 	}
-	rep := &statusReport{At: time.Now().UTC(), NATS: stream.RedactURL(f.nats)}
+	rep := &Report{At: time.Now().UTC(), NATS: stream.RedactURL(o.NATS)}
 	var found []domainFound
-	askDomains(ctx, nc, f, domains, rep, &found)
+	askDomains(ctx, nc, o, domains, rep, &found)
 	// A region is judged against its source's own stream: a mirror's home
 	// domain is asked too when --domains left it out, or a cut-off region
 	// would be compared with nothing but its own stale copy.
@@ -344,22 +243,22 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 			}
 		}
 	}
-	askDomains(ctx, nc, f, homes, rep, &found)
-	if err := checkSourceName(ctx, nc, f, rep, found); err != nil {
+	askDomains(ctx, nc, o, homes, rep, &found)
+	if err := checkSourceName(ctx, nc, o, rep, found); err != nil {
 		return nil, err
 	}
 
-	bySource := map[string]*sourceReport{}
-	source := func(name string) *sourceReport {
+	bySource := map[string]*Source{}
+	source := func(name string) *Source {
 		if s, ok := bySource[name]; ok {
 			return s
 		}
-		s := &sourceReport{Source: name, Streams: []streamReport{}}
+		s := &Source{Source: name, Streams: []Stream{}}
 		bySource[name] = s
 		return s
 	}
-	if f.name != "" {
-		source(f.name)
+	if o.Name != "" {
+		source(o.Name)
 	}
 	for _, df := range found {
 		for _, s := range df.streams {
@@ -378,13 +277,13 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 	var wg sync.WaitGroup
 	if len(targets) > 0 {
 		var names []string
-		if f.name != "" {
-			names = []string{f.name}
+		if o.Name != "" {
+			names = []string{o.Name}
 		}
-		results := make([]map[string]targetReport, len(targets))
+		results := make([]map[string]Target, len(targets))
 		for i, t := range targets {
 			wg.Go(func() {
-				tctx, cancel := context.WithTimeout(ctx, f.timeout)
+				tctx, cancel := context.WithTimeout(ctx, o.Timeout)
 				defer cancel()
 				results[i] = targetStatus(tctx, t, names)
 			})
@@ -397,14 +296,14 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 					continue
 				}
 				s := source(name)
-				tr.Region = t.region
+				tr.Region = t.Region
 				s.Targets = append(s.Targets, tr)
 			}
 		}
 	}
-	if f.sourceDB != "" {
-		cctx, cancel := context.WithTimeout(ctx, f.timeout)
-		source(f.name).Capture = captureStatus(cctx, f.sourceDB, f.slot)
+	if o.SourceDB != "" {
+		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		source(o.Name).Capture = captureStatus(cctx, o.SourceDB, o.Slot)
 		cancel()
 	}
 	for _, s := range bySource {
@@ -412,50 +311,50 @@ func gatherStatus(ctx context.Context, f statusFlags, targets []dbRegion, log ze
 		for i := range s.Targets {
 			tr := &s.Targets[i]
 			if home != nil && tr.Error == "" {
-				tctx, cancel := context.WithTimeout(ctx, f.timeout)
+				tctx, cancel := context.WithTimeout(ctx, o.Timeout)
 				tr.WaitingSeconds = oldestUnapplied(tctx, nc, home, tr.StreamSeq, rep.At)
 				cancel()
 			}
-			fillTargetLag(tr, s, rep, f.stall)
-			fillApplierState(tr, f.stall)
+			fillTargetLag(tr, s, rep, o.Stall)
+			fillApplierState(tr, o.Stall)
 		}
 	}
 
 	for _, s := range bySource {
-		slices.SortFunc(s.Streams, func(a, b streamReport) int {
+		slices.SortFunc(s.Streams, func(a, b Stream) int {
 			return cmp.Or(cmp.Compare(roleOrder(a.Role), roleOrder(b.Role)), cmp.Compare(a.Domain, b.Domain))
 		})
-		slices.SortFunc(s.Targets, func(a, b targetReport) int { return cmp.Compare(a.Region, b.Region) })
-		slices.SortFunc(s.DeadLetters, func(a, b deadLetterReport) int { return cmp.Compare(a.Region, b.Region) })
+		slices.SortFunc(s.Targets, func(a, b Target) int { return cmp.Compare(a.Region, b.Region) })
+		slices.SortFunc(s.DeadLetters, func(a, b DeadLetter) int { return cmp.Compare(a.Region, b.Region) })
 		rep.Sources = append(rep.Sources, *s)
 	}
-	slices.SortFunc(rep.Sources, func(a, b sourceReport) int { return cmp.Compare(a.Source, b.Source) })
+	slices.SortFunc(rep.Sources, func(a, b Source) int { return cmp.Compare(a.Source, b.Source) })
 	if rep.Sources == nil {
-		rep.Sources = []sourceReport{}
+		rep.Sources = []Source{}
 	}
-	rep.Problems = problems(rep, f.stall)
+	rep.Problems = problems(rep, o.Stall)
 	rep.Healthy = len(rep.Problems) == 0
 	return rep, nil
 }
 
 // domainFound is what one domain answered.
 type domainFound struct {
-	streams     []streamReport
-	deadLetters []deadLetterReport
+	streams     []Stream
+	deadLetters []DeadLetter
 }
 
 // askDomains asks each domain at once, appending its row to rep.Domains
 // and what it holds to found.
-func askDomains(ctx context.Context, nc *nats.Conn, f statusFlags, domains []string, rep *statusReport, found *[]domainFound) {
-	rows := make([]domainReport, len(domains))
+func askDomains(ctx context.Context, nc *nats.Conn, o Options, domains []string, rep *Report, found *[]domainFound) {
+	rows := make([]Domain, len(domains))
 	out := make([]domainFound, len(domains))
 	var wg sync.WaitGroup
 	for i, d := range domains {
 		wg.Go(func() {
-			dctx, cancel := context.WithTimeout(ctx, f.timeout)
+			dctx, cancel := context.WithTimeout(ctx, o.Timeout)
 			defer cancel()
 			rows[i].Domain = d
-			name, df, err := domainStatus(dctx, nc, d, f.name, f.stall)
+			name, df, err := domainStatus(dctx, nc, d, o.Name, o.Stall)
 			if name != "" {
 				rows[i].Domain = name
 			}
@@ -563,9 +462,9 @@ func domainError(domain string, err error) error {
 }
 
 // streamStatus reports one stream and its appliers' consumers.
-func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, info *jetstream.StreamInfo, stall time.Duration) (streamReport, error) {
+func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, info *jetstream.StreamInfo, stall time.Duration) (Stream, error) {
 	st := info.State
-	sr := streamReport{
+	sr := Stream{
 		Domain:    domain,
 		Stream:    info.Config.Name,
 		Role:      "home",
@@ -573,7 +472,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 		Bytes:     st.Bytes,
 		FirstSeq:  st.FirstSeq,
 		LastSeq:   st.LastSeq,
-		Consumers: []consumerReport{},
+		Consumers: []Consumer{},
 	}
 	if !st.LastTime.IsZero() && st.Msgs > 0 {
 		t := st.LastTime.UTC()
@@ -581,7 +480,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	}
 	if m := info.Config.Mirror; m != nil {
 		sr.Role = "mirror"
-		mr := &mirrorReport{Upstream: stream.MirrorDomain(m)}
+		mr := &Mirror{Upstream: stream.MirrorDomain(m)}
 		if mi := info.Mirror; mi != nil {
 			mr.Lag = mi.Lag
 			if mi.Active >= 0 {
@@ -621,7 +520,7 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 		if !strings.HasPrefix(ci.Name, statusConsumerPrefix) {
 			continue
 		}
-		cr := consumerReport{
+		cr := Consumer{
 			Name:       ci.Name,
 			Region:     strings.TrimPrefix(ci.Name, statusConsumerPrefix),
 			AckFloor:   ci.AckFloor.Stream,
@@ -641,15 +540,15 @@ func streamStatus(ctx context.Context, js jetstream.JetStream, domain string, in
 	if err := l.Err(); err != nil {
 		return sr, fmt.Errorf("list consumers of %s: %w", info.Config.Name, err)
 	}
-	slices.SortFunc(sr.Consumers, func(a, b consumerReport) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(sr.Consumers, func(a, b Consumer) int { return cmp.Compare(a.Name, b.Name) })
 	return sr, nil
 }
 
 // markMirrorGaps flags mirrors that can no longer copy everything: the
 // home stream no longer holds the message after the mirror's last one, so
 // the mirror will skip to what is left.
-func markMirrorGaps(streams []streamReport) {
-	var home *streamReport
+func markMirrorGaps(streams []Stream) {
+	var home *Stream
 	for i := range streams {
 		if streams[i].Role == "home" {
 			home = &streams[i]
@@ -673,52 +572,39 @@ func markMirrorGaps(streams []streamReport) {
 // targetStatus reads a target's applied positions and recent conflicts,
 // per source (all sources in pgjet.applied when names is empty). A
 // failure is returned under the source "".
-func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]targetReport {
-	fail := func(err error) map[string]targetReport {
-		return map[string]targetReport{"": {Region: t.region, Error: err.Error()}}
+func targetStatus(ctx context.Context, t TargetDB, names []string) map[string]Target {
+	fail := func(err error) map[string]Target {
+		return map[string]Target{"": {Region: t.Region, Error: err.Error()}}
 	}
-	conn, err := pgx.Connect(ctx, t.url)
+	conn, err := pgx.Connect(ctx, t.URL)
 	if err != nil {
-		return fail(schema.ClassifyConnect(t.url, err))
+		return fail(pgerr.ClassifyConnect(t.URL, err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	out := map[string]targetReport{}
+	out := map[string]Target{}
 	for _, n := range names {
-		out[n] = targetReport{Region: t.region, Error: "no applied position for source " + n + " yet"}
+		out[n] = Target{Region: t.Region, Error: "no applied position for source " + n + " yet"}
 	}
-	rows, err := conn.Query(ctx, `SELECT source, commit_lsn::text, end_lsn::text, coalesce(source_lsn, end_lsn)::text, stream_seq, commit_time, applied_at,
-		extract(epoch FROM clock_timestamp() - commit_time)::float8, extract(epoch FROM clock_timestamp() - applied_at)::float8
-		FROM pgjet.applied WHERE coalesce(cardinality($1::text[]), 0) = 0 OR source = ANY($1)`, names)
+	positions, err := applied.Read(ctx, conn, names...)
 	if err != nil {
-		if schema.PgCode(err) == "42P01" || schema.PgCode(err) == "3F000" {
-			return fail(fmt.Errorf("no pgjet.applied in %s: pgjet-apply has not run against it", schema.Redact(t.url)))
+		if errors.Is(err, applied.ErrNoTable) {
+			return fail(fmt.Errorf("no pgjet.applied in %s: pgjet-apply has not run against it", redact.Postgres(t.URL)))
 		}
-		return fail(fmt.Errorf("read pgjet.applied: %w", err))
+		return fail(err)
 	}
-	for rows.Next() {
-		var (
-			src, commit, end, reached string
-			seq                       int64
-			commitAt, applied         *time.Time
-			lag, appliedAgo           *float64
-		)
-		if err := rows.Scan(&src, &commit, &end, &reached, &seq, &commitAt, &applied, &lag, &appliedAgo); err != nil {
-			return fail(fmt.Errorf("read pgjet.applied: %w", err))
-		}
-		tr := targetReport{Region: t.region, CommitLSN: commit, EndLSN: end, SourceLSN: reached, StreamSeq: uint64(seq),
-			CommitTime: utc(commitAt), AppliedAt: utc(applied), appliedAgo: appliedAgo}
-		if lag != nil {
-			l := max(*lag, 0)
+	for _, p := range positions {
+		appliedAgo := p.Clock.Sub(p.AppliedAt).Seconds()
+		tr := Target{Region: t.Region, CommitLSN: p.CommitLSN.String(), EndLSN: p.EndLSN.String(), SourceLSN: p.SourceLSN.String(), StreamSeq: p.StreamSeq,
+			CommitTime: utc(p.CommitTime), AppliedAt: utc(&p.AppliedAt), appliedAgo: &appliedAgo}
+		if p.CommitTime != nil {
+			l := max(p.Clock.Sub(*p.CommitTime).Seconds(), 0)
 			tr.LagSeconds = &l
 		}
-		out[src] = tr
-	}
-	if err := rows.Err(); err != nil {
-		return fail(fmt.Errorf("read pgjet.applied: %w", err))
+		out[p.Source] = tr
 	}
 
-	rows, err = conn.Query(ctx, `SELECT source, count(*) FROM pgjet.conflicts WHERE at > now() - interval '1 hour' GROUP BY source`)
+	rows, err := conn.Query(ctx, `SELECT source, count(*) FROM pgjet.conflicts WHERE at > now() - interval '1 hour' GROUP BY source`)
 	if err != nil {
 		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
 	}
@@ -736,7 +622,7 @@ func targetStatus(ctx context.Context, t dbRegion, names []string) map[string]ta
 	if err := rows.Err(); err != nil {
 		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
 	}
-	if err := readApplierStates(ctx, conn, names, t.region, out); err != nil {
+	if err := readApplierStates(ctx, conn, names, t.Region, out); err != nil {
 		return fail(err)
 	}
 	return out
@@ -750,8 +636,8 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// print writes the report as tables for people.
-func (r *statusReport) print(out io.Writer) error {
+// WriteText writes the report as tables for people.
+func (r *Report) WriteText(out io.Writer) error {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	now := r.At
 	for _, d := range r.Domains {
@@ -818,7 +704,7 @@ func (r *statusReport) print(out io.Writer) error {
 				}
 				behind := "-"
 				if t.BehindBytes != nil {
-					behind = humanBytes(int64(*t.BehindBytes))
+					behind = HumanBytes(int64(*t.BehindBytes))
 				}
 				commit := "-"
 				if t.CommitTime != nil {
@@ -866,4 +752,22 @@ func ago(now time.Time, t *time.Time) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1fs ago", max(now.Sub(*t).Seconds(), 0))
+}
+
+// HumanBytes renders a byte count with a binary unit, as the report
+// does (1.5 MiB).
+func HumanBytes(n int64) string {
+	if n < 0 {
+		n = 0
+	}
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -1,4 +1,4 @@
-package main
+package status
 
 // What `pgjet status` concludes: the health of capture, mirrors, appliers
 // and targets, and the problems that make it exit 1. A status that shows a
@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/apply"
-	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -34,8 +34,8 @@ const (
 	stateUnknown    = "unknown"
 )
 
-// captureReport is capture's slot on the source (--source-db).
-type captureReport struct {
+// Capture is capture's slot on the source (--source-db).
+type Capture struct {
 	Slot  string `json:"slot"`
 	Error string `json:"error,omitempty"`
 	// Missing is true when the source has no such slot.
@@ -59,11 +59,11 @@ type captureReport struct {
 }
 
 // captureStatus reads the slot of capture on the source at url.
-func captureStatus(ctx context.Context, url, slot string) *captureReport {
-	cr := &captureReport{Slot: slot}
+func captureStatus(ctx context.Context, url, slot string) *Capture {
+	cr := &Capture{Slot: slot}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		cr.Error = schema.ClassifyConnect(url, err).Error()
+		cr.Error = pgerr.ClassifyConnect(url, err).Error()
 		return cr
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
@@ -101,8 +101,8 @@ func captureStatus(ctx context.Context, url, slot string) *captureReport {
 	return cr
 }
 
-// deadLetterReport is one region's dead-letter stream.
-type deadLetterReport struct {
+// DeadLetter is one region's dead-letter stream.
+type DeadLetter struct {
 	Source   string     `json:"source"`
 	Region   string     `json:"region"`
 	Domain   string     `json:"domain"`
@@ -116,12 +116,12 @@ type deadLetterReport struct {
 
 // deadLetterStatus lists the dead-letter streams of source ("" = every
 // source) in one domain, found by their subjects pgjetdlq.<source>.<region>.
-func deadLetterStatus(ctx context.Context, js jetstream.JetStream, domain, source string) ([]deadLetterReport, error) {
+func deadLetterStatus(ctx context.Context, js jetstream.JetStream, domain, source string) ([]DeadLetter, error) {
 	subject := "pgjetdlq.>"
 	if source != "" {
 		subject = apply.DeadLetterSubject(source, "*")
 	}
-	var out []deadLetterReport
+	var out []DeadLetter
 	l := js.ListStreams(ctx, jetstream.WithStreamListSubject(subject))
 	for info := range l.Info() {
 		for _, subj := range info.Config.Subjects {
@@ -129,7 +129,7 @@ func deadLetterStatus(ctx context.Context, js jetstream.JetStream, domain, sourc
 			if len(parts) != 3 || parts[0] != "pgjetdlq" {
 				continue
 			}
-			d := deadLetterReport{Source: parts[1], Region: parts[2], Domain: domain, Stream: info.Config.Name, Messages: info.State.Msgs}
+			d := DeadLetter{Source: parts[1], Region: parts[2], Domain: domain, Stream: info.Config.Name, Messages: info.State.Msgs}
 			if info.State.Msgs > 0 {
 				t := info.State.LastTime.UTC()
 				d.LastTime = &t
@@ -152,7 +152,7 @@ func deadLetterStatus(ctx context.Context, js jetstream.JetStream, domain, sourc
 // applier always keeps a pull request waiting on the server, and a busy
 // one receives messages or acknowledges them; a consumer with neither for
 // the stall timeout has no applier, however far behind it is.
-func consumerState(cr *consumerReport, ci *jetstream.ConsumerInfo, stall time.Duration) {
+func consumerState(cr *Consumer, ci *jetstream.ConsumerInfo, stall time.Duration) {
 	cr.Waiting = ci.NumWaiting
 	now := ci.TimeStamp
 	if now.IsZero() {
@@ -182,7 +182,7 @@ func consumerState(cr *consumerReport, ci *jetstream.ConsumerInfo, stall time.Du
 
 // homeStream is the stream capture publishes to, among a source's streams;
 // nil when its domain did not answer.
-func homeStream(streams []streamReport) *streamReport {
+func homeStream(streams []Stream) *Stream {
 	for i := range streams {
 		if streams[i].Role == "home" {
 			return &streams[i]
@@ -195,7 +195,7 @@ func homeStream(streams []streamReport) *streamReport {
 // stream sequence seq (mirrors keep their origin's sequences): how long
 // the oldest message a region has not applied has waited. nil when the
 // stream does not say.
-func oldestUnapplied(ctx context.Context, nc *nats.Conn, home *streamReport, seq uint64, now time.Time) *float64 {
+func oldestUnapplied(ctx context.Context, nc *nats.Conn, home *Stream, seq uint64, now time.Time) *float64 {
 	zero := 0.0
 	if seq >= home.LastSeq {
 		return &zero
@@ -223,7 +223,7 @@ func oldestUnapplied(ctx context.Context, nc *nats.Conn, home *streamReport, seq
 // messages ("" when nothing says so): its mirror is in error or has not
 // heard from its origin within the stall timeout, or the domain named
 // after the region does not answer.
-func regionCutOff(s *sourceReport, rep *statusReport, region string, stall time.Duration) string {
+func regionCutOff(s *Source, rep *Report, region string, stall time.Duration) string {
 	for _, st := range s.Streams {
 		for _, c := range st.Consumers {
 			if c.Region != region {
@@ -257,7 +257,7 @@ func regionCutOff(s *sourceReport, rep *statusReport, region string, stall time.
 // answer, the position capture's slot confirmed. A target is caught up
 // only when nothing of the source's stream has waited for it longer than
 // stall and its region's copy of the stream is not cut off.
-func fillTargetLag(tr *targetReport, s *sourceReport, rep *statusReport, stall time.Duration) {
+func fillTargetLag(tr *Target, s *Source, rep *Report, stall time.Duration) {
 	if tr.Error != "" || tr.EndLSN == "" {
 		return
 	}
@@ -310,7 +310,7 @@ func fillTargetLag(tr *targetReport, s *sourceReport, rep *statusReport, stall t
 
 // problems lists, one line each, everything that keeps the pipeline from
 // being healthy; an empty list is exit status 0.
-func problems(rep *statusReport, stall time.Duration) []string {
+func problems(rep *Report, stall time.Duration) []string {
 	out := []string{}
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	for _, d := range rep.Domains {
@@ -362,7 +362,7 @@ func problems(rep *statusReport, stall time.Duration) []string {
 // captureProblems reports a capture that does not publish: its slot on
 // the source (--source-db) has no client, or the source's stream has had
 // no message, not even a heartbeat, within the stall timeout.
-func captureProblems(s *sourceReport, now time.Time, stall time.Duration, add func(string, ...any)) {
+func captureProblems(s *Source, now time.Time, stall time.Duration, add func(string, ...any)) {
 	if len(s.Streams) == 0 {
 		add("source %s: no stream %s in the domains asked", s.Source, stream.StreamName(s.Source))
 	} else if homeStream(s.Streams) == nil {
@@ -385,17 +385,17 @@ func captureProblems(s *sourceReport, now time.Time, stall time.Duration, add fu
 		add("source %s: slot %s was invalidated (wal_status lost, max_slot_wal_keep_size): the changes since are gone; start a new stream and rebuild every region", s.Source, c.Slot)
 	case !c.Active:
 		add("source %s: capture is down: no client streams from slot %s on the source (start pgjet-capture; meanwhile the slot keeps %s of WAL it has not confirmed)",
-			s.Source, c.Slot, humanBytes(deref(c.UnconfirmedBytes)))
+			s.Source, c.Slot, HumanBytes(deref(c.UnconfirmedBytes)))
 	case c.ReplySeconds != nil && *c.ReplySeconds > stall.Seconds():
 		add("source %s: capture is stalled: the walsender of slot %s has not heard from pgjet-capture for %.1fs (%s of WAL not confirmed)",
-			s.Source, c.Slot, *c.ReplySeconds, humanBytes(deref(c.UnconfirmedBytes)))
+			s.Source, c.Slot, *c.ReplySeconds, HumanBytes(deref(c.UnconfirmedBytes)))
 	}
 }
 
 // streamProblems reports a copy of the stream that has lost messages or
 // stopped receiving them, and appliers that stopped.
 // Regions in down are left out: their applier's own record said why.
-func streamProblems(st streamReport, stall time.Duration, down map[string]bool, add func(string, ...any)) {
+func streamProblems(st Stream, stall time.Duration, down map[string]bool, add func(string, ...any)) {
 	where := fmt.Sprintf("%s in domain %s", st.Stream, orDash(st.Domain))
 	if st.Gap != "" {
 		add("%s: %s", where, st.Gap)
@@ -436,7 +436,7 @@ func deref(n *int64) int64 {
 }
 
 // describe is the capture line of the status for people.
-func (c *captureReport) describe() string {
+func (c *Capture) describe() string {
 	switch {
 	case c.Error != "":
 		return "error: " + c.Error
@@ -452,7 +452,7 @@ func (c *captureReport) describe() string {
 	}
 	out := fmt.Sprintf("%s, confirmed %s, source WAL at %s", state, orDash(c.ConfirmedLSN), orDash(c.WALLSN))
 	if c.UnconfirmedBytes != nil {
-		out += fmt.Sprintf(" (%s not confirmed)", humanBytes(*c.UnconfirmedBytes))
+		out += fmt.Sprintf(" (%s not confirmed)", HumanBytes(*c.UnconfirmedBytes))
 	}
 	if c.ReplySeconds != nil {
 		out += fmt.Sprintf(", last reply %.1fs ago", *c.ReplySeconds)

@@ -1,6 +1,6 @@
-package schema
+package verify
 
-// Repair rewrites the key ranges Verify found different: the target's rows
+// Repair rewrites the key ranges Compare found different: the target's rows
 // of each range are made the source's, row by row (missing ones inserted,
 // differing ones updated, extra ones deleted), and each row changed is
 // left in RepairedTable for the caller to record.
@@ -39,6 +39,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/schema/pgerr"
 )
 
 // RepairedTable is the temporary table, dropped at commit, in which a repair
@@ -99,11 +102,11 @@ func (r TableRepair) Summary() string {
 	return s
 }
 
-// Repair rewrites, on target, the rows of the ranges rep (a Verify report
+// Repair rewrites, on target, the rows of the ranges rep (a Compare report
 // made with opts) found different, from source; see the note at the top of
-// the file. The connections are those Verify used. It returns an error when
+// the file. The connections are those Compare used. It returns an error when
 // a range cannot be repaired; what it repaired before stays repaired.
-func Repair(ctx context.Context, source, target *pgx.Conn, rep *VerifyReport, opts VerifyOptions, ropts RepairOptions) (*RepairReport, error) {
+func Repair(ctx context.Context, source, target *pgx.Conn, rep *Report, opts Options, ropts RepairOptions) (*RepairReport, error) {
 	out := &RepairReport{}
 	for _, t := range rep.Tables {
 		if t.OK {
@@ -128,8 +131,8 @@ func Repair(ctx context.Context, source, target *pgx.Conn, rep *VerifyReport, op
 }
 
 // repairTable repairs the differing ranges of table t.
-func repairTable(ctx context.Context, source, target *pgx.Conn, t TableVerdict, opts VerifyOptions, ropts RepairOptions, tr *TableRepair) error {
-	id, err := ParseTable(t.Table)
+func repairTable(ctx context.Context, source, target *pgx.Conn, t TableVerdict, opts Options, ropts RepairOptions, tr *TableRepair) error {
+	id, err := schema.ParseTable(t.Table)
 	if err != nil {
 		return err
 	}
@@ -180,7 +183,7 @@ func repairTable(ctx context.Context, source, target *pgx.Conn, t TableVerdict, 
 // can be repaired again: it met the applier's transactions in a deadlock
 // or a serialization failure, and was rolled back.
 func retryableRepair(err error) bool {
-	c := PgCode(err)
+	c := pgerr.PgCode(err)
 	return c == "40P01" || c == "40001"
 }
 

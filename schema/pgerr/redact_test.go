@@ -1,4 +1,4 @@
-package schema
+package pgerr
 
 import (
 	"errors"
@@ -13,9 +13,9 @@ import (
 
 // FuzzRedact embeds a random password in every form a Postgres connection
 // string takes, written as libpq wants it and written raw (malformed), and
-// checks that neither Redact, nor the error ClassifyConnect makes of pgx's
-// parse error, nor redact.WithoutPassword (pg_dump's command line) of a
-// string pgx reads shows it. `make test` runs the seeds and testdata/fuzz.
+// checks that neither redact.Postgres, nor the error ClassifyConnect
+// makes of pgx's parse error, nor redact.WithoutPassword (pg_dump's
+// command line) of a string pgx reads shows it. `make test` runs the seeds and testdata/fuzz.
 func FuzzRedact(f *testing.F) {
 	for _, pw := range []string{
 		"secret", "a b c", `it's\`, `\'q\'`, "se%cret", "sec/ret", "sec#ret", "1234#secret", "sec@ret",
@@ -28,7 +28,7 @@ func FuzzRedact(f *testing.F) {
 			return
 		}
 		for _, form := range postgresForms(pw) {
-			checkHidden(t, form, "Redact", Redact(form.conn))
+			checkHidden(t, form, "Redact", redact.Postgres(form.conn))
 			cfg, err := pgx.ParseConfig(form.conn)
 			if err == nil && (cfg.Password == pw || strings.Contains(form.conn, "sslpassword")) {
 				// What pg_dump's command line gets of a string pgx reads.
@@ -46,7 +46,7 @@ func FuzzRedact(f *testing.F) {
 					t.Fatalf("ClassifyConnect of a parse error = %v, want a FatalError", err)
 				}
 				// The message's own words may hold the password by chance.
-				form.ideal = strings.Replace(fe.Msg, Redact(form.conn), form.ideal, 1)
+				form.ideal = strings.Replace(fe.Msg, redact.Postgres(form.conn), form.ideal, 1)
 				checkHidden(t, form, "ClassifyConnect", err.Error())
 			}
 		}
