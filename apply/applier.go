@@ -96,7 +96,7 @@ func (a *Applier) streamFailed(err error) {
 // streamAnswered ends an outage of the stream.
 func (a *Applier) streamAnswered() {
 	if d := a.outage.OK(time.Now()); d > 0 {
-		a.log.Info().Str("stream", stream.StreamName(a.cfg.Name)).Dur("down", d).Msg("stream reachable again: apply resumed")
+		a.log.Info().Str("stream", stream.StreamName(a.cfg.Name)).Int64("down_ms", d.Milliseconds()).Msg("stream reachable again: apply resumed")
 	}
 }
 
@@ -128,7 +128,7 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 		if ctx.Err() != nil && errors.Is(err, errShutdownTimeout) {
 			// Nothing is lost: the position commits with the rows, so what
 			// the target did not confirm is applied again on restart.
-			a.log.Warn().Err(err).Dur("shutdown_timeout", a.cfg.ShutdownTimeout).
+			a.log.Warn().Err(err).Float64("shutdown_timeout_s", a.cfg.ShutdownTimeout.Seconds()).
 				Msg("apply stopped without a final commit: the target did not answer within --shutdown-timeout; unconfirmed transactions are applied again on restart")
 			return nil
 		}
@@ -153,7 +153,7 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 			a.streamFailed(err)
 		}
 		a.state.retrying(err)
-		a.log.Warn().Err(err).Dur("retry_in", backoff).Msg("apply interrupted, retrying")
+		a.log.Warn().Err(err).Int64("retry_in_ms", backoff.Milliseconds()).Msg("apply interrupted, retrying")
 		select {
 		case <-ctx.Done():
 			return nil
@@ -584,7 +584,7 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 		case err != nil:
 			a.log.Warn().Err(err).Msg("mirror keeps its limits: update them as a NATS admin (nats stream edit), or run pgjet-apply once as one")
 		case changed:
-			a.log.Info().Str("stream", name).Dur("max_age", lim.MaxAge).Int64("max_bytes", lim.MaxBytes).Msg("mirror limits updated")
+			a.log.Info().Str("stream", name).Float64("max_age_s", lim.MaxAge.Seconds()).Int64("max_bytes", lim.MaxBytes).Msg("mirror limits updated")
 		}
 	} else {
 		st, err = js.Stream(ctx, name)

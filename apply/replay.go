@@ -47,6 +47,9 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 	}
 	cfg.UntilLSN, cfg.UntilTime, cfg.StopAtEnd = o.UntilLSN, o.UntilTime, true
 	cfg.SkipSnapshot = true // the snapshot is chosen here, by the point
+	// The applier names its own component and source: it is given base,
+	// so that its lines do not carry these keys twice.
+	base := log
 	log = log.With().Str("component", "replay").Str("source", cfg.Name).Logger()
 
 	conn, err := pgx.Connect(ctx, cfg.DB)
@@ -156,7 +159,7 @@ func Replay(ctx context.Context, o ReplayOptions, log zerolog.Logger) error {
 		}
 	}
 
-	a := New(cfg, log)
+	a := New(cfg, base)
 	err = a.Run(ctx)
 	// The replay's consumer is of no use once it stopped.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

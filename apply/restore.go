@@ -898,7 +898,7 @@ func (r *restorer) data(ctx context.Context, m jetstream.Msg, md *jetstream.MsgM
 			Uint64("messages_left", md.NumPending).Float64("mb_per_sec", float64(r.bytes)/1e6/time.Since(r.started).Seconds())
 		if r.msgs > 0 && md.NumPending > 0 {
 			eta := time.Duration(float64(time.Since(r.started)) / float64(r.msgs) * float64(md.NumPending))
-			ev = ev.Str("eta", eta.Round(time.Second).String())
+			ev = ev.Int64("eta_s", int64(eta.Seconds()))
 		}
 		ev.Msg("restore progress")
 	}
@@ -1089,6 +1089,6 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 		return err
 	}
 	r.o.Log.Info().Str("snapshot", r.o.Snapshot).Str("lsn", man.LSN.String()).Int64("rows", r.rows).Int64("bytes", r.bytes).
-		Dur("took", time.Since(r.started).Round(time.Millisecond)).Uint64("stream_seq", start).Msg("snapshot restored; following changes")
+		Int64("took_ms", time.Since(r.started).Milliseconds()).Uint64("stream_seq", start).Msg("snapshot restored; following changes")
 	return nil
 }

@@ -87,7 +87,7 @@ func (c *Capture) Run(ctx context.Context) error {
 	}
 	if cfg := c.cfg; cfg.SnapshotEvery > 0 && cfg.SnapshotKeep > 0 && cfg.Stream.MaxAge > 0 &&
 		cfg.SnapshotEvery*time.Duration(cfg.SnapshotKeep) > cfg.Stream.MaxAge {
-		c.log.Warn().Dur("snapshot_every", cfg.SnapshotEvery).Int("snapshot_keep", cfg.SnapshotKeep).Dur("stream_max_age", cfg.Stream.MaxAge).
+		c.log.Warn().Float64("snapshot_every_s", cfg.SnapshotEvery.Seconds()).Int("snapshot_keep", cfg.SnapshotKeep).Float64("stream_max_age_s", cfg.Stream.MaxAge.Seconds()).
 			Msg("the change stream keeps less than the oldest kept snapshot needs: replay from it will stop at the gap; raise --stream-max-age or lower --snapshot-every x --snapshot-keep")
 	}
 	// A snapshot that cannot be taken (pg_dump missing, say) stops the
@@ -127,7 +127,7 @@ func (c *Capture) Run(ctx context.Context) error {
 		if isNATSRetryable(err) {
 			c.streamFailed(err)
 		}
-		c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("capture interrupted, retrying")
+		c.log.Warn().Err(err).Int64("retry_in_ms", backoff.Milliseconds()).Msg("capture interrupted, retrying")
 		select {
 		case <-ctx.Done():
 			return nil
@@ -178,7 +178,7 @@ func (c *Capture) snapshots(ctx context.Context) error {
 			if pgerr.IsFatal(err) {
 				return err
 			}
-			c.log.Warn().Err(err).Dur("retry_in", backoff).Msg("snapshot interrupted, resuming")
+			c.log.Warn().Err(err).Int64("retry_in_ms", backoff.Milliseconds()).Msg("snapshot interrupted, resuming")
 			select {
 			case <-ctx.Done():
 				return nil
@@ -418,7 +418,7 @@ func (c *Capture) streamFailed(err error) {
 // streamAnswered ends an outage of the stream.
 func (c *Capture) streamAnswered() {
 	if d := c.outage.OK(time.Now()); d > 0 {
-		c.log.Info().Str("stream", stream.StreamName(c.cfg.Name)).Dur("down", d).Msg("stream reachable again: capture resumed")
+		c.log.Info().Str("stream", stream.StreamName(c.cfg.Name)).Int64("down_ms", d.Milliseconds()).Msg("stream reachable again: capture resumed")
 	}
 }
 

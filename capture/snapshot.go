@@ -194,7 +194,7 @@ func (c *Capture) TakeSnapshot(ctx context.Context, js jetstream.JetStream) (str
 	}
 	s.stats.Completed.Add(1)
 	c.log.Info().Str("snapshot", s.id).Str("lsn", man.LSN.String()).Int64("rows", man.Rows).Int64("bytes", man.Bytes).
-		Dur("took", man.Finished.Sub(man.Started)).Msg("snapshot complete")
+		Int64("took_ms", man.Finished.Sub(man.Started).Milliseconds()).Msg("snapshot complete")
 	if kept, err := c.pruneSnapshots(ctx, st); err != nil {
 		c.log.Warn().Err(err).Msg("remove old snapshots")
 	} else if c.cfg.StreamRetention == "snapshots" {
@@ -1156,7 +1156,7 @@ func (s *snapshotter) progress(ctx context.Context) {
 			Float64("rows_per_sec", float64(rows)/time.Since(start).Seconds())
 		if est > rows && rows > 0 {
 			eta := time.Duration(float64(time.Since(start)) * float64(est-rows) / float64(rows))
-			ev = ev.Int64("est_rows", est).Str("eta", eta.Round(time.Second).String())
+			ev = ev.Int64("est_rows", est).Int64("eta_s", int64(eta.Seconds()))
 		}
 		ev.Msg("snapshot progress")
 	}

@@ -541,7 +541,7 @@ func (p *Postgres) stopProcess() {
 	select {
 	case <-p.done:
 	case <-time.After(stopTimeout):
-		p.log.Warn().Dur("timeout", stopTimeout).Msg("fast shutdown timed out; killing postgres")
+		p.log.Warn().Float64("timeout_s", stopTimeout.Seconds()).Msg("fast shutdown timed out; killing postgres")
 		p.killProcess()
 	}
 }
