@@ -166,20 +166,24 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	if c.DB == "" {
-		errs = append(errs, errors.New("--db is required (postgres://user:pass@host:5432/db)"))
+		errs = append(errs, errors.New("--db is required (the target database URL, e.g. postgres://pgjet_apply@replica:5432/app)"))
 	}
 	if c.NATS == "" {
-		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
+		errs = append(errs, errors.New("--nats is required (the NATS URL, e.g. nats://localhost:4222)"))
 	} else if err := stream.ValidateURL("--nats", c.NATS); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.NATSOptions.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := stream.ValidateSource(c.Name); err != nil {
+	if c.Name == "" {
+		errs = append(errs, errors.New("--name is required (the source's name, as given to pgjet-capture)"))
+	} else if err := stream.ValidateSource(c.Name); err != nil {
 		errs = append(errs, fmt.Errorf("--name: %w", err))
 	}
-	if err := stream.ValidateSource(c.Region); err != nil {
+	if c.Region == "" {
+		errs = append(errs, errors.New("--region is required (this region's name, e.g. eu)"))
+	} else if err := stream.ValidateRegion(c.Region); err != nil {
 		errs = append(errs, fmt.Errorf("--region: %w", err))
 	}
 	switch c.SynchronousCommit {

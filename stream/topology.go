@@ -19,9 +19,15 @@ var sourceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ValidateSource checks a source name: it becomes part of subjects, stream
 // and consumer names, so it is restricted to letters, digits, '_' and '-'.
-func ValidateSource(name string) error {
+func ValidateSource(name string) error { return validateName("source", name) }
+
+// ValidateRegion checks a region name, which names consumers and streams
+// as a source name does.
+func ValidateRegion(name string) error { return validateName("region", name) }
+
+func validateName(kind, name string) error {
 	if !sourceNameRE.MatchString(name) {
-		return fmt.Errorf("source name %q is invalid: use 1-64 letters, digits, '_' or '-'", name)
+		return fmt.Errorf("%s name %q is invalid: use 1-64 letters, digits, '_' or '-'", kind, name)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func main() {
 	fs.StringSliceVar(&cfg.FollowSequences, "follow-sequences", nil, "with --local-name, sequences (schema.name patterns, repeatable or comma-separated) that take the source's values; the others stay this region's own")
 	fs.BoolVar(&cfg.SkipSnapshot, "skip-snapshot", false, "follow changes only, even on an empty target (for a target seeded by other means)")
 	fs.BoolVar(&cfg.NoOwners, "no-owners", false, "give up the source's owners and privileges: restore snapshots without owners, GRANTs and default privileges, and replay schema changes as the apply role instead of their author, so every object belongs to the apply role (only where the source's roles cannot exist; SECURITY DEFINER functions then run as the apply role)")
-	fs.StringVar(&cfg.OnBadMessage, "on-bad-message", cfg.OnBadMessage, "what a message that cannot be decoded, or belongs to another source, does: stop (exit 1 naming it) or dead-letter (republish it to pgjetdlq.<name>.<region>, kept in stream PGJET_DLQ_<name>, and go on)")
+	fs.StringVar(&cfg.OnBadMessage, "on-bad-message", cfg.OnBadMessage, "what a message that cannot be decoded, or belongs to another source, does: stop (exit 1 naming it) or dead-letter (republish it to pgjetdlq.<name>.<region>, kept in stream PGJET_DLQ_<name>_<region> of this applier's domain, and go on)")
 	fs.BoolVar(&checkConfig, "check-config", false, "check the configuration, Postgres and NATS, print a report and exit (0 when all pass)")
 	dbf.Register(fs)
 	natsf.Register(fs)
@@ -69,15 +69,13 @@ func main() {
 		cfg.ConflictTables = m
 	}
 
-	log, err := logf.Logger("pgjet-apply")
-	if err != nil {
-		cli.Exit("pgjet-apply", log, err)
-	}
+	log, lerr := logf.Logger("pgjet-apply")
+	var err error
 	cfg.DB, err = dbf.URL(cfg.DB)
 	if err == nil {
 		cfg.NATSOptions, err = natsf.Options()
 	}
-	if err = errors.Join(err, cfg.Validate()); err != nil {
+	if err = errors.Join(err, cfg.Validate(), lerr); err != nil {
 		cli.Usage("pgjet-apply", err)
 	}
 	ctx, stop := cli.SignalContext()
@@ -92,5 +90,5 @@ func main() {
 	}
 	// The metrics server ends with the applier, whatever ended it.
 	g.Go(func() error { defer stop(); return a.Run(gctx) })
-	cli.Exit("pgjet-apply", log, g.Wait())
+	logf.Exit("pgjet-apply", log, g.Wait())
 }

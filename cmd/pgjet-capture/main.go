@@ -36,8 +36,8 @@ func main() {
 	fs.StringVar(&cfg.Keyless, "keyless", "", "what to do with published tables that have no primary key nor replica identity, whose UPDATE and DELETE Postgres would refuse: identity-full (set REPLICA IDENTITY FULL), exclude (leave them out of the publication) or inserts-only (publish their inserts only); unset, capture refuses to start and names them")
 	fs.StringSliceVar(&cfg.KeylessTables, "keyless-table", nil, "--keyless per table: schema.table=CHOICE,... (glob patterns, first match wins), e.g. 'public.log=inserts-only,audit.*=exclude'")
 	fs.StringVar(&cfg.Partitions, "partitions", cfg.Partitions, "publish partition changes as the partition (leaf) or as the partitioned table (root)")
-	fs.StringVar(&cfg.Slot, "slot", "", "replication slot (default pgjet_<name>)")
-	fs.StringVar(&cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
+	fs.StringVar(&cfg.Slot, "slot", "", "replication slot (default pgjet_<name>, lower-cased, with '-' as '_')")
+	fs.StringVar(&cfg.Publication, "publication", "", "publication (default: the slot's name)")
 	fs.IntVar(&cfg.ChunkBytes, "chunk-bytes", cfg.ChunkBytes, "target size of one message; larger transactions are split")
 	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 0, "largest message to publish (default: the NATS server's max_payload); set the smallest max_payload of the regions' servers when it is below the hub's")
 	fs.IntVar(&cfg.Window, "window", cfg.Window, "most messages awaiting JetStream acks")
@@ -60,15 +60,13 @@ func main() {
 	cli.ParseWithConfig(fs, os.Args[1:])
 	cfg.Snapshot = !*noSnapshot
 
-	log, err := logf.Logger("pgjet-capture")
-	if err != nil {
-		cli.Exit("pgjet-capture", log, err)
-	}
+	log, lerr := logf.Logger("pgjet-capture")
+	var err error
 	cfg.DB, err = dbf.URL(cfg.DB)
 	if err == nil {
 		cfg.NATSOptions, err = natsf.Options()
 	}
-	if err = errors.Join(err, cfg.Validate()); err != nil {
+	if err = errors.Join(err, cfg.Validate(), lerr); err != nil {
 		cli.Usage("pgjet-capture", err)
 	}
 	ctx, stop := cli.SignalContext()
@@ -81,12 +79,12 @@ func main() {
 	if metricsAddr != "" {
 		m, err := metrics.NewCapture(c, cfg, log)
 		if err != nil {
-			cli.Exit("pgjet-capture", log, err)
+			logf.Exit("pgjet-capture", log, err)
 		}
 		defer m.Close()
 		g.Go(func() error { return metrics.Serve(gctx, metricsAddr, m, log) })
 	}
 	// The metrics server ends with the capture, whatever ended it.
 	g.Go(func() error { defer stop(); return c.Run(gctx) })
-	cli.Exit("pgjet-capture", log, g.Wait())
+	logf.Exit("pgjet-capture", log, g.Wait())
 }

@@ -90,10 +90,6 @@ func runBench(args []string) int {
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level of the components (stderr): trace, debug, info, warn, error")
 	cli.Parse(fs, args)
 
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "pgjet bench: unexpected arguments %q (see --help)\n", fs.Args())
-		return 2
-	}
 	if err := f.validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "pgjet bench: %v\n", err)
 		return 2
@@ -108,7 +104,7 @@ func runBench(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet bench: %v\n", err)
 		return 1
 	}
-	log := zerolog.New(consoleWriter()).
+	log := zerolog.New(cli.ConsoleWriter()).
 		Level(lvl).With().Timestamp().Str("cmd", "pgjet bench").Logger()
 	var out io.Writer = os.Stdout
 	if f.json {

@@ -92,7 +92,7 @@ func runDemo(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgjet demo: %v\n", err)
 		return 1
 	}
-	log := zerolog.New(consoleWriter()).Level(lvl).With().Timestamp().Str("cmd", "pgjet demo").Logger()
+	log := zerolog.New(cli.ConsoleWriter()).Level(lvl).With().Timestamp().Str("cmd", "pgjet demo").Logger()
 	d := &demo{f: f, log: log, pgbench: pgbench, out: os.Stdout, fail: make(chan error, len(f.regions)+1)}
 	return d.run()
 }
@@ -109,8 +109,8 @@ func (f *demoFlags) validate() error {
 	}
 	seen := map[string]bool{demoHub: true}
 	for _, r := range f.regions {
-		if err := stream.ValidateSource(r); err != nil {
-			return fmt.Errorf("--regions: region name %q: use 1-64 letters, digits, '_' or '-'", r)
+		if err := stream.ValidateRegion(r); err != nil {
+			return fmt.Errorf("--regions: %w", err)
 		}
 		if seen[r] {
 			return fmt.Errorf("--regions: %q is used twice or is the hub's name", r)

@@ -42,7 +42,11 @@ func runDrop(args []string) int {
 			dropUsage()
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "pgjet drop: unknown part %q: drop source or drop region\n", args[0])
+		hint := "pgjet drop source or pgjet drop region"
+		if s := cli.Suggest(args[0], []string{"source", "region"}); s != "" {
+			hint = "did you mean " + s + "?"
+		}
+		fmt.Fprintf(os.Stderr, "pgjet drop: unknown part %q: %s\n", args[0], hint)
 		return 2
 	}
 	dropUsage()
@@ -94,13 +98,11 @@ func (f *dropFlags) validate(needNATS bool) error {
 		errs = append(errs, err)
 	}
 	if f.db == "" {
-		errs = append(errs, errors.New("--db is required (postgres://user@host:5432/db)"))
+		errs = append(errs, errors.New("--db is required (the database URL, e.g. postgres://user@host:5432/db)"))
 	}
-	if err := stream.ValidateSource(f.name); err != nil {
-		errs = append(errs, fmt.Errorf("--name: %w", err))
-	}
-	if needNATS && f.nats == "" {
-		errs = append(errs, errors.New("--nats is required (nats://host:4222)"))
+	errs = append(errs, cli.CheckName(f.name))
+	if needNATS {
+		errs = append(errs, natsRequired(f.nats))
 	}
 	return errors.Join(errs...)
 }
@@ -176,7 +178,7 @@ func runDropSource(args []string) int {
 	f.register(fs, "source database URL (a superuser, to drop the event triggers)")
 	f.registerStreams(fs)
 	fs.StringVar(&f.nats, "nats", "", "NATS URL of the source's home region (with --streams)")
-	fs.StringVar(&slot, "slot", "", "capture's replication slot (default pgjet_<name>)")
+	fs.StringVar(&slot, "slot", "", "capture's replication slot (default pgjet_<name>, lower-cased, with '-' as '_')")
 	fs.StringVar(&publication, "publication", "", "capture's publication (default the slot's name)")
 	fs.BoolVar(&force, "force", false, "drop the slot even while a client (pgjet-capture) streams from it, ending that connection")
 	cli.Parse(fs, args)
@@ -185,8 +187,7 @@ func runDropSource(args []string) int {
 		err = errors.New("--nats is only used with --streams: add --streams to remove the streams too, or leave --nats out")
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet drop source: %v\n", err)
-		return 2
+		return cli.BadUsage("pgjet drop source", err)
 	}
 	if slot == "" {
 		slot = capture.DefaultSlot(f.name)
@@ -413,13 +414,8 @@ func runDropRegion(args []string) int {
 	fs.StringVar(&f.nats, "nats", "", "NATS URL of the region, e.g. nats://localhost:4222")
 	fs.StringVar(&region, "region", "", "the region's name, as given to pgjet-apply --region")
 	cli.Parse(fs, args)
-	err := f.validate(true)
-	if rerr := stream.ValidateSource(region); rerr != nil {
-		err = errors.Join(err, fmt.Errorf("--region: %w", rerr))
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet drop region: %v\n", err)
-		return 2
+	if err := errors.Join(f.validate(true), cli.CheckRegion(region)); err != nil {
+		return cli.BadUsage("pgjet drop region", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -53,7 +54,37 @@ func main() {
 			os.Exit(c.run(os.Args[2:]))
 		}
 	}
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	if s := cli.Suggest(os.Args[1], names); s != "" {
+		fmt.Fprintf(os.Stderr, "pgjet: unknown command %q: did you mean %s? (see pgjet --help)\n", os.Args[1], s)
+		os.Exit(2)
+	}
 	fmt.Fprintf(os.Stderr, "pgjet: unknown command %q\n\n", os.Args[1])
 	usage()
 	os.Exit(2)
+}
+
+// natsRequired is the error of a command that needs --nats, when nats is
+// empty.
+func natsRequired(nats string) error {
+	if nats == "" {
+		return cli.ErrNATSRequired
+	}
+	return nil
+}
+
+// sourceTargetRequired is the error of a command comparing or copying
+// between two databases, when either URL is missing.
+func sourceTargetRequired(source, target string) error {
+	var errs []error
+	if source == "" {
+		errs = append(errs, errors.New("--source is required (the source database URL, e.g. postgres://user@primary:5432/app)"))
+	}
+	if target == "" {
+		errs = append(errs, errors.New("--target is required (the target database URL, e.g. postgres://user@replica:5432/app)"))
+	}
+	return errors.Join(errs...)
 }

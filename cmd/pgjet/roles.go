@@ -50,9 +50,8 @@ func runRoles(args []string) int {
 	fs.StringSliceVar(&o.Exclude, "exclude", nil, "leave roles matching these patterns alone (* and ? as wildcards, repeatable or comma-separated), e.g. pgjet_*")
 	fs.BoolVar(&dryRun, "dry-run", false, "print the statements and change nothing")
 	cli.Parse(fs, args)
-	if source == "" || target == "" {
-		fmt.Fprintln(os.Stderr, "pgjet roles: --source and --target are required (postgres://user:password@host:port/dbname)")
-		return 2
+	if err := sourceTargetRequired(source, target); err != nil {
+		return cli.BadUsage("pgjet roles", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()

@@ -53,10 +53,7 @@ func runSkip(args []string) int {
 	fs.StringVar(&lsnText, "lsn", "", "commit LSN of the transaction to skip, e.g. 0/1A2B3C8 (the applier's error names it)")
 	fs.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for a running applier to skip it (0: do not wait)")
 	cli.Parse(fs, args)
-	err := f.validate(true)
-	if rerr := stream.ValidateSource(region); rerr != nil {
-		err = errors.Join(err, fmt.Errorf("--region: %w", rerr))
-	}
+	err := errors.Join(f.validate(true), cli.CheckRegion(region))
 	lsn, lerr := stream.ParseLSN(lsnText)
 	if lsnText == "" {
 		err = errors.Join(err, errors.New("--lsn is required (the commit LSN the applier's error names, e.g. 0/1A2B3C8)"))
@@ -64,8 +61,7 @@ func runSkip(args []string) int {
 		err = errors.Join(err, fmt.Errorf("--lsn %q: not an LSN; give it as Postgres writes one, e.g. 0/1A2B3C8", lsnText))
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet skip: %v\n", err)
-		return 2
+		return cli.BadUsage("pgjet skip", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()

@@ -67,8 +67,8 @@ func (f *copyFlags) register(fs *pflag.FlagSet, what, whose string) {
 	fs.StringVar(&f.cfg.DB, "db", "", "source database URL (role with REPLICATION and SELECT on "+what+")")
 	fs.StringVar(&f.cfg.NATS, "nats", "", "NATS URL of the source's home region")
 	fs.StringVar(&f.cfg.Name, "name", "", "source name given to pgjet-capture")
-	fs.StringVar(&f.cfg.Publication, "publication", "", "publication (default pgjet_<name>)")
-	fs.StringVar(&f.cfg.Slot, "slot", "", "replication slot of the capture (default pgjet_<name>); "+whose+" temporary slot is named after it")
+	fs.StringVar(&f.cfg.Publication, "publication", "", "publication (default: the slot's name)")
+	fs.StringVar(&f.cfg.Slot, "slot", "", "replication slot of the capture (default pgjet_<name>, lower-cased, with '-' as '_'); "+whose+" temporary slot is named after it")
 	cli.CaptureTableFlags(fs, &f.cfg)
 	cli.SnapshotFlags(fs, &f.cfg)
 	fs.IntVar(&f.cfg.ChunkBytes, "chunk-bytes", f.cfg.ChunkBytes, "most bytes of rows in one message")
@@ -82,22 +82,18 @@ func (f *copyFlags) register(fs *pflag.FlagSet, what, whose string) {
 // status; otherwise done closes the connection.
 func (f *copyFlags) start(fs *pflag.FlagSet, args []string, bad func() error) (c *capture.Capture, js jetstream.JetStream, done func(), code int) {
 	cli.Parse(fs, args)
-	log, err := f.logf.Logger(fs.Name())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
-		return nil, nil, nil, 2
-	}
+	log, lerr := f.logf.Logger(fs.Name())
+	var err error
 	f.cfg.DB, err = f.dbf.URL(f.cfg.DB)
 	if err == nil {
 		f.cfg.NATSOptions, err = f.natsf.Options()
 	}
-	err = errors.Join(err, f.cfg.Validate())
+	err = errors.Join(err, f.cfg.Validate(), lerr)
 	if bad != nil {
 		err = errors.Join(err, bad())
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
-		return nil, nil, nil, 2
+		return nil, nil, nil, cli.BadUsage(fs.Name(), err)
 	}
 	nc, err := stream.Connect(f.cfg.NATS, fs.Name()+" "+f.cfg.Name, f.cfg.NATSOptions, log)
 	if err != nil {
@@ -142,12 +138,8 @@ func runReplay(args []string) int {
 	logf.Register(fs)
 	cli.Parse(fs, args)
 	log, err := logf.Logger("pgjet replay")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet replay: %v\n", err)
-		return 2
-	}
 	o := apply.ReplayOptions{Force: force}
-	var errs []error
+	errs := []error{err}
 	if cfg.DB, err = dbf.URL(cfg.DB); err != nil {
 		errs = append(errs, err)
 	}
@@ -172,8 +164,7 @@ func runReplay(args []string) int {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet replay: %v\n", err)
-		return 2
+		return cli.BadUsage("pgjet replay", err)
 	}
 	o.Config = cfg
 	ctx, stop := cli.SignalContext()
@@ -223,7 +214,7 @@ func runResync(args []string) int {
 	defer stop()
 	c, js, done, code := f.start(fs, args, func() (err error) {
 		if table == "" {
-			return errors.New("--table is required (schema.table)")
+			return errors.New("--table is required (the table to re-copy, as schema.table)")
 		}
 		id, err = schema.ParseTable(table)
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
+	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
 	"github.com/pgjet/pgjet/cmd/internal/status"
 	"github.com/pgjet/pgjet/schema/redact"
@@ -63,20 +64,18 @@ func runStatus(args []string) int {
 	fs.BoolVar(&f.json, "json", false, "print one JSON document instead of tables")
 	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
 	fs.StringVar(&f.SourceDB, "source-db", "", "postgres://... of the source: check capture's slot there (needs --name)")
-	fs.StringVar(&f.Slot, "slot", "", "capture's slot on the source (default pgjet_<name>)")
+	fs.StringVar(&f.Slot, "slot", "", "capture's slot on the source (default pgjet_<name>, lower-cased, with '-' as '_', as capture names it)")
 	fs.DurationVar(&f.Stall, "stall-timeout", 30*time.Second, "how long without progress before a region, applier, mirror or capture counts as stopped (keep it above 3 x the capture's --heartbeat)")
 	fs.DurationVar(&f.Timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
 	f.auth.Register(fs)
 	cli.Parse(fs, args)
 
 	if f.NATS == "" {
-		fmt.Fprintln(os.Stderr, "pgjet status: --nats is required (nats://host:4222)")
-		return 2
+		return cli.BadUsage("pgjet status", cli.ErrNATSRequired)
 	}
 	if f.Name != "" {
-		if err := stream.ValidateSource(f.Name); err != nil {
-			fmt.Fprintf(os.Stderr, "pgjet status: --name: %v\n", err)
-			return 2
+		if err := cli.CheckName(f.Name); err != nil {
+			return cli.BadUsage("pgjet status", err)
 		}
 	}
 	if f.SourceDB != "" && f.Name == "" {
@@ -84,7 +83,7 @@ func runStatus(args []string) int {
 		return 2
 	}
 	if f.Slot == "" && f.Name != "" {
-		f.Slot = "pgjet_" + f.Name
+		f.Slot = capture.DefaultSlot(f.Name)
 	}
 	if f.Stall <= 0 {
 		fmt.Fprintln(os.Stderr, "pgjet status: --stall-timeout must be positive (e.g. 30s)")
@@ -101,7 +100,7 @@ func runStatus(args []string) int {
 		return 1
 	}
 
-	log := zerolog.New(consoleWriter()).Level(zerolog.ErrorLevel).With().Timestamp().Str("cmd", "pgjet status").Logger()
+	log := zerolog.New(cli.ConsoleWriter()).Level(zerolog.ErrorLevel).With().Timestamp().Str("cmd", "pgjet status").Logger()
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	rep, err := status.Gather(ctx, f.Options, log)
@@ -138,8 +137,8 @@ func parseDBRegions(vals []string) ([]status.TargetDB, error) {
 		if !ok || url == "" {
 			return nil, fmt.Errorf("--db-region %q: use region=postgres://user@host:5432/db", redact.Postgres(v))
 		}
-		if err := stream.ValidateSource(region); err != nil {
-			return nil, fmt.Errorf("--db-region: region: %w", err)
+		if err := stream.ValidateRegion(region); err != nil {
+			return nil, fmt.Errorf("--db-region: %w", err)
 		}
 		if seen[region] {
 			return nil, fmt.Errorf("--db-region: region %s given twice", region)

@@ -64,13 +64,8 @@ func runTail(args []string) int {
 	cli.Parse(fs, args)
 	f.lastSet = fs.Changed("last") // also when set from PGJET_LAST
 
-	if f.nats == "" {
-		fmt.Fprintln(os.Stderr, "pgjet tail: --nats is required (nats://host:4222)")
-		return 2
-	}
-	if err := stream.ValidateSource(f.name); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet tail: --name: %v\n", err)
-		return 2
+	if err := errors.Join(natsRequired(f.nats), cli.CheckName(f.name)); err != nil {
+		return cli.BadUsage("pgjet tail", err)
 	}
 	if f.deadLetters && f.region == "" {
 		fmt.Fprintln(os.Stderr, "pgjet tail: --dead-letters needs --region, the --region of the pgjet-apply whose dead letters to print")
@@ -86,7 +81,7 @@ func runTail(args []string) int {
 	}
 
 	// Only reconnect warnings reach this logger; the output is the JSON.
-	log := zerolog.New(consoleWriter()).Level(zerolog.WarnLevel).With().Timestamp().Str("cmd", "pgjet tail").Logger()
+	log := zerolog.New(cli.ConsoleWriter()).Level(zerolog.WarnLevel).With().Timestamp().Str("cmd", "pgjet tail").Logger()
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	out := bufio.NewWriterSize(os.Stdout, 64<<10)

@@ -72,10 +72,10 @@ func runVerify(args []string) int {
 			"source tables they left out.\n\n"+
 			"With --repair, the target's rows of each range that still differs are rewritten from\n"+
 			"the source (missing ones inserted, differing ones updated, extra ones deleted), one\n"+
-			"transaction per range, under the replication origin pgjet_<name>.repair, each row\n"+
-			"changed recorded in the target's pgjet.conflicts (kind repair); then the tables are\n"+
-			"compared again, and the exit status is that comparison's. It may run beside a running\n"+
-			"applier: a range's target rows are locked before the source's are read.\n\n"+
+			"transaction per range, under the replication origin pgjet_<name>.<database oid>.repair,\n"+
+			"each row changed recorded in the target's pgjet.conflicts (kind repair); then the\n"+
+			"tables are compared again, and the exit status is that comparison's. It may run beside\n"+
+			"a running applier: a range's target rows are locked before the source's are read.\n\n"+
 			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--include-tables P,...]\n"+
 			"               [--exclude-tables P,...] [--exclude-columns P,...] [--chunk-rows N]\n"+
 			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json] [--repair]\n\n"+
@@ -95,8 +95,7 @@ func runVerify(args []string) int {
 
 	srcCfg, dstCfg, err := f.validate()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet verify: %v\n", err)
-		return 2
+		return cli.BadUsage("pgjet verify", err)
 	}
 	opts := def
 	opts.Tables, opts.ChunkRows, opts.WaitLSN, opts.WaitTimeout, opts.SourceName = f.tables, f.chunkRows, f.waitLSN, f.timeout, f.name
@@ -141,8 +140,8 @@ func runVerify(args []string) int {
 
 // validate checks the flags and parses the connection URLs.
 func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
-	if f.source == "" || f.target == "" {
-		return nil, nil, errors.New("--source and --target are required (postgres://user:password@host:port/dbname)")
+	if err := sourceTargetRequired(f.source, f.target); err != nil {
+		return nil, nil, err
 	}
 	if f.chunkRows < 1 {
 		return nil, nil, fmt.Errorf("--chunk-rows must be at least 1, not %d", f.chunkRows)

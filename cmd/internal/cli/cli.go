@@ -13,10 +13,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
 	"github.com/pgjet/pgjet/schema/pgerr"
+	"github.com/pgjet/pgjet/stream"
 )
 
 // EnvName is the environment variable that sets flag name: --nats-url
@@ -53,8 +55,10 @@ func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 		if errors.Is(err, pflag.ErrHelp) {
 			os.Exit(0)
 		}
-		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", fs.Name(), err)
-		os.Exit(2)
+		Usage(fs.Name(), flagError(fs, err))
+	}
+	if fs.NArg() > 0 {
+		Usage(fs.Name(), fmt.Errorf("unexpected argument %q: flags start with -- (see --help)", fs.Arg(0)))
 	}
 	if *version {
 		// "pgjet tail --version" is pgjet's version.
@@ -73,8 +77,7 @@ func parse(fs *pflag.FlagSet, args []string, withConfig bool) {
 		}
 	})
 	if len(bad) > 0 {
-		fmt.Fprintf(os.Stderr, "%s: %s\n", fs.Name(), strings.Join(bad, "; "))
-		os.Exit(2)
+		Usage(fs.Name(), errors.New(strings.Join(bad, "\n")))
 	}
 	if !withConfig {
 		return
@@ -116,29 +119,49 @@ func Given(fs *pflag.FlagSet, name string) string {
 type LogFlags struct {
 	Level  string
 	Format string
+	// console is the format Logger chose: lines for a person.
+	console bool
 }
 
 // Register adds --log-level and --log-format to fs.
 func (l *LogFlags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&l.Level, "log-level", "info", "log level: trace, debug, info, warn, error")
-	fs.StringVar(&l.Format, "log-format", "json", "log format: json (one event a line) or console")
+	fs.StringVar(&l.Format, "log-format", "", "log format: console (plain text lines; the default when stderr is a terminal) or json (one JSON event a line; the default otherwise)")
 }
 
-// Logger builds the process logger.
+// Logger builds the process logger. Its error is a usage error.
 func (l *LogFlags) Logger(component string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(l.Level)
-	if err != nil {
+	if err != nil || lvl == zerolog.NoLevel {
 		return zerolog.Nop(), fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", l.Level)
 	}
 	var w io.Writer = os.Stderr
 	switch l.Format {
+	case "":
+		l.console = StderrIsTerminal()
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}
+		l.console = true
 	default:
-		return zerolog.Nop(), fmt.Errorf("--log-format %q: use json or console", l.Format)
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: use console or json", l.Format)
+	}
+	if l.console {
+		w = ConsoleWriter()
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("cmd", component).Logger(), nil
+}
+
+// StderrIsTerminal says whether a person is likely to read stderr as it
+// is written.
+func StderrIsTerminal() bool {
+	fd := os.Stderr.Fd()
+	return isatty.IsTerminal(fd) || isatty.IsCygwinTerminal(fd)
+}
+
+// ConsoleWriter writes log events to stderr as text lines for a person:
+// coloured at a terminal, plain in a file or a pipe.
+func ConsoleWriter() zerolog.ConsoleWriter {
+	return zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly, NoColor: !StderrIsTerminal()}
 }
 
 // SignalContext is canceled on SIGINT or SIGTERM.
@@ -146,10 +169,12 @@ func SignalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// Exit ends the process: 0 for a nil error, otherwise one line naming
-// the cause (logged, and printed to stderr when the log is JSON so a
-// person running the command sees it) and exit status 1.
-func Exit(name string, log zerolog.Logger, err error) {
+// Exit ends the process: 0 for a nil error, otherwise exit status 1 and
+// one line naming the cause, printed once. In console format it is the
+// line "name: cause" (a log line too would say it twice). In JSON it is a
+// log event, and, when stderr is no terminal (a log collector, a script),
+// also that plain line, for whoever reads the process's last words.
+func (l *LogFlags) Exit(name string, log zerolog.Logger, err error) {
 	if err == nil {
 		os.Exit(0)
 	}
@@ -157,16 +182,53 @@ func Exit(name string, log zerolog.Logger, err error) {
 	if !pgerr.IsFatal(err) {
 		msg = strings.TrimSpace(msg)
 	}
-	log.Error().Msg(msg)
-	fmt.Fprintf(os.Stderr, "%s: %s\n", name, msg)
+	if !l.console {
+		log.Error().Msg(msg)
+	}
+	if l.console || !StderrIsTerminal() {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", name, msg)
+	}
 	os.Exit(1)
 }
 
 // Usage ends the process for a configuration error: one line per problem,
-// each naming the flag, and exit status 2.
+// each naming the command and the flag, and exit status 2.
 func Usage(name string, err error) {
+	os.Exit(BadUsage(name, err))
+}
+
+// BadUsage prints a configuration error as Usage does and returns the exit
+// status 2, for a subcommand that returns its status.
+func BadUsage(name string, err error) int {
 	for _, l := range strings.Split(err.Error(), "\n") {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", name, l)
 	}
-	os.Exit(2)
+	return 2
+}
+
+// ErrNATSRequired is the error of a command run without its --nats.
+var ErrNATSRequired = errors.New("--nats is required (the NATS URL, e.g. nats://localhost:4222)")
+
+// CheckName checks --name, the source's name as given to pgjet-capture:
+// given, and a valid name.
+func CheckName(name string) error {
+	if name == "" {
+		return errors.New("--name is required (the source's name, as given to pgjet-capture)")
+	}
+	if err := stream.ValidateSource(name); err != nil {
+		return fmt.Errorf("--name: %w", err)
+	}
+	return nil
+}
+
+// CheckRegion checks --region, a region's name as given to pgjet-apply:
+// given, and a valid name.
+func CheckRegion(region string) error {
+	if region == "" {
+		return errors.New("--region is required (the region's name, as given to pgjet-apply --region)")
+	}
+	if err := stream.ValidateRegion(region); err != nil {
+		return fmt.Errorf("--region: %w", err)
+	}
+	return nil
 }
