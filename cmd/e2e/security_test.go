@@ -159,8 +159,9 @@ func TestConfigFile_DeployExamples(t *testing.T) {
 		{bins.apply, "apply.yaml.example"},
 	} {
 		p := start(t, filepath.Base(tc.bin), tc.bin, "--config", filepath.Join("..", "..", "deploy", "systemd", tc.file), "--log-level", "nope")
-		if code := p.Wait(t, 10*time.Second); code != 1 || !strings.Contains(p.Output(), `--log-level "nope"`) {
-			t.Errorf("%s --config %s: exit %d, want 1 for the bad --log-level only:\n%s", p.name, tc.file, code, p.Output())
+		code := p.Wait(t, 10*time.Second)
+		if lines := outputLines(p.Output()); code != 2 || len(lines) != 1 || !strings.Contains(lines[0], `--log-level "nope"`) {
+			t.Errorf("%s --config %s: exit %d, want 2 and one line for the bad --log-level only:\n%s", p.name, tc.file, code, p.Output())
 		}
 	}
 }
