@@ -33,6 +33,7 @@ type verifyFlags struct {
 	name      string
 	json      bool
 	repair    bool
+	force     bool
 }
 
 // verifyProgressEvery is how often progress goes to stderr.
@@ -71,10 +72,12 @@ func runVerify(args []string) int {
 			"transaction per range, under the replication origin pgjet_<name>.repair, each row\n"+
 			"changed recorded in the target's pgjet.conflicts (kind repair); then the tables are\n"+
 			"compared again, and the exit status is that comparison's. It may run beside a running\n"+
-			"applier: a range's target rows are locked before the source's are read.\n\n"+
+			"applier: a range's target rows are locked before the source's are read. A target that\n"+
+			"pgjet captures too (active-active) is refused unless --force: stop writes in its region\n"+
+			"and let the source apply them first.\n\n"+
 			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--include-tables P,...]\n"+
 			"               [--exclude-tables P,...] [--exclude-columns P,...] [--chunk-rows N]\n"+
-			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json] [--repair]\n\n"+
+			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json] [--repair [--force]]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.source, "source", "", "primary database URL, e.g. postgres://user:secret@primary:5432/app")
@@ -87,6 +90,7 @@ func runVerify(args []string) int {
 	fs.StringVar(&f.name, "name", "", "pgjet source name (pgjet-capture --name) to wait for (default: the target's only one)")
 	fs.BoolVar(&f.json, "json", false, "print the report as one JSON object on stdout")
 	fs.BoolVar(&f.repair, "repair", false, "rewrite the target's rows of the differing ranges from the source (recorded in pgjet.conflicts, kind repair), then compare again")
+	fs.BoolVar(&f.force, "force", false, "with --repair: repair a target that is captured too (active-active), once its region's writes have stopped and reached the source")
 	cli.Parse(fs, args)
 
 	srcCfg, dstCfg, err := f.validate()
@@ -107,7 +111,7 @@ func runVerify(args []string) int {
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	rep, err := verify(ctx, srcCfg, dstCfg, opts, f.repair)
+	rep, err := verify(ctx, srcCfg, dstCfg, opts, f.repair, f.force)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
@@ -146,6 +150,9 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 	if f.timeout < 0 {
 		return nil, nil, errors.New("--timeout must not be negative")
 	}
+	if f.force && !f.repair {
+		return nil, nil, errors.New("--force goes with --repair")
+	}
 	qualified := make([]string, len(f.tables))
 	for i, t := range f.tables {
 		id, err := schema.ParseTable(t)
@@ -179,8 +186,9 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 }
 
 // verify connects to both databases and compares them; with repair, it
-// repairs what differs and compares again.
-func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions, repair bool) (*schema.VerifyReport, error) {
+// repairs what differs and compares again (a captured target only with
+// force, see writingTarget).
+func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.VerifyOptions, repair, force bool) (*schema.VerifyReport, error) {
 	src, err := pgx.ConnectConfig(ctx, srcCfg)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", schema.ClassifyConnect(srcCfg.ConnString(), err))
@@ -191,6 +199,11 @@ func verify(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts schema.Ver
 		return nil, fmt.Errorf("target: %w", schema.ClassifyConnect(dstCfg.ConnString(), err))
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
+	if repair && !force {
+		if err := writingTarget(ctx, dst); err != nil {
+			return nil, err
+		}
+	}
 	rep, err := schema.Verify(ctx, src, dst, opts)
 	if err != nil || !repair || rep.OK {
 		return rep, err
@@ -230,15 +243,32 @@ func repairSource(ctx context.Context, dst *pgx.Conn, name string, rep *schema.V
 	if rep.Wait != nil && rep.Wait.Source != "" {
 		return rep.Wait.Source, nil
 	}
-	var sources []string
-	rows, err := dst.Query(ctx, "SELECT source FROM pgjet.applied ORDER BY source")
-	if err == nil {
-		sources, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	sources, err := apply.AppliedSources(ctx, dst)
 	if err == nil && len(sources) == 1 {
 		return sources[0], nil
 	}
 	return "", schema.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
+}
+
+// writingTarget refuses a repair of a target that pgjet captures too: a
+// region of active-active, whose own writes are data on their way to the
+// source rather than damage. The repair rewrites rows from the source
+// alone, and there are no tombstones to tell a row the region deleted
+// from one it lost: a write of the region that has not reached the
+// source yet would be overwritten, a row it deleted put back, and, the
+// repaired rows not being published, the regions would stay apart. With
+// the region's writes stopped and applied at the source, the source's
+// rows hold them, as last-writer-wins settled them, and --force repairs.
+func writingTarget(ctx context.Context, dst *pgx.Conn) error {
+	slots, err := capture.CaptureSlots(ctx, dst)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if len(slots) == 0 {
+		return nil
+	}
+	return schema.Fatalf(nil, "--repair refused: the target is captured too (slot %s: active-active, its region writes), and the repair rewrites rows from the source alone, so a write of that region that has not reached the source yet would be overwritten and a row it deleted put back, and the regions would then stay apart; stop writes in that region and let the source's applier of them catch up, then run again with --force",
+		strings.Join(slots, ", "))
 }
 
 // progressPrinter reports, at most every verifyProgressEvery, how far the
