@@ -488,6 +488,34 @@ func (b *policySQL) notApplied() string {
 	return "'skip'"
 }
 
+// Under error, the changes that meet what pgjet verify --repair wrote
+// before the applier reached them are passed over, not stopped at. The
+// repair made the rows of a key range the source's as of its read, so a
+// change committed before that read is already in them: an insert finds
+// its row there (written under the repair's origin: the source held the
+// row at the read, so any later insert of its key comes after a delete
+// that removes it first), an update or a delete finds its row gone (the
+// repair deleted the key, and recorded so, after the change committed).
+// Policies other than error already pass over such changes or apply them.
+
+// notAppliedOverRepair is notApplied for an insert that finds the row
+// version d: skip when the repair wrote d.
+func (b *policySQL) notAppliedOverRepair() string {
+	if b.p.policy != PolicyError || !b.cx.detects() {
+		return b.notApplied()
+	}
+	return "CASE WHEN d.repaired THEN 'skip' ELSE 'error' END"
+}
+
+// missingDecision is the decision on an update or a delete of the row of
+// key that is gone: skip when a repair deleted it after the change.
+func (b *policySQL) missingDecision(key string) string {
+	if b.p.policy != PolicyError {
+		return b.notApplied()
+	}
+	return "CASE WHEN " + b.rec.repairedAway(key) + " THEN 'skip' ELSE 'error' END"
+}
+
 // uvDecision is the decision on a unique violation.
 func (b *policySQL) uvDecision() string {
 	if b.p.policy == PolicyKeepLocal {
@@ -530,8 +558,13 @@ func (b *policySQL) addWriter(name, from, alias string) {
 	if b.cx.origin != 0 && b.cx.commitTS {
 		changed = "(o.timestamp IS NOT NULL AND " + b.cx.notSource("o.roident") + ")"
 	}
+	repaired := ""
+	if b.p.policy == PolicyError && b.cx.detects() {
+		// Written by pgjet verify --repair (see notAppliedOverRepair).
+		repaired = ", coalesce(o.roident = pg_catalog.pg_replication_origin_oid(" + lit(b.cx.repair) + "), false) AS repaired"
+	}
 	writer, lts, join := b.cx.writer(alias + ".x")
-	b.w.add(name, "SELECT "+alias+".j, "+lts+" AS ts, "+writer+" AS n, "+changed+" AS changed FROM "+from+" "+alias+join)
+	b.w.add(name, "SELECT "+alias+".j, "+lts+" AS ts, "+writer+" AS n, "+changed+" AS changed"+repaired+" FROM "+from+" "+alias+join)
 }
 
 // checkUnique adds pgjet_uv, another row holding the new values (vals)
@@ -598,7 +631,7 @@ func (b *policySQL) insert(ch *stream.Change) string {
 			" AND EXISTS (SELECT 1 FROM pgjet_d d WHERE "+apply+") AND NOT "+blocked+" RETURNING 1")
 	}
 	records := []string{
-		b.rec.record("insert_exists", key, "d.j", remote, b.decide(apply), "d.n", "d.ts", "FROM pgjet_d d WHERE NOT ("+apply+" AND "+blocked+")"),
+		b.rec.record("insert_exists", key, "d.j", remote, "CASE WHEN "+apply+" THEN 'apply_remote' ELSE "+b.notAppliedOverRepair()+" END", "d.n", "d.ts", "FROM pgjet_d d WHERE NOT ("+apply+" AND "+blocked+")"),
 		// A row inserted here after this statement's snapshot: the
 		// insert did nothing.
 		b.rec.record("insert_exists", key, "NULL", remote, b.notApplied(), "NULL", "NULL",
@@ -635,7 +668,7 @@ func (b *policySQL) change(ch *stream.Change) string {
 	if ch.Op == stream.OpDelete {
 		kind = "delete_missing"
 	}
-	missing := b.rec.record(kind, f.key(), "NULL", p.jsonOf(set, vals), b.notApplied(), "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
+	missing := b.rec.record(kind, f.key(), "NULL", p.jsonOf(set, vals), b.missingDecision(f.key()), "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
 	if ch.Op == stream.OpDelete {
 		apply := "NOT d.changed"
 		if p.policy == PolicyLastWriterWins {

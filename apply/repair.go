@@ -8,6 +8,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,4 +89,35 @@ func (r *Repairer) Record(ctx context.Context, tx pgx.Tx, lsn string, at time.Ti
 		return fmt.Errorf("record the repaired rows in pgjet.conflicts: %w", err)
 	}
 	return nil
+}
+
+// AppliedSources lists the pgjet sources applied into the database of
+// conn: those whose applier has an origin there (OriginName), which it
+// takes on start, before it applies anything, and those of its
+// pgjet.applied, where the role may read it.
+func AppliedSources(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	oid, err := databaseOID(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	// By OID: a name would fail without USAGE on schema pgjet.
+	var has bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'pgjet' AND c.relname = 'applied' AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))`).Scan(&has); err != nil {
+		return nil, fmt.Errorf("look for pgjet.applied: %w", err)
+	}
+	q := `SELECT s FROM (SELECT split_part(substr(roname, $1), '.', 1) AS s, roname FROM pg_catalog.pg_replication_origin) o
+		WHERE roname = $2 || s || '.' || $3`
+	if has {
+		q += " UNION SELECT source FROM pgjet.applied"
+	}
+	rows, err := conn.Query(ctx, q+" ORDER BY 1", len(OriginPrefix)+1, OriginPrefix, strconv.FormatUint(uint64(oid), 10))
+	if err != nil {
+		return nil, fmt.Errorf("list the pgjet sources applied here: %w", err)
+	}
+	sources, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list the pgjet sources applied here: %w", err)
+	}
+	return sources, nil
 }

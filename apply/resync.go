@@ -63,7 +63,7 @@ func (s *session) resync(ctx context.Context, env *stream.Envelope, ch *stream.C
 	if err := s.wait(ctx); err != nil {
 		return err
 	}
-	man, ok, err := s.awaitResync(ctx, mk, log)
+	man, ok, err := s.awaitResync(ctx, mk, env.CommitLSN, seq, log)
 	if err != nil || !ok {
 		if err == nil {
 			log.Warn().Msg("resync given up (its pgjet resync failed, or a later one replaced it): the table is not re-copied here")
@@ -122,21 +122,37 @@ func (s *session) resync(ctx context.Context, env *stream.Envelope, ch *stream.C
 
 // awaitResync waits until resync mk's copy is complete in the region's
 // snapshot stream (pgjet resync copying it, or the mirror catching up),
-// and returns its manifest; ok is false for a resync given up.
-func (s *session) awaitResync(ctx context.Context, mk stream.ResyncMarker, log zerolog.Logger) (stream.SnapshotManifest, bool, error) {
+// and returns its manifest; ok is false for a resync given up, or one
+// whose copy left the stream before this applier reached its marker (at
+// LSN lsn, stream sequence seq) when a later resync of the table is there
+// to re-copy it. Such a copy without a later resync stops the applier:
+// it would wait for ever.
+func (s *session) awaitResync(ctx context.Context, mk stream.ResyncMarker, lsn stream.LSN, seq uint64, log zerolog.Logger) (stream.SnapshotManifest, bool, error) {
 	var logged time.Time
 	for {
 		rs, err := stream.ListResyncs(ctx, s.snaps, s.a.cfg.Name)
 		if err != nil {
 			return stream.SnapshotManifest{}, false, natsError{err}
 		}
+		listed := false
 		for _, r := range rs {
 			switch {
 			case r.ID != mk.ID:
+				continue
 			case r.Complete && len(r.Manifest.Tables) == 1:
 				return r.Manifest, true, nil
 			case r.Complete || r.Aborted:
 				return stream.SnapshotManifest{}, false, nil
+			}
+			listed = true
+		}
+		if !listed {
+			gone, err := stream.ResyncGone(ctx, s.snaps, s.a.cfg.Name, mk)
+			if err != nil {
+				return stream.SnapshotManifest{}, false, natsError{err}
+			}
+			if gone {
+				return stream.SnapshotManifest{}, false, s.resyncGone(ctx, mk, rs, lsn, seq, log)
 			}
 		}
 		if time.Since(logged) >= resyncWaitLog {
@@ -149,6 +165,31 @@ func (s *session) awaitResync(ctx context.Context, mk stream.ResyncMarker, log z
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// resyncGone decides on a resync marker mk whose copy left the region's
+// snapshot stream before the applier reached it (its limits, a purge, a
+// mirror made after pgjet resync pruned it): with a later resync of the
+// same table in the stream (rs), whose own marker comes later in the
+// change stream and re-copies the table there, the marker is passed over
+// (nil); without one, the applier stops with the fix.
+func (s *session) resyncGone(ctx context.Context, mk stream.ResyncMarker, rs []stream.SnapshotInfo, lsn stream.LSN, seq uint64, log zerolog.Logger) error {
+	key := mk.Schema + "." + mk.Table
+	for _, r := range rs {
+		if r.ID <= mk.ID || r.Aborted {
+			continue
+		}
+		table, err := stream.ResyncTable(ctx, s.snaps, s.a.cfg.Name, r)
+		if err != nil {
+			return natsError{err}
+		}
+		if table == key {
+			log.Warn().Str("later_resync", r.ID).Msg("the resync's copy is no longer in the region's snapshot stream; a later resync of the table re-copies it at its own marker: this one is passed over")
+			return nil
+		}
+	}
+	return pgerr.Fatalf(nil, "resync %s of %s (marker at LSN %s, stream seq %d): its copy is no longer in this region's snapshot stream %s (removed by the stream's limits or a purge before this applier reached the marker), so the table cannot be re-copied here from it; run pgjet resync --table %s again, then restart pgjet-apply: it passes over this marker for the new resync's",
+		mk.ID, key, lsn, seq, stream.SnapshotStreamName(s.a.cfg.Name), key)
 }
 
 // resyncWaitLog is how often the wait for a resync's copy is logged.

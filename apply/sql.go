@@ -100,6 +100,15 @@ func (c conflictSQL) record(kind, key, local, remote, decision, localOrigin, loc
 	return "SELECT " + commas([]string{c.source, lit(kind), c.table, c.lsn, key, local, remote, decision, localOrigin, localTime, c.source, c.ts}) + " " + from
 }
 
+// repairedAway renders whether pgjet verify --repair deleted the row of
+// key (a jsonb expression, as the repair records keys) after the change
+// committed: its record's commit_lsn, the source's WAL position just after
+// the repair read the source's rows, lies beyond the change's.
+func (c conflictSQL) repairedAway(key string) string {
+	return "EXISTS (SELECT 1 FROM pgjet.conflicts r WHERE r.kind = " + lit(KindRepair) + " AND r.decision = 'delete' AND r.source = " + c.source +
+		" AND r.table_name = " + c.table + " AND r.key = " + key + " AND r.commit_lsn > " + c.lsn + ")"
+}
+
 // env is the conflictEnv of p's statements: a session without origin or
 // commit timestamps when p has none.
 func (p *plan) env(source string) *conflictEnv {

@@ -205,3 +205,20 @@ func checkPgDump(ctx context.Context, cfg Config) stream.CheckResult {
 	}
 	return stream.Pass("pg_dump", "%s (%s)", path, strings.TrimSpace(string(out)))
 }
+
+// CaptureSlots lists the replication slots pgjet captures the database of
+// conn through (named as DefaultSlot names them; a snapshot's temporary
+// slots left out): a database with one is a source, whose own writes
+// reach the regions that apply it.
+func CaptureSlots(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT slot_name::text FROM pg_replication_slots
+WHERE slot_name LIKE 'pgjet\_%' AND NOT temporary AND plugin = 'pgoutput' AND database = current_database() ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list the pgjet slots of the database: %w", err)
+	}
+	slots, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list the pgjet slots of the database: %w", err)
+	}
+	return slots, nil
+}

@@ -61,7 +61,8 @@ func (c *Capture) Resync(ctx context.Context, js jetstream.JetStream, table stri
 	s.id = stream.NewResyncID(time.Now())
 	man := stream.SnapshotManifest{Version: stream.SnapshotVersion, Source: c.cfg.Name, ID: s.id, Started: time.Now().UTC(),
 		Resync: true, Tables: []stream.SnapshotTable{tables[0].SnapshotTable}}
-	if err := s.publishMeta(ctx, stream.SnapBegin, "begin", man); err != nil {
+	beginSeq, err := s.publishMetaSeq(ctx, stream.SnapBegin, "begin", man)
+	if err != nil {
 		return man, err
 	}
 	ok := false
@@ -75,7 +76,7 @@ func (c *Capture) Resync(ctx context.Context, js jetstream.JetStream, table stri
 			}
 		}
 	}()
-	mark, err := json.Marshal(stream.ResyncMarker{ID: s.id, Schema: tables[0].Schema, Table: tables[0].Name})
+	mark, err := json.Marshal(stream.ResyncMarker{ID: s.id, Schema: tables[0].Schema, Table: tables[0].Name, BeginSeq: beginSeq})
 	if err != nil {
 		return man, err
 	}

@@ -1110,26 +1110,40 @@ func (s *snapshotter) publishScript(ctx context.Context, section string, script 
 }
 
 func (s *snapshotter) publishMeta(ctx context.Context, kind, msgID string, v any) error {
+	_, err := s.publishMetaSeq(ctx, kind, msgID, v)
+	return err
+}
+
+// publishMetaSeq is publishMeta, returning the message's stream sequence.
+func (s *snapshotter) publishMetaSeq(ctx context.Context, kind, msgID string, v any) (uint64, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.rows.RLock() // not between the messages of a row
 	defer s.rows.RUnlock()
-	return s.publish(ctx, s.meta(kind, msgID, data))
+	return s.publishSeq(ctx, s.meta(kind, msgID, data))
 }
 
 func (s *snapshotter) publish(ctx context.Context, m *nats.Msg) error {
+	_, err := s.publishSeq(ctx, m)
+	return err
+}
+
+// publishSeq is publish, returning the message's stream sequence (the
+// first one's, for a message published again that JetStream took for a
+// duplicate).
+func (s *snapshotter) publishSeq(ctx context.Context, m *nats.Msg) (uint64, error) {
 	for attempt := 0; ; attempt++ {
-		_, err := s.js.PublishMsg(ctx, m)
+		ack, err := s.js.PublishMsg(ctx, m)
 		if err == nil {
-			return nil
+			return ack.Sequence, nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 		if attempt >= 5 || !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, context.DeadlineExceeded) {
-			return wrapNATS(fmt.Errorf("publish snapshot %s: %w", s.id, err))
+			return 0, wrapNATS(fmt.Errorf("publish snapshot %s: %w", s.id, err))
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}

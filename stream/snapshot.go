@@ -77,6 +77,56 @@ type ResyncMarker struct {
 	ID     string `json:"id"`
 	Schema string `json:"schema"`
 	Table  string `json:"table"`
+	// BeginSeq is the snapshot stream's sequence of the resync's begin
+	// message, published before the marker was written (mirrors keep the
+	// sequences): an applier at the marker tells by it a copy not yet in
+	// its region from one removed before it got there (ResyncGone).
+	// Markers of an older pgjet have none.
+	BeginSeq uint64 `json:"begin_seq,omitempty"`
+}
+
+// ResyncGone reports whether the begin message of the resync of marker
+// mk has left st, the snapshot stream an applier reads (or its region's
+// mirror of it): st holds messages up to or past BeginSeq, and BeginSeq
+// is not that begin message (removed by the stream's limits or a purge,
+// or the stream was made anew). A resync whose begin is gone never
+// completes there. It is false for a marker without BeginSeq.
+func ResyncGone(ctx context.Context, st jetstream.Stream, source string, mk ResyncMarker) (bool, error) {
+	if mk.BeginSeq == 0 {
+		return false, nil
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read stream %s: %w", SnapshotStreamName(source), err)
+	}
+	if info.State.LastSeq < mk.BeginSeq {
+		return false, nil // not mirrored yet
+	}
+	m, err := st.GetMsg(ctx, mk.BeginSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read stream %s at seq %d: %w", SnapshotStreamName(source), mk.BeginSeq, err)
+	}
+	return m.Subject != SnapshotOutlineSubject(source, mk.ID), nil
+}
+
+// ResyncTable returns the table ("schema.name") resync r of st re-copies,
+// from its end message, or else its begin message.
+func ResyncTable(ctx context.Context, st jetstream.Stream, source string, r SnapshotInfo) (string, error) {
+	if len(r.Manifest.Tables) == 1 {
+		return r.Manifest.Tables[0].Key(), nil
+	}
+	m, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(SnapshotOutlineSubject(source, r.ID)))
+	if err != nil {
+		return "", fmt.Errorf("read resync %s: %w", r.ID, err)
+	}
+	var man SnapshotManifest
+	if err := json.Unmarshal(m.Data, &man); err != nil || len(man.Tables) != 1 {
+		return "", fmt.Errorf("resync %s: its first message (seq %d) names no table", r.ID, m.Sequence)
+	}
+	return man.Tables[0].Key(), nil
 }
 
 // SnapshotVersion is the version of the snapshot format.

@@ -61,8 +61,9 @@ const RepairStampMargin = time.Second
 // own tables and origins.
 type RepairOptions struct {
 	// Stamp is called in each repair transaction on the target before its
-	// rows are written, with the source's WAL position and time just before
-	// the source's rows were read (time already less RepairStampMargin).
+	// rows are written, with the source's WAL position just after the
+	// source's rows were read and its time just before (less
+	// RepairStampMargin).
 	Stamp func(ctx context.Context, tx pgx.Tx, lsn string, at time.Time) error
 	// Record is called in each repair transaction after its rows are
 	// written, to record those RepairedTable lists.
@@ -257,14 +258,21 @@ func (p *tablePlan) repairRange(ctx context.Context, source, target *pgx.Conn, r
 	if _, err := tx.Exec(ctx, "INSERT INTO pg_temp.pgjet_locked SELECT "+prefixed("t", keys)+" FROM "+qt+" t"+where+" FOR UPDATE OF t"); err != nil {
 		return fmt.Errorf("lock the target's rows: %w", err)
 	}
-	var lsn string
 	var at time.Time
-	if err := source.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, clock_timestamp()").Scan(&lsn, &at); err != nil {
-		return fmt.Errorf("read the source's position: %w", err)
+	if err := source.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&at); err != nil {
+		return fmt.Errorf("read the source's time: %w", err)
 	}
 	at = at.Add(-RepairStampMargin)
 	if err := copyRows(ctx, source, tx, "COPY (SELECT "+list+" FROM "+qt+" t"+where+") TO STDOUT", "COPY pg_temp.pgjet_repair ("+list+") FROM STDIN"); err != nil {
 		return err
+	}
+	// The position after the read: every source transaction the read saw
+	// committed before it (its commit record inserted before it became
+	// visible, also under synchronous_commit = off). An applier passes over
+	// a change to a row the repair deleted when it committed before this.
+	var lsn string
+	if err := source.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+		return fmt.Errorf("read the source's position: %w", err)
 	}
 	if ropts.Stamp != nil {
 		if err := ropts.Stamp(ctx, tx, lsn, at); err != nil {

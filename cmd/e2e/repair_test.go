@@ -112,18 +112,7 @@ func TestVerify_Repair(t *testing.T) {
 	// older value back over the applier's.
 	app.Stop(t)
 	exec1(t, c.dst, "UPDATE items SET v = 'corrupt' WHERE id = 1200")
-	conn, err := pgx.Connect(ctx, c.dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "UPDATE items SET v = 'newer' WHERE id = 1200"); err != nil {
-		t.Fatal(err)
-	}
+	tx := openTx(t, c.dst, "UPDATE items SET v = 'newer' WHERE id = 1200")
 	rp := start(t, "pgjet verify --repair", bins.pgjet, "verify", "--source", c.src, "--target", c.dst, "--chunk-rows", "300", "--wait-lsn=false", "--repair")
 	waitFor(t, 90*time.Second, "the repair to wait for the row the applier holds", func() (bool, string) {
 		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO pg_temp.pgjet_locked%'")
@@ -149,6 +138,27 @@ func TestVerify_Repair(t *testing.T) {
 	if n := queryInt(t, c.dst, "SELECT count(*) FROM pgjet.conflicts WHERE kind = 'update_changed' AND key = '{\"id\": 110}'"); n != 0 {
 		t.Errorf("keep-local took the repaired row for a local one (%d update_changed conflicts)", n)
 	}
+}
+
+// openTx begins a transaction on the database at url and runs sql in it;
+// the test commits or rolls it back, and its connection closes at the
+// test's end.
+func openTx(t *testing.T, url, sql string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 // writeLoad runs write on a connection to the database at url, with the

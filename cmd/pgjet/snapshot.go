@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -203,12 +205,15 @@ func runResync(args []string) int {
 			"resync: restores and replays never build from it). Each region's applier, at the marker,\n"+
 			"waits for the copy, replaces the table's rows with it, and passes over the table's\n"+
 			"changes committed before the copy's point. pgjet-capture must run. Give it the filters\n"+
-			"pgjet-capture runs with.\n\n"+
+			"pgjet-capture runs with. A source that applies other sources too (active-active) is\n"+
+			"refused unless --force: stop writes to the table in every region first.\n\n"+
 			"Usage:\n  pgjet resync --db URL --nats URL --name SOURCE --table SCHEMA.TABLE [flags]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	f.register(fs, "the table", "the copy's")
 	fs.StringVar(&table, "table", "", "the captured table to re-copy, as schema.table")
+	var force bool
+	fs.BoolVar(&force, "force", false, "re-copy a table of a source that applies other sources too (active-active), once writes to it have stopped in every region and reached the source")
 	var id pgx.Identifier
 	ctx, stop := cli.SignalContext()
 	defer stop()
@@ -224,6 +229,11 @@ func runResync(args []string) int {
 	}
 	defer done()
 	name := id[0] + "." + id[1]
+	if !force {
+		if err := writtenElsewhere(ctx, f.cfg.DB); err != nil {
+			return fail("pgjet resync", err)
+		}
+	}
 	man, err := c.Resync(ctx, js, name)
 	if err != nil {
 		return fail("pgjet resync", err)
@@ -231,4 +241,26 @@ func runResync(args []string) int {
 	fmt.Printf("resync %s of %s (source %s): copied at LSN %s, %d rows, %d bytes, %s; each region's applier replaces the table's rows with it when it reaches the resync's marker\n",
 		man.ID, name, f.cfg.Name, man.LSN, man.Rows, man.Bytes, man.Finished.Sub(man.Started).Round(time.Millisecond))
 	return 0
+}
+
+// writtenElsewhere refuses a resync of a source whose database applies
+// other pgjet sources: in active-active the regions write its tables too,
+// and each region's applier replaces the table's rows with a copy of what
+// had reached the source by the copy's point, so a region's writes still
+// on their way there would be lost in that region (its capture publishes
+// them once; the source applies them, the region no longer has them) and
+// the regions would stay apart. With writes to the table stopped in every
+// region and applied everywhere, --force re-copies.
+func writtenElsewhere(ctx context.Context, db string) error {
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		return fmt.Errorf("source: %w", pgerr.ClassifyConnect(db, err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	sources, err := apply.AppliedSources(ctx, conn)
+	if err != nil || len(sources) == 0 {
+		return err
+	}
+	return pgerr.Fatalf(nil, "refused: the source database applies pgjet sources %s too (active-active: other regions write its tables), and each region's applier replaces the table's rows with a copy of what had reached the source by the copy's point, so a region's writes still on their way would be lost there and the regions would stay apart; stop writes to the table in every region and let every applier catch up, then run again with --force, keeping the writes stopped until each region's applier has logged the re-copy",
+		strings.Join(sources, ", "))
 }

@@ -37,6 +37,7 @@ type verifyFlags struct {
 	name      string
 	json      bool
 	repair    bool
+	force     bool
 }
 
 // verifyProgressEvery is how often progress goes to stderr.
@@ -75,10 +76,12 @@ func runVerify(args []string) int {
 			"transaction per range, under the replication origin pgjet_<name>.<database oid>.repair,\n"+
 			"each row changed recorded in the target's pgjet.conflicts (kind repair); then the\n"+
 			"tables are compared again, and the exit status is that comparison's. It may run beside\n"+
-			"a running applier: a range's target rows are locked before the source's are read.\n\n"+
+			"a running applier: a range's target rows are locked before the source's are read. A\n"+
+			"target that pgjet captures too (active-active) is refused unless --force: stop writes in\n"+
+			"its region and let the source apply them first.\n\n"+
 			"Usage:\n  pgjet verify --source URL --target URL [--tables s.t,...] [--include-tables P,...]\n"+
 			"               [--exclude-tables P,...] [--exclude-columns P,...] [--chunk-rows N]\n"+
-			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json] [--repair]\n\n"+
+			"               [--wait-lsn=false] [--timeout D] [--name SOURCE] [--json] [--repair [--force]]\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.source, "source", "", "primary database URL, e.g. postgres://user:secret@primary:5432/app")
@@ -91,6 +94,7 @@ func runVerify(args []string) int {
 	fs.StringVar(&f.name, "name", "", "pgjet source name (pgjet-capture --name) to wait for (default: the target's only one)")
 	fs.BoolVar(&f.json, "json", false, "print the report as one JSON object on stdout")
 	fs.BoolVar(&f.repair, "repair", false, "rewrite the target's rows of the differing ranges from the source (recorded in pgjet.conflicts, kind repair), then compare again")
+	fs.BoolVar(&f.force, "force", false, "with --repair: repair a target that is captured too (active-active), once its region's writes have stopped and reached the source")
 	cli.Parse(fs, args)
 
 	srcCfg, dstCfg, err := f.validate()
@@ -110,7 +114,7 @@ func runVerify(args []string) int {
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	rep, err := compare(ctx, srcCfg, dstCfg, opts, f.repair)
+	rep, err := compare(ctx, srcCfg, dstCfg, opts, f.repair, f.force)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
@@ -149,6 +153,9 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 	if f.timeout < 0 {
 		return nil, nil, errors.New("--timeout must not be negative")
 	}
+	if f.force && !f.repair {
+		return nil, nil, errors.New("--force goes with --repair")
+	}
 	qualified := make([]string, len(f.tables))
 	for i, t := range f.tables {
 		id, err := schema.ParseTable(t)
@@ -182,8 +189,9 @@ func (f *verifyFlags) validate() (src, dst *pgx.ConnConfig, err error) {
 }
 
 // compare connects to both databases and compares them; with repair, it
-// repairs what differs and compares again.
-func compare(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts verify.Options, repair bool) (*verify.Report, error) {
+// repairs what differs and compares again (a captured target only with
+// force, see writingTarget).
+func compare(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts verify.Options, repair, force bool) (*verify.Report, error) {
 	src, err := pgx.ConnectConfig(ctx, srcCfg)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", pgerr.ClassifyConnect(srcCfg.ConnString(), err))
@@ -194,6 +202,11 @@ func compare(ctx context.Context, srcCfg, dstCfg *pgx.ConnConfig, opts verify.Op
 		return nil, fmt.Errorf("target: %w", pgerr.ClassifyConnect(dstCfg.ConnString(), err))
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
+	if repair && !force {
+		if err := writingTarget(ctx, dst); err != nil {
+			return nil, err
+		}
+	}
 	rep, err := verify.Compare(ctx, src, dst, opts)
 	if err != nil || !repair || rep.OK {
 		return rep, err
@@ -238,6 +251,27 @@ func repairSource(ctx context.Context, dst *pgx.Conn, name string, rep *verify.R
 		return sources[0].Source, nil
 	}
 	return "", pgerr.Fatalf(nil, "--repair writes under the replication origin of the pgjet source that feeds the target, and cannot tell which it is: pass --name SOURCE")
+}
+
+// writingTarget refuses a repair of a target that pgjet captures too: a
+// region of active-active, whose own writes are data on their way to the
+// source rather than damage. The repair rewrites rows from the source
+// alone, and there are no tombstones to tell a row the region deleted
+// from one it lost: a write of the region that has not reached the
+// source yet would be overwritten, a row it deleted put back, and, the
+// repaired rows not being published, the regions would stay apart. With
+// the region's writes stopped and applied at the source, the source's
+// rows hold them, as last-writer-wins settled them, and --force repairs.
+func writingTarget(ctx context.Context, dst *pgx.Conn) error {
+	slots, err := capture.CaptureSlots(ctx, dst)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if len(slots) == 0 {
+		return nil
+	}
+	return pgerr.Fatalf(nil, "--repair refused: the target is captured too (slot %s: active-active, its region writes), and the repair rewrites rows from the source alone, so a write of that region that has not reached the source yet would be overwritten and a row it deleted put back, and the regions would then stay apart; stop writes in that region and let the source's applier of them catch up, then run again with --force",
+		strings.Join(slots, ", "))
 }
 
 // progressPrinter reports, at most every verifyProgressEvery, how far the
