@@ -35,7 +35,7 @@ const DDLFunction = "pgjet.ddl_capture()"
 const Own = "pgjet"
 
 // DDLTriggers are the event triggers capture installs on the source.
-var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop", "pgjet_ddl_publish"}
+var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop", "pgjet_ddl_publish", "pgjet_ddl_publish_start"}
 
 // DDLFunctionBody is the PL/pgSQL body of DDLFunction. capture compares it
 // with pg_proc.prosrc to tell whether the installed version is current.
@@ -165,8 +165,16 @@ CREATE EVENT TRIGGER pgjet_ddl_end ON ddl_command_end EXECUTE FUNCTION ` + DDLFu
 CREATE EVENT TRIGGER pgjet_ddl_drop ON sql_drop EXECUTE FUNCTION ` + DDLFunction + `;
 CREATE OR REPLACE FUNCTION ` + DDLPublishFunction + ` RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgjet$` + DDLPublishFunctionBody + `$pgjet$;
 DROP EVENT TRIGGER IF EXISTS pgjet_ddl_publish;
-CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA') EXECUTE FUNCTION ` + DDLPublishFunction + `;`
+DROP EVENT TRIGGER IF EXISTS pgjet_ddl_publish_start;
+CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN (` + publishTags + `) EXECUTE FUNCTION ` + DDLPublishFunction + `;
+CREATE EVENT TRIGGER pgjet_ddl_publish_start ON ddl_command_start WHEN TAG IN (` + publishTags + `) EXECUTE FUNCTION ` + DDLPublishFunction + `;`
 }
+
+// publishTags are the commands DDLPublishFunction handles. It runs at
+// their start too, only to take its lock (PublicationLockKey) before the
+// command locks a table: a command waiting for capture's lock then holds
+// no lock of its own that capture, making its publication, may need.
+const publishTags = `'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA'`
 
 // DDL is a schema change captured on the source: the content of a
 // pgjet.ddl logical message.

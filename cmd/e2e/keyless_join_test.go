@@ -68,10 +68,12 @@ func TestCapture_KeylessTablesRemake(t *testing.T) {
 		return strings.Contains(out, `"message":"capture started"`) ||
 			strings.Contains(out, `"message":"waiting for schema changes in progress to end before changing the publication"`), "not yet"
 	})
+	waited := strings.Contains(capt.Output(), "waiting for schema changes in progress")
 	if _, err := open.Exec(ctx, `COMMIT`); err != nil {
 		t.Fatal(err)
 	}
 	capt.waitLog(t, "capture started")
+	t.Logf("capture waited for the open transaction: %v", waited)
 	exec1(t, src, `INSERT INTO racer VALUES (2, 'after the remake')`, `UPDATE acct SET v = 1`)
 	waitSame(t, 60*time.Second, src, dst)
 
