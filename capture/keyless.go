@@ -324,6 +324,7 @@ type pubChange struct {
 	stmts      []string // run in order
 	makeIns    bool     // make InsertsPublication, empty
 	comment    string   // the comment to set, "" to leave it
+	unmarked   bool     // the comment should change, but the role may not change it
 	made       string   // what the publication now holds, for the log
 	remade     string   // what it held before it was made again, "" if it was not
 	pubs       []string // the publications to stream from
@@ -434,8 +435,12 @@ func (c *Capture) planPublication(ctx context.Context, tx pgx.Tx) (*pubChange, e
 	// The comment tells DDL capture what to do with tables made later. A
 	// publication capture may not change (made by roles.sql) cannot take
 	// one: tables made later are then left to Postgres.
-	if comment := schema.KeylessComment(c.cfg.Keyless, newTables, ins, c.cfg.Name); comment != st.comment && (st.owned || !st.exists || ch.remade != "") {
-		ch.comment = comment
+	if comment := schema.KeylessComment(c.cfg.Keyless, newTables, ins, c.cfg.Name); comment != st.comment {
+		if st.owned || !st.exists || ch.remade != "" {
+			ch.comment = comment
+		} else {
+			ch.unmarked = true
+		}
 	}
 	ch.pubs = []string{pub}
 	if st.inserts || ch.makeIns {
@@ -483,7 +488,7 @@ func (ch *pubChange) report(c *Capture) {
 		// not: stopping would only stop replication.
 		c.log.Warn().Str("publication", pub).Msg(keylessLine(pub, ch.plan.unresolved))
 	}
-	if ch.st.exists && !ch.st.owned && ch.remade == "" {
+	if ch.unmarked {
 		c.log.Info().Str("publication", pub).Msg("publication not marked as pgjet's (the role does not own it): pgjet's DDL capture neither warns of nor deals with tables made later without a key")
 	}
 	if ch.st.exists && ch.st.viaRoot != (c.cfg.Partitions == "root") {
