@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -183,6 +184,7 @@ func keylessLine(publication string, tables []keylessTable) string {
 type pubState struct {
 	exists, allTables, viaRoot, schemas bool
 	inserts                             bool // InsertsPublication exists
+	owned                               bool // the role may change it (or it is missing)
 	comment                             string
 }
 
@@ -191,9 +193,10 @@ func readPublication(ctx context.Context, q queryRower, pub string) (pubState, e
 	var comment *string
 	err := q.QueryRow(ctx, `SELECT p.oid IS NOT NULL, coalesce(p.puballtables, false), coalesce(p.pubviaroot, false),
 			EXISTS (SELECT 1 FROM pg_publication_namespace s WHERE s.pnpubid = p.oid),
-			EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), obj_description(p.oid, 'pg_publication')
+			EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), p.oid IS NULL OR pg_has_role(p.pubowner, 'USAGE'),
+			obj_description(p.oid, 'pg_publication')
 		FROM (SELECT 1) x LEFT JOIN pg_publication p ON p.pubname = $1`, pub, InsertsPublication(pub)).
-		Scan(&s.exists, &s.allTables, &s.viaRoot, &s.schemas, &s.inserts, &comment)
+		Scan(&s.exists, &s.allTables, &s.viaRoot, &s.schemas, &s.inserts, &s.owned, &comment)
 	if err != nil {
 		return s, fmt.Errorf("read publication %q: %w", pub, err)
 	}
@@ -259,22 +262,98 @@ func roots(tables ...[]keylessTable) []string {
 // this file), and returns the publications to stream from. It changes
 // nothing before every such table has a choice. Its statements are not
 // schema changes to replicate.
+//
+// What it changes, it changes in one transaction holding the advisory lock
+// pgjet's DDL capture takes shared for each table it handles
+// (schema.PublicationLockKey), reading the tables again once it holds it:
+// a table made meanwhile is then either in the list it makes or added by
+// DDL capture to the publication it made. The lock is only tried, so that
+// schema changes never queue behind a capture waiting for one still in
+// progress (a long migration): capture waits for them instead.
 func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, role string) ([]string, error) {
+	backoff, waited := 50*time.Millisecond, false
+	for {
+		var ch *pubChange
+		busy := false
+		err := ownTx(ctx, pool, func(tx pgx.Tx) error {
+			var err error
+			if ch, err = c.planPublication(ctx, tx); err != nil || !ch.changes() {
+				return err
+			}
+			var locked bool
+			if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock("+schema.PublicationLockKey+")").Scan(&locked); err != nil {
+				return fmt.Errorf("lock publication %q: %w", c.cfg.Publication, err)
+			}
+			if !locked {
+				busy = true
+				return nil
+			}
+			// Read again under the lock: tables made before it are all
+			// committed now.
+			if ch, err = c.planPublication(ctx, tx); err != nil {
+				return err
+			}
+			return c.applyPublication(ctx, tx, role, ch)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !busy {
+			ch.report(c)
+			return ch.pubs, nil
+		}
+		if !waited {
+			waited = true
+			c.log.Info().Str("publication", c.cfg.Publication).Msg("waiting for schema changes in progress to end before changing the publication")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// pubChange is what ensurePublication does to the publication, planned in
+// planPublication and done in applyPublication.
+type pubChange struct {
+	st         pubState
+	plan       keylessPlan
+	slotExists bool
+	with       string   // WITH clause of a publication made
+	stmts      []string // run in order
+	makeIns    bool     // make InsertsPublication, empty
+	comment    string   // the comment to set, "" to leave it
+	unmarked   bool     // the comment should change, but the role may not change it
+	made       string   // what the publication now holds, for the log
+	remade     string   // what it held before it was made again, "" if it was not
+	pubs       []string // the publications to stream from
+}
+
+// changes reports whether ch changes anything on the source.
+func (ch *pubChange) changes() bool {
+	return len(ch.stmts) > 0 || ch.makeIns || ch.comment != ""
+}
+
+// planPublication reads the publication and the tables, and plans what
+// ensurePublication does, or returns the FatalError that stops capture.
+func (c *Capture) planPublication(ctx context.Context, tx pgx.Tx) (*pubChange, error) {
 	pub, ins := c.cfg.Publication, InsertsPublication(c.cfg.Publication)
-	st, err := readPublication(ctx, pool, pub)
+	st, err := readPublication(ctx, tx, pub)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := c.cfg.planKeyless(ctx, pool, st)
+	plan, err := c.cfg.planKeyless(ctx, tx, st)
 	if err != nil {
 		return nil, err
 	}
-	var slotExists bool
-	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", c.cfg.Slot).Scan(&slotExists); err != nil {
+	ch := &pubChange{st: st, plan: plan}
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", c.cfg.Slot).Scan(&ch.slotExists); err != nil {
 		return nil, fmt.Errorf("look up slot %q: %w", c.cfg.Slot, err)
 	}
 	switch {
-	case !st.inserts && slotExists && (len(plan.inserts) > 0 || c.cfg.Keyless == KeylessInsertsOnly):
+	case !st.inserts && ch.slotExists && (len(plan.inserts) > 0 || c.cfg.Keyless == KeylessInsertsOnly):
 		// Decoding resolves publication_names in the catalog as of each
 		// change: one made after the slot's position stops it for good
 		// ("publication does not exist").
@@ -282,18 +361,9 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 			ins, strings.Join(roots(plan.inserts), ", "))
 	case len(plan.unresolved) > 0 && !st.exists:
 		return nil, pgerr.Fatalf(nil, "%s", keylessLine(pub, plan.unresolved))
-	case len(plan.unresolved) > 0:
-		// The publication breaks them already, with capture running or
-		// not: stopping would only stop replication.
-		c.log.Warn().Str("publication", pub).Msg(keylessLine(pub, plan.unresolved))
 	}
-	if st.exists && st.viaRoot != (c.cfg.Partitions == "root") {
-		c.log.Warn().Str("publication", pub).Bool("publish_via_partition_root", st.viaRoot).
-			Msg("existing publication disagrees with --partitions; it is used as it is (ALTER PUBLICATION ... SET (publish_via_partition_root = ...) to change it)")
-	}
-	with := ""
 	if (st.exists && st.viaRoot) || (!st.exists && c.cfg.Partitions == "root") {
-		with = " WITH (publish_via_partition_root = true)"
+		ch.with = " WITH (publish_via_partition_root = true)"
 	}
 	// A list is needed to leave tables out, or for --keyless to leave out
 	// tables made later; a list capture made stands for all tables (its
@@ -301,27 +371,13 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 	left := roots(plan.out, plan.inserts)
 	wantList := len(left) > 0 || len(c.cfg.Tables) == 0 && c.cfg.listsTables()
 	newTables := strings.Contains(st.comment, `"new_tables":true`)
-	var stmts []string
 	for _, k := range plan.full {
-		stmts = append(stmts, "ALTER TABLE "+k.sql()+" REPLICA IDENTITY FULL")
+		ch.stmts = append(ch.stmts, "ALTER TABLE "+k.sql()+" REPLICA IDENTITY FULL")
 	}
-	var made, remade string
-	if !st.inserts && !slotExists {
-		// Made with the slot, empty unless needed: a later choice of
-		// inserts-only can only use a publication that is older than the
-		// slot's position (see above). A role that may not make one (no
-		// CREATE on the database) goes without.
-		err := c.runOwn(ctx, pool, []string{"CREATE PUBLICATION " + quoteIdent(ins) + withPublish(with, "insert")})
-		switch {
-		case err == nil:
-			st.inserts = true
-			c.made.add(func(s *madeSet) { s.inserts = true })
-		case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv && len(plan.inserts) == 0 && c.cfg.Keyless != KeylessInsertsOnly:
-			c.log.Info().Err(err).Str("publication", ins).Msg("no publication of inserts only: this role may not make one, so --keyless inserts-only will need the slot made again")
-		default:
-			return nil, c.publicationError(err, role, st, plan)
-		}
-	}
+	// Made with the slot, empty unless needed: a later choice of
+	// inserts-only can only use a publication that is older than the
+	// slot's position (see above).
+	ch.makeIns = !st.inserts && !ch.slotExists
 	switch {
 	case !st.exists && !wantList:
 		target := "FOR ALL TABLES"
@@ -333,88 +389,134 @@ func (c *Capture) ensurePublication(ctx context.Context, pool *pgxpool.Pool, rol
 			}
 			target = "FOR TABLE " + strings.Join(names, ", ")
 		}
-		stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(pub)+" "+target+with)
-		made = target
+		ch.stmts = append(ch.stmts, "CREATE PUBLICATION "+quoteIdent(pub)+" "+target+ch.with)
+		ch.made = target
 	case !st.exists || st.allTables && wantList:
 		if st.schemas {
 			return nil, pgerr.Fatalf(nil, "publication %s publishes schemas, so tables %s cannot be left out of it nor published inserts only; remove them from it by hand, or choose --keyless identity-full", pub, strings.Join(left, ", "))
 		}
-		list, err := c.listTables(ctx, pool, left)
+		list, err := c.listTables(ctx, tx, left)
 		if err != nil {
 			return nil, err
 		}
 		if st.exists {
 			// One transaction: the slot never decodes a change while the
 			// publication is missing.
-			stmts = append(stmts, "DROP PUBLICATION "+quoteIdent(pub))
-			remade = "FOR ALL TABLES"
+			ch.stmts = append(ch.stmts, "DROP PUBLICATION "+quoteIdent(pub))
+			ch.remade = "FOR ALL TABLES"
+			// The comment went with it.
+			st.comment = ""
 		}
 		target := ""
 		if len(list) > 0 {
 			target = " FOR TABLE " + strings.Join(list, ", ")
 		}
-		stmts = append(stmts, "CREATE PUBLICATION "+quoteIdent(pub)+target+with)
-		made = fmt.Sprintf("a list of %d tables, standing for all tables", len(list))
+		ch.stmts = append(ch.stmts, "CREATE PUBLICATION "+quoteIdent(pub)+target+ch.with)
+		ch.made = fmt.Sprintf("a list of %d tables, standing for all tables", len(list))
 		if len(c.cfg.Tables) > 0 {
-			made = fmt.Sprintf("the %d tables of --tables", len(list))
+			ch.made = fmt.Sprintf("the %d tables of --tables", len(list))
 		}
 		if len(left) > 0 {
-			made += ", but " + strings.Join(left, ", ")
+			ch.made += ", but " + strings.Join(left, ", ")
 		}
 		if r := roots(plan.inserts); len(r) > 0 {
-			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
+			ch.stmts = append(ch.stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
 		}
 		newTables = len(c.cfg.Tables) == 0
 	default:
 		// An existing list: take the tables out, and publish the inserts
 		// of those that want it.
 		for _, r := range left {
-			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(pub)+" DROP TABLE IF EXISTS "+r)
+			ch.stmts = append(ch.stmts, "ALTER PUBLICATION "+quoteIdent(pub)+" DROP TABLE IF EXISTS "+r)
 		}
 		if r := roots(plan.inserts); len(r) > 0 {
-			stmts = append(stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
-		}
-	}
-	if len(stmts) > 0 {
-		if err := c.runOwn(ctx, pool, stmts); err != nil {
-			return nil, c.publicationError(err, role, st, plan)
+			ch.stmts = append(ch.stmts, "ALTER PUBLICATION "+quoteIdent(ins)+" ADD TABLE "+strings.Join(r, ", "))
 		}
 	}
 	// The comment tells DDL capture what to do with tables made later. A
-	// publication capture does not own (made by roles.sql) cannot take
+	// publication capture may not change (made by roles.sql) cannot take
 	// one: tables made later are then left to Postgres.
-	if comment := schema.KeylessComment(c.cfg.Keyless, newTables, ins); comment != st.comment {
-		err := c.runOwn(ctx, pool, []string{"COMMENT ON PUBLICATION " + quoteIdent(pub) + " IS " + quoteLiteral(comment)})
-		switch {
-		case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv:
-			c.log.Info().Str("publication", pub).Msg("publication not marked as pgjet's (the role does not own it): pgjet's DDL capture neither warns of nor deals with tables made later without a key")
-		case err != nil:
-			return nil, fmt.Errorf("mark publication %q: %w", pub, err)
+	if comment := schema.KeylessComment(c.cfg.Keyless, newTables, ins, c.cfg.Name); comment != st.comment {
+		if st.owned || !st.exists || ch.remade != "" {
+			ch.comment = comment
+		} else {
+			ch.unmarked = true
 		}
 	}
-	for _, k := range plan.full {
+	ch.pubs = []string{pub}
+	if st.inserts || ch.makeIns {
+		ch.pubs = append(ch.pubs, ins)
+	}
+	return ch, nil
+}
+
+// applyPublication makes the changes ch plans in tx.
+func (c *Capture) applyPublication(ctx context.Context, tx pgx.Tx, role string, ch *pubChange) error {
+	pub, ins := c.cfg.Publication, InsertsPublication(c.cfg.Publication)
+	if ch.makeIns {
+		// A role that may not make one (no CREATE on the database) goes
+		// without.
+		err := savepoint(ctx, tx, "CREATE PUBLICATION "+quoteIdent(ins)+withPublish(ch.with, "insert"))
+		switch {
+		case err == nil:
+			c.made.add(func(s *madeSet) { s.inserts = true })
+		case pgerr.PgCode(err) == pgerr.CodeInsufficientPriv && len(ch.plan.inserts) == 0 && c.cfg.Keyless != KeylessInsertsOnly:
+			c.log.Info().Err(err).Str("publication", ins).Msg("no publication of inserts only: this role may not make one, so --keyless inserts-only will need the slot made again")
+			ch.pubs = ch.pubs[:1]
+		default:
+			return c.publicationError(err, role, ch.st, ch.plan)
+		}
+	}
+	for _, s := range ch.stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return c.publicationError(fmt.Errorf("%s: %w", s, err), role, ch.st, ch.plan)
+		}
+	}
+	if ch.comment == "" {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "COMMENT ON PUBLICATION "+quoteIdent(pub)+" IS "+quoteLiteral(ch.comment)); err != nil {
+		return fmt.Errorf("mark publication %q: %w", pub, err)
+	}
+	return nil
+}
+
+// report logs what ensurePublication found and did.
+func (ch *pubChange) report(c *Capture) {
+	pub, ins := c.cfg.Publication, InsertsPublication(c.cfg.Publication)
+	if len(ch.plan.unresolved) > 0 {
+		// The publication breaks them already, with capture running or
+		// not: stopping would only stop replication.
+		c.log.Warn().Str("publication", pub).Msg(keylessLine(pub, ch.plan.unresolved))
+	}
+	if ch.unmarked {
+		c.log.Info().Str("publication", pub).Msg("publication not marked as pgjet's (the role does not own it): pgjet's DDL capture neither warns of nor deals with tables made later without a key")
+	}
+	if ch.st.exists && ch.st.viaRoot != (c.cfg.Partitions == "root") {
+		c.log.Warn().Str("publication", pub).Bool("publish_via_partition_root", ch.st.viaRoot).
+			Msg("existing publication disagrees with --partitions; it is used as it is (ALTER PUBLICATION ... SET (publish_via_partition_root = ...) to change it)")
+	}
+	if len(ch.stmts) == 0 {
+		return
+	}
+	for _, k := range ch.plan.full {
 		c.log.Warn().Str("table", k.String()).Msg("REPLICA IDENTITY FULL set: the table has no primary key (--keyless identity-full); its updates and deletes are replicated, found on replicas by the whole old row")
 	}
-	for _, k := range plan.out {
+	for _, k := range ch.plan.out {
 		c.log.Warn().Str("table", k.String()).Str("left_out", k.rootSQL()).Msg("left out of the publication: the table has no primary key (--keyless exclude); it is not replicated")
 	}
-	for _, k := range plan.inserts {
+	for _, k := range ch.plan.inserts {
 		c.log.Warn().Str("table", k.String()).Str("publication", ins).Msg("inserts only: the table has no primary key (--keyless inserts-only); its updates and deletes are not replicated")
 	}
 	switch {
-	case remade != "":
-		c.log.Info().Str("publication", pub).Str("was", remade).Str("tables", made).Msg("publication made a list of tables")
-	case made != "":
-		if !st.exists {
+	case ch.remade != "":
+		c.log.Info().Str("publication", pub).Str("was", ch.remade).Str("tables", ch.made).Msg("publication made a list of tables")
+	case ch.made != "":
+		if !ch.st.exists {
 			c.made.add(func(s *madeSet) { s.publication = true })
 		}
-		c.log.Info().Str("publication", pub).Str("tables", made).Msg("publication created")
+		c.log.Info().Str("publication", pub).Str("tables", ch.made).Msg("publication created")
 	}
-	pubs := []string{pub}
-	if st.inserts {
-		pubs = append(pubs, ins)
-	}
-	return pubs, nil
 }
 
 // withPublish adds publish = actions to a WITH clause.
@@ -427,7 +529,7 @@ func withPublish(with, actions string) string {
 
 // listTables lists the top-level tables a FOR ALL TABLES publication would
 // publish (or those of --tables), but pgjet's own and those of left.
-func (c *Capture) listTables(ctx context.Context, pool *pgxpool.Pool, left []string) ([]string, error) {
+func (c *Capture) listTables(ctx context.Context, q querier, left []string) ([]string, error) {
 	skip := map[string]bool{}
 	for _, l := range left {
 		skip[l] = true
@@ -439,7 +541,7 @@ func (c *Capture) listTables(ctx context.Context, pool *pgxpool.Pool, left []str
 			names = append(names, qualified(s, n))
 		}
 	} else {
-		rows, err := pool.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		rows, err := q.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' AND c.oid >= 16384
 			AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND n.nspname NOT LIKE 'pg\_toast%'
 			ORDER BY 1, 2`, schema.Own)
@@ -465,19 +567,23 @@ func (c *Capture) listTables(ctx context.Context, pool *pgxpool.Pool, left []str
 	return out, nil
 }
 
-// runOwn runs stmts in one transaction with DDL capture off: capture's
-// own changes of the source are not schema changes to replicate.
-func (c *Capture) runOwn(ctx context.Context, pool *pgxpool.Pool, stmts []string) error {
+// ownTx runs f in a transaction with DDL capture off: capture's own
+// changes of the source are not schema changes to replicate.
+func ownTx(ctx context.Context, pool *pgxpool.Pool, f func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, 'off', true)", schema.DDLOffSetting); err != nil {
 			return err
 		}
-		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return fmt.Errorf("%s: %w", s, err)
-			}
-		}
-		return nil
+		return f(tx)
+	})
+}
+
+// savepoint runs stmt in tx under a savepoint: its failure leaves tx
+// usable.
+func savepoint(ctx context.Context, tx pgx.Tx, stmt string) error {
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		_, err := sp.Exec(ctx, stmt)
+		return err
 	})
 }
 

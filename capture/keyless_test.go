@@ -52,11 +52,11 @@ func TestKeylessComment(t *testing.T) {
 		newTables bool
 		want      string
 	}{
-		{"", false, `{"pgjet":{}}`},
-		{KeylessIdentityFull, false, `{"pgjet":{"keyless":"identity-full"}}`},
-		{KeylessExclude, true, `{"pgjet":{"inserts":"p:inserts","keyless":"exclude","new_tables":true}}`},
+		{"", false, `{"pgjet":{"source":"src"}}`},
+		{KeylessIdentityFull, false, `{"pgjet":{"keyless":"identity-full","source":"src"}}`},
+		{KeylessExclude, true, `{"pgjet":{"inserts":"p:inserts","keyless":"exclude","new_tables":true,"source":"src"}}`},
 	} {
-		if got := schema.KeylessComment(tc.keyless, tc.newTables, "p:inserts"); got != tc.want {
+		if got := schema.KeylessComment(tc.keyless, tc.newTables, "p:inserts", "src"); got != tc.want {
 			t.Errorf("KeylessComment(%q, %v) = %s, want %s", tc.keyless, tc.newTables, got, tc.want)
 		}
 	}

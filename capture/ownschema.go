@@ -22,16 +22,26 @@ import (
 // replica. A role without USAGE on the schema falls through to public
 // (lacking CREATE does not: the CREATE fails), but a superuser, or the
 // schema's owner, always has it. So capture gives that role, in the
-// source database only, the same search_path without "$user".
+// source database only, the same search_path without "$user". A session
+// that SET ROLE to it keeps its own search_path, where "$user" now names
+// schema.Own: no setting of the role changes that, so capture warns of it
+// when the role may use the schema and has members or cannot log in.
 //
 // See https://www.postgresql.org/docs/15/ddl-schemas.html#DDL-SCHEMAS-PATH
 
-// ownSchemaRole is a login role whose unqualified CREATE would land in
-// schema.Own through "$user" in its search_path.
+// ownSchemaRole is the role named like schema.Own.
 type ownSchemaRole struct {
 	path  string   // its search_path in this database, as Postgres shows it
 	fixed []string // that path without "$user", quoted
 	db    string   // the source database
+	// trapped: it logs in, and its unqualified CREATE lands in schema.Own
+	// through "$user": guardOwnSchema sets its search_path.
+	trapped bool
+	// setRole: it may use schema.Own, and roles SET ROLE to it (members,
+	// or it cannot log in): "$user" is then schema.Own in their sessions,
+	// whose search_path no setting of this role changes.
+	setRole bool
+	members []string
 }
 
 // alterSQL is the statement that gives the role its fixed search_path in
@@ -40,13 +50,27 @@ func (r *ownSchemaRole) alterSQL() string {
 	return "ALTER ROLE " + quoteIdent(schema.Own) + " IN DATABASE " + quoteIdent(r.db) + " SET search_path = " + strings.Join(r.fixed, ", ")
 }
 
-// findOwnSchemaRole returns the login role named like schema.Own when its
-// search_path in this database reaches schema.Own through "$user" before
-// any other schema it may create in, or nil. The path is the role's
-// setting for this database, else its own, else the database's, else the
-// server's (pg_settings' reset value).
+// setRoleLine says what SET ROLE to the role does, and what to do.
+func (r *ownSchemaRole) setRoleLine() string {
+	who := "sessions"
+	if len(r.members) > 0 {
+		who = "sessions of " + listSome(r.members)
+	}
+	return fmt.Sprintf("after SET ROLE %s (%s), an unqualified CREATE TABLE lands in schema %s, pgjet's own, which is never replicated, through \"$user\" in the session's search_path, which no setting of role %s changes; qualify table names after SET ROLE %s (or SET search_path = public), or give the role another name",
+		schema.Own, who, schema.Own, schema.Own, schema.Own)
+}
+
+// findOwnSchemaRole returns the role named like schema.Own when its
+// unqualified CREATE may land in schema.Own (see ownSchemaRole), or nil.
+// Its path is the one a login of it gets in this database: its setting for
+// this database, else its own, else the database's, else ALTER ROLE ALL's,
+// else the server's. The server's is this session's unless a setting of
+// this session's role or connection hides it; then it is Postgres' default
+// (which lists "$user"): the configuration files are a superuser's to read.
 func findOwnSchemaRole(ctx context.Context, q queryRower) (*ownSchemaRole, error) {
 	var path, db *string
+	var login, usable bool
+	var members []string
 	err := q.QueryRow(ctx, `WITH s AS (
 			SELECT d.setdatabase, d.setrole, substr(c, length('search_path=') + 1) AS path
 			FROM pg_db_role_setting d, unnest(d.setconfig) c WHERE c LIKE 'search\_path=%'),
@@ -55,16 +79,20 @@ func findOwnSchemaRole(ctx context.Context, q queryRower) (*ownSchemaRole, error
 			(SELECT path FROM s WHERE setdatabase = (SELECT oid FROM db) AND setrole = r.oid),
 			(SELECT path FROM s WHERE setdatabase = 0 AND setrole = r.oid),
 			(SELECT path FROM s WHERE setdatabase = (SELECT oid FROM db) AND setrole = 0),
-			(SELECT reset_val FROM pg_settings WHERE name = 'search_path')), current_database()
-		FROM pg_roles r WHERE r.rolname = $1 AND r.rolcanlogin`, schema.Own).Scan(&path, &db)
+			(SELECT path FROM s WHERE setdatabase = 0 AND setrole = 0),
+			(SELECT CASE WHEN source IN ('default', 'configuration file', 'command line', 'environment variable') THEN reset_val ELSE boot_val END
+				FROM pg_settings WHERE name = 'search_path')), current_database(), r.rolcanlogin,
+			r.rolsuper OR coalesce((SELECT has_schema_privilege(r.oid, n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = $1), false),
+			coalesce((SELECT array_agg(m.rolname::text ORDER BY m.rolname) FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member WHERE a.roleid = r.oid), '{}')
+		FROM pg_roles r WHERE r.rolname = $1`, schema.Own).Scan(&path, &db, &login, &usable, &members)
 	if errors.Is(err, pgx.ErrNoRows) || err == nil && path == nil {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the search_path of role %s: %w", schema.Own, err)
 	}
-	r := &ownSchemaRole{path: *path, db: *db}
-	trapped, decided := false, false
+	r := &ownSchemaRole{path: *path, db: *db, members: members, setRole: usable && (!login || len(members) > 0)}
+	decided := false
 	for _, e := range splitSearchPath(*path) {
 		own := e == "$user" || e == schema.Own
 		if !own {
@@ -80,9 +108,9 @@ func findOwnSchemaRole(ctx context.Context, q queryRower) (*ownSchemaRole, error
 		if err != nil {
 			return nil, err
 		}
-		trapped, decided = own && usable, usable
+		r.trapped, decided = login && own && usable, usable
 	}
-	if !trapped {
+	if !r.trapped && !r.setRole {
 		return nil, nil
 	}
 	if len(r.fixed) == 0 {
@@ -131,11 +159,18 @@ func splitSearchPath(path string) []string {
 // would land in schema.Own, naming the change. A capture that may not
 // change the role stops with a FatalError naming the statement to run:
 // until then every table that role creates unqualified is lost to the
-// replicas.
+// replicas. Sessions that SET ROLE to it keep their own search_path:
+// capture warns of them.
 func (c *Capture) guardOwnSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	r, err := findOwnSchemaRole(ctx, pool)
 	if err != nil || r == nil {
 		return err
+	}
+	if r.setRole {
+		c.log.Warn().Str("role", schema.Own).Str("members", strings.Join(r.members, ",")).Msg("role " + schema.Own + " may use schema " + schema.Own + ": " + r.setRoleLine())
+	}
+	if !r.trapped {
+		return nil
 	}
 	sql := r.alterSQL()
 	if _, err := pool.Exec(ctx, sql); err != nil {
@@ -158,7 +193,13 @@ func checkOwnSchema(ctx context.Context, conn *pgx.Conn) stream.CheckResult {
 	case err != nil:
 		return stream.Fail(name, "%v", err)
 	case r == nil:
-		return stream.Pass(name, "no login role's unqualified CREATE lands in pgjet's own schema")
+		return stream.Pass(name, "no role's unqualified CREATE lands in pgjet's own schema")
+	case !r.trapped:
+		return stream.Warn(name, "role %s may use schema %s: %s", schema.Own, schema.Own, r.setRoleLine())
+	}
+	also := ""
+	if r.setRole {
+		also = "; and " + r.setRoleLine()
 	}
 	var may bool
 	if err := conn.QueryRow(ctx, `SELECT r.rolsuper OR current_user = $1 OR (r.rolcreaterole AND NOT t.rolsuper)
@@ -166,9 +207,9 @@ func checkOwnSchema(ctx context.Context, conn *pgx.Conn) stream.CheckResult {
 		return stream.Fail(name, "read role attributes: %v", err)
 	}
 	if !may {
-		return stream.Fail(name, "role %s's search_path (%s) makes its unqualified CREATE TABLE land in schema %s, pgjet's own, which is never replicated, and this role may not change it; run as a superuser: %s",
-			schema.Own, r.path, schema.Own, r.alterSQL())
+		return stream.Fail(name, "role %s's search_path (%s) makes its unqualified CREATE TABLE land in schema %s, pgjet's own, which is never replicated, and this role may not change it; run as a superuser: %s%s",
+			schema.Own, r.path, schema.Own, r.alterSQL(), also)
 	}
-	return stream.Warn(name, "role %s's search_path (%s) makes its unqualified CREATE TABLE land in schema %s, pgjet's own, which is never replicated; capture runs %s on start",
-		schema.Own, r.path, schema.Own, r.alterSQL())
+	return stream.Warn(name, "role %s's search_path (%s) makes its unqualified CREATE TABLE land in schema %s, pgjet's own, which is never replicated; capture runs %s on start%s",
+		schema.Own, r.path, schema.Own, r.alterSQL(), also)
 }

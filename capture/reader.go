@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -339,6 +340,10 @@ func (r *reader) logicalMessage(ctx context.Context, m *pglogrepl.LogicalDecodin
 	if !r.inTxn {
 		return fmt.Errorf("pgoutput sent a transactional message at %s outside a transaction", at)
 	}
+	if m.Prefix == stream.PrefixUnsynced {
+		r.unsynced(at, m.Content)
+		return nil
+	}
 	r.txnData = true
 	if m.Prefix == stream.PrefixDDL {
 		if !r.c.cfg.DDL {
@@ -355,6 +360,24 @@ func (r *reader) logicalMessage(ctx context.Context, m *pglogrepl.LogicalDecodin
 		}
 	}
 	return r.change(ctx, stream.Change{Op: stream.OpMessage, Transactional: true, Prefix: m.Prefix, Content: bytes.Clone(m.Content)})
+}
+
+// unsynced names the pgjet resync that copies the rows of a table that
+// joined capture's publication holding rows (see schema.DDLPublishFunction).
+// The message is for this capture only when it names its publication: a
+// slot decodes every source's messages.
+func (r *reader) unsynced(at stream.LSN, content []byte) {
+	var u stream.UnsyncedTable
+	if err := json.Unmarshal(content, &u); err != nil {
+		r.c.log.Warn().Err(err).Str("lsn", at.String()).Msg("undecodable message of a table that joined the publication with rows: passed over")
+		return
+	}
+	if u.Publication != r.c.cfg.Publication || !r.filter.table(u.Schema, u.Table) {
+		return
+	}
+	table := u.Schema + "." + u.Table
+	r.c.log.Warn().Str("table", table).Str("lsn", at.String()).Str("command", "pgjet resync --name "+r.c.cfg.Name+" --table "+table).
+		Msg("table joined the publication holding rows that no replica got (it was left out, then given a key): copy them to every region with pgjet resync")
 }
 
 // MessageSubject carries the non-transactional logical messages of a

@@ -35,7 +35,7 @@ const DDLFunction = "pgjet.ddl_capture()"
 const Own = "pgjet"
 
 // DDLTriggers are the event triggers capture installs on the source.
-var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop", "pgjet_ddl_publish"}
+var DDLTriggers = []string{"pgjet_ddl_start", "pgjet_ddl_end", "pgjet_ddl_drop", "pgjet_ddl_publish", "pgjet_ddl_publish_start"}
 
 // DDLFunctionBody is the PL/pgSQL body of DDLFunction. capture compares it
 // with pg_proc.prosrc to tell whether the installed version is current.
@@ -69,7 +69,7 @@ DECLARE
 	continued boolean := false;
 	objs jsonb := '[]';
 	n int := 0;
-	own text;
+	stray record;
 BEGIN
 	IF q IS NULL OR current_setting('pgjet.ddl_capture', true) = 'off' THEN
 		RETURN;
@@ -80,13 +80,20 @@ BEGIN
 	IF TG_EVENT = 'ddl_command_end' AND TG_TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
 		-- Tables of schema pgjet are never captured: one a user made there
 		-- (an unqualified CREATE whose search_path begins with pgjet) would
-		-- silently stay on the source.
-		SELECT string_agg(c.object_identity, ', ') INTO own FROM pg_event_trigger_ddl_commands() c
-		WHERE c.object_type = 'table' AND c.schema_name = 'pgjet';
-		IF own IS NOT NULL THEN
-			RAISE WARNING 'pgjet: table % is in schema pgjet, which is pgjet''s own and never replicated', own
-				USING HINT = 'Move it (ALTER TABLE ' || own || ' SET SCHEMA public), and check the search_path of role ' || current_user || '.';
-		END IF;
+		-- silently stay on the source. Replicas never had it, so moving it
+		-- (ALTER TABLE ... SET SCHEMA, which is captured) would stop them:
+		-- the hint makes it anew, each statement alone, since a captured
+		-- query string is replayed whole.
+		FOR stray IN SELECT c.object_identity AS ident, 'public.' || quote_ident(k.relname) AS anew
+			FROM pg_event_trigger_ddl_commands() c JOIN pg_class k ON k.oid = c.objid
+			WHERE c.object_type = 'table' AND c.schema_name = 'pgjet'
+		LOOP
+			RAISE WARNING 'pgjet: table % is in schema pgjet, which is pgjet''s own and never replicated', stray.ident
+				USING HINT = format('Replicas lack it, so ALTER TABLE ... SET SCHEMA would stop them. Make it anew: CREATE TABLE %s (...), '
+					'INSERT INTO %s SELECT * FROM %s if it has rows, then DROP TABLE %s, each statement sent alone; '
+					'and keep schema pgjet out of the search_path of role %s (SET search_path = public).',
+					stray.anew, stray.anew, stray.ident, stray.ident, current_user);
+		END LOOP;
 	END IF;
 	marker := txid_current()::text || ':' || statement_timestamp()::text || ':' || md5(q);
 	IF current_setting('pgjet.ddl_marker', true) IS NOT DISTINCT FROM marker THEN
@@ -108,6 +115,9 @@ BEGIN
 				'table_schema', CASE WHEN o.object_type IN ('table', 'table column', 'table constraint', 'trigger', 'policy') THEN o.address_names[1] END,
 				'table', CASE WHEN o.object_type IN ('table', 'table column', 'table constraint', 'trigger', 'policy') THEN o.address_names[2] END))
 			FILTER (WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM 'pgjet'
+				-- A dropped table's TOAST table goes with it: not an object
+				-- of its own (a table of schema pgjet has one too).
+				AND o.schema_name IS DISTINCT FROM 'pg_toast'
 				AND NOT (o.object_type = 'schema' AND o.object_name = 'pgjet')), '[]')
 		INTO n, objs
 		FROM pg_event_trigger_dropped_objects() o;
@@ -165,8 +175,16 @@ CREATE EVENT TRIGGER pgjet_ddl_end ON ddl_command_end EXECUTE FUNCTION ` + DDLFu
 CREATE EVENT TRIGGER pgjet_ddl_drop ON sql_drop EXECUTE FUNCTION ` + DDLFunction + `;
 CREATE OR REPLACE FUNCTION ` + DDLPublishFunction + ` RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgjet$` + DDLPublishFunctionBody + `$pgjet$;
 DROP EVENT TRIGGER IF EXISTS pgjet_ddl_publish;
-CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA') EXECUTE FUNCTION ` + DDLPublishFunction + `;`
+DROP EVENT TRIGGER IF EXISTS pgjet_ddl_publish_start;
+CREATE EVENT TRIGGER pgjet_ddl_publish ON ddl_command_end WHEN TAG IN (` + publishTags + `) EXECUTE FUNCTION ` + DDLPublishFunction + `;
+CREATE EVENT TRIGGER pgjet_ddl_publish_start ON ddl_command_start WHEN TAG IN (` + publishTags + `) EXECUTE FUNCTION ` + DDLPublishFunction + `;`
 }
+
+// publishTags are the commands DDLPublishFunction handles. It runs at
+// their start too, only to take its lock (PublicationLockKey) before the
+// command locks a table: a command waiting for capture's lock then holds
+// no lock of its own that capture, making its publication, may need.
+const publishTags = `'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA'`
 
 // DDL is a schema change captured on the source: the content of a
 // pgjet.ddl logical message.

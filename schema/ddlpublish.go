@@ -24,17 +24,31 @@ import "encoding/json"
 //     keyless choice leaves it out, adds it to the inserts-only
 //     publication, or sets REPLICA IDENTITY FULL. A table of the
 //     inserts-only publication that gets a key moves to the list; one
-//     left out joins it once it has a key while empty (no row of it can
-//     be missing on replicas: an UNLOGGED table set LOGGED, say). A
-//     CREATE TABLE AS that wrote rows before the table could join refuses,
-//     since those rows would never be replicated.
+//     left out joins it once it has a usable identity (ALTER TABLE ... ADD
+//     PRIMARY KEY or REPLICA IDENTITY, as pg_dump's restore adds keys after
+//     the rows, or an UNLOGGED table set LOGGED). Rows it holds then never
+//     reached replicas: its author gets a WARNING naming the pgjet resync
+//     that copies them, and a transactional message (stream.PrefixUnsynced)
+//     makes capture log the same. A partition detached from its parent is
+//     a table of its own, which joins the list as a new table would (its
+//     rows were published with the parent's). A CREATE TABLE AS that wrote
+//     rows before the table could join refuses, since those rows would
+//     never be replicated.
+//
+// Capture makes and remakes its publication under an exclusive advisory
+// lock (PublicationLockKey), and the function takes it shared at the start
+// and the end of every command it handles: a table made while capture
+// reads the list of tables is either in that list or added by the function
+// to the publication capture made.
 //
 // Partitions follow their root, but their identity is their own: a new
 // partition without a key of a published root gets FULL, or the WARNING.
 // The function is SECURITY DEFINER (a table's author may not change the
 // publication) with a fixed search_path; as an event trigger function it
 // cannot be called outside a schema change, and it heeds only publications
-// a superuser owns, whose comment no one else may write.
+// owned by a superuser or a REPLICATION role (one that may read every
+// change of the database through a slot anyway), whose comment no one else
+// may write; their publication of inserts only must have the same owner.
 
 // DDLPublishFunction is the event trigger function that adds tables made
 // after capture started to pgjet's publications (see above).
@@ -43,13 +57,18 @@ const DDLPublishFunction = "pgjet.ddl_publish()"
 // DDLFunctions are the functions DDL capture installs, each with its body.
 var DDLFunctions = []struct{ Name, Body string }{{DDLFunction, DDLFunctionBody}, {DDLPublishFunction, DDLPublishFunctionBody}}
 
+// PublicationLockKey is the SQL expression of the advisory lock that
+// serialises capture's making of its publication with DDLPublishFunction.
+const PublicationLockKey = "hashtextextended('pgjet.publication', 0)"
+
 // KeylessComment is the comment capture puts on its publication: what
 // DDLPublishFunction does with the tables made later. keyless is the
 // choice for those without a key ("" for none: they are published and
 // warned of); newTables says the publication lists tables but stands for
-// all of them; inserts names the publication of inserts only.
-func KeylessComment(keyless string, newTables bool, inserts string) string {
-	cfg := map[string]any{}
+// all of them; inserts names the publication of inserts only; source is
+// the source's name, for the commands the function names.
+func KeylessComment(keyless string, newTables bool, inserts, source string) string {
+	cfg := map[string]any{"source": source}
 	if keyless != "" {
 		cfg["keyless"] = keyless
 	}
@@ -79,24 +98,47 @@ DECLARE
 	choice text;
 	ins text;
 BEGIN
+	-- Waits while capture makes its publication (PublicationLockKey).
+	PERFORM pg_advisory_xact_lock_shared(` + PublicationLockKey + `);
+	IF TG_EVENT = 'ddl_command_start' THEN
+		RETURN;
+	END IF;
 	FOR t IN SELECT DISTINCT c.objid::regclass AS rel, k.relkind AS kind, k.relispartition AS part, c.command_tag AS tag,
 			coalesce(pg_partition_root(c.objid), c.objid) AS root
 		FROM pg_event_trigger_ddl_commands() c JOIN pg_class k ON k.oid = c.objid
 		WHERE c.classid = 'pg_class'::regclass AND k.relkind IN ('r', 'p') AND k.relpersistence = 'p'
 		AND c.schema_name IS DISTINCT FROM 'pgjet'
+	UNION
+		-- Partitions an ALTER TABLE of their parent detached: tables of
+		-- their own now, whose pg_class row this transaction wrote (the
+		-- command names the parent only).
+		SELECT k.oid::regclass, k.relkind, false, 'DETACH', k.oid
+		FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
+		WHERE EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d JOIN pg_class q ON q.oid = d.objid
+				WHERE d.classid = 'pg_class'::regclass AND d.command_tag = 'ALTER TABLE' AND q.relkind = 'p')
+		AND k.relkind IN ('r', 'p') AND NOT k.relispartition AND k.relpersistence = 'p' AND k.oid >= 16384
+		AND n.nspname NOT IN ('pgjet', 'pg_catalog', 'information_schema')
+		AND k.oid NOT IN (SELECT objid FROM pg_event_trigger_ddl_commands())
+		AND age(k.xmin) <= 0 AND pg_xact_status((pg_current_xact_id()::text::bigint - age(k.xmin))::text::xid8) = 'in progress'
 	LOOP
-		created := t.tag <> 'ALTER TABLE';
+		created := t.tag NOT IN ('ALTER TABLE', 'DETACH');
 		SELECT ` + KeylessSQL + ` INTO keyless FROM pg_class c WHERE c.oid = t.rel;
 		FOR p IN SELECT b.oid, b.pubname, b.puballtables AS alltables, b.pubupdate OR b.pubdelete AS ud,
-				obj_description(b.oid, 'pg_publication')::jsonb -> 'pgjet' AS cfg
+				obj_description(b.oid, 'pg_publication')::jsonb -> 'pgjet' AS cfg,
+				(SELECT i.pubname FROM pg_publication i WHERE i.pubowner = b.pubowner
+					AND i.pubname = obj_description(b.oid, 'pg_publication')::jsonb -> 'pgjet' ->> 'inserts') AS ins
 			FROM pg_publication b JOIN pg_roles o ON o.oid = b.pubowner
-			WHERE obj_description(b.oid, 'pg_publication') LIKE '{"pgjet":%' AND o.rolsuper
+			WHERE obj_description(b.oid, 'pg_publication') LIKE '{"pgjet":%' AND (o.rolsuper OR o.rolreplication)
 		LOOP
 			choice := p.cfg ->> 'keyless';
-			ins := p.cfg ->> 'inserts';
+			ins := p.ins;
 			published := p.alltables OR EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid IN (t.rel, t.root));
+			IF t.tag = 'DETACH' AND (published OR EXISTS (SELECT FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid
+					WHERE b.pubname = ins AND r.prrelid = t.rel)) THEN
+				CONTINUE;
+			END IF;
 			IF NOT published AND NOT t.part AND coalesce((p.cfg ->> 'new_tables')::boolean, false) THEN
-				IF NOT created THEN
+				IF t.tag = 'ALTER TABLE' THEN
 					IF keyless THEN
 						CONTINUE;
 					END IF;
@@ -108,21 +150,29 @@ BEGIN
 						RAISE NOTICE 'pgjet: table % has a key now: its updates and deletes are replicated from here on (rows changed before may differ on replicas)', t.rel;
 						CONTINUE;
 					END IF;
-					-- Left out, and it has a key now (or it was UNLOGGED): it
-					-- joins while no row of it could be missing on replicas.
+					-- Left out, and it has a usable identity now (or it was
+					-- UNLOGGED): it joins, and the rows it holds, which no
+					-- replica got, are named for a resync.
+					EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', p.pubname, t.rel);
 					EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', t.rel) INTO has_rows;
 					IF has_rows THEN
-						RAISE NOTICE 'pgjet: table % stays out of publication %: it holds rows the replicas never got', t.rel, p.pubname;
-						CONTINUE;
+						PERFORM pg_logical_emit_message(true, 'pgjet.unsynced', jsonb_build_object('publication', p.pubname,
+							'schema', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.rel),
+							'table', (SELECT c.relname FROM pg_class c WHERE c.oid = t.rel))::text);
+						RAISE WARNING 'pgjet: table % joined publication % holding rows that no replica got', t.rel, p.pubname
+							USING HINT = format('Copy them to every region, once this transaction committed: pgjet resync --name %s --table %s',
+								coalesce(p.cfg ->> 'source', regexp_replace(p.pubname, '^pgjet_', '')),
+								(SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.rel));
 					END IF;
-					EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', p.pubname, t.rel);
 					CONTINUE;
 				END IF;
-				IF keyless AND choice = 'exclude' THEN
-					RAISE NOTICE 'pgjet: table % has no primary key and is left out of publication % (pgjet-capture --keyless exclude): it is not replicated', t.rel, p.pubname;
+				IF keyless AND (choice = 'exclude' OR choice = 'inserts-only' AND ins IS NULL) THEN
+					IF t.tag <> 'DETACH' THEN
+						RAISE NOTICE 'pgjet: table % has no primary key and is left out of publication % (pgjet-capture --keyless %): it is not replicated', t.rel, p.pubname, choice;
+					END IF;
 					CONTINUE;
 				END IF;
-				IF t.tag <> 'CREATE TABLE' THEN
+				IF t.tag NOT IN ('CREATE TABLE', 'DETACH') THEN
 					EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', t.rel) INTO has_rows;
 					IF has_rows THEN
 						RAISE EXCEPTION 'pgjet: % wrote rows into % before it could join publication %, so they would never be replicated', t.tag, t.rel, p.pubname

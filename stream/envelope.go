@@ -215,7 +215,19 @@ const (
 	// (transactional; content a JSON ResyncMarker): pgjet resync writes
 	// it before the copy's point.
 	PrefixResync = "pgjet.resync"
+	// PrefixUnsynced names a table that joined capture's publication
+	// holding rows no replica got (transactional; content a JSON
+	// UnsyncedTable): capture names the pgjet resync that copies them, and
+	// does not publish it.
+	PrefixUnsynced = "pgjet.unsynced"
 )
+
+// UnsyncedTable is the content of a PrefixUnsynced message.
+type UnsyncedTable struct {
+	Publication string `json:"publication"`
+	Schema      string `json:"schema"`
+	Table       string `json:"table"`
+}
 
 // Truncate options, as pgoutput sends them.
 const (

@@ -26,7 +26,7 @@ func waitTable(t *testing.T, url, table string, n int64) {
 }
 
 // notices runs sql on the database at url and returns the notices and
-// warnings Postgres sent, one a line.
+// warnings Postgres sent, one a line, each with its hint.
 func notices(t *testing.T, url, sql string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -39,7 +39,11 @@ func notices(t *testing.T, url, sql string) string {
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 		mu.Lock()
 		defer mu.Unlock()
-		got = append(got, n.Severity+": "+n.Message)
+		line := n.Severity + ": " + n.Message
+		if n.Hint != "" {
+			line += " HINT: " + n.Hint
+		}
+		got = append(got, line)
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
