@@ -20,6 +20,7 @@ var commands = []command{
 	{"demo", "run a whole multi-region pipeline on this machine", runDemo},
 	{"tail", "print a source's stream as JSON lines", runTail},
 	{"status", "show each region's position, lag and mirror state", runStatus},
+	{"console", "serve a live web page of the topology, lag, conflicts and snapshots", runConsole},
 	{"bench", "drain a pgbench backlog through native logical replication and through pgjet", runBench},
 	{"verify", "prove a replica equals its primary, table by table", runVerify},
 	{"snapshot", "copy a source's schema and tables into its snapshot stream now", runSnapshot},

@@ -21,10 +21,66 @@ import (
 // statusFlags are the flags of `pgjet status`: what to gather, and how to
 // print it.
 type statusFlags struct {
+	gatherFlags
+	json bool
+}
+
+// gatherFlags say what status.Gather asks: the flags `pgjet status` and
+// `pgjet console` share.
+type gatherFlags struct {
 	status.Options
-	json     bool
 	dbRegion []string // region=URL
 	auth     cli.NATSFlags
+}
+
+// register adds the flags to fs; allNames says what an empty --name
+// means to the command.
+func (f *gatherFlags) register(fs *pflag.FlagSet, allNames string) {
+	fs.StringVar(&f.NATS, "nats", "", "NATS URL, e.g. nats://hub:4222")
+	fs.StringVar(&f.Name, "name", "", "source name (stream PGJET_<name>); "+allNames)
+	fs.StringSliceVar(&f.Domains, "domains", nil, "JetStream domains to ask, comma-separated (default: the connected server's)")
+	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
+	fs.StringVar(&f.SourceDB, "source-db", "", "postgres://... of the source: check capture's slot there (needs --name)")
+	fs.StringVar(&f.Slot, "slot", "", "capture's slot on the source (default pgjet_<name>, lower-cased, with '-' as '_', as capture names it)")
+	fs.DurationVar(&f.Stall, "stall-timeout", 30*time.Second, "how long without progress before a region, applier, mirror or capture counts as stopped (keep it above 3 x the capture's --heartbeat)")
+	fs.DurationVar(&f.Timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
+	f.auth.Register(fs)
+}
+
+// check validates the parsed flags and fills the options derived from
+// them; it prints what is wrong as cmd and returns the exit status (0:
+// all is well).
+func (f *gatherFlags) check(cmd string) int {
+	if f.NATS == "" {
+		return cli.BadUsage(cmd, cli.ErrNATSRequired)
+	}
+	if f.Name != "" {
+		if err := cli.CheckName(f.Name); err != nil {
+			return cli.BadUsage(cmd, err)
+		}
+	}
+	if f.SourceDB != "" && f.Name == "" {
+		fmt.Fprintf(os.Stderr, "%s: --source-db needs --name, the source whose slot to check\n", cmd)
+		return 2
+	}
+	if f.Slot == "" && f.Name != "" {
+		f.Slot = capture.DefaultSlot(f.Name)
+	}
+	if f.Stall <= 0 {
+		fmt.Fprintf(os.Stderr, "%s: --stall-timeout must be positive (e.g. 30s)\n", cmd)
+		return 2
+	}
+	targets, err := parseDBRegions(f.dbRegion)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+		return 2
+	}
+	f.Targets = targets
+	if f.Auth, err = f.auth.Options(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
 }
 
 func runStatus(args []string) int {
@@ -58,46 +114,11 @@ func runStatus(args []string) int {
 			"cannot be reached at all, 2 for bad flags or a --name no domain asked has a stream of.\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
-	fs.StringVar(&f.NATS, "nats", "", "NATS URL, e.g. nats://hub:4222")
-	fs.StringVar(&f.Name, "name", "", "source name (stream PGJET_<name>); default every PGJET_* stream")
-	fs.StringSliceVar(&f.Domains, "domains", nil, "JetStream domains to ask, comma-separated (default: the connected server's)")
+	f.register(fs, "default every PGJET_* stream")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document instead of tables")
-	fs.StringArrayVar(&f.dbRegion, "db-region", nil, "region=postgres://... of a target whose pgjet.applied to read; repeat for several (the variable holds one)")
-	fs.StringVar(&f.SourceDB, "source-db", "", "postgres://... of the source: check capture's slot there (needs --name)")
-	fs.StringVar(&f.Slot, "slot", "", "capture's slot on the source (default pgjet_<name>, lower-cased, with '-' as '_', as capture names it)")
-	fs.DurationVar(&f.Stall, "stall-timeout", 30*time.Second, "how long without progress before a region, applier, mirror or capture counts as stopped (keep it above 3 x the capture's --heartbeat)")
-	fs.DurationVar(&f.Timeout, "timeout", 5*time.Second, "how long to wait for each domain and database")
-	f.auth.Register(fs)
 	cli.Parse(fs, args)
-
-	if f.NATS == "" {
-		return cli.BadUsage("pgjet status", cli.ErrNATSRequired)
-	}
-	if f.Name != "" {
-		if err := cli.CheckName(f.Name); err != nil {
-			return cli.BadUsage("pgjet status", err)
-		}
-	}
-	if f.SourceDB != "" && f.Name == "" {
-		fmt.Fprintln(os.Stderr, "pgjet status: --source-db needs --name, the source whose slot to check")
-		return 2
-	}
-	if f.Slot == "" && f.Name != "" {
-		f.Slot = capture.DefaultSlot(f.Name)
-	}
-	if f.Stall <= 0 {
-		fmt.Fprintln(os.Stderr, "pgjet status: --stall-timeout must be positive (e.g. 30s)")
-		return 2
-	}
-	targets, err := parseDBRegions(f.dbRegion)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
-		return 2
-	}
-	f.Targets = targets
-	if f.Auth, err = f.auth.Options(); err != nil {
-		fmt.Fprintf(os.Stderr, "pgjet status: %v\n", err)
-		return 1
+	if code := f.check("pgjet status"); code != 0 {
+		return code
 	}
 
 	log := zerolog.New(cli.ConsoleWriter()).Level(zerolog.ErrorLevel).With().Timestamp().Str("cmd", "pgjet status").Logger()

@@ -100,6 +100,10 @@ type Source struct {
 	DeadLetters []DeadLetter `json:"dead_letters,omitempty"`
 	// Capture is the source's slot, with --source-db.
 	Capture *Capture `json:"capture,omitempty"`
+	// Snapshots are the snapshots in the home domain's snapshot stream,
+	// newest first; SnapshotError says why they could not be read.
+	Snapshots     []Snapshot `json:"snapshots,omitempty"`
+	SnapshotError string     `json:"snapshot_error,omitempty"`
 }
 
 // Stream is one domain's copy of a source's change stream.
@@ -201,6 +205,12 @@ type Target struct {
 	// applying nothing), stopped, or down (its record says running, but
 	// its heartbeat stopped).
 	ApplierState string `json:"applier_state,omitempty"`
+	// Restore is the snapshot the target was built from; null when it
+	// was not built from one.
+	Restore *Restore `json:"restore,omitempty"`
+	// Conflicts counts the conflicts of the last 15 minutes per minute,
+	// by kind and decision.
+	Conflicts []ConflictCount `json:"conflicts,omitempty"`
 
 	appliedAgo *float64 // seconds since the target's last commit of a position
 }
@@ -317,6 +327,14 @@ func Gather(ctx context.Context, o Options, log zerolog.Logger) (*Report, error)
 			}
 			fillTargetLag(tr, s, rep, o.Stall)
 			fillApplierState(tr, o.Stall)
+		}
+		if home != nil {
+			sctx, cancel := context.WithTimeout(ctx, o.Timeout)
+			if s.Snapshots, err = snapshotStatus(sctx, nc, home, s.Source); err != nil {
+				s.SnapshotError = err.Error()
+			}
+			cancel()
+			markRestored(s)
 		}
 	}
 
@@ -623,6 +641,9 @@ func targetStatus(ctx context.Context, t TargetDB, names []string) map[string]Ta
 		return fail(fmt.Errorf("count pgjet.conflicts: %w", err))
 	}
 	if err := readApplierStates(ctx, conn, names, t.Region, out); err != nil {
+		return fail(err)
+	}
+	if err := readTargetDetail(ctx, conn, names, out); err != nil {
 		return fail(err)
 	}
 	return out
