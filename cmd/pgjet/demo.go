@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 	"github.com/pgjet/pgjet/apply"
 	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/cli"
-	"github.com/pgjet/pgjet/cmd/internal/status"
+	"github.com/pgjet/pgjet/cmd/internal/console"
 	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
@@ -57,25 +58,33 @@ type demoFlags struct {
 	regions  []string
 	rate     int
 	logLevel string
+	cut      time.Duration
+	console  string
 }
 
 func runDemo(args []string) int {
-	f := demoFlags{regions: []string{"r1", "r2"}, rate: 50, logLevel: "warn"}
+	f := demoFlags{regions: []string{"r1", "r2"}, rate: 50, logLevel: "warn", cut: 15 * time.Second, console: "127.0.0.1:8080"}
 	fs := pflag.NewFlagSet("pgjet demo", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "pgjet demo runs a whole multi-region pipeline on this machine: a primary Postgres\n"+
 			"captured into a NATS hub, and per region a NATS leafnode with a mirror and a replica\n"+
-			"fed by an applier. It loads and runs pgbench on the primary, prints each region's\n"+
-			"lag every second and, when the workload ends, checks that every replica's tables\n"+
-			"equal the primary's (exit 0 only if they all do).\n\n"+
-			"Usage:\n  pgjet demo [--duration D] [--regions r1,r2] [--rate N]\n\n"+
+			"fed by an applier, and serves the console (pgjet console) of it. It runs pgbench and\n"+
+			"other writes on the primary and tells a story in one table (redrawn in place on a\n"+
+			"terminal): the load flows to every region; the last region's link to the hub is cut\n"+
+			"for --cut (the others keep applying, its replica keeps serving reads, stale); the link\n"+
+			"heals and the region catches up by itself; a schema change reaches every region. When\n"+
+			"the workload ends it checks that every replica's tables equal the primary's (exit 0\n"+
+			"only if they all do).\n\n"+
+			"Usage:\n  pgjet demo [--duration D] [--regions r1,r2] [--rate N] [--cut 15s] [--console ADDR]\n\n"+
 			"Needs PostgreSQL 15 (server and client tools, including pgbench).\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
-	fs.DurationVar(&f.duration, "duration", 0, "run the workload this long, then verify and exit (default: until Ctrl-C)")
+	fs.DurationVar(&f.duration, "duration", 0, "run the workload at least this long, and to the script's end (about a minute), then verify and exit (default: until Ctrl-C)")
 	fs.StringSliceVar(&f.regions, "regions", f.regions, "regions, each with its own NATS leafnode, mirror, applier and replica")
 	fs.IntVar(&f.rate, "rate", f.rate, "pgbench transactions per second on the primary (0: as fast as possible)")
 	fs.StringVar(&f.logLevel, "log-level", f.logLevel, "log level of the components (stderr): trace, debug, info, warn, error")
+	fs.DurationVar(&f.cut, "cut", f.cut, "how long the last region's link to the hub is cut (0: no partition)")
+	fs.StringVar(&f.console, "console", f.console, "address to serve the console on (\"\": none; another port when taken)")
 	cli.Parse(fs, args)
 
 	if err := f.validate(); err != nil {
@@ -94,6 +103,7 @@ func runDemo(args []string) int {
 	}
 	log := zerolog.New(cli.ConsoleWriter()).Level(lvl).With().Timestamp().Str("cmd", "pgjet demo").Logger()
 	d := &demo{f: f, log: log, pgbench: pgbench, out: os.Stdout, fail: make(chan error, len(f.regions)+1)}
+	d.scr = &screen{out: os.Stdout, tty: isTerminal(os.Stdout)}
 	return d.run()
 }
 
@@ -103,6 +113,9 @@ func (f *demoFlags) validate() error {
 	}
 	if f.rate < 0 {
 		return errors.New("--rate must not be negative")
+	}
+	if f.cut < 0 {
+		return errors.New("--cut must not be negative")
 	}
 	if len(f.regions) == 0 {
 		return errors.New("--regions: give at least one region")
@@ -148,6 +161,18 @@ type demo struct {
 	appliers []*component // in the order of f.regions
 	// fail receives the error of a component that stopped by itself.
 	fail chan error
+
+	scr   *screen
+	reads []*pgx.Conn // one per replica: what a client of the region reads
+	// con samples the status the console shows, and the table's link
+	// column; consoleURL is where it serves the page ("" nowhere).
+	con         *console.Console
+	consoleURL  string
+	stopConsole context.CancelFunc
+	// cutRegion is the region the script cuts off ("" none), at cutAt.
+	cutRegion string
+	cutAt     time.Time
+	stepNo    atomic.Int32 // index in demoSteps
 }
 
 // component is capture or an applier running in this process.
@@ -211,7 +236,9 @@ func (d *demo) setup(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error {
-		t, err := local.StartTopology(local.TopologyOptions{Hub: demoHub, Regions: d.f.regions}, d.log)
+		// Each region's leafnode link runs through a proxy the script can
+		// cut and heal.
+		t, err := local.StartTopology(local.TopologyOptions{Hub: demoHub, Regions: d.f.regions, Proxied: d.f.cut > 0}, d.log)
 		if err != nil {
 			return err
 		}
@@ -268,6 +295,17 @@ func (d *demo) setup(ctx context.Context) error {
 		a := apply.New(acfg, d.log)
 		d.appliers = append(d.appliers, d.start("apply "+r, a.Run, a.Stats()))
 	}
+	for i := range d.f.regions {
+		conn, err := pgx.Connect(ctx, d.replicas[i].URL(demoDatabase))
+		if err != nil {
+			return fmt.Errorf("connect to replica %s: %w", d.f.regions[i], err)
+		}
+		d.reads = append(d.reads, conn)
+	}
+	if d.f.cut > 0 {
+		d.cutRegion = d.f.regions[len(d.f.regions)-1]
+	}
+	d.startConsole(ctx, d.f.console)
 	return nil
 }
 
@@ -333,10 +371,11 @@ func (d *demo) waitSlot(ctx context.Context, slot string) error {
 	}
 }
 
-// workload loads pgbench's data and runs pgbench plus demo_events writes
-// until --duration has passed or the user interrupts, printing each
-// region's progress every second. It returns an error when a component or
-// the workload itself fails.
+// workload runs pgbench and demo_events writes on the primary while the
+// script tells its story, until the script is done and --duration has
+// passed (or, without --duration, until the user interrupts), redrawing
+// the table every second. It returns an error when a component or the
+// workload itself fails.
 func (d *demo) workload(ctx context.Context) error {
 	primaryURL := d.primary.URL(demoDatabase)
 	mon, err := pgx.Connect(ctx, primaryURL)
@@ -346,7 +385,6 @@ func (d *demo) workload(ctx context.Context) error {
 	defer mon.Close(context.WithoutCancel(ctx))
 
 	started := time.Now()
-	// The status ticker runs for the whole workload, data load included.
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	var statusWG sync.WaitGroup
 	statusWG.Go(func() {
@@ -364,9 +402,12 @@ func (d *demo) workload(ctx context.Context) error {
 	defer func() {
 		stopStatus()
 		statusWG.Wait()
+		d.status(context.WithoutCancel(ctx), mon, time.Since(started))
+		d.scr.done()
 	}()
 
-	// Workers end on interruption or when a component fails.
+	// Workers end when the story is told (and --duration passed), on
+	// interruption, or when a component fails.
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	failed := make(chan error, 1)
@@ -387,38 +428,43 @@ func (d *demo) workload(ctx context.Context) error {
 		}
 	}
 
-	secs := 10 * 365 * 24 * 3600 // until interrupted
 	how := "until Ctrl-C"
 	if d.f.duration > 0 {
-		secs = max(int((d.f.duration+time.Second-1)/time.Second), 1)
-		how = "for " + d.f.duration.String()
+		how = "for at least " + d.f.duration.String()
 	}
 	rate := "unthrottled"
-	args := []string{"-n", "-c", "2", "-T", strconv.Itoa(secs)}
+	// pgbench runs until the workload ends; the demo stops it then.
+	args := []string{"-n", "-c", "2", "-T", strconv.Itoa(10 * 365 * 24 * 3600)}
 	if d.f.rate > 0 {
 		args = append(args, "-R", strconv.Itoa(d.f.rate))
 		rate = strconv.Itoa(d.f.rate) + " tps"
 	}
-	d.printf("running pgbench (TPC-B-like, 2 clients, %s) and demo_events inserts/updates/deletes %s...\n", rate, how)
+	d.printf("running pgbench (TPC-B-like, 2 clients, %s) and demo_events inserts/updates/deletes %s...\n\n", rate, how)
 
 	var g errgroup.Group
-	var pgbenchOut string
 	g.Go(func() error {
-		out, err := d.pgbenchCmd(wctx, append(args, primaryURL)...)
-		pgbenchOut = out
+		_, err := d.pgbenchCmd(wctx, append(args, primaryURL)...)
 		if err != nil && wctx.Err() == nil {
 			return fmt.Errorf("pgbench workload: %w", err)
 		}
 		return nil
 	})
+	g.Go(func() error { return d.writeEvents(wctx, primaryURL) })
 	g.Go(func() error {
-		ectx := wctx
-		if d.f.duration > 0 {
-			var cancel context.CancelFunc
-			ectx, cancel = context.WithTimeout(wctx, d.f.duration)
-			defer cancel()
+		defer wcancel()
+		if err := d.script(wctx, started); err != nil {
+			if wctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
-		return d.writeEvents(ectx, primaryURL)
+		if d.f.duration <= 0 {
+			d.scr.tell(time.Since(started), "the story is told; the load goes on until Ctrl-C, then every table is verified")
+			<-wctx.Done()
+			return nil
+		}
+		_ = sleepCtx(wctx, d.f.duration-time.Since(started))
+		return nil
 	})
 	werr := g.Wait()
 	if cerr := componentErr(); cerr != nil {
@@ -427,16 +473,14 @@ func (d *demo) workload(ctx context.Context) error {
 	if werr != nil {
 		return werr
 	}
-	if s := pgbenchSummary(pgbenchOut); s != "" {
-		d.printf("workload done: %s\n", s)
-	} else {
-		d.printf("workload stopped\n")
-	}
+	d.scr.tell(time.Since(started), "load stopped; verifying every table of every replica")
+	d.step(len(demoSteps) - 1)
 	return nil
 }
 
-// status prints one line per region: applied LSN, lag in bytes and time,
-// transactions applied.
+// status draws the table: per region its link (the console's verdict),
+// applied LSN, lag in time and bytes, transactions applied, and what a
+// client reads on its replica.
 func (d *demo) status(ctx context.Context, mon *pgx.Conn, elapsed time.Duration) {
 	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
@@ -449,19 +493,19 @@ func (d *demo) status(ctx context.Context, mon *pgx.Conn, elapsed time.Duration)
 	} else {
 		cur, _ = stream.ParseLSN(text)
 	}
+	rows := make([]regionRow, len(d.f.regions))
 	for i, r := range d.f.regions {
 		st := d.appliers[i].stats
 		applied := stream.LSN(st.SourceLSN.Load())
-		lagBytes, lagTime := "-", "-"
-		if applied > 0 && cur > 0 {
-			lagBytes = status.HumanBytes(max(int64(cur)-int64(applied), 0))
+		behind, lag := lagCells(applied, cur, st.Lag(), st.SourceTime.Load() != 0)
+		link := d.con.Link(r)
+		if link == "" {
+			link = "-"
 		}
-		if st.SourceTime.Load() != 0 {
-			lagTime = fmt.Sprintf("%.1fs", st.Lag().Seconds())
-		}
-		d.printf("%6s  %-6s applied %-12s lag %10s %7s   txns %d\n",
-			elapsed.Truncate(time.Second), r, applied, lagBytes, lagTime, st.Txns.Load())
+		rows[i] = regionRow{region: r, link: link, applied: applied.String(), lag: lag, behind: behind,
+			txns: strconv.FormatInt(st.Txns.Load(), 10), read: replicaRead(qctx, d.reads[i])}
 	}
+	d.scr.draw(time.Now(), d.stepHeader(elapsed), rows)
 }
 
 // writeEvents inserts, updates and deletes demo_events rows on the
@@ -598,6 +642,12 @@ func (d *demo) verify(ctx context.Context) bool {
 // shutdown stops everything in reverse order of the data flow: appliers,
 // capture, NATS, Postgres. It removes the clusters' and NATS' directories.
 func (d *demo) shutdown() {
+	if d.stopConsole != nil {
+		d.stopConsole()
+	}
+	for _, c := range d.reads {
+		c.Close(context.Background())
+	}
 	for _, a := range d.appliers {
 		a.cancel()
 	}
@@ -674,24 +724,6 @@ func pgFreeEnv() []string {
 		}
 	}
 	return env
-}
-
-// pgbenchSummary picks the transaction count and throughput from pgbench's
-// report.
-func pgbenchSummary(out string) string {
-	var parts []string
-	for _, l := range strings.Split(out, "\n") {
-		l = strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(l, "number of transactions actually processed:"):
-			parts = append(parts, "pgbench "+strings.TrimSpace(strings.TrimPrefix(l, "number of transactions actually processed:"))+" transactions")
-		case strings.HasPrefix(l, "tps = "):
-			if f := strings.Fields(l); len(f) >= 3 {
-				parts = append(parts, f[2]+" tps")
-			}
-		}
-	}
-	return strings.Join(parts, ", ")
 }
 
 // tailBuffer keeps the last 16 KiB written to it.

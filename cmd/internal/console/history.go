@@ -124,3 +124,14 @@ func (r *ring) all() []Sample {
 	}
 	return append(append([]Sample(nil), r.buf[r.next:]...), r.buf[:r.next]...)
 }
+
+// Link returns region's link state in the newest sample (flowing,
+// catching up, stalled, cut or unknown), and "" before the first one.
+func (c *Console) Link(region string) string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if rs := c.hist.last().region(region); rs != nil {
+		return rs.Link
+	}
+	return ""
+}

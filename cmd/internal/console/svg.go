@@ -98,12 +98,12 @@ func topology(v view) template.HTML {
 			capEdge, capSub = linkColors[linkCut], "slot "+cp.Slot+" idle: capture stopped"
 		}
 	}
-	box(&b, 8, mid, 130, boxH, capEdge, "source "+v.Source, capSub)
+	box(&b, 8, mid, 150, boxH, capEdge, "source "+v.Source, capSub)
 	hubEdge, hubTitle, hubSub := linkColors[linkCut], "hub", "home stream not found"
 	if h := v.Home; h != nil {
 		hubEdge, hubTitle, hubSub = linkColors[linkFlowing], "hub (domain "+h.Domain+")", fmt.Sprintf("%s seq %d", h.Stream, h.LastSeq)
 	}
-	arrow(&b, 138, mid+boxH/2, 186, mid+boxH/2, capEdge, "", capEdge == linkColors[linkCut])
+	arrow(&b, 158, mid+boxH/2, 186, mid+boxH/2, capEdge, "", capEdge == linkColors[linkCut])
 	box(&b, 190, mid, boxW+20, boxH, hubEdge, hubTitle, hubSub)
 	for i, r := range v.Regions {
 		y := 8 + i*rowH

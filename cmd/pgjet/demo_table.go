@@ -1,0 +1,143 @@
+package main
+
+// The demo's screen: one table of the regions, and below it the story so
+// far (what the script did, and when). On a terminal the table is
+// redrawn in place every second; elsewhere (a pipe, a log) the story
+// lines are printed as they happen and the region lines every few
+// seconds, so a log of a minute stays short.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/cmd/internal/status"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// plainEvery is how often the region lines are printed when stdout is
+// no terminal.
+const plainEvery = 5 * time.Second
+
+// screen draws the demo's table.
+type screen struct {
+	out   io.Writer
+	tty   bool
+	mu    sync.Mutex
+	story []string // what happened, one line each
+	drawn int      // lines drawn last time (tty)
+	shown int      // story lines printed so far (plain)
+	last  time.Time
+}
+
+// isTerminal tells whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// tell adds a line to the story.
+func (s *screen) tell(elapsed time.Duration, format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.story = append(s.story, fmt.Sprintf("%5s  ", clock(elapsed))+fmt.Sprintf(format, args...))
+	if !s.tty {
+		s.flushStory()
+	}
+}
+
+func (s *screen) flushStory() {
+	for ; s.shown < len(s.story); s.shown++ {
+		fmt.Fprintln(s.out, s.story[s.shown])
+	}
+}
+
+// clock renders an elapsed time as m:ss.
+func clock(d time.Duration) string {
+	d = d.Truncate(time.Second)
+	return fmt.Sprintf("%d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+// regionRow is one region's line of the table.
+type regionRow struct {
+	region, link, applied, lag, behind, txns, read string
+}
+
+// draw shows the table: redrawn in place on a terminal, printed every
+// plainEvery otherwise.
+func (s *screen) draw(now time.Time, header string, rows []regionRow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lines := []string{header,
+		fmt.Sprintf("  %-6s %-12s %-12s %8s %10s %8s  %s", "REGION", "LINK", "APPLIED LSN", "LAG", "BEHIND", "TXNS", "READ ON THE REPLICA (newest demo_events row)")}
+	for _, r := range rows {
+		lines = append(lines, fmt.Sprintf("  %-6s %-12s %-12s %8s %10s %8s  %s", r.region, r.link, r.applied, r.lag, r.behind, r.txns, r.read))
+	}
+	if !s.tty {
+		if now.Sub(s.last) < plainEvery {
+			return
+		}
+		s.last = now
+		for _, l := range lines[2:] {
+			fmt.Fprintln(s.out, l)
+		}
+		return
+	}
+	lines = append(lines, "")
+	lines = append(lines, s.story...)
+	var b strings.Builder
+	if s.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", s.drawn) // back to the table's first line
+	}
+	for _, l := range lines {
+		b.WriteString("\x1b[2K" + l + "\n")
+	}
+	s.drawn = len(lines)
+	io.WriteString(s.out, b.String())
+}
+
+// done ends the table: what follows is printed below it.
+func (s *screen) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drawn = 0
+	if !s.tty {
+		s.flushStory()
+	}
+}
+
+// replicaRead reads the newest demo_events row of a replica: what a
+// client of that region sees.
+func replicaRead(ctx context.Context, conn *pgx.Conn) string {
+	if conn == nil {
+		return "-"
+	}
+	var rows int64
+	var age *float64
+	err := conn.QueryRow(ctx, "SELECT count(*), extract(epoch FROM clock_timestamp() - max(at))::float8 FROM demo_events").Scan(&rows, &age)
+	switch {
+	case err != nil:
+		return "read failed: " + strings.SplitN(err.Error(), "\n", 2)[0]
+	case age == nil:
+		return fmt.Sprintf("%d rows", rows)
+	}
+	return fmt.Sprintf("%d rows, newest %.1fs old", rows, max(*age, 0))
+}
+
+// lagCells renders an applier's lag behind the primary's WAL position cur.
+func lagCells(applied, cur stream.LSN, lag time.Duration, haveTime bool) (string, string) {
+	bytes, secs := "-", "-"
+	if applied > 0 && cur > 0 {
+		bytes = status.HumanBytes(max(int64(cur)-int64(applied), 0))
+	}
+	if haveTime {
+		secs = fmt.Sprintf("%.1fs", lag.Seconds())
+	}
+	return bytes, secs
+}
