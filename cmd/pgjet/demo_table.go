@@ -13,7 +13,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,6 +26,11 @@ import (
 // plainEvery is how often the region lines are printed when stdout is
 // no terminal.
 const plainEvery = 5 * time.Second
+
+// demoRowFormat lays out a line of the table: region, link, applied
+// LSN, lag, bytes behind, transactions applied, and what a read of the
+// replica's demo_events sees.
+const demoRowFormat = "  %-6s %-11s %-11s %7s %10s %7s  %s"
 
 // screen draws the demo's table.
 type screen struct {
@@ -75,9 +82,9 @@ func (s *screen) draw(now time.Time, header string, rows []regionRow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lines := []string{header,
-		fmt.Sprintf("  %-6s %-12s %-12s %8s %10s %8s  %s", "REGION", "LINK", "APPLIED LSN", "LAG", "BEHIND", "TXNS", "READ ON THE REPLICA (newest demo_events row)")}
+		fmt.Sprintf(demoRowFormat, "REGION", "LINK", "APPLIED LSN", "LAG", "BEHIND", "TXNS", "READ ON THE REPLICA")}
 	for _, r := range rows {
-		lines = append(lines, fmt.Sprintf("  %-6s %-12s %-12s %8s %10s %8s  %s", r.region, r.link, r.applied, r.lag, r.behind, r.txns, r.read))
+		lines = append(lines, fmt.Sprintf(demoRowFormat, r.region, r.link, r.applied, r.lag, r.behind, r.txns, r.read))
 	}
 	if !s.tty {
 		if now.Sub(s.last) < plainEvery {
@@ -91,6 +98,10 @@ func (s *screen) draw(now time.Time, header string, rows []regionRow) {
 	}
 	lines = append(lines, "")
 	lines = append(lines, s.story...)
+	// A line longer than the terminal would wrap onto two, and the next
+	// redraw would start one line too low: lines are wrapped here, and
+	// counted as drawn.
+	lines = wrapLines(lines, s.width())
 	var b strings.Builder
 	if s.drawn > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", s.drawn) // back to the table's first line
@@ -100,6 +111,35 @@ func (s *screen) draw(now time.Time, header string, rows []regionRow) {
 	}
 	s.drawn = len(lines)
 	io.WriteString(s.out, b.String())
+}
+
+// width is the terminal's width in columns (80 when it does not say).
+func (s *screen) width() int {
+	f, ok := s.out.(*os.File)
+	if !ok {
+		return 80
+	}
+	var ws struct{ row, col, x, y uint16 }
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws))); errno != 0 || ws.col == 0 {
+		return 80
+	}
+	return int(ws.col)
+}
+
+// wrapLines breaks every line longer than width-1 runes (the last column
+// is left free, where some terminals wrap early) into several.
+func wrapLines(lines []string, width int) []string {
+	n := max(width-1, 20)
+	var out []string
+	for _, l := range lines {
+		r := []rune(l)
+		for len(r) > n {
+			out = append(out, string(r[:n]))
+			r = append([]rune("       "), r[n:]...)
+		}
+		out = append(out, string(r))
+	}
+	return out
 }
 
 // done ends the table: what follows is printed below it.
