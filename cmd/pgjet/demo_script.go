@@ -98,7 +98,7 @@ func (d *demo) script(ctx context.Context, started time.Time) error {
 			}
 			d.scr.tell(since(), "%s did not catch up: %v", cut, err)
 		} else {
-			d.scr.tell(since(), "%s caught up %s after the heal, applying %d transactions it had missed; nothing was lost or applied twice (the verification proves it)",
+			d.scr.tell(since(), "%s caught up %s after the heal, applying %d transactions (those it missed, and those committed meanwhile); nothing was lost or applied twice (the verification proves it)",
 				cut, time.Since(healed).Round(100*time.Millisecond), d.appliers[i].stats.Txns.Load()-missed)
 		}
 	}

@@ -127,15 +127,25 @@ func (s *screen) width() int {
 }
 
 // wrapLines breaks every line longer than width-1 runes (the last column
-// is left free, where some terminals wrap early) into several.
+// is left free, where some terminals wrap early) into several, the
+// following ones indented under the story's text.
 func wrapLines(lines []string, width int) []string {
 	n := max(width-1, 20)
 	var out []string
 	for _, l := range lines {
 		r := []rune(l)
 		for len(r) > n {
-			out = append(out, string(r[:n]))
-			r = append([]rune("       "), r[n:]...)
+			// Break at the last space of the line when there is one
+			// in its second half, else mid-word.
+			cut := n
+			for i := n; i > n/2; i-- {
+				if r[i] == ' ' {
+					cut = i
+					break
+				}
+			}
+			out = append(out, string(r[:cut]))
+			r = append([]rune("       "), []rune(strings.TrimLeft(string(r[cut:]), " "))...)
 		}
 		out = append(out, string(r))
 	}

@@ -9,8 +9,9 @@ import (
 )
 
 func TestDemo_WrapLines(t *testing.T) {
-	got := wrapLines([]string{"short", strings.Repeat("x", 45)}, 21)
-	want := []string{"short", strings.Repeat("x", 20), "       " + strings.Repeat("x", 13), "       " + strings.Repeat("x", 12)}
+	got := wrapLines([]string{"short", strings.Repeat("x", 45), "0:25  heal: the link is back"}, 21)
+	want := []string{"short", strings.Repeat("x", 20), "       " + strings.Repeat("x", 13), "       " + strings.Repeat("x", 12),
+		"0:25  heal: the link", "       is back"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("wrapLines = %q, want %q", got, want)
 	}

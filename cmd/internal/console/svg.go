@@ -137,7 +137,7 @@ const (
 // of each region over the window, and the timeline of each region's
 // link state.
 func charts(samples []Sample, regions []regionView, now time.Time, window time.Duration) (lag, bytes, rate, timeline template.HTML) {
-	secs := func(f float64) string { return fmt.Sprintf("%.3gs", f) }
+	secs := func(f float64) string { return num(f) + "s" }
 	lag = lineChart("lag seconds", samples, regions, now, window, secs, niceCeil, func(r RegionSample) *float64 { return r.LagSeconds })
 	bytes = lineChart("lag bytes", samples, regions, now, window, func(f float64) string { return status.HumanBytes(int64(f)) }, niceBytes,
 		func(r RegionSample) *float64 {
@@ -147,9 +147,17 @@ func charts(samples []Sample, regions []regionView, now time.Time, window time.D
 			f := float64(*r.BehindBytes)
 			return &f
 		})
-	rate = lineChart("applied per second", samples, regions, now, window, func(f float64) string { return fmt.Sprintf("%.3g/s", f) }, niceCeil,
+	rate = lineChart("applied per second", samples, regions, now, window, func(f float64) string { return num(f) + "/s" }, niceCeil,
 		func(r RegionSample) *float64 { return r.AppliedPerSecond })
 	return lag, bytes, rate, linkTimeline(samples, regions, now, window)
+}
+
+// num renders an axis value without an exponent: 2000, 2.5, 0.25.
+func num(f float64) string {
+	if f >= 100 {
+		return fmt.Sprintf("%.0f", f)
+	}
+	return fmt.Sprintf("%.3g", f)
 }
 
 // xOf places time t on a chart of window ending at now.
