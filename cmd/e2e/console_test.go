@@ -88,6 +88,14 @@ func TestConsole_PartitionInBrowser(t *testing.T) {
 	})
 	t.Logf("both regions flowing on the page after %s", time.Since(began).Round(time.Millisecond))
 
+	// A conflict recorded in r1's target shows, by kind and decision, in
+	// the minute it happened.
+	exec1(t, s.dst["r1"], `INSERT INTO pgjet.conflicts (source, kind, table_name, commit_lsn, decision) VALUES ('src', 'update_missing', 'public.pgbench_accounts', '0/1', 'skip')`)
+	waitFor(t, 10*time.Second, "the page to show r1's conflict", func() (bool, string) {
+		row, err := pg.eval(`Array.from(document.querySelectorAll("#conflicts td")).map(e => e.textContent).join(" ")`)
+		return err == nil && strings.HasPrefix(row, "r1 update_missing skip 1 1"), fmt.Sprintf("conflicts %q %v", row, err)
+	})
+
 	s.top.Proxies["r2"].Cut()
 	cutAt := time.Now()
 	waitPage(20*time.Second, "the page to show r2 cut and r1 flowing", "r1=flowing r2=cut")

@@ -503,7 +503,7 @@ func (d *demo) status(ctx context.Context, mon *pgx.Conn, elapsed time.Duration)
 			link = "-"
 		}
 		rows[i] = regionRow{region: r, link: link, applied: applied.String(), lag: lag, behind: behind,
-			txns: strconv.FormatInt(st.Txns.Load(), 10), read: replicaRead(qctx, d.reads[i])}
+			txns: strconv.FormatInt(st.Txns.Load(), 10), read: replicaRead(qctx, &d.reads[i], d.replicas[i].URL(demoDatabase))}
 	}
 	d.scr.draw(time.Now(), d.stepHeader(elapsed), rows)
 }
@@ -646,7 +646,9 @@ func (d *demo) shutdown() {
 		d.stopConsole()
 	}
 	for _, c := range d.reads {
-		c.Close(context.Background())
+		if c != nil {
+			c.Close(context.Background())
+		}
 	}
 	for _, a := range d.appliers {
 		a.cancel()

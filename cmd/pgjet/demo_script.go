@@ -67,6 +67,21 @@ func (d *demo) script(ctx context.Context, started time.Time) error {
 	if err := sleepCtx(ctx, demoLoadFirst); err != nil {
 		return err
 	}
+	// The cut starts from regions that keep up with the load: what the
+	// cut region applies then is only what its mirror held when the link
+	// dropped, not a backlog of its build.
+	lsn, err := d.primaryLSN(ctx)
+	if err != nil {
+		return err
+	}
+	for i, r := range d.f.regions {
+		if err := d.waitApplied(ctx, i, lsn, demoCatchUpTimeout); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			d.scr.tell(since(), "%s does not keep up with the load: %v", r, err)
+		}
+	}
 
 	if cut := d.cutRegion; cut != "" {
 		d.step(1)
@@ -210,13 +225,19 @@ func (d *demo) waitApplied(ctx context.Context, i int, lsn stream.LSN, timeout t
 	return nil
 }
 
-// waitColumn waits until every replica's table has column.
+// waitColumn waits until every replica's table has column. It reads
+// over connections of its own: the table's reads run meanwhile.
 func (d *demo) waitColumn(ctx context.Context, table, column string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for i, r := range d.f.regions {
+		conn, err := pgx.Connect(ctx, d.replicas[i].URL(demoDatabase))
+		if err != nil {
+			return fmt.Errorf("connect to replica %s: %w", r, err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
 		for {
 			var n int
-			err := d.reads[i].QueryRow(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = $2", table, column).Scan(&n)
+			err := conn.QueryRow(ctx, "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = $2", table, column).Scan(&n)
 			if err == nil && n > 0 {
 				break
 			}

@@ -163,14 +163,19 @@ func (s *screen) done() {
 }
 
 // replicaRead reads the newest demo_events row of a replica: what a
-// client of that region sees.
-func replicaRead(ctx context.Context, conn *pgx.Conn) string {
-	if conn == nil {
-		return "-"
+// client of that region sees. A read cut short by its deadline closes
+// the connection: it is opened again (from url) for the next.
+func replicaRead(ctx context.Context, conn **pgx.Conn, url string) string {
+	if *conn == nil || (*conn).IsClosed() {
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			return "cannot connect: " + strings.SplitN(err.Error(), "\n", 2)[0]
+		}
+		*conn = c
 	}
 	var rows int64
 	var age *float64
-	err := conn.QueryRow(ctx, "SELECT count(*), extract(epoch FROM clock_timestamp() - max(at))::float8 FROM demo_events").Scan(&rows, &age)
+	err := (*conn).QueryRow(ctx, "SELECT count(*), extract(epoch FROM clock_timestamp() - max(at))::float8 FROM demo_events").Scan(&rows, &age)
 	switch {
 	case err != nil:
 		return "read failed: " + strings.SplitN(err.Error(), "\n", 2)[0]
