@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgjet/pgjet/capture"
 	"github.com/pgjet/pgjet/cmd/internal/console"
 	"github.com/pgjet/pgjet/cmd/internal/status"
 	"github.com/pgjet/pgjet/stream"
@@ -258,7 +259,7 @@ func (d *demo) waitColumn(ctx context.Context, table, column string, timeout tim
 func (d *demo) startConsole(ctx context.Context, addr string) {
 	o := status.Options{
 		NATS: d.top.Hub.ClientURL(), Name: demoSource, Domains: append([]string{""}, d.f.regions...),
-		SourceDB: d.primary.URL(demoDatabase), Slot: "pgjet_" + demoSource,
+		SourceDB: d.primary.URL(demoDatabase), Slot: capture.DefaultSlot(demoSource),
 		Timeout: 2 * time.Second, Stall: 15 * time.Second,
 	}
 	for i, r := range d.f.regions {
