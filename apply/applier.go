@@ -306,11 +306,14 @@ type stmtInfo struct {
 }
 
 func (a *Applier) session(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, a.cfg.DB)
+	conn, err := connectTarget(ctx, a.cfg.DB)
 	if err != nil {
 		return schema.ClassifyConnect(a.cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := refusePromoted(ctx, conn, a.cfg.DB, a.cfg.Name); err != nil {
+		return err
+	}
 	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
 		stmts: newStmtCache(a.cfg.StatementCache)}
 	a.stats.Prepared.Store(0)
@@ -990,6 +993,13 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 			return s.dropMsg(ctx, m, seq, nil)
 		}
 		s.endDrop()
+	}
+	if g, ok, err := stream.GenerationOf(env); ok {
+		if err != nil {
+			return schema.Fatalf(err, "stream %s sequence %d: %v; the source's new generation cannot be followed: upgrade pgjet-apply, or rebuild this target from a snapshot",
+				stream.StreamName(a.cfg.Name), seq, err)
+		}
+		return s.generation(ctx, m, seq, env, g)
 	}
 	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
 		if s.cur {

@@ -329,6 +329,9 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.checkGeneration(ctx, st, src); err != nil {
+		return err
+	}
 	if err := c.checkSource(ctx, repl, src, tail); err != nil {
 		return err
 	}

@@ -1,0 +1,107 @@
+package capture
+
+// Generations of a source (see stream/generation.go). pgjet promote
+// prepares the new primary as a capture would (Prepare) and begins the new
+// generation with a marker naming its system and slot; capture started
+// there then finds the marker at the stream's tail and goes on after it.
+// The old primary's capture finds a marker naming another system and
+// stops (checkGeneration).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// Primary is a database prepared to be a source's primary: what its
+// capture streams from.
+type Primary struct {
+	System   string // system identifier, decimal
+	Timeline int32
+	Database string
+	Slot     string
+	// Start is where the slot begins: every transaction committed after
+	// it is decoded from it.
+	Start stream.LSN
+	// Created is false when the slot was there already (a promote run
+	// again), and Start is then its confirmed position.
+	Created bool
+}
+
+// Prepare makes the database of cfg ready to be captured, as a capture's
+// start would, without streaming: the DDL capture triggers, the
+// publication and the slot (made when missing). It returns where the slot
+// begins. cfg must have passed Validate. Transactions committed on the
+// database after Prepare returns are decoded by the capture started later
+// from its slot.
+func Prepare(ctx context.Context, cfg Config, log zerolog.Logger) (Primary, error) {
+	c := New(cfg, log)
+	pool, err := c.connectPool(ctx)
+	if err != nil {
+		return Primary{}, err
+	}
+	defer pool.Close()
+	if err := c.preflight(ctx, pool); err != nil {
+		return Primary{}, err
+	}
+	repl, err := connectReplication(ctx, cfg.DB, "pgjet promote")
+	if err != nil {
+		return Primary{}, schema.ClassifyConnect(cfg.DB, err)
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+	src, err := identify(ctx, repl)
+	if err != nil {
+		return Primary{}, err
+	}
+	p := Primary{System: src.system, Timeline: src.timeline, Database: src.database, Slot: cfg.Slot}
+	var plugin, db string
+	var confirmed *string
+	err = pool.QueryRow(ctx, `SELECT plugin, database, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&plugin, &db, &confirmed)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		res, err := pglogrepl.CreateReplicationSlot(ctx, repl, cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		if err != nil {
+			return Primary{}, fmt.Errorf("create replication slot %q: %w", cfg.Slot, err)
+		}
+		if p.Start, err = stream.ParseLSN(res.ConsistentPoint); err != nil {
+			return Primary{}, err
+		}
+		p.Created = true
+		return p, nil
+	case err != nil:
+		return Primary{}, fmt.Errorf("look up slot %q: %w", cfg.Slot, err)
+	case plugin != "pgoutput" || db != src.database || confirmed == nil:
+		return Primary{}, schema.Fatalf(nil, "slot %q on %s is not a usable pgoutput slot of database %s (plugin %s, database %s): drop it or choose another --slot",
+			cfg.Slot, c.where(), src.database, plugin, db)
+	}
+	if p.Start, err = stream.ParseLSN(*confirmed); err != nil {
+		return Primary{}, err
+	}
+	return p, nil
+}
+
+// checkGeneration stops a capture whose database is no longer the source's
+// primary: the stream's newest generation marker names another system (or
+// another slot of this one). Its writes since the promotion point are not
+// in the stream, and must not be: the new primary's are.
+func (c *Capture) checkGeneration(ctx context.Context, st jetstream.Stream, src sourceID) error {
+	g, seq, err := stream.LastGeneration(ctx, st, c.cfg.Name)
+	if err != nil {
+		return wrapNATS(err)
+	}
+	if g == nil || g.System == src.system && g.Database == src.database && g.Slot == c.cfg.Slot {
+		return nil
+	}
+	return schema.Fatalf(nil, "%s is no longer the primary of source %s: stream %s moved to generation %d at sequence %d, region %s's database (system %s) promoted %s after stream sequence %d (LSN %s); its transactions committed since are not in the stream: run pgjet rejoin to make it a replica of the new primary, and start pgjet-capture there instead",
+		c.where(), c.cfg.Name, stream.StreamName(c.cfg.Name), g.Generation, seq, g.Region, g.System, g.PromotedAt.UTC().Format(time.RFC3339), g.PrevSeq, g.PrevLSN)
+}

@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ledgerWriter inserts rows one transaction at a time into table ledger
+// of whichever database is the primary, and keeps the id of every insert
+// whose COMMIT was acknowledged: those must never be lost.
+type ledgerWriter struct {
+	url   atomic.Pointer[string]
+	mu    sync.Mutex
+	acked []int64
+	byURL map[string]int
+	errs  []string
+	stop  chan struct{}
+	done  chan struct{}
+	// firstErr is when the first write was refused, firstOK when the
+	// first write after it was acknowledged: the outage the writer saw.
+	firstErr, firstOK time.Time
+	once              sync.Once
+}
+
+func newLedgerWriter(url string) *ledgerWriter {
+	w := &ledgerWriter{stop: make(chan struct{}), done: make(chan struct{}), byURL: map[string]int{}}
+	w.url.Store(&url)
+	go w.run()
+	return w
+}
+
+func (w *ledgerWriter) run() {
+	defer close(w.done)
+	ctx := context.Background()
+	var conn *pgx.Conn
+	var connURL string
+	for {
+		select {
+		case <-w.stop:
+			if conn != nil {
+				conn.Close(ctx)
+			}
+			return
+		default:
+		}
+		url := *w.url.Load()
+		if conn == nil || connURL != url {
+			if conn != nil {
+				conn.Close(ctx)
+			}
+			var err error
+			if conn, err = pgx.Connect(ctx, url); err != nil {
+				conn = nil
+				w.refused(err)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			connURL = url
+		}
+		var id int64
+		if err := conn.QueryRow(ctx, "INSERT INTO ledger (note) VALUES ('w') RETURNING id").Scan(&id); err != nil {
+			w.refused(err)
+			conn.Close(ctx)
+			conn = nil
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		w.mu.Lock()
+		w.acked = append(w.acked, id)
+		w.byURL[url]++
+		if !w.firstErr.IsZero() && w.firstOK.IsZero() {
+			w.firstOK = time.Now()
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *ledgerWriter) refused(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.firstErr.IsZero() {
+		w.firstErr = time.Now()
+	}
+	if len(w.errs) < 1000 {
+		w.errs = append(w.errs, err.Error())
+	}
+}
+
+func (w *ledgerWriter) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+func (w *ledgerWriter) finish() {
+	w.once.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+// missing returns the acknowledged ids the database at url lacks.
+func (w *ledgerWriter) missing(t *testing.T, url string) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	have := map[int64]bool{}
+	rows, err := conn.Query(ctx, "SELECT id FROM ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		have[id] = true
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var miss []int64
+	for _, id := range w.acked {
+		if !have[id] {
+			miss = append(miss, id)
+		}
+	}
+	return miss
+}
+
+// TestPromote_Switchover: under a pgbench load and a writer that records
+// every acknowledged commit, pgjet promote fences the primary, waits for
+// r1 to apply its last transaction and makes r1 the primary of generation
+// 2. Nothing acknowledged is lost, r1's sequences never hand out an id
+// the old primary used, r1's applier stops and refuses to start again, the
+// old capture stops by itself, capture on r1 continues the same stream,
+// and r2 follows r1 through the generation marker without a snapshot,
+// ending identical to it.
+func TestPromote_Switchover(t *testing.T) {
+	t.Parallel()
+	s := newRegions(t, "r1", "r2")
+	r1, r2 := s.dst["r1"], s.dst["r2"]
+	// Sequence values are not replicated: r1's sequences are where
+	// promote sets them, or nowhere.
+	s.capture.Stop(t)
+	s.capture = start(t, "pgjet-capture", bins.capture, "--db", s.src, "--nats", s.top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s", "--sequences=false")
+	s.capture.waitLog(t, "capture started")
+	exec1(t, s.src, `CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+		`CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int)`,
+		`INSERT INTO tickets (v) SELECT g FROM generate_series(1, 50) g`,
+		// Ids handed out and never used in a row.
+		`BEGIN; SELECT nextval('tickets_id_seq') FROM generate_series(1, 25); ROLLBACK`,
+		`INSERT INTO pgbench_branches (bid, bbalance) SELECT g, 0 FROM generate_series(1, 4) g`,
+		`INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT g, 1 + g % 4, 0 FROM generate_series(1, 40) g`,
+		`INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT g, 1 + g % 4, 0, '' FROM generate_series(1, 100000) g`)
+	waitSame(t, 120*time.Second, s.src, r1)
+
+	w := newLedgerWriter(s.src)
+	defer w.finish()
+	bench := pgbenchAsync(t, s.src, "-n", "-c", "3", "-T", "600", "-s", "4")
+	waitFor(t, 60*time.Second, "the writer's first commits", func() (bool, string) {
+		return w.count() >= 200, fmt.Sprintf("%d", w.count())
+	})
+
+	// The processes promote stops.
+	s.appliers["r1"].expectExit = true
+	s.capture.expectExit = true
+	started := time.Now()
+	code, out := runPgjet(t, "promote", "--db", r1, "--old-db", s.src, "--nats", s.top.Hub.ClientURL(), "--name", "src", "--region", "r1")
+	took := time.Since(started)
+	if code != 0 {
+		t.Fatalf("pgjet promote exited %d:\n%s", code, out)
+	}
+	t.Logf("pgjet promote took %s:\n%s", took.Round(time.Millisecond), out)
+	if !strings.Contains(out, "writes refused for") || !strings.Contains(out, "nothing was lost") {
+		t.Errorf("pgjet promote does not say how long writes were refused:\n%s", out)
+	}
+	w.url.Store(&r1)
+	oldLedger := queryInt(t, s.src, "SELECT last_value FROM ledger_id_seq")
+	if got, want := queryInt(t, r1, "SELECT last_value FROM tickets_id_seq"), int64(75); got < want {
+		t.Errorf("r1's tickets_id_seq is at %d after promote, below the %d the old primary handed out", got, want)
+	}
+	if got := queryInt(t, r1, "SELECT last_value FROM ledger_id_seq"); got < oldLedger {
+		t.Errorf("r1's ledger_id_seq is at %d after promote, below the old primary's %d", got, oldLedger)
+	}
+	exec1(t, r1, `INSERT INTO tickets (v) VALUES (0)`)
+	if got := queryInt(t, r1, "SELECT max(id) FROM tickets"); got != 76 {
+		t.Errorf("the first ticket on the new primary got id %d, want 76", got)
+	}
+	select {
+	case <-bench: // ended by the fence
+	case <-time.After(30 * time.Second):
+		t.Errorf("pgbench still runs against the fenced primary")
+	}
+	if got := queryString(t, s.src, "SHOW default_transaction_read_only"); got != "on" {
+		t.Errorf("old primary's default_transaction_read_only = %s, want on", got)
+	}
+
+	// r1's applier stops for good, in one line.
+	if code := s.appliers["r1"].Wait(t, 60*time.Second); code != 1 {
+		t.Errorf("r1's applier exited %d, want 1", code)
+	}
+	const promotedLine = "was promoted to the primary of source src (generation 2, region r1"
+	if !strings.Contains(s.appliers["r1"].Output(), promotedLine) {
+		t.Errorf("r1's applier does not say the target was promoted:\n%s", tail(s.appliers["r1"].Output(), 2048))
+	}
+	again := start(t, "pgjet-apply r1 again", bins.apply, "--db", r1, "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src", "--region", "r1", "--upstream-domain", "hub")
+	if code := again.Wait(t, 60*time.Second); code != 1 || !strings.Contains(again.Output(), promotedLine) {
+		t.Errorf("r1's applier started again exited %d, want 1 naming the promotion:\n%s", code, tail(again.Output(), 2048))
+	}
+
+	// The new primary's capture goes on in the same stream.
+	newCapture := start(t, "pgjet-capture r1", bins.capture, "--db", r1, "--nats", s.top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s")
+	newCapture.waitLog(t, "capture started")
+	// The old one stops at its next heartbeat, naming the new primary.
+	if code := s.capture.Wait(t, 60*time.Second); code != 1 || !strings.Contains(s.capture.Output(), "is no longer the primary of source src") {
+		t.Errorf("old capture exited %d, want 1 saying it is no longer the primary:\n%s", code, tail(s.capture.Output(), 2048))
+	}
+
+	// Writes on the new primary: the writer, and pgbench.
+	before := w.count()
+	waitFor(t, 60*time.Second, "the writer's commits on r1", func() (bool, string) {
+		return w.count() >= before+200, fmt.Sprintf("%d", w.count()-before)
+	})
+	pgbench(t, r1, "-n", "-c", "2", "-t", "200", "-s", "4")
+	w.finish()
+	for _, e := range w.errs {
+		if strings.Contains(e, "duplicate key") {
+			t.Errorf("a write on the new primary reused an id: %s", e)
+			break
+		}
+	}
+	t.Logf("writer: %d commits acknowledged (%v), %d writes refused; the writer saw writes refused for %s",
+		len(w.acked), w.byURL, len(w.errs), w.firstOK.Sub(w.firstErr).Round(time.Millisecond))
+
+	waitSame(t, 120*time.Second, r1, r2)
+	for _, url := range []string{r1, r2} {
+		if miss := w.missing(t, url); len(miss) > 0 {
+			t.Errorf("%d acknowledged commits are missing on %s, e.g. ledger id %d", len(miss), url, miss[0])
+		}
+	}
+	if got := queryInt(t, r2, "SELECT coalesce(max(generation), 0) FROM pgjet.generations WHERE source = 'src' AND NOT primary_here"); got != 2 {
+		t.Errorf("r2 records generation %d, want 2", got)
+	}
+	if got := queryInt(t, r2, "SELECT count(*) FROM pgjet.restore"); got != 0 {
+		t.Errorf("r2 restored a snapshot (%d): it must follow without one", got)
+	}
+	newCapture.Stop(t)
+	s.appliers["r2"].Stop(t)
+}

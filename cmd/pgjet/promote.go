@@ -1,0 +1,491 @@
+package main
+
+// pgjet promote makes one region's replica the new primary of its source
+// and begins the stream's next generation there (stream/generation.go).
+// A planned switchover fences the old primary first and waits until the
+// region has applied its last transaction, so nothing is lost.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/pgjet/pgjet/apply"
+	"github.com/pgjet/pgjet/capture"
+	"github.com/pgjet/pgjet/cmd/internal/cli"
+	"github.com/pgjet/pgjet/schema"
+	"github.com/pgjet/pgjet/stream"
+)
+
+// promoteFlags are pgjet promote's settings.
+type promoteFlags struct {
+	db, oldDB, nats, domain, name, region string
+	wait                                  time.Duration
+	dbf                                   cli.DBFlags
+	natsf                                 cli.NATSFlags
+	// capture shapes the new primary's publication and slot as the
+	// pgjet-capture started there will.
+	capture capture.Config
+}
+
+func runPromote(args []string) int {
+	f := promoteFlags{capture: capture.DefaultConfig()}
+	fs := pflag.NewFlagSet("pgjet promote", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "pgjet promote makes a region's replica the new primary of a source, and the stream\n"+
+			"goes on there as the source's next generation (no new snapshot).\n\n"+
+			"Planned switchover (--old-db given): the old primary is fenced (default_transaction_read_only\n"+
+			"and its client sessions ended), capture publishes its last transactions, the region applies\n"+
+			"them, and only then is the region promoted: nothing is lost, and the time writes were refused\n"+
+			"is printed. The region's applier stops for good. Start pgjet-capture on the new primary under\n"+
+			"the same --name afterwards (with the same table flags given here).\n\n"+
+			"Usage:\n  pgjet promote --db NEW_PRIMARY_URL --old-db OLD_PRIMARY_URL --nats URL --name SOURCE --region REGION\n\n"+
+			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
+	}
+	fs.StringVar(&f.db, "db", "", "the promoted region's database URL (superuser: it gets capture's publication, slot and DDL triggers)")
+	fs.StringVar(&f.oldDB, "old-db", "", "the old primary's database URL (superuser, to fence it): a planned switchover")
+	fs.StringVar(&f.nats, "nats", "", "NATS URL of the stream's home region (where pgjet-capture publishes)")
+	fs.StringVar(&f.domain, "domain", "", "JetStream domain of the stream (default: the connected server's)")
+	fs.StringVar(&f.name, "name", "", "source name given to pgjet-capture")
+	fs.StringVar(&f.region, "region", "", "the promoted region's name, as given to its pgjet-apply --region")
+	fs.DurationVar(&f.wait, "wait", 5*time.Minute, "how long to wait for capture to publish the old primary's last transactions and the region to apply them")
+	fs.StringSliceVar(&f.capture.Tables, "tables", nil, "as pgjet-capture --tables on the new primary")
+	fs.StringVar(&f.capture.Keyless, "keyless", "", "as pgjet-capture --keyless on the new primary")
+	fs.StringSliceVar(&f.capture.KeylessTables, "keyless-table", nil, "as pgjet-capture --keyless-table on the new primary")
+	fs.StringVar(&f.capture.Partitions, "partitions", f.capture.Partitions, "as pgjet-capture --partitions on the new primary")
+	fs.StringVar(&f.capture.Slot, "slot", "", "capture's replication slot, on both primaries (default pgjet_<name>)")
+	fs.StringVar(&f.capture.Publication, "publication", "", "capture's publication on the new primary (default the slot's name)")
+	fs.BoolVar(&f.capture.DDL, "ddl", f.capture.DDL, "as pgjet-capture --ddl on the new primary")
+	cli.CaptureTableFlags(fs, &f.capture)
+	f.dbf.Register(fs)
+	f.natsf.Register(fs)
+	cli.Parse(fs, args)
+	var errs []error
+	var err error
+	if f.db, err = f.dbf.URL(f.db); err != nil {
+		errs = append(errs, err)
+	}
+	if f.db == "" {
+		errs = append(errs, errors.New("--db is required (the promoted region's database URL)"))
+	}
+	if f.oldDB == "" {
+		errs = append(errs, errors.New("--old-db is required (the old primary, fenced for a planned switchover)"))
+	}
+	if rerr := stream.ValidateSource(f.region); rerr != nil {
+		errs = append(errs, fmt.Errorf("--region: %w", rerr))
+	}
+	f.capture.DB, f.capture.NATS, f.capture.Name = f.db, f.nats, f.name
+	if f.capture.NATSOptions, err = f.natsf.Options(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, f.capture.Validate())
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(os.Stderr, "pgjet promote: %v\n", err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	p, err := newPromoter(ctx, f, os.Stdout)
+	if err != nil {
+		return fail("pgjet promote", err)
+	}
+	defer p.close()
+	if err := p.switchover(ctx); err != nil {
+		return fail("pgjet promote", err)
+	}
+	return 0
+}
+
+// promoter runs one promotion.
+type promoter struct {
+	f        promoteFlags
+	out      io.Writer
+	newConn  *pgx.Conn // the promoted region's database
+	oldConn  *pgx.Conn // the old primary's (switchover)
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	st       jetstream.Stream
+	gen      int // the generation that begins
+	prevTail tailMsg
+}
+
+func newPromoter(ctx context.Context, f promoteFlags, out io.Writer) (*promoter, error) {
+	p := &promoter{f: f, out: out}
+	var err error
+	if p.newConn, err = pgx.Connect(ctx, f.db); err != nil {
+		return nil, schema.ClassifyConnect(f.db, err)
+	}
+	if p.oldConn, err = pgx.Connect(ctx, f.oldDB); err != nil {
+		p.close()
+		return nil, schema.ClassifyConnect(f.oldDB, err)
+	}
+	// What promote changes on either database is no schema change to
+	// replicate.
+	for _, c := range []*pgx.Conn{p.newConn, p.oldConn} {
+		if _, err := c.Exec(ctx, "SELECT pg_catalog.set_config($1, 'off', false)", schema.DDLOffSetting); err != nil {
+			p.close()
+			return nil, fmt.Errorf("turn DDL capture off for this session: %w", err)
+		}
+	}
+	if p.nc, err = stream.Connect(f.nats, "pgjet promote "+f.name, f.capture.NATSOptions, zerolog.Nop(), nats.NoReconnect()); err != nil {
+		p.close()
+		return nil, fmt.Errorf("NATS at %s: %w", stream.RedactURL(f.nats), err)
+	}
+	if p.js, err = stream.NewJetStream(p.nc, f.domain); err == nil {
+		p.st, err = p.js.Stream(ctx, stream.StreamName(f.name))
+	}
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("stream %s at %s: %w", stream.StreamName(f.name), stream.RedactURL(f.nats), err)
+	}
+	return p, nil
+}
+
+func (p *promoter) close() {
+	ctx := context.Background()
+	if p.newConn != nil {
+		p.newConn.Close(ctx)
+	}
+	if p.oldConn != nil {
+		p.oldConn.Close(ctx)
+	}
+	if p.nc != nil {
+		p.nc.Close()
+	}
+}
+
+func (p *promoter) printf(format string, args ...any) { fmt.Fprintf(p.out, format+"\n", args...) }
+
+// switchover promotes the region with the old primary fenced: nothing is
+// lost.
+func (p *promoter) switchover(ctx context.Context) error {
+	name := p.f.name
+	if err := p.preconditions(ctx); err != nil {
+		return err
+	}
+
+	// 1. The fence: no transaction commits on the old primary from here.
+	fenced := time.Now()
+	ended, err := fence(ctx, p.oldConn)
+	if err != nil {
+		return err
+	}
+	p.printf("fenced the old primary %s: default_transaction_read_only = on, %d client sessions ended", schema.Redact(p.f.oldDB), ended)
+
+	// 2. Everything it committed is in the stream once capture confirms a
+	// heartbeat written after the fence.
+	var mark string
+	if err := p.oldConn.QueryRow(ctx, "SELECT pg_logical_emit_message(false, $1, $2)::text", capture.HeartbeatPrefix, name).Scan(&mark); err != nil {
+		return fmt.Errorf("write a heartbeat into the old primary's WAL: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.f.wait)
+	defer cancel()
+	if err := waitSlot(wctx, p.oldConn, p.f.capture.Slot, mark); err != nil {
+		return fmt.Errorf("capture has not published the old primary's last transactions: %w; is pgjet-capture --name %s running? the old primary stays fenced: run pgjet promote again, or lift the fence (ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf())", err, name)
+	}
+	info, err := p.st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
+	}
+	last := info.State.LastSeq
+	p.printf("capture published the old primary's WAL up to %s: stream %s sequence %d", mark, stream.StreamName(name), last)
+
+	// 3. The region applies all of it.
+	pos, err := waitApplied(wctx, p.newConn, name, last)
+	if err != nil {
+		return fmt.Errorf("region %s has not applied the stream up to sequence %d: %w; is its pgjet-apply running? the old primary stays fenced: run pgjet promote again once it has caught up", p.f.region, last, err)
+	}
+	p.printf("region %s applied everything: last transaction %s (%s), stream sequence %d", p.f.region, pos.commit, pos.time.UTC().Format(time.RFC3339Nano), pos.seq)
+
+	// 4. The region's applier stops for good before the new primary's
+	// slot exists: nothing it writes from here would be decoded.
+	g := stream.Generation{Generation: p.gen, Region: p.f.region, Planned: true, PrevSeq: last, PrevLSN: pos.commit, PrevTime: pos.time, PromotedAt: time.Now()}
+	if err := p.stopApplier(ctx, g); err != nil {
+		return err
+	}
+	prim, err := capture.Prepare(ctx, p.f.capture, zerolog.Nop())
+	if err != nil {
+		return fmt.Errorf("prepare the new primary for capture: %w", err)
+	}
+	g.System, g.Timeline, g.Database, g.Slot, g.Start = prim.System, prim.Timeline, prim.Database, prim.Slot, prim.Start
+	moved, err := advanceSequences(ctx, p.newConn, p.oldConn)
+	if err != nil {
+		return err
+	}
+	p.printf("new primary: system %s, database %s, slot %s from LSN %s; %d sequences moved forward", g.System, g.Database, g.Slot, g.Start, moved)
+
+	// 5. The marker begins the generation.
+	seq, err := p.publishMarker(ctx, &g)
+	if err != nil {
+		return err
+	}
+	refused := time.Since(fenced)
+	p.printf("generation %d of source %s begins at stream %s sequence %d: region %s is the primary", g.Generation, name, stream.StreamName(name), seq, p.f.region)
+	p.printf("writes refused for %s (from the fence to the generation marker); nothing was lost", refused.Round(time.Millisecond))
+	p.printf("next: start pgjet-capture on the new primary: pgjet-capture --db %s --nats %s --name %s (with the table flags of the old one)",
+		schema.Redact(p.f.db), stream.RedactURL(p.f.nats), name)
+	p.printf("      point the application at the new primary; remove region %s's pgjet-apply (it refuses to start again); the old primary's capture stops by itself", p.f.region)
+	return nil
+}
+
+// preconditions checks, changing nothing, that the region can be
+// promoted: it follows the stream, and is not its primary already.
+func (p *promoter) preconditions(ctx context.Context) error {
+	name := p.f.name
+	if here, err := apply.Promoted(ctx, p.newConn, name); err != nil {
+		return err
+	} else if here != nil {
+		return fmt.Errorf("%s is the primary of source %s already (generation %d, region %s, since %s)",
+			schema.Redact(p.f.db), name, here.Generation, here.Region, here.RecordedAt.UTC().Format(time.RFC3339))
+	}
+	if _, err := readPosition(ctx, p.newConn, name); err != nil {
+		return err
+	}
+	g, _, err := stream.LastGeneration(ctx, p.st, name)
+	if err != nil {
+		return err
+	}
+	p.gen = 2
+	if g != nil {
+		p.gen = g.Generation + 1
+	}
+	// The old primary must be the stream's: fencing another database
+	// would wait for ever.
+	if p.prevTail, err = lastOwnMessage(ctx, p.st, name, 0); err != nil {
+		return err
+	}
+	var system string
+	if err := p.oldConn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&system); err != nil {
+		return fmt.Errorf("identify the old primary: %w", err)
+	}
+	if want := p.prevTail.header.Get(stream.HeaderSystem); want != "" && want != system {
+		return fmt.Errorf("--old-db %s is Postgres system %s, but stream %s's last messages come from system %s: give the source's current primary",
+			schema.Redact(p.f.oldDB), system, stream.StreamName(name), want)
+	}
+	return nil
+}
+
+// fence makes the old primary refuse writes: default_transaction_read_only
+// for every session from now on, and the client sessions there now ended
+// (pgjet-capture's excepted). It returns how many it ended.
+func fence(ctx context.Context, conn *pgx.Conn) (int, error) {
+	if _, err := conn.Exec(ctx, "ALTER SYSTEM SET default_transaction_read_only = on"); err != nil {
+		return 0, fmt.Errorf("fence the old primary (ALTER SYSTEM needs a superuser): %w", err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return 0, fmt.Errorf("reload the old primary's configuration: %w", err)
+	}
+	// This session keeps writing (the heartbeat).
+	if _, err := conn.Exec(ctx, "SET default_transaction_read_only = off"); err != nil {
+		return 0, err
+	}
+	// Sessions that read the new setting start read-only; the reload
+	// reaches the postmaster a moment after pg_reload_conf returns, and a
+	// session started before it would not.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var on string
+		err := conn.QueryRow(ctx, "SELECT setting FROM pg_file_settings WHERE name = 'default_transaction_read_only' AND applied ORDER BY seqno DESC LIMIT 1").Scan(&on)
+		if err == nil && on == "on" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var n int
+	err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+		AND application_name NOT LIKE 'pgjet-capture%'`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("end the old primary's client sessions: %w", err)
+	}
+	return n, nil
+}
+
+// waitSlot waits until slot confirms lsn.
+func waitSlot(ctx context.Context, conn *pgx.Conn, slot, lsn string) error {
+	for {
+		var past bool
+		var confirmed *string
+		err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $2::pg_lsn, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot, lsn).Scan(&past, &confirmed)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("slot %s is missing on the old primary", slot)
+		}
+		if err != nil {
+			return err
+		}
+		if past {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("slot %s confirms %s, not yet %s", slot, orNothing(confirmed), lsn)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func orNothing(s *string) string {
+	if s == nil {
+		return "nothing"
+	}
+	return *s
+}
+
+// appliedPos is a target's position in pgjet.applied.
+type appliedPos struct {
+	commit stream.LSN
+	seq    uint64
+	time   time.Time
+}
+
+// readPosition reads the target's position of source.
+func readPosition(ctx context.Context, conn *pgx.Conn, source string) (appliedPos, error) {
+	var commit string
+	var seq int64
+	var t *time.Time
+	err := conn.QueryRow(ctx, "SELECT commit_lsn::text, stream_seq, commit_time FROM pgjet.applied WHERE source = $1", source).Scan(&commit, &seq, &t)
+	if errors.Is(err, pgx.ErrNoRows) || schema.PgCode(err) == schema.CodeUndefinedTable {
+		return appliedPos{}, fmt.Errorf("the database to promote holds no position of source %s (pgjet.applied): it is no replica of that source", source)
+	}
+	if err != nil {
+		return appliedPos{}, fmt.Errorf("read the applied position: %w", err)
+	}
+	p := appliedPos{seq: uint64(seq)}
+	if t != nil {
+		p.time = *t
+	}
+	p.commit, err = stream.ParseLSN(commit)
+	return p, err
+}
+
+// waitApplied waits until the target has applied the stream up to seq.
+func waitApplied(ctx context.Context, conn *pgx.Conn, source string, seq uint64) (appliedPos, error) {
+	for {
+		p, err := readPosition(ctx, conn, source)
+		if err != nil {
+			return p, err
+		}
+		if p.seq >= seq {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, fmt.Errorf("it is at sequence %d", p.seq)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stopApplier records the region's database as the primary of generation
+// g, which every applier of the source refuses from then on, and ends
+// the sessions of the one running there.
+func (p *promoter) stopApplier(ctx context.Context, g stream.Generation) error {
+	if err := apply.RecordPrimary(ctx, p.newConn, p.f.db, p.f.name, g, 0); err != nil {
+		return err
+	}
+	var n int
+	if err := p.newConn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1`, apply.ApplicationName).Scan(&n); err != nil {
+		return fmt.Errorf("end the sessions of region %s's applier: %w", p.f.region, err)
+	}
+	p.printf("region %s's database is now the primary of generation %d: its applier stops for good (%d sessions ended)", p.f.region, g.Generation, n)
+	return nil
+}
+
+// publishMarker publishes the marker of g after the stream's last message,
+// and records its sequence on the new primary. Only messages without rows
+// (the old capture's heartbeats) may have come since g.PrevSeq: a
+// transaction there committed on the old primary past the fence, and the
+// new primary lacks it.
+func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uint64, error) {
+	name := p.f.name
+	for attempt := 0; ; attempt++ {
+		info, err := p.st.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
+		}
+		last := info.State.LastSeq
+		tail, err := lastOwnMessage(ctx, p.st, name, g.PrevSeq)
+		if err != nil {
+			return 0, err
+		}
+		if tail.txnAfter != 0 {
+			return 0, fmt.Errorf("stream %s sequence %d holds a transaction the old primary committed after the fence (a session turned default_transaction_read_only off?); region %s stopped before it: it is not in the new generation. Nothing was published; end that session and run pgjet promote again",
+				stream.StreamName(name), tail.txnAfter, p.f.region)
+		}
+		env, err := g.Envelope(name)
+		if err != nil {
+			return 0, err
+		}
+		msg := &nats.Msg{Subject: stream.GenerationSubject(name), Data: stream.Encode(env), Header: g.Header(tail.id)}
+		ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(g.MsgID(name)), jetstream.WithExpectLastSequence(last))
+		if err == nil {
+			if err := apply.RecordPrimary(ctx, p.newConn, p.f.db, name, *g, ack.Sequence); err != nil {
+				return 0, err
+			}
+			return ack.Sequence, nil
+		}
+		var apiErr *jetstream.APIError
+		if attempt < 20 && errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			continue // the old capture published a heartbeat meanwhile
+		}
+		return 0, fmt.Errorf("publish the generation marker to stream %s: %w", stream.StreamName(name), err)
+	}
+}
+
+// tailMsg describes the source's last message in a stream.
+type tailMsg struct {
+	seq    uint64
+	id     string // its Nats-Msg-Id, the marker's predecessor in capture's chain
+	header nats.Header
+	// txnAfter is the sequence of a transaction found after the sequence
+	// lastOwnMessage was given (0: none).
+	txnAfter uint64
+}
+
+// lastOwnMessage reads the stream back from its end to the source's last
+// message, looking at every message after seq for a transaction (seq 0:
+// at none).
+func lastOwnMessage(ctx context.Context, st jetstream.Stream, source string, after uint64) (tailMsg, error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return tailMsg{}, fmt.Errorf("read stream info: %w", err)
+	}
+	var t tailMsg
+	for seq := info.State.LastSeq; seq >= max(info.State.FirstSeq, 1) && seq > 0; seq-- {
+		if t.id != "" && (after == 0 || seq <= after) {
+			break
+		}
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return tailMsg{}, fmt.Errorf("read stream %s sequence %d: %w", info.Config.Name, seq, err)
+		}
+		envs, err := stream.DecodeMessage(m.Data)
+		if err != nil || envs[len(envs)-1].Source != source {
+			continue // a stranger's message
+		}
+		if t.id == "" {
+			t.seq, t.id, t.header = seq, m.Header.Get(jetstream.MsgIDHeader), m.Header
+		}
+		if after != 0 && seq > after {
+			for _, e := range envs {
+				if e.Kind == stream.KindTxn {
+					t.txnAfter = seq
+				}
+			}
+		}
+	}
+	return t, nil
+}
