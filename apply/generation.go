@@ -63,6 +63,9 @@ type PrimaryHere struct {
 	Generation int
 	Region     string
 	RecordedAt time.Time
+	// Published is false while pgjet promote has not published the
+	// generation's marker (it stopped before): running it again resumes.
+	Published bool
 }
 
 // Promoted returns the generation of source whose primary the database of
@@ -78,8 +81,8 @@ func Promoted(ctx context.Context, conn *pgx.Conn, source string) (*PrimaryHere,
 	}
 	var p PrimaryHere
 	var primary bool
-	err := conn.QueryRow(ctx, `SELECT generation, primary_here, coalesce(marker->>'region', ''), recorded_at FROM pgjet.generations
-		WHERE source = $1 ORDER BY generation DESC LIMIT 1`, source).Scan(&p.Generation, &primary, &p.Region, &p.RecordedAt)
+	err := conn.QueryRow(ctx, `SELECT generation, primary_here, coalesce(marker->>'region', ''), recorded_at, stream_seq IS NOT NULL FROM pgjet.generations
+		WHERE source = $1 ORDER BY generation DESC LIMIT 1`, source).Scan(&p.Generation, &primary, &p.Region, &p.RecordedAt, &p.Published)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, nil

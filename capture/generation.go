@@ -102,6 +102,6 @@ func (c *Capture) checkGeneration(ctx context.Context, st jetstream.Stream, src 
 	if g == nil || g.System == src.system && g.Database == src.database && g.Slot == c.cfg.Slot {
 		return nil
 	}
-	return schema.Fatalf(nil, "%s is no longer the primary of source %s: stream %s moved to generation %d at sequence %d, region %s's database (system %s) promoted %s after stream sequence %d (LSN %s); its transactions committed since are not in the stream: run pgjet rejoin to make it a replica of the new primary, and start pgjet-capture there instead",
+	return schema.Fatalf(nil, "%s is no longer the primary of source %s: stream %s moved to generation %d at sequence %d, region %s's database (system %s) promoted %s after stream sequence %d (LSN %s); its transactions committed since are not in the stream: stop this capture, start pgjet-capture on the new primary instead, and make this database a replica of it (an empty database that pgjet-apply builds from a snapshot)",
 		c.where(), c.cfg.Name, stream.StreamName(c.cfg.Name), g.Generation, seq, g.Region, g.System, g.PromotedAt.UTC().Format(time.RFC3339), g.PrevSeq, g.PrevLSN)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgjet/pgjet/stream"
 )
 
 // ledgerWriter inserts rows one transaction at a time into table ledger
@@ -20,9 +22,11 @@ type ledgerWriter struct {
 	mu    sync.Mutex
 	acked []int64
 	byURL map[string]int
-	errs  []string
-	stop  chan struct{}
-	done  chan struct{}
+	// firstAt is when the first write on each database was acknowledged.
+	firstAt map[string]time.Time
+	errs    []string
+	stop    chan struct{}
+	done    chan struct{}
 	// firstErr is when the first write was refused, firstOK when the
 	// first write after it was acknowledged: the outage the writer saw.
 	firstErr, firstOK time.Time
@@ -30,7 +34,7 @@ type ledgerWriter struct {
 }
 
 func newLedgerWriter(url string) *ledgerWriter {
-	w := &ledgerWriter{stop: make(chan struct{}), done: make(chan struct{}), byURL: map[string]int{}}
+	w := &ledgerWriter{stop: make(chan struct{}), done: make(chan struct{}), byURL: map[string]int{}, firstAt: map[string]time.Time{}}
 	w.url.Store(&url)
 	go w.run()
 	return w
@@ -74,7 +78,9 @@ func (w *ledgerWriter) run() {
 		}
 		w.mu.Lock()
 		w.acked = append(w.acked, id)
-		w.byURL[url]++
+		if w.byURL[url]++; w.byURL[url] == 1 {
+			w.firstAt[url] = time.Now()
+		}
 		if !w.firstErr.IsZero() && w.firstOK.IsZero() {
 			w.firstOK = time.Now()
 		}
@@ -139,6 +145,18 @@ func (w *ledgerWriter) missing(t *testing.T, url string) []int64 {
 	return miss
 }
 
+// seedPromote creates table ledger (for ledgerWriter) and pgbench's rows
+// at scale 4 (100,000 accounts) on the primary, runs extra there, and
+// waits until r1 has all of it.
+func seedPromote(t *testing.T, s *regionSetup, extra ...string) {
+	t.Helper()
+	exec1(t, s.src, append([]string{`CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+		`INSERT INTO pgbench_branches (bid, bbalance) SELECT g, 0 FROM generate_series(1, 4) g`,
+		`INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT g, 1 + g % 4, 0 FROM generate_series(1, 40) g`,
+		`INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT g, 1 + g % 4, 0, '' FROM generate_series(1, 100000) g`}, extra...)...)
+	waitSame(t, 120*time.Second, s.src, s.dst["r1"])
+}
+
 // TestPromote_Switchover: under a pgbench load and a writer that records
 // every acknowledged commit, pgjet promote fences the primary, waits for
 // r1 to apply its last transaction and makes r1 the primary of generation
@@ -156,15 +174,10 @@ func TestPromote_Switchover(t *testing.T) {
 	s.capture.Stop(t)
 	s.capture = start(t, "pgjet-capture", bins.capture, "--db", s.src, "--nats", s.top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s", "--sequences=false")
 	s.capture.waitLog(t, "capture started")
-	exec1(t, s.src, `CREATE TABLE ledger (id bigserial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
-		`CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int)`,
+	seedPromote(t, s, `CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int)`,
 		`INSERT INTO tickets (v) SELECT g FROM generate_series(1, 50) g`,
 		// Ids handed out and never used in a row.
-		`BEGIN; SELECT nextval('tickets_id_seq') FROM generate_series(1, 25); ROLLBACK`,
-		`INSERT INTO pgbench_branches (bid, bbalance) SELECT g, 0 FROM generate_series(1, 4) g`,
-		`INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT g, 1 + g % 4, 0 FROM generate_series(1, 40) g`,
-		`INSERT INTO pgbench_accounts (aid, bid, abalance, filler) SELECT g, 1 + g % 4, 0, '' FROM generate_series(1, 100000) g`)
-	waitSame(t, 120*time.Second, s.src, r1)
+		`BEGIN; SELECT nextval('tickets_id_seq') FROM generate_series(1, 25); ROLLBACK`)
 
 	w := newLedgerWriter(s.src)
 	defer w.finish()
@@ -258,4 +271,129 @@ func TestPromote_Switchover(t *testing.T) {
 	}
 	newCapture.Stop(t)
 	s.appliers["r2"].Stop(t)
+}
+
+// TestPromote_Failover: the home region dies under load (its Postgres and
+// capture killed with -9, its nats-server gone, the regions' links cut);
+// pgjet promote --failover makes r1 the primary from what its mirror
+// holds. r1 applied every whole transaction its mirror received, its
+// mirror became the stream, and r1's capture goes on in it. RPO
+// (acknowledged commits lost) and RTO (from promote to the first write
+// r1 acknowledges) are logged.
+func TestPromote_Failover(t *testing.T) {
+	t.Parallel()
+	s := newRegions(t, "r1", "r2")
+	r1 := s.dst["r1"]
+	seedPromote(t, s)
+
+	w := newLedgerWriter(s.src)
+	defer w.finish()
+	pgbenchAsync(t, s.src, "-n", "-c", "3", "-T", "600", "-s", "4")
+	waitFor(t, 60*time.Second, "the writer's first commits", func() (bool, string) {
+		return w.count() >= 300, fmt.Sprintf("%d", w.count())
+	})
+
+	// The home region dies.
+	if err := s.primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s.capture.Kill()
+	for _, r := range s.top.Names {
+		s.top.Proxies[r].Cut()
+	}
+	s.top.Hub.Shutdown()
+	s.appliers["r1"].expectExit = true
+
+	started := time.Now()
+	code, out := runPgjet(t, "promote", "--failover", "--db", r1, "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src", "--region", "r1")
+	took := time.Since(started)
+	if code != 0 {
+		t.Fatalf("pgjet promote --failover exited %d:\n%s", code, out)
+	}
+	w.url.Store(&r1)
+	waitFor(t, 60*time.Second, "the first write on the new primary", func() (bool, string) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.byURL[r1] > 0, fmt.Sprintf("%v", w.byURL)
+	})
+	w.mu.Lock()
+	rto := w.firstAt[r1].Sub(started)
+	w.mu.Unlock()
+	t.Logf("pgjet promote --failover took %s:\n%s", took.Round(time.Millisecond), out)
+	for _, want := range []string{"newest message the mirror received", "may be lost", "generation 2 of source src begins"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pgjet promote --failover does not say %q", want)
+		}
+	}
+
+	// r1 applied every whole transaction its mirror received.
+	js := s.js["r1"]
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream.StreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CachedInfo().Config.Mirror != nil {
+		t.Fatalf("r1's stream is still a mirror")
+	}
+	g, markerSeq, err := stream.LastGeneration(ctx, st, "src")
+	if err != nil || g == nil {
+		t.Fatalf("no generation marker in r1's stream: %v", err)
+	}
+	var newest stream.LSN
+	for seq := markerSeq - 1; seq > 0 && newest == 0; seq-- {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs, err := stream.DecodeMessage(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range envs {
+			if e.Kind == stream.KindTxn && e.Last() {
+				newest = e.CommitLSN
+			}
+		}
+	}
+	if got := queryString(t, r1, "SELECT commit_lsn::text FROM pgjet.applied WHERE source = 'src'"); got != newest.String() || g.PrevLSN != newest {
+		t.Errorf("r1 applied up to %s (marker says %s), but its mirror's newest whole transaction is %s", got, g.PrevLSN, newest)
+	}
+
+	if code := s.appliers["r1"].Wait(t, 60*time.Second); code != 1 || !strings.Contains(s.appliers["r1"].Output(), "was promoted to the primary of source src") {
+		t.Errorf("r1's applier exited %d, want 1 naming the promotion:\n%s", code, tail(s.appliers["r1"].Output(), 2048))
+	}
+
+	// r1's capture goes on in the stream its mirror became.
+	newCapture := start(t, "pgjet-capture r1", bins.capture, "--db", r1, "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src", "--heartbeat", "1s")
+	newCapture.waitLog(t, "capture started")
+	system := queryString(t, r1, "SELECT system_identifier::text FROM pg_control_system()")
+	waitFor(t, 60*time.Second, "r1's transactions in its stream", func() (bool, string) {
+		checkDaemons(t)
+		m, err := st.GetLastMsgForSubject(ctx, stream.TxnSubject("src"))
+		if err != nil {
+			return false, err.Error()
+		}
+		return m.Sequence > markerSeq && m.Header.Get(stream.HeaderSystem) == system, fmt.Sprintf("last transaction at sequence %d from system %s", m.Sequence, m.Header.Get(stream.HeaderSystem))
+	})
+	w.finish()
+	for _, e := range w.errs {
+		if strings.Contains(e, "duplicate key") {
+			t.Errorf("a write on the new primary reused an id: %s", e)
+			break
+		}
+	}
+	lost := w.missing(t, r1)
+	t.Logf("writer: %v acknowledged", w.byURL)
+	t.Logf("RPO: %d of %d acknowledged commits lost (ledger ids %s); RTO: %s from pgjet promote to the first write the new primary acknowledged (promote itself %s)",
+		len(lost), w.byURL[s.src], idRange(lost), rto.Round(time.Millisecond), took.Round(time.Millisecond))
+	newCapture.Stop(t)
+}
+
+// idRange shows ids as first..last (count).
+func idRange(ids []int64) string {
+	if len(ids) == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d..%d", ids[0], ids[len(ids)-1])
 }

@@ -29,9 +29,14 @@ import (
 // promoteFlags are pgjet promote's settings.
 type promoteFlags struct {
 	db, oldDB, nats, domain, name, region string
-	wait                                  time.Duration
-	dbf                                   cli.DBFlags
-	natsf                                 cli.NATSFlags
+	failover                              bool
+	// sequenceGap moves sequences this much further in a failover: ids
+	// the old primary handed out in transactions the region never
+	// received are not reused while they number fewer.
+	sequenceGap int64
+	wait        time.Duration
+	dbf         cli.DBFlags
+	natsf       cli.NATSFlags
 	// capture shapes the new primary's publication and slot as the
 	// pgjet-capture started there will.
 	capture capture.Config
@@ -48,12 +53,19 @@ func runPromote(args []string) int {
 			"them, and only then is the region promoted: nothing is lost, and the time writes were refused\n"+
 			"is printed. The region's applier stops for good. Start pgjet-capture on the new primary under\n"+
 			"the same --name afterwards (with the same table flags given here).\n\n"+
-			"Usage:\n  pgjet promote --db NEW_PRIMARY_URL --old-db OLD_PRIMARY_URL --nats URL --name SOURCE --region REGION\n\n"+
+			"Unplanned failover (--failover, the home region unreachable): the region applies everything\n"+
+			"its mirror of the stream holds, then its mirror becomes the stream (in the region's own domain,\n"+
+			"--nats being the region's server) and the next generation begins there. What may be lost is\n"+
+			"printed: the last transaction applied against the newest message the mirror received.\n\n"+
+			"Usage:\n  pgjet promote --db NEW_PRIMARY_URL --old-db OLD_PRIMARY_URL --nats HOME_NATS_URL --name SOURCE --region REGION\n"+
+			"  pgjet promote --failover --db NEW_PRIMARY_URL --nats REGION_NATS_URL --name SOURCE --region REGION\n\n"+
 			"Flags (each also read from the environment variable in brackets):\n%s", fs.FlagUsages())
 	}
 	fs.StringVar(&f.db, "db", "", "the promoted region's database URL (superuser: it gets capture's publication, slot and DDL triggers)")
 	fs.StringVar(&f.oldDB, "old-db", "", "the old primary's database URL (superuser, to fence it): a planned switchover")
-	fs.StringVar(&f.nats, "nats", "", "NATS URL of the stream's home region (where pgjet-capture publishes)")
+	fs.StringVar(&f.nats, "nats", "", "NATS URL of the stream's home region (switchover), or of the promoted region (--failover)")
+	fs.BoolVar(&f.failover, "failover", false, "unplanned failover: the old primary and the stream's home are unreachable")
+	fs.Int64Var(&f.sequenceGap, "sequence-gap", 1000, "with --failover, move every sequence this much past the largest value the region knows of")
 	fs.StringVar(&f.domain, "domain", "", "JetStream domain of the stream (default: the connected server's)")
 	fs.StringVar(&f.name, "name", "", "source name given to pgjet-capture")
 	fs.StringVar(&f.region, "region", "", "the promoted region's name, as given to its pgjet-apply --region")
@@ -77,8 +89,14 @@ func runPromote(args []string) int {
 	if f.db == "" {
 		errs = append(errs, errors.New("--db is required (the promoted region's database URL)"))
 	}
-	if f.oldDB == "" {
-		errs = append(errs, errors.New("--old-db is required (the old primary, fenced for a planned switchover)"))
+	switch {
+	case f.oldDB == "" && !f.failover:
+		errs = append(errs, errors.New("--old-db is required (the old primary, fenced for a planned switchover), or --failover when it is unreachable"))
+	case f.oldDB != "" && f.failover:
+		errs = append(errs, errors.New("--old-db and --failover exclude each other: a reachable old primary is fenced, and nothing is lost"))
+	}
+	if f.sequenceGap < 0 {
+		errs = append(errs, errors.New("--sequence-gap must not be negative"))
 	}
 	if rerr := stream.ValidateSource(f.region); rerr != nil {
 		errs = append(errs, fmt.Errorf("--region: %w", rerr))
@@ -99,7 +117,12 @@ func runPromote(args []string) int {
 		return fail("pgjet promote", err)
 	}
 	defer p.close()
-	if err := p.switchover(ctx); err != nil {
+	if f.failover {
+		err = p.failover(ctx)
+	} else {
+		err = p.switchover(ctx)
+	}
+	if err != nil {
 		return fail("pgjet promote", err)
 	}
 	return 0
@@ -118,19 +141,156 @@ type promoter struct {
 	prevTail tailMsg
 }
 
+// failover promotes the region with its home unreachable: the region
+// applies what its mirror received, and the mirror becomes the stream.
+func (p *promoter) failover(ctx context.Context) error {
+	name := p.f.name
+	if err := p.preconditions(ctx); err != nil {
+		return err
+	}
+	info, err := p.st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
+	}
+	mirrored := info.Config.Mirror != nil
+	if mirrored && info.Mirror != nil && info.Mirror.Active >= 0 && info.Mirror.Active < 2*time.Second {
+		p.printf("warning: the mirror heard from the stream's home %s ago: if the old primary still writes, use a planned switchover (--old-db) instead", info.Mirror.Active.Round(time.Millisecond))
+	}
+	last := info.State.LastSeq
+	seen, err := newestSeen(ctx, p.st, name)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.f.wait)
+	defer cancel()
+	pos, err := waitApplied(wctx, p.newConn, p.st, name, last)
+	if err != nil {
+		return fmt.Errorf("region %s has not applied its mirror up to sequence %d: %w; is its pgjet-apply running? run pgjet promote again once it has caught up", p.f.region, last, err)
+	}
+	p.printf("region %s applied everything its mirror holds: last transaction %s committed %s (stream sequence %d)",
+		p.f.region, pos.commit, pos.time.UTC().Format(time.RFC3339Nano), pos.seq)
+	p.printf("newest message the mirror received: sequence %d, %s", seen.seq, seen.describe())
+	if seen.txn != 0 {
+		p.printf("newest transaction the mirror received: %s committed %s%s", seen.txn, seen.txnTime.UTC().Format(time.RFC3339Nano), map[bool]string{true: "", false: " (cut short: never whole in the mirror, not applied)"}[seen.txnWhole])
+	}
+	p.printf("may be lost: every transaction the old primary committed after %s (LSN %s) that the mirror never received; when the old primary is back, they lie in its WAL after its slot %s's confirmed position",
+		pos.time.UTC().Format(time.RFC3339Nano), pos.commit, p.f.capture.Slot)
+
+	g := stream.Generation{Generation: p.gen, Region: p.f.region, PrevSeq: last, PrevLSN: pos.commit, PrevTime: pos.time, PromotedAt: time.Now()}
+	if err := p.stopApplier(ctx, g); err != nil {
+		return err
+	}
+	if err := p.prepareNew(ctx, &g, p.f.sequenceGap); err != nil {
+		return err
+	}
+	if mirrored {
+		// JetStream's mirror promotion: the mirror stops following its
+		// origin and takes the source's subjects, for capture to publish to.
+		cfg := info.Config
+		cfg.Mirror = nil
+		cfg.Subjects = []string{"pgjet." + name + ".>"}
+		cfg.Description = "pgjet change stream of source " + name
+		if _, err := p.js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("promote region %s's mirror %s to a stream: %w", p.f.region, stream.StreamName(name), err)
+		}
+		p.printf("mirror %s of region %s is now the stream of source %s", stream.StreamName(name), p.f.region, name)
+	}
+	seq, err := p.publishMarker(ctx, &g)
+	if err != nil {
+		return err
+	}
+	p.printf("generation %d of source %s begins at stream %s sequence %d: region %s is the primary", g.Generation, name, stream.StreamName(name), seq, p.f.region)
+	p.printf("next: start pgjet-capture on the new primary: pgjet-capture --db %s --nats %s --name %s (with the table flags of the old one)",
+		schema.Redact(p.f.db), stream.RedactURL(p.f.nats), name)
+	p.printf("      point the application at the new primary; remove region %s's pgjet-apply (it refuses to start again); keep the old primary and its capture stopped", p.f.region)
+	return nil
+}
+
+// seenMsg is the newest message of the source in a stream, and its newest
+// transaction.
+type seenMsg struct {
+	seq      uint64
+	env      *stream.Envelope
+	txn      stream.LSN // commit LSN of the newest transaction, 0: none
+	txnTime  time.Time
+	txnWhole bool // its last chunk is in the stream
+}
+
+func (m seenMsg) describe() string {
+	if m.env == nil {
+		return "none of the source's"
+	}
+	kind := map[stream.Kind]string{stream.KindTxn: "a transaction's chunk", stream.KindHeartbeat: "a heartbeat", stream.KindMessage: "a logical message"}[m.env.Kind]
+	return fmt.Sprintf("%s at LSN %s, %s", kind, max(m.env.CommitLSN, m.env.EndLSN), m.env.CommitTime.UTC().Format(time.RFC3339Nano))
+}
+
+// newestSeen reads the stream back from its end to the source's newest
+// message and its newest transaction (within maxPromoteScan messages).
+func newestSeen(ctx context.Context, st jetstream.Stream, source string) (seenMsg, error) {
+	var s seenMsg
+	err := scanBack(ctx, st, source, func(seq uint64, _ *jetstream.RawStreamMsg, envs []*stream.Envelope, last uint64) bool {
+		if last-seq >= maxPromoteScan {
+			return true
+		}
+		if s.env == nil {
+			s.seq, s.env = seq, envs[len(envs)-1]
+		}
+		for i := len(envs) - 1; i >= 0; i-- {
+			if e := envs[i]; e.Kind == stream.KindTxn {
+				s.txn, s.txnTime, s.txnWhole = e.CommitLSN, e.CommitTime, e.Last()
+				return true
+			}
+		}
+		return false
+	})
+	return s, err
+}
+
+// scanBack calls fn with each message of source in st, from the stream's
+// last sequence (last) back, until fn returns true. Strangers' messages are
+// passed over.
+func scanBack(ctx context.Context, st jetstream.Stream, source string, fn func(seq uint64, m *jetstream.RawStreamMsg, envs []*stream.Envelope, last uint64) bool) error {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream info: %w", err)
+	}
+	last := info.State.LastSeq
+	for seq := last; seq >= max(info.State.FirstSeq, 1) && seq > 0; seq-- {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read stream %s sequence %d: %w", info.Config.Name, seq, err)
+		}
+		envs, err := stream.DecodeMessage(m.Data)
+		if err != nil || envs[len(envs)-1].Source != source {
+			continue // a stranger's message
+		}
+		if fn(seq, m, envs, last) {
+			return nil
+		}
+	}
+	return nil
+}
+
 func newPromoter(ctx context.Context, f promoteFlags, out io.Writer) (*promoter, error) {
 	p := &promoter{f: f, out: out}
 	var err error
 	if p.newConn, err = pgx.Connect(ctx, f.db); err != nil {
 		return nil, schema.ClassifyConnect(f.db, err)
 	}
-	if p.oldConn, err = pgx.Connect(ctx, f.oldDB); err != nil {
-		p.close()
-		return nil, schema.ClassifyConnect(f.oldDB, err)
+	conns := []*pgx.Conn{p.newConn}
+	if f.oldDB != "" {
+		if p.oldConn, err = pgx.Connect(ctx, f.oldDB); err != nil {
+			p.close()
+			return nil, schema.ClassifyConnect(f.oldDB, err)
+		}
+		conns = append(conns, p.oldConn)
 	}
 	// What promote changes on either database is no schema change to
 	// replicate.
-	for _, c := range []*pgx.Conn{p.newConn, p.oldConn} {
+	for _, c := range conns {
 		if _, err := c.Exec(ctx, "SELECT pg_catalog.set_config($1, 'off', false)", schema.DDLOffSetting); err != nil {
 			p.close()
 			return nil, fmt.Errorf("turn DDL capture off for this session: %w", err)
@@ -200,7 +360,7 @@ func (p *promoter) switchover(ctx context.Context) error {
 	p.printf("capture published the old primary's WAL up to %s: stream %s sequence %d", mark, stream.StreamName(name), last)
 
 	// 3. The region applies all of it.
-	pos, err := waitApplied(wctx, p.newConn, name, last)
+	pos, err := waitApplied(wctx, p.newConn, p.st, name, last)
 	if err != nil {
 		return fmt.Errorf("region %s has not applied the stream up to sequence %d: %w; is its pgjet-apply running? the old primary stays fenced: run pgjet promote again once it has caught up", p.f.region, last, err)
 	}
@@ -212,16 +372,9 @@ func (p *promoter) switchover(ctx context.Context) error {
 	if err := p.stopApplier(ctx, g); err != nil {
 		return err
 	}
-	prim, err := capture.Prepare(ctx, p.f.capture, zerolog.Nop())
-	if err != nil {
-		return fmt.Errorf("prepare the new primary for capture: %w", err)
-	}
-	g.System, g.Timeline, g.Database, g.Slot, g.Start = prim.System, prim.Timeline, prim.Database, prim.Slot, prim.Start
-	moved, err := advanceSequences(ctx, p.newConn, p.oldConn)
-	if err != nil {
+	if err := p.prepareNew(ctx, &g, 0); err != nil {
 		return err
 	}
-	p.printf("new primary: system %s, database %s, slot %s from LSN %s; %d sequences moved forward", g.System, g.Database, g.Slot, g.Start, moved)
 
 	// 5. The marker begins the generation.
 	seq, err := p.publishMarker(ctx, &g)
@@ -237,13 +390,30 @@ func (p *promoter) switchover(ctx context.Context) error {
 	return nil
 }
 
+// prepareNew makes the promoted database ready for its capture (see
+// capture.Prepare), records its slot in g, and moves its sequences past
+// every id in use (gap further).
+func (p *promoter) prepareNew(ctx context.Context, g *stream.Generation, gap int64) error {
+	prim, err := capture.Prepare(ctx, p.f.capture, zerolog.Nop())
+	if err != nil {
+		return fmt.Errorf("prepare the new primary for capture: %w", err)
+	}
+	g.System, g.Timeline, g.Database, g.Slot, g.Start = prim.System, prim.Timeline, prim.Database, prim.Slot, prim.Start
+	moved, err := advanceSequences(ctx, p.newConn, p.oldConn, gap)
+	if err != nil {
+		return err
+	}
+	p.printf("new primary: system %s, database %s, slot %s from LSN %s; %d sequences moved past every value in use (and %d further)", g.System, g.Database, g.Slot, g.Start, moved, gap)
+	return nil
+}
+
 // preconditions checks, changing nothing, that the region can be
 // promoted: it follows the stream, and is not its primary already.
 func (p *promoter) preconditions(ctx context.Context) error {
 	name := p.f.name
 	if here, err := apply.Promoted(ctx, p.newConn, name); err != nil {
 		return err
-	} else if here != nil {
+	} else if here != nil && here.Published {
 		return fmt.Errorf("%s is the primary of source %s already (generation %d, region %s, since %s)",
 			schema.Redact(p.f.db), name, here.Generation, here.Region, here.RecordedAt.UTC().Format(time.RFC3339))
 	}
@@ -257,6 +427,9 @@ func (p *promoter) preconditions(ctx context.Context) error {
 	p.gen = 2
 	if g != nil {
 		p.gen = g.Generation + 1
+	}
+	if p.oldConn == nil {
+		return nil
 	}
 	// The old primary must be the stream's: fencing another database
 	// would wait for ever.
@@ -367,15 +540,27 @@ func readPosition(ctx context.Context, conn *pgx.Conn, source string) (appliedPo
 	return p, err
 }
 
-// waitApplied waits until the target has applied the stream up to seq.
-func waitApplied(ctx context.Context, conn *pgx.Conn, source string, seq uint64) (appliedPos, error) {
-	for {
+// waitApplied waits until the target has applied every transaction of
+// the stream up to seq: its position is there, or only messages without
+// rows (heartbeats) lie between the two. The second holds for a region
+// whose applier an interrupted promote stopped already.
+func waitApplied(ctx context.Context, conn *pgx.Conn, st jetstream.Stream, source string, seq uint64) (appliedPos, error) {
+	for polls := 0; ; polls++ {
 		p, err := readPosition(ctx, conn, source)
 		if err != nil {
 			return p, err
 		}
 		if p.seq >= seq {
 			return p, nil
+		}
+		if polls%10 == 0 && seq-p.seq <= maxPromoteScan {
+			t, err := lastOwnMessage(ctx, st, source, p.seq)
+			if err != nil {
+				return p, err
+			}
+			if t.txnAfter == 0 {
+				return p, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -408,13 +593,14 @@ func (p *promoter) stopApplier(ctx context.Context, g stream.Generation) error {
 // new primary lacks it.
 func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uint64, error) {
 	name := p.f.name
+	applied := g.PrevSeq
 	for attempt := 0; ; attempt++ {
 		info, err := p.st.Info(ctx)
 		if err != nil {
 			return 0, fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
 		}
 		last := info.State.LastSeq
-		tail, err := lastOwnMessage(ctx, p.st, name, g.PrevSeq)
+		tail, err := lastOwnMessage(ctx, p.st, name, applied)
 		if err != nil {
 			return 0, err
 		}
@@ -422,6 +608,7 @@ func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uin
 			return 0, fmt.Errorf("stream %s sequence %d holds a transaction the old primary committed after the fence (a session turned default_transaction_read_only off?); region %s stopped before it: it is not in the new generation. Nothing was published; end that session and run pgjet promote again",
 				stream.StreamName(name), tail.txnAfter, p.f.region)
 		}
+		g.PrevSeq = tail.seq
 		env, err := g.Envelope(name)
 		if err != nil {
 			return 0, err
@@ -442,6 +629,10 @@ func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uin
 	}
 }
 
+// maxPromoteScan bounds the messages promote reads to tell whether a
+// region lacks only heartbeats.
+const maxPromoteScan = 1000
+
 // tailMsg describes the source's last message in a stream.
 type tailMsg struct {
 	seq    uint64
@@ -456,36 +647,22 @@ type tailMsg struct {
 // message, looking at every message after seq for a transaction (seq 0:
 // at none).
 func lastOwnMessage(ctx context.Context, st jetstream.Stream, source string, after uint64) (tailMsg, error) {
-	info, err := st.Info(ctx)
-	if err != nil {
-		return tailMsg{}, fmt.Errorf("read stream info: %w", err)
-	}
 	var t tailMsg
-	for seq := info.State.LastSeq; seq >= max(info.State.FirstSeq, 1) && seq > 0; seq-- {
-		if t.id != "" && (after == 0 || seq <= after) {
-			break
-		}
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return tailMsg{}, fmt.Errorf("read stream %s sequence %d: %w", info.Config.Name, seq, err)
-		}
-		envs, err := stream.DecodeMessage(m.Data)
-		if err != nil || envs[len(envs)-1].Source != source {
-			continue // a stranger's message
-		}
+	err := scanBack(ctx, st, source, func(seq uint64, m *jetstream.RawStreamMsg, envs []*stream.Envelope, _ uint64) bool {
 		if t.id == "" {
 			t.seq, t.id, t.header = seq, m.Header.Get(jetstream.MsgIDHeader), m.Header
 		}
-		if after != 0 && seq > after {
-			for _, e := range envs {
-				if e.Kind == stream.KindTxn {
-					t.txnAfter = seq
-				}
+		if seq <= after || after == 0 {
+			return true
+		}
+		for _, e := range envs {
+			// A transaction's last chunk: a transaction cut short (its
+			// capture died) never completed in the stream.
+			if e.Kind == stream.KindTxn && e.Last() {
+				t.txnAfter = seq
 			}
 		}
-	}
-	return t, nil
+		return false
+	})
+	return t, err
 }

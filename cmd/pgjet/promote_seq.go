@@ -23,9 +23,11 @@ type seqOnNew struct {
 // failover, where the replicated values are all there is), its own value
 // (the last replicated one) and the largest value in use in the column
 // that owns it, which rows applied after the last replicated value may
-// hold. Descending sequences go below the smallest instead. It returns how
-// many it moved. Sequences only move forward.
-func advanceSequences(ctx context.Context, conn, old *pgx.Conn) (int, error) {
+// hold. Descending sequences go below the smallest instead. gap moves
+// them that much further (a failover's margin for ids handed out in
+// transactions that never arrived). It returns how many it moved.
+// Sequences only move forward.
+func advanceSequences(ctx context.Context, conn, old *pgx.Conn, gap int64) (int, error) {
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, s.seqincrement, ps.last_value,
 		coalesce(format('%I.%I', own.nspname, own.relname), ''), coalesce(own.attname, ''), coalesce(own.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype), false)
 		FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -83,7 +85,17 @@ func advanceSequences(ctx context.Context, conn, old *pgx.Conn) (int, error) {
 			}
 			take(v)
 		}
-		if want == nil || s.last != nil && *want == *s.last {
+		if want == nil {
+			continue
+		}
+		if gap > 0 {
+			v := *want + gap
+			if !up {
+				v = *want - gap
+			}
+			want = &v
+		}
+		if s.last != nil && *want == *s.last {
 			continue
 		}
 		reg := pgx.Identifier{s.schema, s.name}.Sanitize()
