@@ -572,6 +572,16 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 	if a.cfg.UpstreamDomain != "" {
 		lim := stream.MirrorLimits{MaxAge: a.cfg.MirrorMaxAge, MaxBytes: a.cfg.MirrorMaxBytes}
 		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
+		if conflict := (*stream.MirrorConflictError)(nil); errors.As(err, &conflict) {
+			// A mirror of the source's old home after a failover.
+			if old, lerr := js.Stream(ctx, name); lerr == nil && old.CachedInfo().Config.Mirror != nil {
+				if moved, rerr := s.repoint(ctx, js, old, a.cfg.UpstreamDomain); rerr != nil {
+					return nil, rerr
+				} else if moved {
+					st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
+				}
+			}
+		}
 		if err != nil {
 			return nil, mirrorError(err)
 		}

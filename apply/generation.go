@@ -66,6 +66,8 @@ type PrimaryHere struct {
 	// Published is false while pgjet promote has not published the
 	// generation's marker (it stopped before): running it again resumes.
 	Published bool
+	// Marker is the marker as recorded.
+	Marker stream.Generation
 }
 
 // Promoted returns the generation of source whose primary the database of
@@ -81,8 +83,12 @@ func Promoted(ctx context.Context, conn *pgx.Conn, source string) (*PrimaryHere,
 	}
 	var p PrimaryHere
 	var primary bool
-	err := conn.QueryRow(ctx, `SELECT generation, primary_here, coalesce(marker->>'region', ''), recorded_at, stream_seq IS NOT NULL FROM pgjet.generations
-		WHERE source = $1 ORDER BY generation DESC LIMIT 1`, source).Scan(&p.Generation, &primary, &p.Region, &p.RecordedAt, &p.Published)
+	var marker []byte
+	err := conn.QueryRow(ctx, `SELECT generation, primary_here, coalesce(marker->>'region', ''), recorded_at, stream_seq IS NOT NULL, marker FROM pgjet.generations
+		WHERE source = $1 ORDER BY generation DESC LIMIT 1`, source).Scan(&p.Generation, &primary, &p.Region, &p.RecordedAt, &p.Published, &marker)
+	if err == nil {
+		err = json.Unmarshal(marker, &p.Marker)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, nil
@@ -206,4 +212,53 @@ func (s *session) queue(sql string, seq uint64, lsn stream.LSN, params ...[]byte
 	s.batch.ExecParams(sql, params, nil, nil, nil)
 	s.batchInfo = append(s.batchInfo, stmtInfo{seq: seq, lsn: lsn, table: "pgjet.generations"})
 	s.batchLen++
+}
+
+// repoint makes the region's mirror follow the source's new home after a
+// failover: the mirror in this domain (old) copies the stream of a domain
+// the source has left, and upstream (--upstream-domain) holds the stream
+// of a newer generation, which began at stream sequence g.PrevSeq + 1.
+// The stream there holds the old generation too, up to g.PrevSeq, with the
+// same sequences (a promoted mirror keeps its origin's), so a target at or
+// before g.PrevSeq goes on from where it is, and the mirror is made
+// again. A target past g.PrevSeq applied transactions the new primary
+// never got: that is refused, naming them, before anything changes.
+func (s *session) repoint(ctx context.Context, js jetstream.JetStream, old jetstream.Stream, upstream string) (bool, error) {
+	a := s.a
+	name := stream.StreamName(a.cfg.Name)
+	ujs, err := stream.NewJetStream(js.Conn(), upstream)
+	if err != nil {
+		return false, natsError{err}
+	}
+	up, err := ujs.Stream(ctx, name)
+	if err != nil || up.CachedInfo().Config.Mirror != nil {
+		return false, nil // no stream of a new home there: the conflict stands
+	}
+	g, gseq, err := stream.LastGeneration(ctx, up, a.cfg.Name)
+	if err != nil {
+		return false, natsError{err}
+	}
+	if g == nil {
+		return false, nil
+	}
+	mine, _, err := stream.LastGeneration(ctx, old, a.cfg.Name)
+	if err != nil {
+		return false, natsError{err}
+	}
+	if mine != nil && mine.Generation >= g.Generation {
+		return false, nil
+	}
+	if s.pos.seq > g.PrevSeq {
+		return false, schema.Fatalf(nil, "source %s failed over to region %s (generation %d, stream %s of domain %s from sequence %d), but this target applied the old generation up to sequence %d: the transactions after sequence %d never reached the new primary; repair this target from it (pgjet verify --repair), or rebuild it from a snapshot",
+			a.cfg.Name, g.Region, g.Generation, name, upstream, gseq, s.pos.seq, g.PrevSeq)
+	}
+	oldInfo := old.CachedInfo()
+	if err := js.DeleteStream(ctx, name); err != nil {
+		return false, natsError{fmt.Errorf("delete mirror %s of the source's old home: %w", name, err)}
+	}
+	a.log.Warn().Str("stream", name).Str("old_upstream", stream.MirrorDomain(oldInfo.Config.Mirror)).Str("upstream", upstream).
+		Int("generation", g.Generation).Str("region", g.Region).Uint64("prev_seq", g.PrevSeq).Uint64("stream_seq", s.pos.seq).
+		Uint64("old_mirror_last_seq", oldInfo.State.LastSeq).
+		Msg("the source failed over: this region's mirror now follows its new home; what the old mirror held past the promotion point never reached the new primary and was not applied here")
+	return true, nil
 }

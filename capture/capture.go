@@ -379,6 +379,7 @@ func (c *Capture) session(ctx context.Context) error {
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	g.Go(func() error { c.probe(gctx, st); return nil })
+	g.Go(func() error { c.retireOldHome(gctx, nc, st); return nil })
 	if c.cfg.HeartbeatInterval > 0 {
 		g.Go(func() error { return c.heartbeats(gctx, pool) })
 	}

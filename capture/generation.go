@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -104,4 +105,37 @@ func (c *Capture) checkGeneration(ctx context.Context, st jetstream.Stream, src 
 	}
 	return schema.Fatalf(nil, "%s is no longer the primary of source %s: stream %s moved to generation %d at sequence %d, region %s's database (system %s) promoted %s after stream sequence %d (LSN %s); its transactions committed since are not in the stream: stop this capture, start pgjet-capture on the new primary instead, and make this database a replica of it (an empty database that pgjet-apply builds from a snapshot)",
 		c.where(), c.cfg.Name, stream.StreamName(c.cfg.Name), g.Generation, seq, g.Region, g.System, g.PromotedAt.UTC().Format(time.RFC3339), g.PrevSeq, g.PrevLSN)
+}
+
+// retireOldHome retires the stream of the old home after a failover moved
+// the source's stream (stream.RetireOldHome), trying every outageProbe
+// until it is done or ctx ends: the old home's server may come back at any
+// time, and until its stream is retired it answers this capture's
+// publishes with errors.
+func (c *Capture) retireOldHome(ctx context.Context, nc *nats.Conn, st jetstream.Stream) {
+	g, _, err := stream.LastGeneration(ctx, st, c.cfg.Name)
+	if err != nil || g == nil || g.PrevDomain == "" {
+		return
+	}
+	t := time.NewTicker(outageProbe)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, outageProbe)
+		done, err := stream.RetireOldHome(rctx, nc, c.cfg.Name, g)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn().Err(err).Str("domain", g.PrevDomain).Msg("retire the stream of the source's old home: it answers this capture's publishes with errors until it is retired; give this capture's NATS user STREAM.UPDATE there, or retire it by hand")
+		}
+		if done {
+			if err == nil {
+				c.log.Debug().Str("domain", g.PrevDomain).Msg("the old home's stream takes none of the source's subjects")
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,12 @@ type Generation struct {
 	PrevTime time.Time `json:"prev_commit_time"`
 	// Region is the region whose replica was promoted.
 	Region string `json:"region"`
+	// Domain is the JetStream domain of the stream the generation is
+	// published to, and PrevDomain that of the previous generation's
+	// stream when the stream moved (a failover promotes the region's
+	// mirror; "" when it stayed).
+	Domain     string `json:"domain,omitempty"`
+	PrevDomain string `json:"prev_domain,omitempty"`
 	// Planned is true for a switchover (the old primary fenced, nothing
 	// lost) and false for a failover.
 	Planned bool `json:"planned"`
@@ -132,4 +139,47 @@ func LastGeneration(ctx context.Context, st jetstream.Stream, source string) (*G
 		return nil, 0, fmt.Errorf("message at sequence %d on %s is no generation marker of source %s", m.Sequence, GenerationSubject(source), source)
 	}
 	return &g, m.Sequence, nil
+}
+
+// RetiredSubjects are the subjects the stream of a source's old home takes
+// after a failover moved the stream elsewhere (see RetireOldHome): none of
+// the source's, so that it neither stores nor answers the new home's
+// publishes once its server is back, while it keeps the old generation's
+// messages (those past the promotion point never reached the new primary).
+func RetiredSubjects(source string, generation int) []string {
+	return []string{fmt.Sprintf("pgjetretired.%s.g%d.>", source, generation)}
+}
+
+// RetireOldHome gives the stream of the previous generation's home (domain
+// g.PrevDomain) RetiredSubjects, when it is reachable and still takes the
+// source's subjects: its server, back after a failover, would otherwise
+// answer every publish of the new home's capture with an error (its last
+// message id is the old generation's) before the new home's stream acks.
+// It reports whether that stream is retired (or gone); false with a nil
+// error means it cannot be reached yet.
+func RetireOldHome(ctx context.Context, nc *nats.Conn, source string, g *Generation) (retired bool, err error) {
+	if g == nil || g.PrevDomain == "" || g.PrevDomain == g.Domain {
+		return true, nil
+	}
+	js, err := NewJetStream(nc, g.PrevDomain)
+	if err != nil {
+		return false, err
+	}
+	old, err := js.Stream(ctx, StreamName(source))
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return true, nil
+	case err != nil:
+		return false, nil // its domain does not answer (yet)
+	}
+	cfg := old.CachedInfo().Config
+	if cfg.Mirror != nil || len(cfg.Sources) > 0 || !slices.Equal(cfg.Subjects, []string{"pgjet." + source + ".>"}) {
+		return true, nil
+	}
+	cfg.Subjects = RetiredSubjects(source, g.Generation-1)
+	cfg.Description = fmt.Sprintf("pgjet: generation %d of source %s, retired when region %s was promoted", g.Generation-1, source, g.Region)
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return false, fmt.Errorf("retire stream %s of domain %s: %w", StreamName(source), g.PrevDomain, err)
+	}
+	return true, nil
 }

@@ -376,7 +376,43 @@ func TestPromote_Failover(t *testing.T) {
 		}
 		return m.Sequence > markerSeq && m.Header.Get(stream.HeaderSystem) == system, fmt.Sprintf("last transaction at sequence %d from system %s", m.Sequence, m.Header.Get(stream.HeaderSystem))
 	})
+
+	// The hub's NATS comes back (the way between r1 and r2), without the
+	// old primary; r2's applier, started again with r1 as its upstream,
+	// follows r1 from where it stood, without a snapshot.
+	hubSeq, err := s.lastSeq("hub")
+	if err == nil {
+		t.Fatalf("the hub's stream answers while its server is down (last sequence %d)", hubSeq)
+	}
+	if err := s.top.Hub.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.top.Names {
+		if err := s.top.Proxies[r].Heal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hubBefore := s.mustLastSeq(t, "hub")
+	s.appliers["r2"].Stop(t)
+	r2 := start(t, "pgjet-apply r2 following r1", bins.apply, "--db", s.dst["r2"], "--nats", s.top.Regions["r2"].ClientURL(),
+		"--name", "src", "--region", "r2", "--upstream-domain", "r1")
+	r2.waitLog(t, "apply started")
+	before := w.count()
+	waitFor(t, 60*time.Second, "more writes on r1", func() (bool, string) {
+		return w.count() >= before+200, fmt.Sprintf("%d", w.count()-before)
+	})
 	w.finish()
+	waitSame(t, 120*time.Second, r1, s.dst["r2"])
+	if got := queryInt(t, s.dst["r2"], "SELECT coalesce(max(generation), 0) FROM pgjet.generations WHERE source = 'src'"); got != 2 {
+		t.Errorf("r2 records generation %d, want 2", got)
+	}
+	if got := queryInt(t, s.dst["r2"], "SELECT count(*) FROM pgjet.restore"); got != 0 {
+		t.Errorf("r2 restored a snapshot (%d): it must follow without one", got)
+	}
+	if hubAfter := s.mustLastSeq(t, "hub"); hubAfter != hubBefore {
+		t.Errorf("the old home's stream took r1's messages too: its last sequence went from %d to %d", hubBefore, hubAfter)
+	}
+	r2.Stop(t)
 	for _, e := range w.errs {
 		if strings.Contains(e, "duplicate key") {
 			t.Errorf("a write on the new primary reused an id: %s", e)

@@ -138,6 +138,9 @@ type promoter struct {
 	js       jetstream.JetStream
 	st       jetstream.Stream
 	gen      int // the generation that begins
+	// resumed is the generation an interrupted promote recorded, nil
+	// when none.
+	resumed *apply.PrimaryHere
 	prevTail tailMsg
 }
 
@@ -177,6 +180,15 @@ func (p *promoter) failover(ctx context.Context) error {
 		pos.time.UTC().Format(time.RFC3339Nano), pos.commit, p.f.capture.Slot)
 
 	g := stream.Generation{Generation: p.gen, Region: p.f.region, PrevSeq: last, PrevLSN: pos.commit, PrevTime: pos.time, PromotedAt: time.Now()}
+	if ai, err := p.js.AccountInfo(ctx); err == nil {
+		g.Domain = ai.Domain
+	}
+	switch {
+	case mirrored:
+		g.PrevDomain = stream.MirrorDomain(info.Config.Mirror)
+	case p.resumed != nil:
+		g.PrevDomain = p.resumed.Marker.PrevDomain // promoted by the run interrupted
+	}
 	if err := p.stopApplier(ctx, g); err != nil {
 		return err
 	}
@@ -411,12 +423,15 @@ func (p *promoter) prepareNew(ctx context.Context, g *stream.Generation, gap int
 // promoted: it follows the stream, and is not its primary already.
 func (p *promoter) preconditions(ctx context.Context) error {
 	name := p.f.name
-	if here, err := apply.Promoted(ctx, p.newConn, name); err != nil {
+	here, err := apply.Promoted(ctx, p.newConn, name)
+	if err != nil {
 		return err
-	} else if here != nil && here.Published {
+	}
+	if here != nil && here.Published {
 		return fmt.Errorf("%s is the primary of source %s already (generation %d, region %s, since %s)",
 			schema.Redact(p.f.db), name, here.Generation, here.Region, here.RecordedAt.UTC().Format(time.RFC3339))
 	}
+	p.resumed = here
 	if _, err := readPosition(ctx, p.newConn, name); err != nil {
 		return err
 	}
