@@ -130,17 +130,17 @@ func runPromote(args []string) int {
 
 // promoter runs one promotion.
 type promoter struct {
-	f        promoteFlags
-	out      io.Writer
-	newConn  *pgx.Conn // the promoted region's database
-	oldConn  *pgx.Conn // the old primary's (switchover)
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	st       jetstream.Stream
-	gen      int // the generation that begins
+	f       promoteFlags
+	out     io.Writer
+	newConn *pgx.Conn // the promoted region's database
+	oldConn *pgx.Conn // the old primary's (switchover)
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	st      jetstream.Stream
+	gen     int // the generation that begins
 	// resumed is the generation an interrupted promote recorded, nil
 	// when none.
-	resumed *apply.PrimaryHere
+	resumed  *apply.PrimaryHere
 	prevTail tailMsg
 }
 
