@@ -231,8 +231,14 @@ func (s *session) repoint(ctx context.Context, js jetstream.JetStream, old jetst
 		return false, natsError{err}
 	}
 	up, err := ujs.Stream(ctx, name)
-	if err != nil || up.CachedInfo().Config.Mirror != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return false, nil // no stream of a new home there: the conflict stands
+	case err != nil:
+		// The new home does not answer (yet): its link may be coming up.
+		return false, natsError{fmt.Errorf("look up stream %s in domain %s, where --upstream-domain says the source lives: %w", name, upstream, err)}
+	case up.CachedInfo().Config.Mirror != nil:
+		return false, nil
 	}
 	g, gseq, err := stream.LastGeneration(ctx, up, a.cfg.Name)
 	if err != nil {

@@ -380,6 +380,7 @@ func (c *Capture) session(ctx context.Context) error {
 	g.Go(func() error { return r.run(gctx) })
 	g.Go(func() error { c.probe(gctx, st); return nil })
 	g.Go(func() error { c.retireOldHome(gctx, nc, st); return nil })
+	g.Go(func() error { return c.serveRepairs(gctx, nc, pool) })
 	if c.cfg.HeartbeatInterval > 0 {
 		g.Go(func() error { return c.heartbeats(gctx, pool) })
 	}

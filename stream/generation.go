@@ -141,22 +141,25 @@ func LastGeneration(ctx context.Context, st jetstream.Stream, source string) (*G
 	return &g, m.Sequence, nil
 }
 
-// RetiredSubjects are the subjects the stream of a source's old home takes
-// after a failover moved the stream elsewhere (see RetireOldHome): none of
-// the source's, so that it neither stores nor answers the new home's
-// publishes once its server is back, while it keeps the old generation's
-// messages (those past the promotion point never reached the new primary).
-func RetiredSubjects(source string, generation int) []string {
-	return []string{fmt.Sprintf("pgjetretired.%s.g%d.>", source, generation)}
+// RetiredSubjects are the subjects the streams of a source's old home take
+// after a failover moved them elsewhere (see RetireOldHome): none of the
+// source's, so that they neither store nor answer the new home's
+// publishes once their server is back, while they keep the old
+// generation's messages (those past the promotion point never reached the
+// new primary). kind tells the change stream ("tx") from the snapshot
+// stream ("snap").
+func RetiredSubjects(source string, generation int, kind string) []string {
+	return []string{fmt.Sprintf("pgjetretired.%s.g%d.%s.>", source, generation, kind)}
 }
 
-// RetireOldHome gives the stream of the previous generation's home (domain
-// g.PrevDomain) RetiredSubjects, when it is reachable and still takes the
-// source's subjects: its server, back after a failover, would otherwise
-// answer every publish of the new home's capture with an error (its last
-// message id is the old generation's) before the new home's stream acks.
-// It reports whether that stream is retired (or gone); false with a nil
-// error means it cannot be reached yet.
+// RetireOldHome gives the change and snapshot streams of the previous
+// generation's home (domain g.PrevDomain) RetiredSubjects, when they are
+// reachable and still take the source's subjects: their server, back after
+// a failover, would otherwise answer every publish of the new home's
+// capture with an error (the change stream's last message id is the old
+// generation's) before the new home's stream acks it. It reports whether
+// both are retired (or gone); false with a nil error means the old home
+// cannot be reached yet.
 func RetireOldHome(ctx context.Context, nc *nats.Conn, source string, g *Generation) (retired bool, err error) {
 	if g == nil || g.PrevDomain == "" || g.PrevDomain == g.Domain {
 		return true, nil
@@ -165,21 +168,27 @@ func RetireOldHome(ctx context.Context, nc *nats.Conn, source string, g *Generat
 	if err != nil {
 		return false, err
 	}
-	old, err := js.Stream(ctx, StreamName(source))
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return true, nil
-	case err != nil:
-		return false, nil // its domain does not answer (yet)
-	}
-	cfg := old.CachedInfo().Config
-	if cfg.Mirror != nil || len(cfg.Sources) > 0 || !slices.Equal(cfg.Subjects, []string{"pgjet." + source + ".>"}) {
-		return true, nil
-	}
-	cfg.Subjects = RetiredSubjects(source, g.Generation-1)
-	cfg.Description = fmt.Sprintf("pgjet: generation %d of source %s, retired when region %s was promoted", g.Generation-1, source, g.Region)
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return false, fmt.Errorf("retire stream %s of domain %s: %w", StreamName(source), g.PrevDomain, err)
+	for _, st := range []struct{ name, kind string }{{StreamName(source), "tx"}, {SnapshotStreamName(source), "snap"}} {
+		want := []string{"pgjet." + source + ".>"}
+		if st.kind == "snap" {
+			want = SnapshotStreamConfig(source, 0).Subjects
+		}
+		old, err := js.Stream(ctx, st.name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			continue
+		case err != nil:
+			return false, nil // its domain does not answer (yet)
+		}
+		cfg := old.CachedInfo().Config
+		if cfg.Mirror != nil || len(cfg.Sources) > 0 || !slices.Equal(cfg.Subjects, want) {
+			continue
+		}
+		cfg.Subjects = RetiredSubjects(source, g.Generation-1, st.kind)
+		cfg.Description = fmt.Sprintf("pgjet: generation %d of source %s, retired when region %s was promoted", g.Generation-1, source, g.Region)
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return false, fmt.Errorf("retire stream %s of domain %s: %w", st.name, g.PrevDomain, err)
+		}
 	}
 	return true, nil
 }

@@ -207,6 +207,15 @@ func (p *promoter) failover(ctx context.Context) error {
 		}
 		p.printf("mirror %s of region %s is now the stream of source %s", stream.StreamName(name), p.f.region, name)
 	}
+	// The region's mirror of the snapshots too, when it has one: new
+	// regions build themselves from those, and capture takes no new
+	// snapshot while the stream holds one.
+	if snap, err := p.js.Stream(ctx, stream.SnapshotStreamName(name)); err == nil && snap.CachedInfo().Config.Mirror != nil {
+		if _, err := stream.EnsureSnapshotStream(ctx, p.js, name, 0); err != nil {
+			return fmt.Errorf("promote region %s's snapshot mirror %s to a stream: %w", p.f.region, stream.SnapshotStreamName(name), err)
+		}
+		p.printf("snapshot mirror %s of region %s is now the snapshot stream of source %s", stream.SnapshotStreamName(name), p.f.region, name)
+	}
 	seq, err := p.publishMarker(ctx, &g)
 	if err != nil {
 		return err
