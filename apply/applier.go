@@ -393,6 +393,11 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopRepairs, err := s.startRepairs(ctx, nc)
+	if err != nil {
+		return err
+	}
+	defer stopRepairs()
 	// Bounded memory: the client buffers at most this many bytes.
 	it, err := cons.Messages(jetstream.PullMaxBytes(32 << 20))
 	if err != nil {

@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS pgjet.generations (
 	primary_here boolean NOT NULL DEFAULT false,
 	recorded_at  timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (source, generation)
-);`
+);
+-- keys a failover lost that wait for the new primary's rows (apply/lost.go)
+CREATE INDEX IF NOT EXISTS conflicts_repair_pending ON pgjet.conflicts (source)
+	WHERE kind = 'lost_in_failover' AND decision = 'repair_pending';`
 
 // ApplicationName is the application_name of an applier's sessions on its
 // target (unless --db names one): pgjet promote ends them by it.
@@ -222,7 +225,8 @@ func (s *session) queue(sql string, seq uint64, lsn stream.LSN, params ...[]byte
 // same sequences (a promoted mirror keeps its origin's), so a target at or
 // before g.PrevSeq goes on from where it is, and the mirror is made
 // again. A target past g.PrevSeq applied transactions the new primary
-// never got: that is refused, naming them, before anything changes.
+// never got: their keys are recorded for repair and the target's position
+// goes back to g.PrevSeq first (recordLost).
 func (s *session) repoint(ctx context.Context, js jetstream.JetStream, old jetstream.Stream, upstream string) (bool, error) {
 	a := s.a
 	name := stream.StreamName(a.cfg.Name)
@@ -240,7 +244,7 @@ func (s *session) repoint(ctx context.Context, js jetstream.JetStream, old jetst
 	case up.CachedInfo().Config.Mirror != nil:
 		return false, nil
 	}
-	g, gseq, err := stream.LastGeneration(ctx, up, a.cfg.Name)
+	g, _, err := stream.LastGeneration(ctx, up, a.cfg.Name)
 	if err != nil {
 		return false, natsError{err}
 	}
@@ -255,8 +259,11 @@ func (s *session) repoint(ctx context.Context, js jetstream.JetStream, old jetst
 		return false, nil
 	}
 	if s.pos.seq > g.PrevSeq {
-		return false, schema.Fatalf(nil, "source %s failed over to region %s (generation %d, stream %s of domain %s from sequence %d), but this target applied the old generation up to sequence %d: the transactions after sequence %d never reached the new primary; repair this target from it (pgjet verify --repair), or rebuild it from a snapshot",
-			a.cfg.Name, g.Region, g.Generation, name, upstream, gseq, s.pos.seq, g.PrevSeq)
+		// Ahead of the promoted region: the keys its lost transactions
+		// touched are rewritten from the new primary.
+		if err := s.recordLost(ctx, old, g); err != nil {
+			return false, err
+		}
 	}
 	oldInfo := old.CachedInfo()
 	if err := js.DeleteStream(ctx, name); err != nil {

@@ -111,7 +111,6 @@ func readRepairRows(ctx context.Context, tx pgx.Tx, t *stream.RepairTable) error
 	for i, col := range t.Columns {
 		sel[i] = pgx.Identifier{col}.Sanitize() + "::text"
 	}
-	seen := map[string]bool{}
 	t.Rows = nil
 	for _, key := range t.Keys {
 		if len(key) != len(t.KeyColumns) {
@@ -129,7 +128,13 @@ func readRepairRows(ctx context.Context, tx pgx.Tx, t *stream.RepairTable) error
 				continue
 			}
 			args = append(args, *key[i])
-			where = append(where, fmt.Sprintf("%s = $%d::%s", pgx.Identifier{col}.Sanitize(), len(args), typ))
+			if t.FullImage {
+				// The type's own output (format's %s), as pgoutput sent it:
+				// a cast to text would trim char(n).
+				where = append(where, fmt.Sprintf("format('%%s', %s) = $%d", pgx.Identifier{col}.Sanitize(), len(args)))
+			} else {
+				where = append(where, fmt.Sprintf("%s = $%d::%s", pgx.Identifier{col}.Sanitize(), len(args), typ))
+			}
 		}
 		q := "SELECT " + strings.Join(sel, ", ") + " FROM " + rel + " WHERE " + strings.Join(where, " AND ") + " FOR SHARE"
 		rs, err := tx.Query(ctx, q, args...)
@@ -146,13 +151,7 @@ func readRepairRows(ctx context.Context, tx pgx.Tx, t *stream.RepairTable) error
 				rs.Close()
 				return err
 			}
-			// A key given twice, or rows of a table without a key found
-			// by several images, are sent once.
-			b, _ := json.Marshal(vals)
-			if !seen[string(b)] {
-				seen[string(b)] = true
-				t.Rows = append(t.Rows, vals)
-			}
+			t.Rows = append(t.Rows, vals)
 		}
 		rs.Close()
 		if err := rs.Err(); err != nil {

@@ -35,8 +35,10 @@ type RepairTable struct {
 	Name   string `json:"name"`
 	// KeyColumns name the columns of each key in Keys; a table of
 	// REPLICA IDENTITY FULL names all its columns (its rows are found by
-	// their whole image).
+	// their whole image, FullImage, compared in their text output: some
+	// types have no equality).
 	KeyColumns []string `json:"key_columns"`
+	FullImage  bool     `json:"full_image,omitempty"`
 	// Keys are the values of KeyColumns, in Postgres' text form (nil is
 	// NULL).
 	Keys [][]*string `json:"keys"`

@@ -433,3 +433,83 @@ func idRange(ids []int64) string {
 	}
 	return fmt.Sprintf("%d..%d", ids[0], ids[len(ids)-1])
 }
+
+// TestPromote_FailoverRegionAhead: r2 applied transactions r1 never got
+// (r1's link was cut) when the home region died. After r1 is promoted,
+// r2, started again with r1 as its upstream, records every key those
+// transactions touched as lost_in_failover, has the new primary's capture
+// send those rows through the stream, and ends identical to r1: updates,
+// inserts, deletes, a key change and a row of a table without a key
+// (REPLICA IDENTITY FULL) undone, with a write made on r1 meanwhile kept.
+func TestPromote_FailoverRegionAhead(t *testing.T) {
+	t.Parallel()
+	s := newRegions(t, "r1", "r2")
+	r1, r2 := s.dst["r1"], s.dst["r2"]
+	seedPromote(t, s)
+	exec1(t, s.src, `INSERT INTO ledger (note) SELECT 'kept' FROM generate_series(1, 20)`)
+	waitSame(t, 60*time.Second, s.src, r1)
+	waitSame(t, 60*time.Second, s.src, r2)
+
+	// r1 is cut off; r2 gets what follows.
+	s.top.Proxies["r1"].Cut()
+	r1Seq := s.mustLastSeq(t, "r1")
+	exec1(t, s.src, `UPDATE pgbench_accounts SET abalance = 777 WHERE aid BETWEEN 1 AND 10`,
+		`INSERT INTO ledger (note) SELECT 'lost' FROM generate_series(1, 5)`,
+		`DELETE FROM pgbench_accounts WHERE aid BETWEEN 11 AND 15`,
+		`UPDATE pgbench_tellers SET tid = 1000 WHERE tid = 40`,
+		`INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler) VALUES (1, 1, 1, 5, '2020-01-01', 'lost')`)
+	waitSlotPast(t, 60*time.Second, s.src, "src", queryString(t, s.src, "SELECT pg_current_wal_lsn()::text"))
+	hubSeq := s.mustLastSeq(t, "hub")
+	waitFor(t, 60*time.Second, "r2 to apply the transactions r1 lacks", func() (bool, string) {
+		got := s.appliedSeq(t, "r2")
+		return got >= hubSeq, fmt.Sprintf("r2 at %d of %d", got, hubSeq)
+	})
+	if got := s.mustLastSeq(t, "r1"); got != r1Seq {
+		t.Fatalf("r1's mirror grew from %d to %d while cut off", r1Seq, got)
+	}
+
+	// The home region dies.
+	if err := s.primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s.capture.Kill()
+	s.top.Proxies["r2"].Cut()
+	s.top.Hub.Shutdown()
+	s.appliers["r1"].expectExit = true
+	code, out := runPgjet(t, "promote", "--failover", "--db", r1, "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src", "--region", "r1")
+	if code != 0 {
+		t.Fatalf("pgjet promote --failover exited %d:\n%s", code, out)
+	}
+	newCapture := start(t, "pgjet-capture r1", bins.capture, "--db", r1, "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src", "--heartbeat", "1s")
+	newCapture.waitLog(t, "capture started")
+	// A write on the new primary to a key the lost transactions touched.
+	exec1(t, r1, `UPDATE pgbench_accounts SET abalance = 5 WHERE aid = 3`, `INSERT INTO ledger (note) VALUES ('new')`)
+
+	if err := s.top.Hub.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.top.Names {
+		if err := s.top.Proxies[r].Heal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.appliers["r2"].Stop(t)
+	follow := start(t, "pgjet-apply r2 following r1", bins.apply, "--db", r2, "--nats", s.top.Regions["r2"].ClientURL(),
+		"--name", "src", "--region", "r2", "--upstream-domain", "r1")
+	follow.waitLog(t, "apply started")
+	waitSame(t, 120*time.Second, r1, r2)
+	const lostKeys = 10 + 5 + 5 + 2 + 1 // accounts updated, ledger rows, accounts deleted, tellers 40 and 1000, a history row
+	waitFor(t, 60*time.Second, "every key lost in failover repaired", func() (bool, string) {
+		checkDaemons(t)
+		got := queryString(t, r2, `SELECT coalesce(string_agg(decision || ':' || n, ' '), 'none') FROM (SELECT decision, count(*) n FROM pgjet.conflicts WHERE kind = 'lost_in_failover' GROUP BY 1) d`)
+		return got == fmt.Sprintf("repaired:%d", lostKeys), got
+	})
+	if got := queryInt(t, r2, "SELECT count(*) FROM pgjet.restore"); got != 0 {
+		t.Errorf("r2 restored a snapshot (%d): it must follow without one", got)
+	}
+	if got := queryInt(t, r2, "SELECT abalance FROM pgbench_accounts WHERE aid = 3"); got != 5 {
+		t.Errorf("r2's account 3 has balance %d, want the new primary's 5", got)
+	}
+	follow.Stop(t)
+	newCapture.Stop(t)
+}
