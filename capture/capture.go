@@ -335,6 +335,9 @@ func (c *Capture) session(ctx context.Context) error {
 	if err := c.checkSource(ctx, repl, src, tail); err != nil {
 		return err
 	}
+	if err := c.checkSlotAfterFailover(ctx, pool, src, tail); err != nil {
+		return err
+	}
 	start, err := c.ensureSlot(ctx, pool, repl, tail)
 	if err != nil {
 		return err

@@ -139,3 +139,25 @@ func (c *Capture) retireOldHome(ctx context.Context, nc *nats.Conn, st jetstream
 		}
 	}
 }
+
+// checkSlotAfterFailover names a failover inside the home region when
+// capture's slot is missing on a source on another timeline than the
+// stream's last message: a physical standby promoted by Patroni, repmgr or
+// pg_auto_failover. Postgres 15 keeps no logical slots on standbys, so the
+// slot stayed on the old primary, and a new one would start past whatever
+// the old primary committed after its confirmed position. Other missing
+// slots are ensureSlot's to report.
+func (c *Capture) checkSlotAfterFailover(ctx context.Context, q queryRower, src sourceID, tail tailInfo) error {
+	if tail.pos == 0 || tail.id.timeline == 0 || tail.id.timeline == src.timeline {
+		return nil
+	}
+	var exists bool
+	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", c.cfg.Slot).Scan(&exists); err != nil {
+		return fmt.Errorf("look up slot %q: %w", c.cfg.Slot, err)
+	}
+	if exists {
+		return nil
+	}
+	return schema.Fatalf(nil, "slot %q is missing on %s, which was promoted from timeline %d to timeline %d (a physical standby promoted by a failover inside the home region): Postgres 15 keeps no logical slots on standbys, so the slot stayed on the old primary, and what it committed after the slot's position (the stream holds changes up to LSN %s) is in no stream; a new slot would start past it: %s; so that the next such failover keeps the slot, make it a permanent logical slot of the failover manager on every standby (Patroni: slots: {%s: {type: logical, database: %s, plugin: pgoutput}}), or fail over with pgjet promote",
+		c.cfg.Slot, c.where(), tail.id.timeline, src.timeline, tail.pos, newStreamRemedy(c.cfg.Name), c.cfg.Slot, src.database)
+}

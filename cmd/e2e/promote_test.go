@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -512,4 +513,41 @@ func TestPromote_FailoverRegionAhead(t *testing.T) {
 	}
 	follow.Stop(t)
 	newCapture.Stop(t)
+}
+
+// TestCapture_PromotedStandbyWithoutSlot: the primary fails over to its
+// physical standby (as Patroni, repmgr or pg_auto_failover do), which had
+// received everything. Postgres 15 keeps no logical slot on a standby, so
+// the promoted standby lacks capture's slot: capture must not make a new
+// one and go on (what was committed between the stream's tail and the
+// promotion would be lost), but stop with one line naming the failover and
+// both remedies.
+func TestCapture_PromotedStandbyWithoutSlot(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+	capt := c.capture(t)
+	exec1(t, c.src, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+	waitConfirmed(t, c.src, "pgjet_src")
+	capt.Stop(t)
+	// A standby that received all of it: the stream's tail lies in its
+	// history, before the promotion.
+	standby := local.NewTestPostgres(t, local.PostgresOptions{Name: "standby", BackupOf: c.primary, Standby: true})
+	db := standby.URL("postgres")
+	if err := c.primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, db, "SELECT pg_promote()")
+	waitFor(t, time.Minute, "the standby to be promoted", func() (bool, string) {
+		return queryInt(t, db, "SELECT CASE WHEN pg_is_in_recovery() THEN 0 ELSE 1 END") == 1, "in recovery"
+	})
+	exec1(t, db, "INSERT INTO t VALUES (-1, 'after the failover')")
+	out := refused(t, "pgjet-capture promoted standby", "--db", db, "--nats", c.nats.ClientURL(), "--name", "src", "--heartbeat", "1s")
+	for _, want := range []string{"slot \"pgjet_src\" is missing", "promoted from timeline 1 to timeline 2", "Postgres 15 keeps no logical slots on standbys", "start a new stream", "permanent logical slot"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("capture of a promoted standby without its slot does not say %q:\n%s", want, tail(out, 2048))
+		}
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
+		t.Errorf("capture made %d slots on the promoted standby", n)
+	}
 }
