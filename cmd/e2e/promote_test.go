@@ -21,10 +21,12 @@ import (
 type ledgerWriter struct {
 	url   atomic.Pointer[string]
 	mu    sync.Mutex
-	acked []int64
+	acked []ledgerRow
+	n     int
 	byURL map[string]int
-	// firstAt is when the first write on each database was acknowledged.
-	firstAt map[string]time.Time
+	// firstAt and lastAt are when the first and the last write on each
+	// database were acknowledged.
+	firstAt, lastAt map[string]time.Time
 	errs    []string
 	stop    chan struct{}
 	done    chan struct{}
@@ -34,8 +36,15 @@ type ledgerWriter struct {
 	once              sync.Once
 }
 
+// ledgerRow is a row a write made: the id the database gave it and the
+// note the writer gave it, unique among the writer's writes.
+type ledgerRow struct {
+	id   int64
+	note string
+}
+
 func newLedgerWriter(url string) *ledgerWriter {
-	w := &ledgerWriter{stop: make(chan struct{}), done: make(chan struct{}), byURL: map[string]int{}, firstAt: map[string]time.Time{}}
+	w := &ledgerWriter{stop: make(chan struct{}), done: make(chan struct{}), byURL: map[string]int{}, firstAt: map[string]time.Time{}, lastAt: map[string]time.Time{}}
 	w.url.Store(&url)
 	go w.run()
 	return w
@@ -70,7 +79,9 @@ func (w *ledgerWriter) run() {
 			connURL = url
 		}
 		var id int64
-		if err := conn.QueryRow(ctx, "INSERT INTO ledger (note) VALUES ('w') RETURNING id").Scan(&id); err != nil {
+		w.n++
+		note := fmt.Sprintf("w%d", w.n)
+		if err := conn.QueryRow(ctx, "INSERT INTO ledger (note) VALUES ($1) RETURNING id", note).Scan(&id); err != nil {
 			w.refused(err)
 			conn.Close(ctx)
 			conn = nil
@@ -78,10 +89,11 @@ func (w *ledgerWriter) run() {
 			continue
 		}
 		w.mu.Lock()
-		w.acked = append(w.acked, id)
+		w.acked = append(w.acked, ledgerRow{id, note})
 		if w.byURL[url]++; w.byURL[url] == 1 {
 			w.firstAt[url] = time.Now()
 		}
+		w.lastAt[url] = time.Now()
 		if !w.firstErr.IsZero() && w.firstOK.IsZero() {
 			w.firstOK = time.Now()
 		}
@@ -111,8 +123,9 @@ func (w *ledgerWriter) finish() {
 	<-w.done
 }
 
-// missing returns the acknowledged ids the database at url lacks.
-func (w *ledgerWriter) missing(t *testing.T, url string) []int64 {
+// missing returns the acknowledged writes the database at url lacks, and
+// those whose id it gave another row (an id handed out twice).
+func (w *ledgerWriter) missing(t *testing.T, url string) (miss, reused []ledgerRow) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
@@ -120,30 +133,32 @@ func (w *ledgerWriter) missing(t *testing.T, url string) []int64 {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	have := map[int64]bool{}
-	rows, err := conn.Query(ctx, "SELECT id FROM ledger")
+	byNote, byID := map[string]int64{}, map[int64]string{}
+	rows, err := conn.Query(ctx, "SELECT id, note FROM ledger")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var r ledgerRow
+		if err := rows.Scan(&r.id, &r.note); err != nil {
 			t.Fatal(err)
 		}
-		have[id] = true
+		byNote[r.note], byID[r.id] = r.id, r.note
 	}
 	if rows.Err() != nil {
 		t.Fatal(rows.Err())
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var miss []int64
-	for _, id := range w.acked {
-		if !have[id] {
-			miss = append(miss, id)
+	for _, r := range w.acked {
+		if _, ok := byNote[r.note]; !ok {
+			miss = append(miss, r)
+		}
+		if note, ok := byID[r.id]; ok && note != r.note {
+			reused = append(reused, r)
 		}
 	}
-	return miss
+	return miss, reused
 }
 
 // seedPromote creates table ledger (for ledgerWriter) and pgbench's rows
@@ -260,8 +275,12 @@ func TestPromote_Switchover(t *testing.T) {
 
 	waitSame(t, 120*time.Second, r1, r2)
 	for _, url := range []string{r1, r2} {
-		if miss := w.missing(t, url); len(miss) > 0 {
-			t.Errorf("%d acknowledged commits are missing on %s, e.g. ledger id %d", len(miss), url, miss[0])
+		miss, reused := w.missing(t, url)
+		if len(miss) > 0 {
+			t.Errorf("%d acknowledged commits are missing on %s, e.g. ledger id %d", len(miss), url, miss[0].id)
+		}
+		if len(reused) > 0 {
+			t.Errorf("%d ids of acknowledged commits were given to other rows on %s, e.g. ledger id %d", len(reused), url, reused[0].id)
 		}
 	}
 	if got := queryInt(t, r2, "SELECT coalesce(max(generation), 0) FROM pgjet.generations WHERE source = 'src' AND NOT primary_here"); got != 2 {
@@ -290,8 +309,9 @@ func TestPromote_Failover(t *testing.T) {
 	w := newLedgerWriter(s.src)
 	defer w.finish()
 	pgbenchAsync(t, s.src, "-n", "-c", "3", "-T", "600", "-s", "4")
+	// A steady state: the pipeline runs at the load's pace before it dies.
 	waitFor(t, 60*time.Second, "the writer's first commits", func() (bool, string) {
-		return w.count() >= 300, fmt.Sprintf("%d", w.count())
+		return w.count() >= 1500, fmt.Sprintf("%d", w.count())
 	})
 
 	// The home region dies.
@@ -420,19 +440,27 @@ func TestPromote_Failover(t *testing.T) {
 			break
 		}
 	}
-	lost := w.missing(t, r1)
-	t.Logf("writer: %v acknowledged", w.byURL)
+	lost, reused := w.missing(t, r1)
+	if len(reused) > 0 {
+		t.Errorf("the new primary gave %d ids of commits the old one acknowledged to other rows, e.g. ledger id %d", len(reused), reused[0].id)
+	}
+	applied := queryString(t, r1, "SELECT commit_time::text FROM pgjet.applied WHERE source = 'src'")
+	var lag time.Duration
+	if at, err := time.Parse("2006-01-02 15:04:05.999999-07", applied); err == nil {
+		lag = w.lastAt[s.src].Sub(at)
+	}
+	t.Logf("writer: %v acknowledged; the last commit the old primary acknowledged came %s after the last transaction r1 applied (%s)", w.byURL, lag.Round(time.Millisecond), applied)
 	t.Logf("RPO: %d of %d acknowledged commits lost (ledger ids %s); RTO: %s from pgjet promote to the first write the new primary acknowledged (promote itself %s)",
 		len(lost), w.byURL[s.src], idRange(lost), rto.Round(time.Millisecond), took.Round(time.Millisecond))
 	newCapture.Stop(t)
 }
 
-// idRange shows ids as first..last (count).
-func idRange(ids []int64) string {
-	if len(ids) == 0 {
+// idRange shows the ids of rows as first..last.
+func idRange(rows []ledgerRow) string {
+	if len(rows) == 0 {
 		return "none"
 	}
-	return fmt.Sprintf("%d..%d", ids[0], ids[len(ids)-1])
+	return fmt.Sprintf("%d..%d", rows[0].id, rows[len(rows)-1].id)
 }
 
 // TestPromote_FailoverRegionAhead: r2 applied transactions r1 never got

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"time"
 
@@ -65,7 +66,7 @@ func runPromote(args []string) int {
 	fs.StringVar(&f.oldDB, "old-db", "", "the old primary's database URL (superuser, to fence it): a planned switchover")
 	fs.StringVar(&f.nats, "nats", "", "NATS URL of the stream's home region (switchover), or of the promoted region (--failover)")
 	fs.BoolVar(&f.failover, "failover", false, "unplanned failover: the old primary and the stream's home are unreachable")
-	fs.Int64Var(&f.sequenceGap, "sequence-gap", 1000, "with --failover, move every sequence this much past the largest value the region knows of")
+	fs.Int64Var(&f.sequenceGap, "sequence-gap", 100000, "with --failover, move every sequence this much past the largest value the region knows of")
 	fs.StringVar(&f.domain, "domain", "", "JetStream domain of the stream (default: the connected server's)")
 	fs.StringVar(&f.name, "name", "", "source name given to pgjet-capture")
 	fs.StringVar(&f.region, "region", "", "the promoted region's name, as given to its pgjet-apply --region")
@@ -130,17 +131,14 @@ func runPromote(args []string) int {
 
 // promoter runs one promotion.
 type promoter struct {
-	f       promoteFlags
-	out     io.Writer
-	newConn *pgx.Conn // the promoted region's database
-	oldConn *pgx.Conn // the old primary's (switchover)
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	st      jetstream.Stream
-	gen     int // the generation that begins
-	// resumed is the generation an interrupted promote recorded, nil
-	// when none.
-	resumed  *apply.PrimaryHere
+	f        promoteFlags
+	out      io.Writer
+	newConn  *pgx.Conn // the promoted region's database
+	oldConn  *pgx.Conn // the old primary's (switchover)
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	st       jetstream.Stream
+	gen      int // the generation that begins
 	prevTail tailMsg
 }
 
@@ -155,9 +153,32 @@ func (p *promoter) failover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
 	}
-	mirrored := info.Config.Mirror != nil
-	if mirrored && info.Mirror != nil && info.Mirror.Active >= 0 && info.Mirror.Active < 2*time.Second {
-		p.printf("warning: the mirror heard from the stream's home %s ago: if the old primary still writes, use a planned switchover (--old-db) instead", info.Mirror.Active.Round(time.Millisecond))
+	prevDomain := info.Config.Metadata[prevDomainKey] // promoted by an interrupted run
+	if info.Config.Mirror != nil {
+		if info.Mirror != nil && info.Mirror.Active >= 0 && info.Mirror.Active < 2*time.Second {
+			p.printf("warning: the mirror heard from the stream's home %s ago: if the old primary still writes, use a planned switchover (--old-db) instead", info.Mirror.Active.Round(time.Millisecond))
+		}
+		// First of all the mirror stops following its origin (JetStream's
+		// mirror promotion): what it holds is then final, and the region
+		// applies all of it. It takes the source's subjects, for the new
+		// capture to publish to.
+		prevDomain = stream.MirrorDomain(info.Config.Mirror)
+		cfg := info.Config
+		cfg.Mirror = nil
+		cfg.Subjects = []string{"pgjet." + name + ".>"}
+		cfg.Description = "pgjet change stream of source " + name
+		cfg.Metadata = maps.Clone(cfg.Metadata)
+		if cfg.Metadata == nil {
+			cfg.Metadata = map[string]string{}
+		}
+		cfg.Metadata[prevDomainKey] = prevDomain
+		if _, err := p.js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("promote region %s's mirror %s to a stream: %w", p.f.region, stream.StreamName(name), err)
+		}
+		p.printf("mirror %s of region %s is now the stream of source %s: it no longer follows domain %s", stream.StreamName(name), p.f.region, name, prevDomain)
+		if info, err = p.st.Info(ctx); err != nil {
+			return fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
+		}
 	}
 	last := info.State.LastSeq
 	seen, err := newestSeen(ctx, p.st, name)
@@ -183,29 +204,12 @@ func (p *promoter) failover(ctx context.Context) error {
 	if ai, err := p.js.AccountInfo(ctx); err == nil {
 		g.Domain = ai.Domain
 	}
-	switch {
-	case mirrored:
-		g.PrevDomain = stream.MirrorDomain(info.Config.Mirror)
-	case p.resumed != nil:
-		g.PrevDomain = p.resumed.Marker.PrevDomain // promoted by the run interrupted
-	}
+	g.PrevDomain = prevDomain
 	if err := p.stopApplier(ctx, g); err != nil {
 		return err
 	}
 	if err := p.prepareNew(ctx, &g, p.f.sequenceGap); err != nil {
 		return err
-	}
-	if mirrored {
-		// JetStream's mirror promotion: the mirror stops following its
-		// origin and takes the source's subjects, for capture to publish to.
-		cfg := info.Config
-		cfg.Mirror = nil
-		cfg.Subjects = []string{"pgjet." + name + ".>"}
-		cfg.Description = "pgjet change stream of source " + name
-		if _, err := p.js.UpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("promote region %s's mirror %s to a stream: %w", p.f.region, stream.StreamName(name), err)
-		}
-		p.printf("mirror %s of region %s is now the stream of source %s", stream.StreamName(name), p.f.region, name)
 	}
 	// The region's mirror of the snapshots too, when it has one: new
 	// regions build themselves from those, and capture takes no new
@@ -440,7 +444,6 @@ func (p *promoter) preconditions(ctx context.Context) error {
 		return fmt.Errorf("%s is the primary of source %s already (generation %d, region %s, since %s)",
 			schema.Redact(p.f.db), name, here.Generation, here.Region, here.RecordedAt.UTC().Format(time.RFC3339))
 	}
-	p.resumed = here
 	if _, err := readPosition(ctx, p.newConn, name); err != nil {
 		return err
 	}
@@ -652,6 +655,10 @@ func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uin
 		return 0, fmt.Errorf("publish the generation marker to stream %s: %w", stream.StreamName(name), err)
 	}
 }
+
+// prevDomainKey is the stream metadata key under which a promoted mirror
+// keeps the domain it copied from, for a promote run again.
+const prevDomainKey = "pgjet_prev_domain"
 
 // maxPromoteScan bounds the messages promote reads to tell whether a
 // region lacks only heartbeats.

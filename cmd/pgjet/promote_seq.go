@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -13,6 +14,7 @@ import (
 type seqOnNew struct {
 	schema, name string
 	increment    int64
+	min, max     int64
 	last         *int64 // last_value, nil when never used
 	table, col   string // the owning column, "" when none
 	integer      bool   // the owning column is of an integer type
@@ -28,7 +30,7 @@ type seqOnNew struct {
 // transactions that never arrived). It returns how many it moved.
 // Sequences only move forward.
 func advanceSequences(ctx context.Context, conn, old *pgx.Conn, gap int64) (int, error) {
-	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, s.seqincrement, ps.last_value,
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, s.seqincrement, s.seqmin, s.seqmax, ps.last_value,
 		coalesce(format('%I.%I', own.nspname, own.relname), ''), coalesce(own.attname, ''), coalesce(own.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype), false)
 		FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = c.relname
@@ -45,7 +47,7 @@ func advanceSequences(ctx context.Context, conn, old *pgx.Conn, gap int64) (int,
 	var seqs []seqOnNew
 	for rows.Next() {
 		var s seqOnNew
-		if err := rows.Scan(&s.schema, &s.name, &s.increment, &s.last, &s.table, &s.col, &s.integer); err != nil {
+		if err := rows.Scan(&s.schema, &s.name, &s.increment, &s.min, &s.max, &s.last, &s.table, &s.col, &s.integer); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("list the new primary's sequences: %w", err)
 		}
@@ -89,9 +91,11 @@ func advanceSequences(ctx context.Context, conn, old *pgx.Conn, gap int64) (int,
 			continue
 		}
 		if gap > 0 {
-			v := *want + gap
+			// Within the sequence's bounds: a smallserial cannot take a
+			// large gap, and gets what room it has.
+			v := *want + min(gap, room(*want, s.max))
 			if !up {
-				v = *want - gap
+				v = *want - min(gap, room(s.min, *want))
 			}
 			want = &v
 		}
@@ -105,4 +109,12 @@ func advanceSequences(ctx context.Context, conn, old *pgx.Conn, gap int64) (int,
 		moved++
 	}
 	return moved, nil
+}
+
+// room is hi - lo for lo <= hi, without overflowing int64.
+func room(lo, hi int64) int64 {
+	if d := uint64(hi) - uint64(lo); d <= math.MaxInt64 {
+		return int64(d)
+	}
+	return math.MaxInt64
 }
