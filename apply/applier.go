@@ -308,11 +308,14 @@ type stmtInfo struct {
 }
 
 func (a *Applier) session(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, a.cfg.DB)
+	conn, err := connectTarget(ctx, a.cfg.DB)
 	if err != nil {
 		return pgerr.ClassifyConnect(a.cfg.DB, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := refusePromoted(ctx, conn, a.cfg.DB, a.cfg.Name); err != nil {
+		return err
+	}
 	s := &session{a: a, conn: conn, pg: conn.PgConn(), plans: map[string]*plan{}, tables: map[string]*target{}, runs: map[*target]*run{},
 		stmts: newStmtCache(a.cfg.StatementCache)}
 	a.stats.Prepared.Store(0)
@@ -392,6 +395,11 @@ func (a *Applier) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopRepairs, err := s.startRepairs(ctx, nc)
+	if err != nil {
+		return err
+	}
+	defer stopRepairs()
 	// Bounded memory: the client buffers at most this many bytes.
 	it, err := cons.Messages(jetstream.PullMaxBytes(32 << 20))
 	if err != nil {
@@ -571,6 +579,16 @@ func (s *session) changeStream(ctx context.Context, js jetstream.JetStream) (jet
 	if a.cfg.UpstreamDomain != "" {
 		lim := stream.MirrorLimits{MaxAge: a.cfg.MirrorMaxAge, MaxBytes: a.cfg.MirrorMaxBytes}
 		st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
+		if conflict := (*stream.MirrorConflictError)(nil); errors.As(err, &conflict) {
+			// A mirror of the source's old home after a failover.
+			if old, lerr := js.Stream(ctx, name); lerr == nil && old.CachedInfo().Config.Mirror != nil {
+				if moved, rerr := s.repoint(ctx, js, old, a.cfg.UpstreamDomain); rerr != nil {
+					return nil, rerr
+				} else if moved {
+					st, err = stream.EnsureMirror(ctx, js, a.cfg.Name, a.cfg.UpstreamDomain, lim)
+				}
+			}
+		}
 		if err != nil {
 			return nil, mirrorError(err)
 		}
@@ -986,6 +1004,13 @@ func (s *session) handleEnvelope(ctx context.Context, m jetstream.Msg, seq uint6
 			return s.dropMsg(ctx, m, seq, nil)
 		}
 		s.endDrop()
+	}
+	if g, ok, err := stream.GenerationOf(env); ok {
+		if err != nil {
+			return pgerr.Fatalf(err, "stream %s sequence %d: %v; the source's new generation cannot be followed: upgrade pgjet-apply, or rebuild this target from a snapshot",
+				stream.StreamName(a.cfg.Name), seq, err)
+		}
+		return s.generation(ctx, m, seq, env, g)
 	}
 	if env.Kind == stream.KindHeartbeat || env.Kind == stream.KindMessage {
 		if s.cur {

@@ -39,6 +39,8 @@ func (s *session) message(ctx context.Context, env *stream.Envelope, ch *stream.
 		return s.setSequences(ctx, env, ch, seq)
 	case stream.PrefixResync:
 		return s.resync(ctx, env, ch, seq)
+	case stream.PrefixRepair:
+		return s.applyRepair(ctx, env, ch, seq)
 	}
 	if s.a.log.Trace().Enabled() {
 		s.a.log.Trace().Str("lsn", env.CommitLSN.String()).Uint64("stream_seq", seq).Str("prefix", ch.Prefix).Msg("logical message passed over")

@@ -35,6 +35,7 @@ var migrations = []migration{
 	{1, "applied, conflicts, restore and snapshot_tables", unversionedSQL},
 	{2, "applier_state", stateSQL},
 	{3, "skip", skipSQL},
+	{4, "generations", generationsSQL},
 }
 
 // unversionedSQL is the layout pgjet kept before versions, written so

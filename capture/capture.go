@@ -330,7 +330,13 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.checkGeneration(ctx, st, src); err != nil {
+		return err
+	}
 	if err := c.checkSource(ctx, repl, src, tail); err != nil {
+		return err
+	}
+	if err := c.checkSlotAfterFailover(ctx, pool, src, tail); err != nil {
 		return err
 	}
 	start, err := c.ensureSlot(ctx, pool, repl, tail)
@@ -377,6 +383,8 @@ func (c *Capture) session(ctx context.Context) error {
 		filter: newFilter(&c.cfg), dropped: map[uint32]bool{}, masks: map[uint32][]int{}}
 	g.Go(func() error { return r.run(gctx) })
 	g.Go(func() error { c.probe(gctx, st); return nil })
+	g.Go(func() error { c.retireOldHome(gctx, nc, st); return nil })
+	g.Go(func() error { return c.serveRepairs(gctx, nc, pool) })
 	if c.cfg.HeartbeatInterval > 0 {
 		g.Go(func() error { return c.heartbeats(gctx, pool) })
 	}

@@ -21,6 +21,7 @@ import (
 // a replica and an applier consuming the region's mirror of the stream.
 type regionSetup struct {
 	top      *local.Topology
+	primary  *local.Postgres
 	src      string            // primary URL
 	dst      map[string]string // region -> replica URL
 	capture  *proc
@@ -40,7 +41,8 @@ func newRegions(t *testing.T, regions ...string) *regionSetup {
 		appliers: map[string]*proc{},
 		js:       map[string]jetstream.JetStream{},
 	}
-	s.src = local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}).URL("postgres")
+	s.primary = local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"})
+	s.src = s.primary.URL("postgres")
 	pgbench(t, s.src, "-i", "-I", "dtp", "-s", "1", "-q")
 	exec1(t, s.src, historyIdentity)
 	for _, r := range regions {

@@ -28,6 +28,7 @@ var commands = []command{
 	{"roles", "copy the source cluster's roles and memberships to a replica's", runRoles},
 	{"resync", "re-copy one table into every region while changes keep flowing", runResync},
 	{"skip", "pass over one transaction a region's applier stopped on (kept as a dead letter)", runSkip},
+	{"promote", "make a region's replica the new primary of a source (switchover)", runPromote},
 	{"drop", "remove a source's or a region's pgjet objects (slot, triggers, consumer, streams)", runDrop},
 }
 
