@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgjet/pgjet/stream"
 )
 
 // TestAttack18_KeylessAttachPartition: under --keyless exclude, a table
@@ -39,3 +43,110 @@ func TestAttack18_KeylessAttachPartition(t *testing.T) {
 	app.Stop(t)
 }
 
+// TestAttack18_RepairSkipTimestamptzKey: TestVerify_RepairBesideConflictError
+// with a timestamptz primary key on a target whose TimeZone is not UTC.
+// verify --repair records the key of a row it deleted as jsonb rendered
+// under TimeZone UTC; the applier under --conflict error compares it with
+// the key of the delete it meets, rendered under the target's TimeZone.
+// The two never match, so the delete the repair already holds stops the
+// applier as delete_missing instead of being passed over.
+func TestAttack18_RepairSkipTimestamptzKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCluster(t, "CREATE TABLE ev (at timestamptz PRIMARY KEY, v text)", "CREATE TABLE gate (id int PRIMARY KEY, n int)")
+	c.capture(t)
+	// The apply role's sessions under the server's TimeZone (initdb takes
+	// the host's), here given in its URL.
+	app := start(t, "pgjet-apply", bins.apply, "--db", c.dst+"&timezone=Asia/Tokyo", "--nats", c.nats.ClientURL(), "--name", "src", "--region", "r1", "--conflict", "error")
+	app.waitLog(t, "apply started")
+	exec1(t, c.src, "INSERT INTO ev SELECT timestamptz '2024-01-01 00:00:00+00' + g * interval '1 hour', 'v' || g FROM generate_series(1, 20) g",
+		"INSERT INTO gate VALUES (1, 0)")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+
+	// The applier waits at gate's update, behind the source.
+	tx := openTx(t, c.dst, "SELECT 1 FROM gate WHERE id = 1 FOR UPDATE")
+	exec1(t, c.src, "UPDATE gate SET n = 1 WHERE id = 1", "DELETE FROM ev WHERE at = timestamptz '2024-01-01 05:00:00+00'")
+	waitFor(t, 60*time.Second, "the applier to wait for gate's row", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+		return n == 1, fmt.Sprintf("%d sessions waiting for a lock", n)
+	})
+	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--tables", "public.ev", "--wait-lsn=false", "--repair")
+	t.Logf("pgjet verify --repair:\n%s%s", out, errOut)
+	if code != 0 || !strings.Contains(out, "1 deleted") {
+		t.Fatalf("pgjet verify --repair exited %d, want 0 and 1 row deleted", code)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, c.src, "UPDATE gate SET n = 2 WHERE id = 1")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	app.Stop(t)
+}
+
+// TestAttack18_RepairRefusedCustomSlot: verify --repair refuses a target
+// that pgjet captures too (active-active) unless --force. It tells such a
+// target by its slot's name, pgjet_*; but pgjet-capture --slot names the
+// slot anything, and a target captured through such a slot is repaired
+// without a word, overwriting its region's writes on their way.
+func TestAttack18_RepairRefusedCustomSlot(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+	back := start(t, "pgjet-capture back", bins.capture, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "back", "--slot", "region_b", "--heartbeat", "1s")
+	back.waitLog(t, "capture started")
+	// A write of region b on its way to the source.
+	exec1(t, c.dst, "INSERT INTO items VALUES (1, 'written in region b')")
+	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--name", "src", "--wait-lsn=false", "--repair")
+	t.Logf("pgjet verify --repair exited %d:\n%s%s", code, out, errOut)
+	if code == 0 || !strings.Contains(errOut, "--repair refused") {
+		t.Errorf("pgjet verify --repair of a target captured through slot region_b exited %d, want it refused (--repair refused … --force)", code)
+	}
+	if n := queryInt(t, c.dst, "SELECT count(*) FROM items WHERE id = 1"); n != 1 {
+		t.Errorf("region b's row 1, not yet on the source, was deleted by the repair")
+	}
+	back.Stop(t)
+}
+
+// TestAttack18_ResyncCopyGoneStreamRemade: TestResync_CopyGone, but the
+// copy left with its whole snapshot stream, made anew (deleted and made
+// again with the same configuration, as an operator does to change what
+// JetStream cannot change in place). stream.ResyncGone names "the stream
+// was made anew" among the cases it tells, but it takes a stream whose
+// last sequence is below the marker's BeginSeq for a mirror not caught up
+// yet: the applier waits for the copy for ever instead of stopping with
+// the fix.
+func TestAttack18_ResyncCopyGoneStreamRemade(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCluster(t, "CREATE TABLE a (id int PRIMARY KEY, v text)", "CREATE TABLE b (id int PRIMARY KEY)")
+	c.capture(t)
+	app := c.apply(t)
+	exec1(t, c.src, "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 200) g", "INSERT INTO b VALUES (1)")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	app.Stop(t)
+	exec1(t, c.dst, "UPDATE a SET v = 'corrupt' WHERE id BETWEEN 10 AND 19")
+	if out, code := pgjetRun(t, "resync", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--table", "public.a"); code != 0 {
+		t.Fatalf("pgjet resync exited %d:\n%s", code, out)
+	}
+	exec1(t, c.src, "INSERT INTO b VALUES (2)")
+
+	js := natsJS(t, c.nats.ClientURL())
+	snaps, err := js.Stream(ctx, stream.SnapshotStreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := snaps.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("snapshot stream %s: last seq %d; made anew", info.Config.Name, info.State.LastSeq)
+	if err := js.DeleteStream(ctx, info.Config.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+
+	app = c.apply(t)
+	expectFatal(t, app, "of public.a", "no longer in this region's snapshot stream", "run pgjet resync --table public.a again")
+}
