@@ -150,3 +150,38 @@ func TestAttack18_ResyncCopyGoneStreamRemade(t *testing.T) {
 	app = c.apply(t)
 	expectFatal(t, app, "of public.a", "no longer in this region's snapshot stream", "run pgjet resync --table public.a again")
 }
+
+// TestAttack18_RepairSkipIdentityIndexKey: the same pass-over, for a table
+// whose replica identity is a unique index, not its primary key. The
+// applier names the row by the source's identity columns (code); the
+// repair records the target's primary key (id): the keys never match, and
+// the delete the repair already made stops the applier.
+func TestAttack18_RepairSkipIdentityIndexKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)",
+		"ALTER TABLE items REPLICA IDENTITY USING INDEX items_code_key", "CREATE TABLE gate (id int PRIMARY KEY, n int)")
+	c.capture(t)
+	app := c.apply(t, "--conflict", "error")
+	exec1(t, c.src, "INSERT INTO items SELECT g, 'c' || g, 'v' || g FROM generate_series(1, 20) g", "INSERT INTO gate VALUES (1, 0)")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+
+	tx := openTx(t, c.dst, "SELECT 1 FROM gate WHERE id = 1 FOR UPDATE")
+	exec1(t, c.src, "UPDATE gate SET n = 1 WHERE id = 1", "DELETE FROM items WHERE id = 5")
+	waitFor(t, 60*time.Second, "the applier to wait for gate's row", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+		return n == 1, fmt.Sprintf("%d sessions waiting for a lock", n)
+	})
+	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--tables", "public.items", "--wait-lsn=false", "--repair")
+	t.Logf("pgjet verify --repair:\n%s%s", out, errOut)
+	if code != 0 || !strings.Contains(out, "1 deleted") {
+		t.Fatalf("pgjet verify --repair exited %d, want 0 and 1 row deleted", code)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, c.src, "UPDATE gate SET n = 2 WHERE id = 1")
+	waitSame(t, 60*time.Second, c.src, c.dst)
+	app.Stop(t)
+}
