@@ -57,14 +57,14 @@ func TestCapture_KeylessAttachPartition(t *testing.T) {
 	}
 }
 
-// TestAttack18_RepairSkipTimestamptzKey: TestVerify_RepairBesideConflictError
-// with a timestamptz primary key on a target whose TimeZone is not UTC.
-// verify --repair records the key of a row it deleted as jsonb rendered
-// under TimeZone UTC; the applier under --conflict error compares it with
-// the key of the delete it meets, rendered under the target's TimeZone.
-// The two never match, so the delete the repair already holds stops the
-// applier as delete_missing instead of being passed over.
-func TestAttack18_RepairSkipTimestamptzKey(t *testing.T) {
+// TestVerify_RepairSkipTimestamptzKey: TestVerify_RepairBesideConflictError
+// with a timestamptz primary key on a target whose apply sessions run
+// under another TimeZone than the repair's. verify --repair records the
+// key of a row it deleted as jsonb rendered in its session; the applier
+// under --conflict error, meeting the delete the repair already made,
+// must find that record (comparing the key as a value, not as text) and
+// pass over the delete instead of stopping at delete_missing.
+func TestVerify_RepairSkipTimestamptzKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE ev (at timestamptz PRIMARY KEY, v text)", "CREATE TABLE gate (id int PRIMARY KEY, n int)")
@@ -165,12 +165,12 @@ func TestAttack18_ResyncCopyGoneStreamRemade(t *testing.T) {
 	expectFatal(t, app, "of public.a", "no longer in this region's snapshot stream", "run pgjet resync --table public.a again")
 }
 
-// TestAttack18_RepairSkipIdentityIndexKey: the same pass-over, for a table
+// TestVerify_RepairSkipIdentityIndexKey: the same pass-over, for a table
 // whose replica identity is a unique index, not its primary key. The
-// applier names the row by the source's identity columns (code); the
-// repair records the target's primary key (id): the keys never match, and
-// the delete the repair already made stops the applier.
-func TestAttack18_RepairSkipIdentityIndexKey(t *testing.T) {
+// applier finds the row by the source's identity columns (code), so the
+// repair must record the key by them, not by the primary key (id), for
+// the delete it already made to be passed over.
+func TestVerify_RepairSkipIdentityIndexKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)",
