@@ -98,12 +98,11 @@ func TestVerify_RepairSkipTimestamptzKey(t *testing.T) {
 	app.Stop(t)
 }
 
-// TestAttack18_RepairRefusedCustomSlot: verify --repair refuses a target
-// that pgjet captures too (active-active) unless --force. It tells such a
-// target by its slot's name, pgjet_*; but pgjet-capture --slot names the
-// slot anything, and a target captured through such a slot is repaired
-// without a word, overwriting its region's writes on their way.
-func TestAttack18_RepairRefusedCustomSlot(t *testing.T) {
+// TestVerify_RepairRefusedCustomSlot: verify --repair refuses a target
+// that pgjet captures too (active-active) unless --force, also when
+// pgjet-capture --slot names its slot anything (not pgjet_*): repairing it
+// would overwrite its region's writes on their way.
+func TestVerify_RepairRefusedCustomSlot(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)")
 	back := start(t, "pgjet-capture back", bins.capture, "--db", c.dst, "--nats", c.nats.ClientURL(), "--name", "back", "--slot", "region_b", "--heartbeat", "1s")
