@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pgjet/pgjet/deploy/local"
 	"github.com/pgjet/pgjet/stream"
 )
 
@@ -120,30 +124,62 @@ func TestVerify_RepairRefusedCustomSlot(t *testing.T) {
 	back.Stop(t)
 }
 
-// TestAttack18_ResyncCopyGoneStreamRemade: TestResync_CopyGone, but the
-// copy left with its whole snapshot stream, made anew (deleted and made
-// again with the same configuration, as an operator does to change what
-// JetStream cannot change in place). stream.ResyncGone names "the stream
-// was made anew" among the cases it tells, but it takes a stream whose
-// last sequence is below the marker's BeginSeq for a mirror not caught up
-// yet: the applier waits for the copy for ever instead of stopping with
-// the fix.
-func TestAttack18_ResyncCopyGoneStreamRemade(t *testing.T) {
+// TestResync_CopyGoneStreamRemade: TestResync_CopyGone, but the copy
+// left with its whole snapshot stream, made anew (deleted and made again
+// with the same configuration, as an operator does to change what
+// JetStream cannot change in place): the stream holds fewer messages than
+// the marker's BeginSeq, which for the source's own stream (no mirror
+// catching up) means the copy is gone. The applier stops with the fix
+// instead of waiting for ever, and after the fix the replica is equal.
+func TestResync_CopyGoneStreamRemade(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE a (id int PRIMARY KEY, v text)", "CREATE TABLE b (id int PRIMARY KEY)")
 	c.capture(t)
-	app := c.apply(t)
-	exec1(t, c.src, "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 200) g", "INSERT INTO b VALUES (1)")
-	waitSame(t, 60*time.Second, c.src, c.dst)
+	js := natsJS(t, c.nats.ClientURL())
+	resyncStreamRemade(t, c.src, c.dst, c.nats.ClientURL(), js, nil, func() *proc { return c.apply(t) })
+}
+
+// TestResync_CopyGoneStreamRemadeMirror: the same in a region reading a
+// mirror of the snapshot stream, both made anew: the new mirror holds
+// fewer messages than the marker's BeginSeq, as a mirror catching up
+// does, but so does its upstream, which it copies: the copy is gone.
+func TestResync_CopyGoneStreamRemadeMirror(t *testing.T) {
+	t.Parallel()
+	top := local.NewTestTopology(t, local.TopologyOptions{Hub: "hub", Regions: []string{"r1"}})
+	src := local.NewTestPostgres(t, local.PostgresOptions{Name: "primary"}).URL("postgres")
+	dst := local.NewTestPostgres(t, local.PostgresOptions{Name: "replica-r1"}).URL("postgres")
+	for _, db := range []string{src, dst} {
+		exec1(t, db, "CREATE TABLE a (id int PRIMARY KEY, v text)", "CREATE TABLE b (id int PRIMARY KEY)")
+	}
+	capt := start(t, "pgjet-capture", bins.capture, "--db", src, "--nats", top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s")
+	capt.waitLog(t, "capture started")
+	r1 := natsJSDomain(t, top.Regions["r1"].ClientURL(), "r1")
+	resyncStreamRemade(t, src, dst, top.Hub.ClientURL(), natsJS(t, top.Hub.ClientURL()), r1, func() *proc {
+		p := start(t, "pgjet-apply", bins.apply, "--db", dst, "--nats", top.Regions["r1"].ClientURL(),
+			"--name", "src", "--region", "r1", "--upstream-domain", "hub")
+		p.waitLog(t, "apply started")
+		return p
+	})
+}
+
+// resyncStreamRemade resyncs table a of source src (captured, its stream
+// on natsURL, js) while the applier apply starts is stopped, makes the
+// snapshot stream anew (and region's mirror of it in js region, if any),
+// and checks that the applier stops naming the fix, and that the fix
+// works.
+func resyncStreamRemade(t *testing.T, src, dst, natsURL string, js, region jetstream.JetStream, apply func() *proc) {
+	ctx := context.Background()
+	app := apply()
+	exec1(t, src, "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 200) g", "INSERT INTO b VALUES (1)")
+	waitSame(t, 60*time.Second, src, dst)
 	app.Stop(t)
-	exec1(t, c.dst, "UPDATE a SET v = 'corrupt' WHERE id BETWEEN 10 AND 19")
-	if out, code := pgjetRun(t, "resync", "--db", c.src, "--nats", c.nats.ClientURL(), "--name", "src", "--table", "public.a"); code != 0 {
+	exec1(t, dst, "UPDATE a SET v = 'corrupt' WHERE id BETWEEN 10 AND 19")
+	resync := []string{"--db", src, "--nats", natsURL, "--name", "src", "--table", "public.a"}
+	if out, code := pgjetRun(t, "resync", resync...); code != 0 {
 		t.Fatalf("pgjet resync exited %d:\n%s", code, out)
 	}
-	exec1(t, c.src, "INSERT INTO b VALUES (2)")
+	exec1(t, src, "INSERT INTO b VALUES (2)")
 
-	js := natsJS(t, c.nats.ClientURL())
 	snaps, err := js.Stream(ctx, stream.SnapshotStreamName("src"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +195,36 @@ func TestAttack18_ResyncCopyGoneStreamRemade(t *testing.T) {
 	if _, err := js.CreateStream(ctx, info.Config); err != nil {
 		t.Fatal(err)
 	}
+	if region != nil {
+		// The region's mirror, if the applier made one yet: it makes it
+		// anew, a copy of the remade stream.
+		if err := region.DeleteStream(ctx, info.Config.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Fatal(err)
+		}
+	}
 
-	app = c.apply(t)
+	app = apply()
 	expectFatal(t, app, "of public.a", "no longer in this region's snapshot stream", "run pgjet resync --table public.a again")
+
+	if out, code := pgjetRun(t, "resync", resync...); code != 0 {
+		t.Fatalf("pgjet resync (again) exited %d:\n%s", code, out)
+	}
+	if region != nil {
+		// The applier passes over the marker for a later resync that its
+		// region holds.
+		waitFor(t, 60*time.Second, "the region's mirror to hold the new resync", func() (bool, string) {
+			st, err := region.Stream(ctx, info.Config.Name)
+			if err != nil {
+				return false, err.Error()
+			}
+			rs, err := stream.ListResyncs(ctx, st, "src")
+			return err == nil && len(rs) == 1 && rs[0].Complete, fmt.Sprintf("%d resyncs, %v", len(rs), err)
+		})
+	}
+	app = apply()
+	app.waitLog(t, "table re-copied from its resync: its changes before the copy's point are passed over, those after it follow")
+	waitSame(t, 60*time.Second, src, dst)
+	app.Stop(t)
 }
 
 // TestVerify_RepairSkipIdentityIndexKey: the same pass-over, for a table
