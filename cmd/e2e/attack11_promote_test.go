@@ -190,3 +190,86 @@ func TestAttack11_OldCaptureUnretires(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestAttack11_FailoverMirrorCutMidTransaction: r1's link dies while its
+// mirror copies a transaction of many chunks; r2 gets and applies all of
+// it. r1 is promoted with the promotion point (PrevSeq) inside that
+// transaction. r2 is ahead, but recordLost reads only the messages after
+// PrevSeq: the keys of the transaction's first chunks are never recorded
+// nor repaired, and r2 keeps rows the new primary never had.
+func TestAttack11_FailoverMirrorCutMidTransaction(t *testing.T) {
+	t.Parallel()
+	s := newRegions(t, "r1", "r2")
+	r1, r2 := s.dst["r1"], s.dst["r2"]
+	// Small chunks: one transaction spans many messages.
+	s.capture.Stop(t)
+	s.capture = start(t, "pgjet-capture", bins.capture, "--db", s.src, "--nats", s.top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s", "--chunk-bytes", "2048")
+	s.capture.waitLog(t, "capture started")
+	exec1(t, s.src, `CREATE TABLE bulk (id int PRIMARY KEY, pad text NOT NULL)`, `INSERT INTO bulk VALUES (0, 'seed')`)
+	waitSame(t, 60*time.Second, s.src, r1)
+	waitSame(t, 60*time.Second, s.src, r2)
+
+	// A slow link to r1, and a transaction of about 40 KB.
+	s.top.Proxies["r1"].Throttle(4096)
+	before := s.mustLastSeq(t, "hub")
+	exec1(t, s.src, `INSERT INTO bulk SELECT g, repeat('x', 400) FROM generate_series(1, 100) g`)
+	ctx := context.Background()
+	mirror, err := s.js["r1"].Stream(ctx, stream.StreamName("src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := func() (bool, string) {
+		info, err := mirror.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		last := info.State.LastSeq
+		if last <= before {
+			return false, fmt.Sprintf("mirror at %d", last)
+		}
+		m, err := mirror.GetMsg(ctx, last)
+		if err != nil {
+			return false, err.Error()
+		}
+		envs, err := stream.DecodeMessage(m.Data)
+		if err != nil {
+			return false, err.Error()
+		}
+		e := envs[len(envs)-1]
+		return e.Kind == stream.KindTxn && !e.Last(), fmt.Sprintf("mirror at %d: kind %v, first %v, last %v", last, e.Kind, e.First(), e.Last())
+	}
+	waitFor(t, 60*time.Second, "r1's mirror inside the transaction", func() (bool, string) {
+		ok, state := inside()
+		if ok {
+			s.top.Proxies["r1"].Cut()
+		}
+		return ok, state
+	})
+	if ok, state := inside(); !ok {
+		t.Fatalf("setup: r1's mirror is not inside the transaction after the cut: %s", state)
+	}
+	waitSlotPast(t, 60*time.Second, s.src, "src", queryString(t, s.src, "SELECT pg_current_wal_lsn()::text"))
+	hubSeq := s.mustLastSeq(t, "hub")
+	waitFor(t, 60*time.Second, "r2 to apply the whole transaction", func() (bool, string) {
+		got := s.appliedSeq(t, "r2")
+		return got >= hubSeq, fmt.Sprintf("r2 at %d of %d", got, hubSeq)
+	})
+
+	failHome(t, s)
+	newCapture := promoteR1(t, s)
+	defer newCapture.Stop(t)
+	healHome(t, s)
+	s.appliers["r2"].Stop(t)
+	follow := start(t, "pgjet-apply r2 following r1", bins.apply, "--db", r2, "--nats", s.top.Regions["r2"].ClientURL(),
+		"--name", "src", "--region", "r2", "--upstream-domain", "r1")
+	follow.waitLog(t, "apply started")
+	exec1(t, r1, `INSERT INTO bulk VALUES (1000, 'after')`)
+	waitFor(t, 90*time.Second, "r2's bulk to match the new primary's", func() (bool, string) {
+		checkDaemons(t)
+		a := queryInt(t, r1, `SELECT count(*) FROM bulk`)
+		b := queryInt(t, r2, `SELECT count(*) FROM bulk`)
+		pending := queryInt(t, r2, `SELECT count(*) FROM pgjet.conflicts WHERE kind = 'lost_in_failover' AND decision = 'repair_pending'`)
+		return a == b, fmt.Sprintf("bulk rows: r1 %d, r2 %d; keys pending repair on r2: %d", a, b, pending)
+	})
+	follow.Stop(t)
+}
