@@ -116,9 +116,29 @@ func TestAttack11_RepairRacesInsert(t *testing.T) {
 		n := queryInt(t, r1, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR SHARE%'`)
 		return n == 1, fmt.Sprintf("%d waiting", n)
 	})
-	// The application inserts key 100 on the new primary meanwhile.
-	exec1(t, r1, `INSERT INTO acct VALUES (100, 2)`)
+	// The application inserts key 100 on the new primary meanwhile. A
+	// repair that locks its tables makes the insert wait for it; one that
+	// does not lets it commit first.
+	inserted := make(chan error, 1)
+	go func() {
+		conn, err := pgx.Connect(ctx, r1)
+		if err == nil {
+			defer conn.Close(ctx)
+			_, err = conn.Exec(ctx, `INSERT INTO acct VALUES (100, 2)`)
+		}
+		inserted <- err
+	}()
+	waitFor(t, 60*time.Second, "the insert to commit or wait for the repair", func() (bool, string) {
+		if len(inserted) > 0 {
+			return true, "committed"
+		}
+		n := queryInt(t, r1, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO acct%'`)
+		return n == 1, fmt.Sprintf("%d waiting", n)
+	})
 	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-inserted; err != nil {
 		t.Fatal(err)
 	}
 
