@@ -2,9 +2,8 @@ package capture
 
 // Key repairs a region asks for after a failover (see stream/repair.go):
 // capture reads the rows of the keys asked, their tables locked in SHARE
-// mode, and writes
-// them into the WAL as a transactional logical message in the same
-// transaction, so that they reach every region in commit order with every
+// mode, and writes them into the WAL as a transactional logical message in
+// the same transaction, so that they reach every region in commit order with every
 // other change of those rows.
 
 import (

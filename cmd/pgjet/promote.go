@@ -462,7 +462,7 @@ func (p *promoter) preconditions(ctx context.Context) error {
 	}
 	// The old primary must be the stream's: fencing another database
 	// would wait for ever.
-	if p.prevTail, err = lastOwnMessage(ctx, p.st, name, 0); err != nil {
+	if p.prevTail, err = lastOwnMessage(ctx, p.st, name, 0, false); err != nil {
 		return err
 	}
 	var system string
@@ -583,7 +583,7 @@ func waitApplied(ctx context.Context, conn *pgx.Conn, st jetstream.Stream, sourc
 			return p, nil
 		}
 		if polls%10 == 0 && seq-p.seq <= maxPromoteScan {
-			t, err := lastOwnMessage(ctx, st, source, p.seq)
+			t, err := lastOwnMessage(ctx, st, source, p.seq, true)
 			if err != nil {
 				return p, err
 			}
@@ -629,7 +629,7 @@ func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uin
 			return 0, fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
 		}
 		last := info.State.LastSeq
-		tail, err := lastOwnMessage(ctx, p.st, name, applied)
+		tail, err := lastOwnMessage(ctx, p.st, name, applied, true)
 		if err != nil {
 			return 0, err
 		}
@@ -677,15 +677,16 @@ type tailMsg struct {
 }
 
 // lastOwnMessage reads the stream back from its end to the source's last
-// message, looking at every message after seq for a transaction (seq 0:
-// at none).
-func lastOwnMessage(ctx context.Context, st jetstream.Stream, source string, after uint64) (tailMsg, error) {
+// message and, when look is set, looks at every message after seq for a
+// transaction. A flag, not seq 0, says "look at none": a region at stream
+// sequence 0 has applied nothing, and every transaction is after it.
+func lastOwnMessage(ctx context.Context, st jetstream.Stream, source string, after uint64, look bool) (tailMsg, error) {
 	var t tailMsg
 	err := scanBack(ctx, st, source, func(seq uint64, m *jetstream.RawStreamMsg, envs []*stream.Envelope, _ uint64) bool {
 		if t.id == "" {
 			t.seq, t.id, t.header = seq, m.Header.Get(jetstream.MsgIDHeader), m.Header
 		}
-		if seq <= after || after == 0 {
+		if !look || seq <= after {
 			return true
 		}
 		for _, e := range envs {
