@@ -295,12 +295,18 @@ func (c *Capture) session(ctx context.Context) error {
 		// Before the change stream: an applier that finds a snapshot
 		// stream waits for its snapshot rather than start without one.
 		if _, err := stream.EnsureSnapshotStream(ctx, js, c.cfg.Name, c.cfg.Stream.Replicas); err != nil && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !stream.JetStreamMissing(js, err) {
+			if errors.Is(err, stream.ErrStreamRetired) {
+				return c.retiredError(err)
+			}
 			return wrapNATS(err)
 		}
 	}
 	st, err := stream.EnsureStream(ctx, js, c.cfg.Name, c.cfg.Stream)
 	if stream.JetStreamMissing(js, err) {
 		return pgerr.Fatalf(err, "%s (%s)", stream.ErrNoJetStream, stream.ConnectedURL(nc))
+	}
+	if errors.Is(err, stream.ErrStreamRetired) {
+		return c.retiredError(err)
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {

@@ -107,6 +107,13 @@ func (c *Capture) checkGeneration(ctx context.Context, st jetstream.Stream, src 
 		c.where(), c.cfg.Name, stream.StreamName(c.cfg.Name), g.Generation, seq, g.Region, g.System, g.PromotedAt.UTC().Format(time.RFC3339), g.PrevSeq, g.PrevLSN)
 }
 
+// retiredError stops a capture whose stream a failover retired: its
+// database was the primary before another region was promoted.
+func (c *Capture) retiredError(err error) error {
+	return pgerr.Fatalf(nil, "%s is no longer the primary of source %s: %v; its transactions committed since the promotion are not in any stream: stop this capture, start pgjet-capture on the new primary instead, and make this database a replica of it (an empty database that pgjet-apply builds from a snapshot)",
+		c.where(), c.cfg.Name, err)
+}
+
 // retireOldHome retires the stream of the old home after a failover moved
 // the source's stream (stream.RetireOldHome), trying every outageProbe
 // until it is done or ctx ends: the old home's server may come back at any

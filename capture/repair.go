@@ -1,9 +1,9 @@
 package capture
 
 // Key repairs a region asks for after a failover (see stream/repair.go):
-// capture reads the rows of the keys asked, under FOR SHARE, and writes
-// them into the WAL as a transactional logical message in the same
-// transaction, so that they reach every region in commit order with every
+// capture reads the rows of the keys asked, their tables locked in SHARE
+// mode, and writes them into the WAL as a transactional logical message in
+// the same transaction, so that they reach every region in commit order with every
 // other change of those rows.
 
 import (
@@ -63,6 +63,15 @@ func (c *Capture) repair(ctx context.Context, pool *pgxpool.Pool, req *stream.Re
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	// FOR SHARE locks only rows that exist: an insert of a key absent
+	// here could commit between the read and the message, come before
+	// the repair in the WAL and be deleted by it on the region. SHARE mode
+	// makes every write of these tables wait until the message commits.
+	for _, t := range req.Tables {
+		if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{t.Schema, t.Name}.Sanitize()+" IN SHARE MODE"); err != nil {
+			return 0, fmt.Errorf("lock %s.%s for the repair: %w", t.Schema, t.Name, err)
+		}
+	}
 	for i := range req.Tables {
 		if err := readRepairRows(ctx, tx, &req.Tables[i]); err != nil {
 			return 0, err

@@ -77,6 +77,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, source string, o 
 	return ensureStream(ctx, js, cfg)
 }
 
+// ErrStreamRetired: the stream exists but was retired by a failover that
+// moved the source's home (RetireOldHome). It is a fence: EnsureStream never
+// gives it the source's subjects again, since a capture of the old primary
+// would then go on publishing the old generation there.
+var ErrStreamRetired = errors.New("stream retired by a promotion")
+
 // ensureStream creates stream cfg, or updates the stream when what exists
 // differs from cfg in a field pgjet sets or has sources or a mirror. A
 // stream as wanted is only looked up (STREAM.INFO), so that once an admin
@@ -95,6 +101,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		}
 	}
 	switch {
+	case err == nil && retired(s.CachedInfo().Config):
+		return nil, fmt.Errorf("%w: stream %s (%s)", ErrStreamRetired, cfg.Name, s.CachedInfo().Config.Description)
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		s, err = js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -107,6 +115,11 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
+}
+
+// retired reports whether a stream's config is one RetireOldHome left.
+func retired(cfg jetstream.StreamConfig) bool {
+	return len(cfg.Subjects) > 0 && strings.HasPrefix(cfg.Subjects[0], "pgjetretired.")
 }
 
 // streamAsWanted reports whether the config of an existing stream, as the

@@ -462,7 +462,7 @@ func (p *promoter) preconditions(ctx context.Context) error {
 	}
 	// The old primary must be the stream's: fencing another database
 	// would wait for ever.
-	if p.prevTail, err = lastOwnMessage(ctx, p.st, name, 0); err != nil {
+	if p.prevTail, err = lastOwnMessage(ctx, p.st, name, 0, false); err != nil {
 		return err
 	}
 	var system string
@@ -492,24 +492,62 @@ func fence(ctx context.Context, conn *pgx.Conn) (int, error) {
 	}
 	// Sessions that read the new setting start read-only; the reload
 	// reaches the postmaster a moment after pg_reload_conf returns, and a
-	// session started before it would not.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var on string
-		err := conn.QueryRow(ctx, "SELECT setting FROM pg_file_settings WHERE name = 'default_transaction_read_only' AND applied ORDER BY seqno DESC LIMIT 1").Scan(&on)
-		if err == nil && on == "on" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	// session started before it would not. Only a new session tells
+	// (pg_file_settings reads the file, not what the postmaster applied).
+	if err := waitReadOnly(ctx, conn.Config()); err != nil {
+		return 0, err
 	}
-	var n int
-	err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+	// With a timeout pg_terminate_backend waits until the session is
+	// gone: one still ending could commit after the fence.
+	var n, alive int
+	err := conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT ended) FROM (
+		SELECT pg_terminate_backend(pid, 10000) AS ended FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		AND application_name NOT LIKE 'pgjet-capture%'`).Scan(&n)
+		AND application_name NOT LIKE 'pgjet-capture%') t`).Scan(&n, &alive)
 	if err != nil {
 		return 0, fmt.Errorf("end the old primary's client sessions: %w", err)
 	}
+	if alive > 0 {
+		return 0, fmt.Errorf("%d client sessions of the old primary did not end within 10s of pg_terminate_backend; the old primary stays fenced: run pgjet promote again", alive)
+	}
+	// A prepared transaction outlives its session and commits when told
+	// (COMMIT PREPARED is no write the read-only default stops): the new
+	// primary could never get it.
+	var prepared int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()").Scan(&prepared); err != nil {
+		return 0, fmt.Errorf("read the old primary's prepared transactions: %w", err)
+	}
+	if prepared > 0 {
+		return 0, fmt.Errorf("the old primary holds %d prepared transactions (pg_prepared_xacts): finish them with COMMIT PREPARED or ROLLBACK PREPARED, then run pgjet promote again; the old primary stays fenced", prepared)
+	}
 	return n, nil
+}
+
+// waitReadOnly waits until a new session of the database cfg connects to
+// starts read-only.
+func waitReadOnly(ctx context.Context, cfg *pgx.ConnConfig) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		on, err := showReadOnly(ctx, cfg)
+		if err == nil && on == "on" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("new sessions of the old primary do not start read-only after pg_reload_conf (default_transaction_read_only = %s, %v): is it set per database or role (ALTER DATABASE/ROLE ... SET)? the old primary stays fenced: reset that, then run pgjet promote again", on, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func showReadOnly(ctx context.Context, cfg *pgx.ConnConfig) (string, error) {
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var on string
+	err = c.QueryRow(ctx, "SHOW default_transaction_read_only").Scan(&on)
+	return on, err
 }
 
 // waitSlot waits until slot confirms lsn.
@@ -583,7 +621,7 @@ func waitApplied(ctx context.Context, conn *pgx.Conn, st jetstream.Stream, sourc
 			return p, nil
 		}
 		if polls%10 == 0 && seq-p.seq <= maxPromoteScan {
-			t, err := lastOwnMessage(ctx, st, source, p.seq)
+			t, err := lastOwnMessage(ctx, st, source, p.seq, true)
 			if err != nil {
 				return p, err
 			}
@@ -629,7 +667,7 @@ func (p *promoter) publishMarker(ctx context.Context, g *stream.Generation) (uin
 			return 0, fmt.Errorf("read stream %s: %w", stream.StreamName(name), err)
 		}
 		last := info.State.LastSeq
-		tail, err := lastOwnMessage(ctx, p.st, name, applied)
+		tail, err := lastOwnMessage(ctx, p.st, name, applied, true)
 		if err != nil {
 			return 0, err
 		}
@@ -677,15 +715,16 @@ type tailMsg struct {
 }
 
 // lastOwnMessage reads the stream back from its end to the source's last
-// message, looking at every message after seq for a transaction (seq 0:
-// at none).
-func lastOwnMessage(ctx context.Context, st jetstream.Stream, source string, after uint64) (tailMsg, error) {
+// message and, when look is set, looks at every message after seq for a
+// transaction. A flag, not seq 0, says "look at none": a region at stream
+// sequence 0 has applied nothing, and every transaction is after it.
+func lastOwnMessage(ctx context.Context, st jetstream.Stream, source string, after uint64, look bool) (tailMsg, error) {
 	var t tailMsg
 	err := scanBack(ctx, st, source, func(seq uint64, m *jetstream.RawStreamMsg, envs []*stream.Envelope, _ uint64) bool {
 		if t.id == "" {
 			t.seq, t.id, t.header = seq, m.Header.Get(jetstream.MsgIDHeader), m.Header
 		}
-		if seq <= after || after == 0 {
+		if !look || seq <= after {
 			return true
 		}
 		for _, e := range envs {
