@@ -13,15 +13,14 @@ import (
 	"time"
 )
 
-// TestAttack12_ConsoleRegionDatabaseDown stops a region's Postgres while
-// the console watches it with --db-region: the console cannot read the
+// TestConsole_RegionDatabaseDown stops a region's Postgres while the
+// console watches it with --db-region: the console cannot read the
 // replica, so it must not call the region's link flowing (its meaning:
 // "the replica has applied everything"), and its row must say that the
-// database does not answer. status.Gather files a target it cannot
-// connect to under Report.DBErrors, not Source.Targets, so the console's
-// linkState takes the "no --db-region" branch and calls the region
-// flowing because its mirror holds the whole stream.
-func TestAttack12_ConsoleRegionDatabaseDown(t *testing.T) {
+// database does not answer. (status.Gather files a database it cannot
+// read under Report.DBErrors, under no source; the console must still
+// find it, or it judges the region as one without --db-region.)
+func TestConsole_RegionDatabaseDown(t *testing.T) {
 	t.Parallel()
 	s := newRegions(t, "r1")
 	dataDir := queryString(t, s.dst["r1"], "SHOW data_directory")
