@@ -507,13 +507,13 @@ func (b *policySQL) notAppliedOverRepair() string {
 	return "CASE WHEN d.repaired THEN 'skip' ELSE 'error' END"
 }
 
-// missingDecision is the decision on an update or a delete of the row of
-// key that is gone: skip when a repair deleted it after the change.
-func (b *policySQL) missingDecision(key string) string {
+// missingDecision is the decision on an update or a delete of the row f
+// finds that is gone: skip when a repair deleted it after the change.
+func (b *policySQL) missingDecision(f rowFinder) string {
 	if b.p.policy != PolicyError {
 		return b.notApplied()
 	}
-	return "CASE WHEN " + b.rec.repairedAway(key) + " THEN 'skip' ELSE 'error' END"
+	return "CASE WHEN " + b.rec.repairedAway(b.p.t.qname, f.on("k")) + " THEN 'skip' ELSE 'error' END"
 }
 
 // uvDecision is the decision on a unique violation.
@@ -668,7 +668,7 @@ func (b *policySQL) change(ch *stream.Change) string {
 	if ch.Op == stream.OpDelete {
 		kind = "delete_missing"
 	}
-	missing := b.rec.record(kind, f.key(), "NULL", p.jsonOf(set, vals), b.missingDecision(f.key()), "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
+	missing := b.rec.record(kind, f.key(), "NULL", p.jsonOf(set, vals), b.missingDecision(f), "NULL", "NULL", "WHERE NOT EXISTS (SELECT 1 FROM pgjet_l)")
 	if ch.Op == stream.OpDelete {
 		apply := "NOT d.changed"
 		if p.policy == PolicyLastWriterWins {

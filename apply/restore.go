@@ -213,12 +213,8 @@ func snapshotStream(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 func newestUpstreamSnapshot(ctx context.Context, js jetstream.JetStream, cfg Config) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	up, err := stream.NewJetStream(js.Conn(), cfg.UpstreamDomain)
-	if err != nil {
-		return ""
-	}
-	st, err := up.Stream(ctx, stream.SnapshotStreamName(cfg.Name))
-	if err != nil {
+	st := upstreamSnapshotStream(ctx, js, cfg)
+	if st == nil {
 		return ""
 	}
 	snaps, err := stream.ListSnapshots(ctx, st, cfg.Name)
@@ -1091,4 +1087,24 @@ func (r *restorer) finish(ctx context.Context, man stream.SnapshotManifest, seq 
 	r.o.Log.Info().Str("snapshot", r.o.Snapshot).Str("lsn", man.LSN.String()).Int64("rows", r.rows).Int64("bytes", r.bytes).
 		Int64("took_ms", time.Since(r.started).Milliseconds()).Uint64("stream_seq", start).Msg("snapshot restored; following changes")
 	return nil
+}
+
+// upstreamSnapshotStream returns the snapshot stream of cfg's upstream
+// domain, which the region's snapshot mirror copies, or nil when there is
+// none or it cannot be read (the link is cut).
+func upstreamSnapshotStream(ctx context.Context, js jetstream.JetStream, cfg Config) jetstream.Stream {
+	if cfg.UpstreamDomain == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	up, err := stream.NewJetStream(js.Conn(), cfg.UpstreamDomain)
+	if err != nil {
+		return nil
+	}
+	st, err := up.Stream(ctx, stream.SnapshotStreamName(cfg.Name))
+	if err != nil {
+		return nil
+	}
+	return st
 }

@@ -147,7 +147,8 @@ func (s *session) awaitResync(ctx context.Context, mk stream.ResyncMarker, lsn s
 			listed = true
 		}
 		if !listed {
-			gone, err := stream.ResyncGone(ctx, s.snaps, s.a.cfg.Name, mk)
+			up := func(ctx context.Context) jetstream.Stream { return upstreamSnapshotStream(ctx, s.js, s.a.cfg) }
+			gone, err := stream.ResyncGone(ctx, s.snaps, up, s.a.cfg.Name, mk)
 			if err != nil {
 				return stream.SnapshotManifest{}, false, natsError{err}
 			}
@@ -169,7 +170,7 @@ func (s *session) awaitResync(ctx context.Context, mk stream.ResyncMarker, lsn s
 
 // resyncGone decides on a resync marker mk whose copy left the region's
 // snapshot stream before the applier reached it (its limits, a purge, a
-// mirror made after pgjet resync pruned it): with a later resync of the
+// mirror made after pgjet resync pruned it, the stream made anew): with a later resync of the
 // same table in the stream (rs), whose own marker comes later in the
 // change stream and re-copies the table there, the marker is passed over
 // (nil); without one, the applier stops with the fix.
@@ -188,7 +189,7 @@ func (s *session) resyncGone(ctx context.Context, mk stream.ResyncMarker, rs []s
 			return nil
 		}
 	}
-	return pgerr.Fatalf(nil, "resync %s of %s (marker at LSN %s, stream seq %d): its copy is no longer in this region's snapshot stream %s (removed by the stream's limits or a purge before this applier reached the marker), so the table cannot be re-copied here from it; run pgjet resync --table %s again, then restart pgjet-apply: it passes over this marker for the new resync's",
+	return pgerr.Fatalf(nil, "resync %s of %s (marker at LSN %s, stream seq %d): its copy is no longer in this region's snapshot stream %s (removed by the stream's limits or a purge, or the stream was made anew, before this applier reached the marker), so the table cannot be re-copied here from it; run pgjet resync --table %s again, then restart pgjet-apply: it passes over this marker for the new resync's",
 		mk.ID, key, lsn, seq, stream.SnapshotStreamName(s.a.cfg.Name), key)
 }
 

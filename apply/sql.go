@@ -100,13 +100,19 @@ func (c conflictSQL) record(kind, key, local, remote, decision, localOrigin, loc
 	return "SELECT " + commas([]string{c.source, lit(kind), c.table, c.lsn, key, local, remote, decision, localOrigin, localTime, c.source, c.ts}) + " " + from
 }
 
-// repairedAway renders whether pgjet verify --repair deleted the row of
-// key (a jsonb expression, as the repair records keys) after the change
-// committed: its record's commit_lsn, the source's WAL position just after
-// the repair read the source's rows, lies beyond the change's.
-func (c conflictSQL) repairedAway(key string) string {
-	return "EXISTS (SELECT 1 FROM pgjet.conflicts r WHERE r.kind = " + lit(KindRepair) + " AND r.decision = 'delete' AND r.source = " + c.source +
-		" AND r.table_name = " + c.table + " AND r.key = " + key + " AND r.commit_lsn > " + c.lsn + ")"
+// repairedAway renders whether pgjet verify --repair deleted the row that
+// on (a condition over the alias k of the target table qname's row type)
+// finds, after the change committed: its record's commit_lsn, the source's
+// WAL position just after the repair read the source's rows, lies beyond
+// the change's. The repair records the key as jsonb, whose text depends on
+// its session (a timestamptz in its TimeZone, a bytea in its
+// bytea_output): the record's key is read back as a row of the table and
+// compared as values. The records are narrowed first (OFFSET 0 keeps the
+// planner from merging the two), so that only a recent repair's keys are
+// parsed.
+func (c conflictSQL) repairedAway(qname, on string) string {
+	return "EXISTS (SELECT 1 FROM (SELECT r.key FROM pgjet.conflicts r WHERE r.kind = " + lit(KindRepair) + " AND r.decision = 'delete' AND r.source = " + c.source +
+		" AND r.table_name = " + c.table + " AND r.commit_lsn > " + c.lsn + " OFFSET 0) r CROSS JOIN LATERAL jsonb_populate_record(NULL::" + qname + ", r.key) k WHERE " + on + ")"
 }
 
 // env is the conflictEnv of p's statements: a session without origin or

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgjet/pgjet/schema"
 	"github.com/pgjet/pgjet/schema/pgerr"
 	"github.com/pgjet/pgjet/schema/redact"
 	"github.com/pgjet/pgjet/stream"
@@ -207,12 +208,20 @@ func checkPgDump(ctx context.Context, cfg Config) stream.CheckResult {
 }
 
 // CaptureSlots lists the replication slots pgjet captures the database of
-// conn through (named as DefaultSlot names them; a snapshot's temporary
-// slots left out): a database with one is a source, whose own writes
-// reach the regions that apply it.
+// conn through: a database with one is a source, whose own writes reach
+// the regions that apply it. --slot names a slot anything, so a logical
+// pgoutput slot of the database counts when it is named as DefaultSlot
+// names them, or when what pgjet-capture installs is there: a publication
+// of the slot's name (--publication's default), a publication marked as
+// pgjet's (schema.KeylessComment), or pgjet's DDL event triggers. A
+// snapshot's temporary slots are left out.
 func CaptureSlots(ctx context.Context, conn *pgx.Conn) ([]string, error) {
-	rows, err := conn.Query(ctx, `SELECT slot_name::text FROM pg_replication_slots
-WHERE slot_name LIKE 'pgjet\_%' AND NOT temporary AND plugin = 'pgoutput' AND database = current_database() ORDER BY 1`)
+	rows, err := conn.Query(ctx, `SELECT s.slot_name::text FROM pg_replication_slots s
+WHERE NOT s.temporary AND s.plugin = 'pgoutput' AND s.database = current_database()
+AND (s.slot_name LIKE 'pgjet\_%'
+	OR EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = s.slot_name::text OR obj_description(p.oid, 'pg_publication') LIKE '{"pgjet":%')
+	OR EXISTS (SELECT 1 FROM pg_event_trigger e WHERE e.evtname = ANY ($1)))
+ORDER BY 1`, schema.DDLTriggers)
 	if err != nil {
 		return nil, fmt.Errorf("list the pgjet slots of the database: %w", err)
 	}

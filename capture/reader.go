@@ -377,7 +377,7 @@ func (r *reader) unsynced(at stream.LSN, content []byte) {
 	}
 	table := u.Schema + "." + u.Table
 	r.c.log.Warn().Str("table", table).Str("lsn", at.String()).Str("command", "pgjet resync --name "+r.c.cfg.Name+" --table "+table).
-		Msg("table joined the publication holding rows that no replica got (it was left out, then given a key): copy them to every region with pgjet resync")
+		Msg("table joined the publication holding rows that no replica got (it was left out, then given a key or attached as a partition of a published table): copy them to every region with pgjet resync")
 }
 
 // MessageSubject carries the non-transactional logical messages of a

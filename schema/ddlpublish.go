@@ -31,7 +31,11 @@ import "encoding/json"
 //     that copies them, and a transactional message (stream.PrefixUnsynced)
 //     makes capture log the same. A partition detached from its parent is
 //     a table of its own, which joins the list as a new table would (its
-//     rows were published with the parent's). A CREATE TABLE AS that wrote
+//     rows were published with the parent's). A table left out (or
+//     published inserts only) that ALTER TABLE ... ATTACH PARTITION makes
+//     a partition of a published table is published through its parent
+//     from then on: its rows get the same WARNING and message, and it
+//     leaves the inserts-only publication. A CREATE TABLE AS that wrote
 //     rows before the table could join refuses, since those rows would
 //     never be replicated.
 //
@@ -86,8 +90,30 @@ const KeylessSQL = `CASE c.relreplident WHEN 'f' THEN false WHEN 'n' THEN true
 	WHEN 'i' THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
 	ELSE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) END`
 
+// writtenHere is a boolean SQL expression: whether this transaction (or
+// one of its subtransactions) wrote the catalog row alias. A row written
+// by another transaction still in progress is not visible, and age() of a
+// subtransaction's xid is negative.
+func writtenHere(alias string) string {
+	return "age(" + alias + ".xmin) <= 0 AND pg_xact_status((pg_current_xact_id()::text::bigint - age(" + alias + ".xmin))::text::xid8) = 'in progress'"
+}
+
+// unsynced is the PL/pgSQL that names the resync of table t.rel, whose
+// rows replicas lack, to capture (a stream.PrefixUnsynced message naming
+// publication p) and to the author of the command (a WARNING of format
+// and arguments warning, with the command as its HINT).
+func unsynced(warning string) string {
+	return `PERFORM pg_logical_emit_message(true, 'pgjet.unsynced', jsonb_build_object('publication', p.pubname,
+		'schema', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.rel),
+		'table', (SELECT c.relname FROM pg_class c WHERE c.oid = t.rel))::text);
+	RAISE WARNING ` + warning + `
+		USING HINT = format('Copy them to every region, once this transaction committed: pgjet resync --name %s --table %s',
+			coalesce(p.cfg ->> 'source', regexp_replace(p.pubname, '^pgjet_', '')),
+			(SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.rel));`
+}
+
 // DDLPublishFunctionBody is the PL/pgSQL body of DDLPublishFunction.
-const DDLPublishFunctionBody = `
+var DDLPublishFunctionBody = `
 DECLARE
 	t record;
 	p record;
@@ -95,12 +121,24 @@ DECLARE
 	published boolean;
 	created boolean;
 	has_rows boolean;
+	via boolean;
+	via_ins boolean;
+	in_ins boolean;
 	choice text;
 	ins text;
 BEGIN
 	-- Waits while capture makes its publication (PublicationLockKey).
 	PERFORM pg_advisory_xact_lock_shared(` + PublicationLockKey + `);
 	IF TG_EVENT = 'ddl_command_start' THEN
+		IF TG_TAG = 'ALTER TABLE' THEN
+			-- The tables this transaction made partitions before this
+			-- command: at its end, a partition whose pg_inherits row this
+			-- transaction wrote and that is not one of them was attached
+			-- by it. A transaction without an xid yet wrote none.
+			PERFORM set_config('pgjet.partitions_before', CASE WHEN pg_current_xact_id_if_assigned() IS NULL THEN ''
+				ELSE (SELECT coalesce(string_agg(i.inhrelid::text, ','), '') FROM pg_inherits i
+					WHERE ` + writtenHere("i") + `) END, true);
+		END IF;
 		RETURN;
 	END IF;
 	FOR t IN SELECT DISTINCT c.objid::regclass AS rel, k.relkind AS kind, k.relispartition AS part, c.command_tag AS tag,
@@ -119,7 +157,18 @@ BEGIN
 		AND k.relkind IN ('r', 'p') AND NOT k.relispartition AND k.relpersistence = 'p' AND k.oid >= 16384
 		AND n.nspname NOT IN ('pgjet', 'pg_catalog', 'information_schema')
 		AND k.oid NOT IN (SELECT objid FROM pg_event_trigger_ddl_commands())
-		AND age(k.xmin) <= 0 AND pg_xact_status((pg_current_xact_id()::text::bigint - age(k.xmin))::text::xid8) = 'in progress'
+		AND ` + writtenHere("k") + `
+	UNION
+		-- Tables an ALTER TABLE of a partitioned table attached: partitions
+		-- whose pg_inherits row this command wrote (see the start).
+		SELECT k.oid::regclass, k.relkind, true, 'ATTACH', coalesce(pg_partition_root(k.oid), k.oid)
+		FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid JOIN pg_namespace n ON n.oid = k.relnamespace
+		WHERE EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d JOIN pg_class q ON q.oid = d.objid
+				WHERE d.classid = 'pg_class'::regclass AND d.command_tag = 'ALTER TABLE' AND q.relkind = 'p')
+		AND k.relkind IN ('r', 'p') AND k.relispartition AND k.relpersistence = 'p'
+		AND n.nspname NOT IN ('pgjet', 'pg_catalog', 'information_schema')
+		AND ` + writtenHere("i") + `
+		AND k.oid::text <> ALL (string_to_array(coalesce(current_setting('pgjet.partitions_before', true), ''), ','))
 	LOOP
 		created := t.tag NOT IN ('ALTER TABLE', 'DETACH');
 		SELECT ` + KeylessSQL + ` INTO keyless FROM pg_class c WHERE c.oid = t.rel;
@@ -132,6 +181,37 @@ BEGIN
 		LOOP
 			choice := p.cfg ->> 'keyless';
 			ins := p.ins;
+			IF t.tag = 'ATTACH' THEN
+				IF p.alltables THEN
+					CONTINUE; -- its rows were published all along
+				END IF;
+				-- Publishing it now, through an ancestor: p (all changes) or
+				-- ins (inserts only). Before, it was in neither, or in ins.
+				via := EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid
+					AND r.prrelid IN (SELECT relid FROM pg_partition_ancestors(t.rel) WHERE relid <> t.rel));
+				via_ins := EXISTS (SELECT FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid WHERE b.pubname = ins
+					AND r.prrelid IN (SELECT relid FROM pg_partition_ancestors(t.rel) WHERE relid <> t.rel));
+				in_ins := EXISTS (SELECT FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid
+					WHERE b.pubname = ins AND r.prrelid = t.rel);
+				IF EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = t.rel)
+						OR NOT via AND NOT via_ins OR in_ins AND NOT via THEN
+					CONTINUE; -- published as before
+				END IF;
+				IF in_ins THEN
+					-- It follows its root from here on (and, detached again,
+					-- joins the list as a table with a key would).
+					EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', ins, t.rel);
+				END IF;
+				-- Not ONLY: an attached partitioned table brings the rows of
+				-- its partitions.
+				EXECUTE format('SELECT EXISTS (SELECT FROM %s)', t.rel) INTO has_rows;
+				IF has_rows THEN
+					` + unsynced(`'pgjet: table % was attached as a partition of %, which publication % publishes, holding rows %', t.rel, t.root::regclass,
+						CASE WHEN via THEN p.pubname ELSE ins END,
+						CASE WHEN in_ins THEN 'whose updates and deletes no replica got' ELSE 'that no replica got' END`) + `
+				END IF;
+				CONTINUE;
+			END IF;
 			published := p.alltables OR EXISTS (SELECT FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid IN (t.rel, t.root));
 			IF t.tag = 'DETACH' AND (published OR EXISTS (SELECT FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid
 					WHERE b.pubname = ins AND r.prrelid = t.rel)) THEN
@@ -156,13 +236,7 @@ BEGIN
 					EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', p.pubname, t.rel);
 					EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', t.rel) INTO has_rows;
 					IF has_rows THEN
-						PERFORM pg_logical_emit_message(true, 'pgjet.unsynced', jsonb_build_object('publication', p.pubname,
-							'schema', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.rel),
-							'table', (SELECT c.relname FROM pg_class c WHERE c.oid = t.rel))::text);
-						RAISE WARNING 'pgjet: table % joined publication % holding rows that no replica got', t.rel, p.pubname
-							USING HINT = format('Copy them to every region, once this transaction committed: pgjet resync --name %s --table %s',
-								coalesce(p.cfg ->> 'source', regexp_replace(p.pubname, '^pgjet_', '')),
-								(SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.rel));
+						` + unsynced(`'pgjet: table % joined publication % holding rows that no replica got', t.rel, p.pubname`) + `
 					END IF;
 					CONTINUE;
 				END IF;

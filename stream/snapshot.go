@@ -87,11 +87,16 @@ type ResyncMarker struct {
 
 // ResyncGone reports whether the begin message of the resync of marker
 // mk has left st, the snapshot stream an applier reads (or its region's
-// mirror of it): st holds messages up to or past BeginSeq, and BeginSeq
-// is not that begin message (removed by the stream's limits or a purge,
-// or the stream was made anew). A resync whose begin is gone never
-// completes there. It is false for a marker without BeginSeq.
-func ResyncGone(ctx context.Context, st jetstream.Stream, source string, mk ResyncMarker) (bool, error) {
+// mirror of it), for good: removed by the stream's limits or a purge, or
+// the stream was made anew. A resync whose begin is gone never completes
+// there. It is false for a marker without BeginSeq.
+//
+// The begin was published to the source's snapshot stream before the
+// marker was written, so that stream holds messages up to BeginSeq or
+// past it unless it was made anew. A mirror holding fewer may still be
+// catching up: the mirror's upstream stream, which up returns (nil when
+// out of reach), tells, and without it the mirror is waited for.
+func ResyncGone(ctx context.Context, st jetstream.Stream, up func(context.Context) jetstream.Stream, source string, mk ResyncMarker) (bool, error) {
 	if mk.BeginSeq == 0 {
 		return false, nil
 	}
@@ -99,9 +104,32 @@ func ResyncGone(ctx context.Context, st jetstream.Stream, source string, mk Resy
 	if err != nil {
 		return false, fmt.Errorf("read stream %s: %w", SnapshotStreamName(source), err)
 	}
-	if info.State.LastSeq < mk.BeginSeq {
-		return false, nil // not mirrored yet
+	if info.State.LastSeq >= mk.BeginSeq {
+		return resyncBeginGone(ctx, st, source, mk)
 	}
+	if info.Config.Mirror == nil {
+		return true, nil // made anew
+	}
+	// The mirror copies what its upstream holds, and nothing else. An
+	// upstream out of reach tells nothing: the mirror is waited for.
+	ups := up(ctx)
+	if ups == nil {
+		return false, nil
+	}
+	upInfo, err := ups.Info(ctx)
+	if err != nil {
+		return false, nil
+	}
+	if upInfo.State.LastSeq < mk.BeginSeq {
+		return true, nil // made anew
+	}
+	gone, err := resyncBeginGone(ctx, ups, source, mk)
+	return gone && err == nil, nil
+}
+
+// resyncBeginGone reports whether st, holding messages up to mk.BeginSeq
+// or past it, lacks mk's begin message there.
+func resyncBeginGone(ctx context.Context, st jetstream.Stream, source string, mk ResyncMarker) (bool, error) {
 	m, err := st.GetMsg(ctx, mk.BeginSeq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return true, nil

@@ -46,9 +46,9 @@ import (
 
 // RepairedTable is the temporary table, dropped at commit, in which a repair
 // transaction lists the rows it changed: table_name ("schema.name"), op
-// (insert, update, delete), key (jsonb of the key columns), old and new
-// (jsonb of the row before and after; NULL for an insert's old and a
-// delete's new).
+// (insert, update, delete), key (jsonb of the columns pgjet-apply finds
+// the row by: appliedKey), old and new (jsonb of the row before and after;
+// NULL for an insert's old and a delete's new).
 const RepairedTable = "pg_temp.pgjet_repaired"
 
 // RepairStampMargin is how far before its source read a repair transaction
@@ -160,6 +160,7 @@ func repairTable(ctx context.Context, source, target *pgx.Conn, t TableVerdict, 
 		return fmt.Errorf("read the columns of %s on the target: %w", t.Table, err)
 	}
 	w.upsert = slices.Equal(srel.pk, drel.pk)
+	p.recordKey = appliedKey(srel, drel, p.keyNames())
 	for _, r := range t.Ranges {
 		if r.After == nil && r.Through == nil && r.Range == "rows with a NULL key" {
 			tr.NotRepaired = "rows with a NULL key on the target (it lacks the source's primary key): delete them by hand"
@@ -178,6 +179,31 @@ func repairTable(ctx context.Context, source, target *pgx.Conn, t TableVerdict, 
 		tr.Ranges++
 	}
 	return nil
+}
+
+// appliedKey lists the columns by which pgjet-apply finds the rows of a
+// table whose source is src and target dst (apply's newPlan): the source's
+// replica identity index, or under REPLICA IDENTITY FULL the target's
+// primary key, else the primary key pk. The repair records the key of
+// each row it changes by them, so that the applier, meeting a change of a
+// row the repair deleted, finds the record (apply's repairedAway).
+func appliedKey(src, dst relation, pk []string) []string {
+	var key []string
+	switch src.replident {
+	case "i":
+		key = src.identity
+	case "f":
+		key = dst.pk
+	}
+	for _, k := range key {
+		if _, ok := dst.col(k); !ok {
+			return pk
+		}
+	}
+	if len(key) == 0 {
+		return pk
+	}
+	return key
 }
 
 // retryableRepair reports whether a range whose repair failed with err
@@ -290,8 +316,8 @@ func (p *tablePlan) repairRange(ctx context.Context, source, target *pgx.Conn, r
 	}
 	keyJSON := func(a string) string {
 		var kv []string
-		for _, k := range p.key {
-			kv = append(kv, "'"+strings.ReplaceAll(k.name, "'", "''")+"', "+a+"."+pgx.Identifier{k.name}.Sanitize())
+		for _, k := range p.recordKey {
+			kv = append(kv, "'"+strings.ReplaceAll(k, "'", "''")+"', "+a+"."+pgx.Identifier{k}.Sanitize())
 		}
 		return "jsonb_build_object(" + strings.Join(kv, ", ") + ")"
 	}

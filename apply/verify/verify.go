@@ -477,6 +477,10 @@ type relation struct {
 	exists bool
 	cols   []column
 	pk     []string
+	// replident is pg_class.relreplident; identity the columns of the
+	// replica identity index under REPLICA IDENTITY USING INDEX ('i').
+	replident string
+	identity  []string
 }
 
 func (r *relation) col(name string) (column, bool) {
@@ -525,6 +529,16 @@ ORDER BY s.n`, *oid)
 		return rel, err
 	}
 	rel.pk, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return rel, err
+	}
+	err = q.QueryRow(ctx, `
+SELECT c.relreplident::text, coalesce((SELECT array_agg(a.attname ORDER BY s.n)
+	FROM pg_index i
+	CROSS JOIN LATERAL generate_series(0, i.indnkeyatts - 1) AS s(n)
+	JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[s.n]
+	WHERE i.indrelid = c.oid AND i.indisreplident), '{}')
+FROM pg_class c WHERE c.oid = $1`, *oid).Scan(&rel.replident, &rel.identity)
 	return rel, err
 }
 
@@ -716,6 +730,9 @@ type tablePlan struct {
 	// lacks the source's primary key): key ranges select only keys
 	// without a NULL, and one more range holds the others.
 	nullKeys bool
+	// recordKey are the columns by which a repair records the rows it
+	// changes (appliedKey).
+	recordKey []string
 }
 
 // keyRange is a range of a table's rows: those whose key is in (lo, hi],

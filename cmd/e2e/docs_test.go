@@ -103,7 +103,7 @@ func helpText(t *testing.T, c []string) string {
 	cmd := exec.Command(bin, append(c[1:], "--help")...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // no PGJET_* from the caller
-	_ = cmd.Run()                                  // --help exits 0 or 2 by command
+	_ = cmd.Run()                                   // --help exits 0 or 2 by command
 	return out.String()
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/deploy/local"
+	"github.com/pgjet/pgjet/stream"
 )
 
 // bins holds the binaries built once for all tests.
@@ -348,12 +349,18 @@ var localCopySchema = local.CopySchema
 // natsJS connects to a NATS server for the test's own JetStream calls.
 func natsJS(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
+	return natsJSDomain(t, url, "")
+}
+
+// natsJSDomain is natsJS for JetStream domain ("" = the server's own).
+func natsJSDomain(t *testing.T, url, domain string) jetstream.JetStream {
+	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := stream.NewJetStream(nc, domain)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pgjet/pgjet/deploy/local"
@@ -26,15 +25,7 @@ func TestRegions_MirrorLimits(t *testing.T) {
 	exec1(t, dst, "CREATE TABLE t (id int PRIMARY KEY)")
 	capt := start(t, "pgjet-capture", bins.capture, "--db", src, "--nats", top.Hub.ClientURL(), "--name", "src", "--heartbeat", "1s")
 	capt.waitLog(t, "capture started")
-	nc, err := nats.Connect(top.Regions["r1"].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.NewWithDomain(nc, "r1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsJSDomain(t, top.Regions["r1"].ClientURL(), "r1")
 	apply := func(extra ...string) *proc {
 		p := start(t, "pgjet-apply r1", bins.apply, append([]string{"--db", dst, "--nats", top.Regions["r1"].ClientURL(),
 			"--name", "src", "--region", "r1", "--upstream-domain", "hub"}, extra...)...)

@@ -27,9 +27,9 @@ type ledgerWriter struct {
 	// firstAt and lastAt are when the first and the last write on each
 	// database were acknowledged.
 	firstAt, lastAt map[string]time.Time
-	errs    []string
-	stop    chan struct{}
-	done    chan struct{}
+	errs            []string
+	stop            chan struct{}
+	done            chan struct{}
 	// firstErr is when the first write was refused, firstOK when the
 	// first write after it was acknowledged: the outage the writer saw.
 	firstErr, firstOK time.Time
