@@ -610,25 +610,10 @@ func (d *demo) verify(ctx context.Context) bool {
 	all := len(prim) > 0
 	d.printf("result (rows on the primary; each replica compared by digest):\n")
 	for i, r := range d.f.regions {
-		byTable := make(map[string]local.TableDigest, len(reps[i]))
-		for _, t := range reps[i] {
-			byTable[t.Table] = t
-		}
-		for _, p := range prim {
-			rep, ok := byTable[p.Table]
-			switch {
-			case !ok:
-				all = false
-				d.printf("  %-6s %-26s %8d rows  MISMATCH (missing on the replica)\n", r, p.Table, p.Rows)
-			case rep.Rows != p.Rows:
-				all = false
-				d.printf("  %-6s %-26s %8d rows  MISMATCH (replica has %d rows)\n", r, p.Table, p.Rows, rep.Rows)
-			case rep.MD5 != p.MD5:
-				all = false
-				d.printf("  %-6s %-26s %8d rows  MISMATCH (same row count, different contents)\n", r, p.Table, p.Rows)
-			default:
-				d.printf("  %-6s %-26s %8d rows  match\n", r, p.Table, p.Rows)
-			}
+		lines, ok := verdict(r, prim, reps[i])
+		all = all && ok
+		for _, l := range lines {
+			d.printf("%s\n", l)
 		}
 	}
 	if all {
@@ -637,6 +622,31 @@ func (d *demo) verify(ctx context.Context) bool {
 		d.printf("MISMATCH: not every replica equals the primary\n")
 	}
 	return all
+}
+
+// verdict compares a region's replica with the primary: a line per table
+// either side has, and whether the two are equal (DiffDigests finds no
+// difference), so a table only the replica has is a mismatch too.
+func verdict(region string, prim, replica []local.TableDigest) ([]string, bool) {
+	var lines []string
+	for _, c := range local.CompareDigests(prim, replica) {
+		p, r := c.A, c.B
+		var l string
+		switch {
+		case c.Equal():
+			l = fmt.Sprintf("%8d rows  match", p.Rows)
+		case r == nil:
+			l = fmt.Sprintf("%8d rows  MISMATCH (missing on the replica)", p.Rows)
+		case p == nil:
+			l = fmt.Sprintf("%8s rows  MISMATCH (only on the replica, which has %d rows)", "-", r.Rows)
+		case r.Rows != p.Rows:
+			l = fmt.Sprintf("%8d rows  MISMATCH (replica has %d rows)", p.Rows, r.Rows)
+		default:
+			l = fmt.Sprintf("%8d rows  MISMATCH (same row count, different contents)", p.Rows)
+		}
+		lines = append(lines, fmt.Sprintf("  %-6s %-26s %s", region, c.Table, l))
+	}
+	return lines, len(local.DiffDigests(prim, replica)) == 0
 }
 
 // shutdown stops everything in reverse order of the data flow: appliers,

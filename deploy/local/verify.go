@@ -165,40 +165,63 @@ ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`)
 	return ids, nil
 }
 
+// TableComparison is one table of two digests being compared: its
+// digest on each side, nil on a side that lacks the table.
+type TableComparison struct {
+	Table string
+	A, B  *TableDigest
+}
+
+// Equal reports whether both sides hold the table with the same rows.
+func (c TableComparison) Equal() bool {
+	return c.A != nil && c.B != nil && c.A.Rows == c.B.Rows && c.A.MD5 == c.B.MD5
+}
+
+// CompareDigests pairs the tables of a and b by name: one entry per table
+// either side has, sorted by table.
+func CompareDigests(a, b []TableDigest) []TableComparison {
+	byName := make(map[string]*TableComparison, len(a)+len(b))
+	var out []TableComparison
+	for _, side := range []struct {
+		digests []TableDigest
+		first   bool
+	}{{a, true}, {b, false}} {
+		for _, d := range side.digests {
+			c, ok := byName[d.Table]
+			if !ok {
+				c = &TableComparison{Table: d.Table}
+				byName[d.Table] = c
+			}
+			if side.first {
+				c.A = &d
+			} else {
+				c.B = &d
+			}
+		}
+	}
+	for _, c := range byName {
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Table < out[j].Table })
+	return out
+}
+
 // DiffDigests returns one human-readable line per table whose digest differs
 // between a and b or that only one side has, sorted by table; nil when the
 // two are equal.
 func DiffDigests(a, b []TableDigest) []string {
-	am := make(map[string]TableDigest, len(a))
-	for _, d := range a {
-		am[d.Table] = d
-	}
-	bm := make(map[string]TableDigest, len(b))
-	for _, d := range b {
-		bm[d.Table] = d
-	}
-	names := make([]string, 0, len(am)+len(bm))
-	for n := range am {
-		names = append(names, n)
-	}
-	for n := range bm {
-		if _, ok := am[n]; !ok {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
 	var diffs []string
-	for _, n := range names {
-		da, inA := am[n]
-		db, inB := bm[n]
+	for _, c := range CompareDigests(a, b) {
+		n, da, db := c.Table, c.A, c.B
 		switch {
-		case !inB:
+		case c.Equal():
+		case db == nil:
 			diffs = append(diffs, fmt.Sprintf("%s: only in first (%d rows)", n, da.Rows))
-		case !inA:
+		case da == nil:
 			diffs = append(diffs, fmt.Sprintf("%s: only in second (%d rows)", n, db.Rows))
 		case da.Rows != db.Rows:
 			diffs = append(diffs, fmt.Sprintf("%s: %d rows vs %d rows", n, da.Rows, db.Rows))
-		case da.MD5 != db.MD5:
+		default:
 			diffs = append(diffs, fmt.Sprintf("%s: same %d rows, different contents (md5 %s vs %s)", n, da.Rows, da.MD5, db.MD5))
 		}
 	}

@@ -106,6 +106,14 @@ func (r *ring) add(s Sample) {
 	}
 }
 
+// newest returns the newest sample, failed or not, or nil.
+func (r *ring) newest() *Sample {
+	if r.next == 0 && !r.full {
+		return nil
+	}
+	return &r.buf[(r.next+len(r.buf)-1)%len(r.buf)]
+}
+
 // last returns the newest sample with a report, or nil.
 func (r *ring) last() *Sample {
 	all := r.all()
@@ -126,12 +134,30 @@ func (r *ring) all() []Sample {
 }
 
 // Link returns region's link state in the newest sample (flowing,
-// catching up, stalled, cut or unknown), and "" before the first one.
+// catching up, stalled, cut or unknown), and "" before the first one or
+// when that sample does not name region. It is "unknown" when the
+// newest sample failed (NATS did not answer the console) or is older
+// than staleAfter: an older verdict is no longer the link's state.
 func (c *Console) Link(region string) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if rs := c.hist.last().region(region); rs != nil {
+	s := c.hist.newest()
+	switch {
+	case s == nil:
+		return ""
+	case s.Error != "" || time.Since(s.At) > c.staleAfter():
+		return linkUnknown
+	}
+	if rs := s.region(region); rs != nil {
 		return rs.Link
 	}
 	return ""
+}
+
+// staleAfter is how old the newest sample may be and still tell the
+// links' state: a few intervals, and the time a sample may take when
+// domains and databases do not answer (Gather waits Timeout for each
+// domain, then for each database).
+func (c *Console) staleAfter() time.Duration {
+	return 3*c.cfg.Interval + 3*c.cfg.Status.Timeout
 }

@@ -85,6 +85,7 @@ func topology(v view) template.HTML {
 	fmt.Fprintf(&b, `<svg class="topology" viewBox="0 0 900 %d" width="900" height="%d" role="img" aria-label="topology">`, height, height)
 	b.WriteString(`<defs><marker id="head" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="context-stroke"/></marker></defs>`)
 	mid := height/2 - boxH/2
+	stall := v.Stall.Seconds()
 	capEdge, capSub := linkColors[linkUnknown], "capture → stream"
 	if cp := v.Capture; cp != nil {
 		switch {
@@ -92,18 +93,32 @@ func topology(v view) template.HTML {
 			capEdge, capSub = linkColors[linkCut], "source unreachable"
 		case cp.Missing:
 			capEdge, capSub = linkColors[linkCut], "no slot "+cp.Slot
-		case cp.Active:
-			capEdge, capSub = linkColors[linkFlowing], "slot "+cp.Slot+" streaming"
-		default:
+		case !cp.Active:
 			capEdge, capSub = linkColors[linkCut], "slot "+cp.Slot+" idle: capture stopped"
+		case cp.ReplySeconds != nil && *cp.ReplySeconds > stall:
+			// A client holds the slot but has not replied to its
+			// walsender: capture is stuck, not streaming.
+			capEdge, capSub = linkColors[linkStalled], fmt.Sprintf("slot %s: no reply for %.0fs", cp.Slot, *cp.ReplySeconds)
+		default:
+			capEdge, capSub = linkColors[linkFlowing], "slot "+cp.Slot+" streaming"
 		}
 	}
 	box(&b, 8, mid, 150, boxH, capEdge, "source "+v.Source, capSub)
 	hubEdge, hubTitle, hubSub := linkColors[linkCut], "hub", "home stream not found"
+	arrowColor := capEdge
 	if h := v.Home; h != nil {
 		hubEdge, hubTitle, hubSub = linkColors[linkFlowing], "hub (domain "+h.Domain+")", fmt.Sprintf("%s seq %d", h.Stream, h.LastSeq)
+		// Capture publishes a heartbeat every few seconds: a home
+		// stream without a message for longer than the stall timeout
+		// receives nothing, whatever the slot says.
+		switch {
+		case h.LastTime == nil:
+			hubEdge, hubSub, arrowColor = linkColors[linkStalled], h.Stream+": no message yet", linkColors[linkStalled]
+		case v.At.Sub(*h.LastTime).Seconds() > stall:
+			hubEdge, hubSub, arrowColor = linkColors[linkStalled], fmt.Sprintf("%s: last message %.0fs ago", h.Stream, v.At.Sub(*h.LastTime).Seconds()), linkColors[linkStalled]
+		}
 	}
-	arrow(&b, 158, mid+boxH/2, 186, mid+boxH/2, capEdge, "", capEdge == linkColors[linkCut])
+	arrow(&b, 158, mid+boxH/2, 186, mid+boxH/2, arrowColor, "", arrowColor == linkColors[linkCut])
 	box(&b, 190, mid, boxW+20, boxH, hubEdge, hubTitle, hubSub)
 	for i, r := range v.Regions {
 		y := 8 + i*rowH

@@ -29,14 +29,32 @@ const (
 	linkUnknown = "unknown"
 )
 
+// findSource returns source name of rep; nil when rep is nil or lacks
+// it. The --db-region databases that could not be read at all are among
+// its targets, with their error: status files them under
+// Report.DBErrors, since it cannot tell which sources such a database
+// holds, and a region without a target would be judged as one without
+// --db-region, from its stream alone, and look flowing while its
+// database is down.
 func findSource(rep *status.Report, name string) *status.Source {
 	if rep == nil {
 		return nil
 	}
 	for i := range rep.Sources {
-		if rep.Sources[i].Source == name {
+		if rep.Sources[i].Source != name {
+			continue
+		}
+		if len(rep.DBErrors) == 0 {
 			return &rep.Sources[i]
 		}
+		src := rep.Sources[i]
+		src.Targets = slices.Clone(src.Targets)
+		for _, t := range rep.DBErrors {
+			if findTarget(&src, t.Region) == nil {
+				src.Targets = append(src.Targets, t)
+			}
+		}
+		return &src
 	}
 	return nil
 }
@@ -69,6 +87,23 @@ func mirrorOf(src *status.Source, region string) *status.Stream {
 		}
 		if st.Domain == region || slices.ContainsFunc(st.Consumers, func(c status.Consumer) bool { return c.Region == region }) {
 			return st
+		}
+	}
+	return nil
+}
+
+// consumerOf is the durable consumer of region's applier: on its mirror,
+// or on any copy of the stream.
+func consumerOf(src *status.Source, region string) *status.Consumer {
+	streams := src.Streams
+	if m := mirrorOf(src, region); m != nil {
+		streams = append([]status.Stream{*m}, streams...)
+	}
+	for i := range streams {
+		for j := range streams[i].Consumers {
+			if c := &streams[i].Consumers[j]; c.Region == region {
+				return c
+			}
 		}
 	}
 	return nil
@@ -123,14 +158,7 @@ func linkState(rep *status.Report, src *status.Source, region string, stall time
 		}
 	}
 	if t == nil {
-		home := homeOf(src)
-		switch {
-		case mirror == nil || home == nil:
-			return linkUnknown, "no --db-region for it, and no mirror found"
-		case mirror.LastSeq >= home.LastSeq:
-			return linkFlowing, "its mirror holds the whole stream (no --db-region: its replica is not read)"
-		}
-		return linkCatchingUp, fmt.Sprintf("its mirror is %d messages behind (no --db-region: its replica is not read)", home.LastSeq-mirror.LastSeq)
+		return consumerLink(src, region)
 	}
 	switch {
 	case t.Error != "":
@@ -145,6 +173,40 @@ func linkState(rep *status.Report, src *status.Source, region string, stall time
 		return linkStalled, fmt.Sprintf("behind %s, and applying nothing for %.0fs (see its applier)", behind(t), deref(t.WaitingSeconds))
 	}
 	return linkUnknown, "the source's stream did not answer"
+}
+
+// consumerLink judges a region without --db-region by its applier's
+// consumer: its replica is not read, but the consumer's ack floor is
+// what the applier has committed. A mirror that holds the whole stream
+// says nothing of the replica: the applier may be stopped, or behind.
+func consumerLink(src *status.Source, region string) (string, string) {
+	const unread = " (no --db-region: its replica is not read)"
+	c, home := consumerOf(src, region), homeOf(src)
+	switch {
+	case c == nil:
+		return linkUnknown, "no --db-region for it, and no consumer of its applier found"
+	case c.State == status.ConsumerStopped:
+		return linkStalled, fmt.Sprintf("its applier's consumer %s is stopped, %d messages behind: no pgjet-apply pulls from it%s", c.Name, c.Lag, unread)
+	case home == nil:
+		return linkUnknown, "the source's stream did not answer" + unread
+	case c.AckFloor >= home.LastSeq && c.Pending == 0 && c.AckPending == 0:
+		return linkFlowing, "its applier acknowledged the whole stream" + unread
+	}
+	return linkCatchingUp, fmt.Sprintf("its applier is %d messages behind the source's stream, and applying%s", home.LastSeq-min(c.AckFloor, home.LastSeq), unread)
+}
+
+// consumerApplier sums up an applier by its consumer, for a region whose
+// database does not say (no --db-region, or it does not answer).
+func consumerApplier(c *status.Consumer) string {
+	switch c.State {
+	case status.ConsumerStopped:
+		return status.ApplierStopped
+	case status.ConsumerApplying:
+		return status.ApplierLagging
+	case status.ConsumerWaiting:
+		return status.ApplierRunning
+	}
+	return ""
 }
 
 func behind(t *status.Target) string {
@@ -169,6 +231,9 @@ type view struct {
 	At       time.Time // of the report shown
 	Interval int64     // milliseconds between reloads
 	Window   string
+	// Stall is how long capture, the home stream or a link may go
+	// without progress before the page calls it stalled.
+	Stall time.Duration
 	// Failed is set while no report can be gathered; the page then
 	// shows the last one it had, marked stale.
 	Failed  string
@@ -239,6 +304,7 @@ func (c *Console) view(now time.Time) view {
 		Now:      now,
 		Interval: c.cfg.Interval.Milliseconds(),
 		Window:   shortDuration(c.cfg.Window),
+		Stall:    c.cfg.Status.Stall,
 		Failed:   failed,
 		NoData:   rep == nil,
 	}
@@ -287,6 +353,19 @@ func (c *Console) view(now time.Time) view {
 			v.Stopped = append(v.Stopped, stoppedView{What: "applier of region " + t.Region + " (" + t.ApplierState + ")", Since: since, Error: why})
 		}
 	}
+	for _, name := range names {
+		if t := findTarget(src, name); t != nil && t.Applier != nil {
+			continue // its own record says, above
+		}
+		if c := consumerOf(src, name); c != nil && c.State == status.ConsumerStopped {
+			last := "never"
+			if c.LastActiveSeconds != nil {
+				last = fmt.Sprintf("%.0fs ago", *c.LastActiveSeconds)
+			}
+			v.Stopped = append(v.Stopped, stoppedView{What: "applier of region " + name + " (consumer " + c.Name + ")",
+				Error: fmt.Sprintf("no pull request waiting, last active %s, %d messages behind: pgjet-apply --region %s is not running (its log says why)", last, c.Lag, name)})
+		}
+	}
 	if cp := src.Capture; cp != nil && !cp.Active && cp.Error == "" {
 		v.Stopped = append(v.Stopped, stoppedView{What: "capture (slot " + cp.Slot + ")", Error: "no client streams from its slot: pgjet-capture is not running (its log says why)"})
 	}
@@ -328,9 +407,6 @@ func (c *Console) regionView(rep *status.Report, src *status.Source, name, color
 			rv.Behind = behind(t)
 		}
 		rv.ApplierState = t.ApplierState
-		if t.ApplierState != "" {
-			rv.Applier = t.ApplierState
-		}
 		for _, k := range t.Conflicts {
 			rv.Conflicts += k.PerMinute[len(k.PerMinute)-1]
 		}
@@ -339,6 +415,17 @@ func (c *Console) regionView(rep *status.Report, src *status.Source, name, color
 			if !r.Done {
 				rv.Restore = "being built from snapshot " + r.Snapshot
 			}
+		}
+	}
+	if rv.ApplierState != "" {
+		rv.Applier = rv.ApplierState
+	} else if c := consumerOf(src, name); c != nil && c.State != "" {
+		// The database does not say (no --db-region, or it does not
+		// answer): the consumer does.
+		rv.ApplierState = consumerApplier(c)
+		rv.Applier = "consumer " + c.State
+		if c.Lag > 0 {
+			rv.Applier += fmt.Sprintf(", %d behind", c.Lag)
 		}
 	}
 	if rs := last.region(name); rs != nil && rs.AppliedPerSecond != nil {

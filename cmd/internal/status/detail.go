@@ -228,6 +228,13 @@ const (
 	TargetCutOff     = stateCutOff
 )
 
+// Consumer states (Consumer.State), for readers of a Report.
+const (
+	ConsumerWaiting  = stateWaiting
+	ConsumerApplying = stateApplying
+	ConsumerStopped  = stateStopped
+)
+
 // Applier states (Target.ApplierState), for readers of a Report.
 const (
 	ApplierRunning = applierRunning
