@@ -31,7 +31,7 @@ test: deps vet
 # start a server under PGJET_TEST_NO_SERVERS, so a new such test fails here
 # with a line saying to add it to UNIT_SKIP.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /cmd/e2e$$ -e /deploy/local$$)
-UNIT_SKIP = ^(TestPolicy_Decisions|TestMigrate|TestApplied_Read|TestSeekLSN|TestSeekTime|TestEnsureStream|TestTail_PasswordNotShown)$$
+UNIT_SKIP = ^(TestPolicy_Decisions|TestMigrate|TestApplied_Read|TestSeekLSN|TestSeekTime|TestEnsureStream|TestTail_PasswordNotShown|TestLastOwnMessageFromZero)$$
 unit:
 	PGJET_TEST_NO_SERVERS=1 $(GO) test -count=1 -timeout 5m -skip '$(UNIT_SKIP)' $(UNIT_PKGS)
 
