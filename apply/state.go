@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS pgjet.applier_state (
 // OwnTables are the tables pgjet-apply makes in schema pgjet of a target
 // (migrations, ddlDoneSQL), each with a source column:
 // what pgjet drop region removes.
-var OwnTables = []string{"applied", "applier_state", "conflicts", "ddl_done", "restore", "skip", "snapshot_tables"}
+var OwnTables = []string{"applied", "applier_state", "conflicts", "ddl_done", "generations", "restore", "skip", "snapshot_tables"}
 
 // Applier states recorded in pgjet.applier_state.
 const (
