@@ -498,15 +498,28 @@ func fence(ctx context.Context, conn *pgx.Conn) (int, error) {
 		return 0, err
 	}
 	// With a timeout pg_terminate_backend waits until the session is
-	// gone: one still ending could commit after the fence.
-	var n, alive int
-	err := conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT ended) FROM (
-		SELECT pg_terminate_backend(pid, 10000) AS ended FROM pg_stat_activity
+	// gone: one still ending could commit after the fence. Its result is
+	// not the test of that: a session that ended by itself meanwhile (a
+	// client that gave up on the read-only error) returns false. What
+	// counts is whether any of them is still there afterwards.
+	var pids []int32
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		AND application_name NOT LIKE 'pgjet-capture%') t`).Scan(&n, &alive)
+		AND application_name NOT LIKE 'pgjet-capture%'`)
+	if err == nil {
+		pids, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+	}
+	if err == nil {
+		_, err = conn.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM unnest($1::int[]) pid", pids)
+	}
+	var alive int
+	if err == nil {
+		err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids).Scan(&alive)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("end the old primary's client sessions: %w", err)
 	}
+	n := len(pids)
 	if alive > 0 {
 		return 0, fmt.Errorf("%d client sessions of the old primary did not end within 10s of pg_terminate_backend; the old primary stays fenced: run pgjet promote again", alive)
 	}
