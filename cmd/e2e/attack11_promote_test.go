@@ -15,22 +15,6 @@ import (
 	"github.com/pgjet/pgjet/stream"
 )
 
-// failHome kills the home region as TestPromote_FailoverRegionAhead does:
-// the primary and its capture with -9, every region's link cut, the hub's
-// server down.
-func failHome(t *testing.T, s *regionSetup) {
-	t.Helper()
-	if err := s.primary.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	s.capture.Kill()
-	for _, r := range s.top.Names {
-		s.top.Proxies[r].Cut()
-	}
-	s.top.Hub.Shutdown()
-	s.appliers["r1"].expectExit = true
-}
-
 // healHome brings the hub's server and every region's link back.
 func healHome(t *testing.T, s *regionSetup) {
 	t.Helper()

@@ -70,7 +70,6 @@ func TestCapture_KeylessAttachPartition(t *testing.T) {
 // pass over the delete instead of stopping at delete_missing.
 func TestVerify_RepairSkipTimestamptzKey(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE ev (at timestamptz PRIMARY KEY, v text)", "CREATE TABLE gate (id int PRIMARY KEY, n int)")
 	c.capture(t)
 	// The apply role's sessions under the server's TimeZone (initdb takes
@@ -82,21 +81,7 @@ func TestVerify_RepairSkipTimestamptzKey(t *testing.T) {
 	waitSame(t, 60*time.Second, c.src, c.dst)
 
 	// The applier waits at gate's update, behind the source.
-	tx := openTx(t, c.dst, "SELECT 1 FROM gate WHERE id = 1 FOR UPDATE")
-	exec1(t, c.src, "UPDATE gate SET n = 1 WHERE id = 1", "DELETE FROM ev WHERE at = timestamptz '2024-01-01 05:00:00+00'")
-	waitFor(t, 60*time.Second, "the applier to wait for gate's row", func() (bool, string) {
-		checkDaemons(t)
-		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
-		return n == 1, fmt.Sprintf("%d sessions waiting for a lock", n)
-	})
-	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--tables", "public.ev", "--wait-lsn=false", "--repair")
-	t.Logf("pgjet verify --repair:\n%s%s", out, errOut)
-	if code != 0 || !strings.Contains(out, "1 deleted") {
-		t.Fatalf("pgjet verify --repair exited %d, want 0 and 1 row deleted", code)
-	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	repairBehindApplier(t, c, "public.ev", "1 deleted", "DELETE FROM ev WHERE at = timestamptz '2024-01-01 05:00:00+00'")
 	exec1(t, c.src, "UPDATE gate SET n = 2 WHERE id = 1")
 	waitSame(t, 60*time.Second, c.src, c.dst)
 	app.Stop(t)
@@ -234,7 +219,6 @@ func resyncStreamRemade(t *testing.T, src, dst, natsURL string, js, region jetst
 // the delete it already made to be passed over.
 func TestVerify_RepairSkipIdentityIndexKey(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)",
 		"ALTER TABLE items REPLICA IDENTITY USING INDEX items_code_key", "CREATE TABLE gate (id int PRIMARY KEY, n int)")
 	c.capture(t)
@@ -242,21 +226,7 @@ func TestVerify_RepairSkipIdentityIndexKey(t *testing.T) {
 	exec1(t, c.src, "INSERT INTO items SELECT g, 'c' || g, 'v' || g FROM generate_series(1, 20) g", "INSERT INTO gate VALUES (1, 0)")
 	waitSame(t, 60*time.Second, c.src, c.dst)
 
-	tx := openTx(t, c.dst, "SELECT 1 FROM gate WHERE id = 1 FOR UPDATE")
-	exec1(t, c.src, "UPDATE gate SET n = 1 WHERE id = 1", "DELETE FROM items WHERE id = 5")
-	waitFor(t, 60*time.Second, "the applier to wait for gate's row", func() (bool, string) {
-		checkDaemons(t)
-		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
-		return n == 1, fmt.Sprintf("%d sessions waiting for a lock", n)
-	})
-	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--tables", "public.items", "--wait-lsn=false", "--repair")
-	t.Logf("pgjet verify --repair:\n%s%s", out, errOut)
-	if code != 0 || !strings.Contains(out, "1 deleted") {
-		t.Fatalf("pgjet verify --repair exited %d, want 0 and 1 row deleted", code)
-	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	repairBehindApplier(t, c, "public.items", "1 deleted", "DELETE FROM items WHERE id = 5")
 	exec1(t, c.src, "UPDATE gate SET n = 2 WHERE id = 1")
 	waitSame(t, 60*time.Second, c.src, c.dst)
 	app.Stop(t)

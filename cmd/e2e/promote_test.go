@@ -315,15 +315,7 @@ func TestPromote_Failover(t *testing.T) {
 	})
 
 	// The home region dies.
-	if err := s.primary.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	s.capture.Kill()
-	for _, r := range s.top.Names {
-		s.top.Proxies[r].Cut()
-	}
-	s.top.Hub.Shutdown()
-	s.appliers["r1"].expectExit = true
+	failHome(t, s)
 
 	started := time.Now()
 	code, out := runPgjet(t, "promote", "--failover", "--db", r1, "--nats", s.top.Regions["r1"].ClientURL(), "--name", "src", "--region", "r1")
@@ -578,4 +570,20 @@ func TestCapture_PromotedStandbyWithoutSlot(t *testing.T) {
 	if n := queryInt(t, db, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
 		t.Errorf("capture made %d slots on the promoted standby", n)
 	}
+}
+
+// failHome kills the home region under load:
+// the primary and its capture with -9, every region's link cut, the hub's
+// server down.
+func failHome(t *testing.T, s *regionSetup) {
+	t.Helper()
+	if err := s.primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s.capture.Kill()
+	for _, r := range s.top.Names {
+		s.top.Proxies[r].Cut()
+	}
+	s.top.Hub.Shutdown()
+	s.appliers["r1"].expectExit = true
 }

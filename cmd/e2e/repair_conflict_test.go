@@ -20,7 +20,6 @@ import (
 // stops the applier.
 func TestVerify_RepairBesideConflictError(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	c := newCluster(t, "CREATE TABLE items (id int PRIMARY KEY, v text)", "CREATE TABLE gate (id int PRIMARY KEY, n int)")
 	c.capture(t)
 	app := c.apply(t, "--conflict", "error")
@@ -30,8 +29,7 @@ func TestVerify_RepairBesideConflictError(t *testing.T) {
 	// A session holds gate's row on the replica: the applier waits at the
 	// next source transaction that writes it, behind the source as a
 	// lagging applier is, with the changes to items after it not applied.
-	tx := openTx(t, c.dst, "SELECT 1 FROM gate WHERE id = 1 FOR UPDATE")
-	exec1(t, c.src, "UPDATE gate SET n = 1 WHERE id = 1",
+	repairBehindApplier(t, c, "public.items", "repair: public.items: 2 inserted, 1 updated, 2 deleted",
 		"INSERT INTO items VALUES (101, 'new')",
 		"DELETE FROM items WHERE id = 5",
 		"UPDATE items SET v = 'changed' WHERE id = 6",
@@ -39,19 +37,6 @@ func TestVerify_RepairBesideConflictError(t *testing.T) {
 		"DELETE FROM items WHERE id = 7",
 		"INSERT INTO items VALUES (102, 'x')",
 		"UPDATE items SET v = 'y' WHERE id = 102")
-	waitFor(t, 60*time.Second, "the applier to wait for gate's row", func() (bool, string) {
-		checkDaemons(t)
-		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
-		return n == 1, fmt.Sprintf("%d sessions waiting for a lock", n)
-	})
-	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--tables", "public.items", "--wait-lsn=false", "--repair")
-	t.Logf("pgjet verify --repair:\n%s%s", out, errOut)
-	if code != 0 || !strings.Contains(out, "repair: public.items: 2 inserted, 1 updated, 2 deleted") {
-		t.Fatalf("pgjet verify --repair exited %d, want 0 and items repaired (2 inserted, 1 updated, 2 deleted)", code)
-	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
 
 	// The applier applies the changes the repair already holds without
 	// stopping, and goes on.
@@ -78,4 +63,28 @@ func TestVerify_RepairBesideConflictError(t *testing.T) {
 	exec1(t, c.dst, "DELETE FROM items WHERE id = 5")
 	exec1(t, c.src, "UPDATE items SET v = 'once more' WHERE id = 5")
 	expectFatal(t, app, `update_missing on public.items key {"id": 5}`, "conflict policy of the table is error")
+}
+
+// repairBehindApplier holds gate's row (id 1) on the replica, so that the
+// applier waits at the source's next update of it, behind the source;
+// commits that update and changes on the source; runs verify --repair of
+// table while the applier waits, which must exit 0 and print want; then
+// lets the applier go on.
+func repairBehindApplier(t *testing.T, c *cluster, table, want string, changes ...string) {
+	t.Helper()
+	tx := openTx(t, c.dst, "SELECT 1 FROM gate WHERE id = 1 FOR UPDATE")
+	exec1(t, c.src, append([]string{"UPDATE gate SET n = 1 WHERE id = 1"}, changes...)...)
+	waitFor(t, 60*time.Second, "the applier to wait for gate's row", func() (bool, string) {
+		checkDaemons(t)
+		n := queryInt(t, c.dst, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+		return n == 1, fmt.Sprintf("%d sessions waiting for a lock", n)
+	})
+	code, out, errOut := runPgjetVerify(t, "--source", c.src, "--target", c.dst, "--tables", table, "--wait-lsn=false", "--repair")
+	t.Logf("pgjet verify --repair:\n%s%s", out, errOut)
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("pgjet verify --repair exited %d, want 0 and %q", code, want)
+	}
+	if err := tx.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
